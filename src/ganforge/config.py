@@ -1,0 +1,324 @@
+"""Run configuration: plain dataclasses, filled from a preset and then from overrides.
+
+A config is pure data. It is validated once, up front, so that an impossible setting is
+reported before any data is read or any model is built (:meth:`TrainConfig.validate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ganforge.errors import ConfigError
+
+SCHEDULE_UNITS = ("epoch", "iteration")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are shaped before training."""
+
+    dataset: str = "mnist"  # a name in ganforge.data.SOURCES
+    path: str | None = None  # an explicit local copy; searched first, and alone when given
+    split: str = "train"  # train | test | all
+    resolution: int | None = None  # None keeps the source size (28 for MNIST)
+    channels: int | None = None  # None keeps the source channels
+    fit: str = "pad"  # pad | crop | stretch: how a non-square image reaches a square size
+    limit: int | None = None  # use only the first N images (quick experiments, tests)
+    nifti_axis: int = 2  # slicing axis of NIfTI volumes (2 = axial for RAS volumes)
+    nifti_range: tuple[float, float] = (0.0, 1.0)  # part of the axis to slice, as fractions
+    nifti_min_foreground: float = 0.1  # skip slices with less non-background than this
+    cache: bool = True  # keep decoded images in the user cache, keyed by source and settings
+
+
+@dataclass
+class ModelConfig:
+    """Which registered architecture to build, and its options."""
+
+    arch: str = "dcgan-mnist"
+    latent_dim: int = 100
+    options: dict[str, Any] = field(default_factory=dict)  # architecture keyword arguments
+
+
+@dataclass
+class OptimConfig:
+    """Adam settings for both networks (the notebook's Adam(2e-4, beta1=0.5) by default)."""
+
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Presets are instances of this, as YAML."""
+
+    preset: str | None = None
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: str = "bce"  # a name in ganforge.losses.LOSSES
+    # Schedule: give exactly one of epochs or iterations. Intervals below count in that unit.
+    epochs: int | None = None
+    iterations: int | None = None
+    batch_size: int = 128
+    d_half_batch: bool = False  # D sees batch/2 real + batch/2 fake (the notebook's GAN)
+    d_separate_updates: bool = True  # one D step on the real batch, then one on the fake batch
+    d_fakes_from_eval_g: bool = False  # Keras generator.predict(): BatchNorm in inference mode
+    batch_order: str = "shuffle"  # shuffle: a new permutation per pass; sequential: in order
+    # (the notebook's DCGAN); random: independent draws with replacement (the notebook's GAN)
+    noise: str = "normal"  # normal | uniform (in [-1, 1])
+    noise_std: float = 1.0  # standard deviation of normal training noise
+    grid_noise: str = "train"  # train: same law as training; normal | uniform
+    grid_size: int = 5  # sample grids are grid_size x grid_size
+    sample_every: int = 1
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # 0 disables evaluation during training
+    eval_samples: int = 2000
+    log_every: int = 50  # iterations between reads of the on-device loss accumulators
+    # Stabilisers (all off in the documented recipes).
+    label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
+    r1_gamma: float = 0.0  # R1 gradient penalty on real images
+    ema_decay: float = 0.0  # exponential moving average of G weights, e.g. 0.999
+    # Execution.
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16 (bf16 autocast on CUDA only)
+    compile: str = "auto"  # auto | on | off (torch.compile)
+    channels_last: str = "auto"  # auto | on | off
+    deterministic: bool = False
+    out_dir: str = "runs"
+    run_name: str | None = None
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def schedule_unit(self) -> str:
+        return "epoch" if self.epochs is not None else "iteration"
+
+    @property
+    def schedule_length(self) -> int:
+        return self.epochs if self.epochs is not None else int(self.iterations or 0)
+
+    # ---- validation -----------------------------------------------------------------
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError for settings that cannot work; return self for chaining."""
+        problems = list(_problems(self))
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+    # ---- (de)serialisation -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        return _build(cls, values, prefix="")
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "TrainConfig":
+        """Return a copy with dotted keys replaced, e.g. {"optim.lr_g": 1e-3}.
+
+        String values (from the command line) are converted to the field's type.
+        Setting ``epochs`` clears ``iterations`` and vice versa, so a user can switch
+        the schedule of any preset with one flag.
+        """
+        values = self.to_dict()
+        for key, raw in overrides.items():
+            _set_dotted(values, key, raw, type(self))
+            if key == "epochs" and values["epochs"] is not None:
+                values["iterations"] = None
+            if key == "iterations" and values["iterations"] is not None:
+                values["epochs"] = None
+        return TrainConfig.from_dict(values)
+
+
+def _problems(c: TrainConfig):
+    def positive(name: str, value: float | int | None, allow_none: bool = False):
+        if value is None and allow_none:
+            return
+        if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            yield f"{name} must be a positive number (got {value!r})"
+
+    if (c.epochs is None) == (c.iterations is None):
+        yield "give exactly one of epochs or iterations"
+    yield from positive("epochs", c.epochs, allow_none=True)
+    yield from positive("iterations", c.iterations, allow_none=True)
+    yield from positive("batch_size", c.batch_size)
+    if c.d_half_batch and c.batch_size < 2:
+        yield "batch_size must be at least 2 with d_half_batch (D sees half real, half fake)"
+    yield from positive("model.latent_dim", c.model.latent_dim)
+    yield from positive("optim.lr_g", c.optim.lr_g)
+    yield from positive("optim.lr_d", c.optim.lr_d)
+    for name in ("beta1", "beta2"):
+        beta = getattr(c.optim, name)
+        if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+            yield f"optim.{name} must be in [0, 1) (got {beta!r})"
+    yield from positive("noise_std", c.noise_std)
+    yield from positive("grid_size", c.grid_size)
+    for name in ("sample_every", "checkpoint_every", "log_every", "keep_checkpoints"):
+        yield from positive(name, getattr(c, name))
+    if c.eval_every < 0:
+        yield f"eval_every must be 0 (off) or positive (got {c.eval_every})"
+    if not 0.0 <= c.label_smoothing < 0.5:
+        yield f"label_smoothing must be in [0, 0.5) (got {c.label_smoothing})"
+    if c.r1_gamma < 0:
+        yield f"r1_gamma must be >= 0 (got {c.r1_gamma})"
+    if not (c.ema_decay == 0.0 or 0.0 < c.ema_decay < 1.0):
+        yield f"ema_decay must be 0 (off) or in (0, 1) (got {c.ema_decay})"
+    choices = {
+        "noise": ("normal", "uniform"),
+        "batch_order": ("shuffle", "sequential", "random"),
+        "grid_noise": ("train", "normal", "uniform"),
+        "precision": ("auto", "fp32", "bf16"),
+        "compile": ("auto", "on", "off"),
+        "channels_last": ("auto", "on", "off"),
+        "data.split": ("train", "test", "all"),
+        "data.fit": ("pad", "crop", "stretch"),
+    }
+    for dotted, allowed in choices.items():
+        value = _get_dotted(c, dotted)
+        if value not in allowed:
+            yield f"{dotted} must be one of {', '.join(allowed)} (got {value!r})"
+    res = c.data.resolution
+    if res is not None and (not isinstance(res, int) or res < 8):
+        yield f"data.resolution must be an integer of at least 8 (got {res!r})"
+    if c.data.channels not in (None, 1, 3):
+        yield f"data.channels must be 1 or 3 (got {c.data.channels!r})"
+    if c.data.limit is not None and c.data.limit <= 0:
+        yield f"data.limit must be positive (got {c.data.limit})"
+    low, high = c.data.nifti_range
+    if not 0.0 <= low < high <= 1.0:
+        yield f"data.nifti_range must satisfy 0 <= low < high <= 1 (got {c.data.nifti_range})"
+    if not c.device or not (c.device in ("auto", "cpu", "cuda", "mps") or c.device.startswith("cuda:")):
+        yield f"device must be auto, cpu, cuda, cuda:N or mps (got {c.device!r})"
+
+
+def _get_dotted(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_dotted(values: dict[str, Any], key: str, raw: Any, cls: type) -> None:
+    if key.startswith("model.options."):  # free-form architecture options
+        values["model"]["options"][key.removeprefix("model.options.")] = _parse_scalar(raw)
+        return
+    parts = key.split(".")
+    target = values
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            valid = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"unknown setting {key!r}; valid names here: {valid}")
+        if depth == len(parts) - 1:
+            target[part] = _coerce(raw, hints[part], key)
+        elif dataclasses.is_dataclass(hints[part]):
+            target, cls = target[part], hints[part]
+        else:
+            raise ConfigError(f"unknown setting {key!r}")
+
+
+def _parse_scalar(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return float(raw) if any(ch in raw for ch in ".eE") and _is_float(raw) else yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _coerce(raw: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML or command-line value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(raw, inner[0], key)
+    try:
+        if hint is bool:
+            if isinstance(raw, str):
+                lowered = raw.lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(raw)
+            if isinstance(raw, (bool, int)) and raw in (0, 1):
+                return bool(raw)
+            raise ValueError(raw)
+        if hint is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            if isinstance(raw, float):
+                if not raw.is_integer():
+                    raise ValueError(raw)
+                return int(raw)
+            return int(str(raw).replace("_", ""))
+        if hint is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if hint is str:
+            if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+                raise ValueError(raw)
+            return str(raw)
+        if origin is tuple:
+            items = raw
+            if isinstance(raw, str):
+                items = [p for p in raw.strip("()[] ").split(",") if p.strip()]
+            items = list(items)
+            if len(items) != len(args):
+                raise ValueError(raw)
+            return tuple(_coerce(item, a, key) for item, a in zip(items, args))
+        if origin is dict:
+            if isinstance(raw, str):
+                raw = yaml.safe_load(raw) or {}
+            if not isinstance(raw, dict):
+                raise ValueError(raw)
+            return {str(k): v for k, v in raw.items()}
+    except (ValueError, TypeError, yaml.YAMLError):
+        raise ConfigError(f"{key} expects {getattr(hint, '__name__', hint)}, got {raw!r}") from None
+    return raw
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {prefix}{unknown[0]!r}; valid names here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, raw in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(raw, hint, f"{prefix}{name}")
+    return cls(**kwargs)

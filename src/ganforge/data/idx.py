@@ -1,0 +1,230 @@
+"""MNIST and Fashion-MNIST from the standard IDX gz files: find, download, validate, read.
+
+Where to look, in order (the first complete copy wins):
+1. an explicit path (``--data`` / ``DataConfig.path``), searched alone when given;
+2. ``$GANFORGE_DATA/<dataset>``;
+3. the user cache, ``$GANFORGE_CACHE`` or ``~/.cache/ganforge``, ``datasets/<dataset>``;
+4. known local copies (``../shared/datasets``, ``/usr/share/datasets/fashion-mnist``);
+5. a download from the public mirrors into the cache, checked against known MD5 sums
+   (skipped when ``GANFORGE_OFFLINE=1``);
+6. for MNIST only: the 5,000-digit slice of the real test set shipped with ganforge,
+   announced with a warning, so that the demo works on a machine with nothing else.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge.data.base import ImageData
+from ganforge.errors import DataError
+
+IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
+SPLIT_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """A public IDX dataset: where it can be downloaded and how to check the download."""
+
+    name: str
+    mirrors: tuple[str, ...]
+    md5: dict[str, str]
+    local_copies: tuple[str, ...]
+    how_to_get: str
+
+
+MNIST = IdxDataset(
+    name="mnist",
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    md5={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+         "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+         "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+    local_copies=("../shared/datasets/mnist", "shared/datasets/mnist"),
+    how_to_get="download the four IDX gz files from a public MNIST mirror and pass their folder with --data",
+)
+FASHION_MNIST = IdxDataset(
+    name="fashion-mnist",
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    md5={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+    local_copies=("/usr/share/datasets/fashion-mnist", "../shared/datasets/fashion-mnist"),
+    how_to_get="run 'apt-get install dataset-fashion-mnist' or pass a folder with the four IDX gz files with --data",
+)
+IDX_DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
+
+
+def cache_root() -> Path:
+    """ganforge's cache folder: $GANFORGE_CACHE, else $XDG_CACHE_HOME/ganforge, else ~/.cache/ganforge."""
+    if os.environ.get("GANFORGE_CACHE"):
+        return Path(os.environ["GANFORGE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ganforge"
+
+
+def offline() -> bool:
+    return os.environ.get("GANFORGE_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def read_idx(path: Path, expect_magic: int) -> np.ndarray:
+    """Read one IDX file (gz or raw), checking magic number, dimensions and length."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); the file is corrupt or truncated, fetch it again") from None
+    if len(raw) < 8:
+        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != expect_magic:
+        kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
+        raise DataError(f"{path}: wrong magic number 0x{magic:08x} for IDX {kind} (want 0x{expect_magic:08x}); "
+                        "is this the right file?")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims)) if dims else 0
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds {len(raw) - header}; "
+                        "the file is truncated or corrupt, fetch it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _complete(folder: Path, split: str) -> bool:
+    return all((folder / f).is_file() for f in SPLIT_FILES[split])
+
+
+def _candidates(dataset: IdxDataset, explicit: str | None) -> list[Path]:
+    if explicit:
+        return [Path(explicit).expanduser()]
+    places: list[Path] = []
+    if os.environ.get("GANFORGE_DATA"):
+        places.append(Path(os.environ["GANFORGE_DATA"]) / dataset.name)
+    places.append(cache_root() / "datasets" / dataset.name)
+    repo_root = Path(__file__).resolve().parents[3]  # a source checkout: <repo>/src/ganforge/data
+    for local in dataset.local_copies:
+        places.append(Path(local) if Path(local).is_absolute() else Path.cwd() / local)
+        if not Path(local).is_absolute():
+            places.append(repo_root / local)
+    unique: list[Path] = []
+    for p in places:
+        if p.resolve() not in [u.resolve() for u in unique]:
+            unique.append(p)
+    return unique
+
+
+def download(dataset: IdxDataset, split: str, target: Path, mirrors: tuple[str, ...] | None = None,
+             timeout: float = 20.0) -> None:
+    """Fetch a split's files into `target`, verifying MD5; a bad or partial file is never kept."""
+    target.mkdir(parents=True, exist_ok=True)
+    for filename in SPLIT_FILES[split]:
+        final = target / filename
+        if final.is_file() and _md5(final) == dataset.md5[filename]:
+            continue
+        errors = []
+        for mirror in mirrors or dataset.mirrors:
+            url = mirror.rstrip("/") + "/" + filename
+            with tempfile.NamedTemporaryFile(dir=target, prefix=filename, suffix=".part", delete=False) as tmp:
+                try:
+                    with urllib.request.urlopen(url, timeout=timeout) as response:
+                        shutil.copyfileobj(response, tmp)
+                except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                    errors.append(f"{url}: {exc}")
+                    Path(tmp.name).unlink(missing_ok=True)
+                    continue
+            digest = _md5(Path(tmp.name))
+            if digest != dataset.md5[filename]:
+                Path(tmp.name).unlink(missing_ok=True)
+                errors.append(f"{url}: checksum mismatch (md5 {digest}, want {dataset.md5[filename]})")
+                continue
+            os.replace(tmp.name, final)
+            break
+        else:
+            raise DataError(f"could not download {filename}: " + "; ".join(errors))
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def locate(dataset: IdxDataset, split: str, explicit: str | None) -> Path | None:
+    """The folder that holds the split's files, downloading it if allowed; None if not found."""
+    candidates = _candidates(dataset, explicit)
+    for folder in candidates:
+        if _complete(folder, split):
+            return folder
+    if explicit:
+        return None
+    if not offline():
+        cache = cache_root() / "datasets" / dataset.name
+        try:
+            download(dataset, split, cache)
+            return cache
+        except DataError as exc:
+            warnings.warn(f"{dataset.name}: download failed ({exc})", stacklevel=2)
+    return None
+
+
+def load_idx_dataset(name: str, split: str = "train", path: str | None = None,
+                     allow_bundled: bool = True) -> ImageData:
+    """Load MNIST or Fashion-MNIST as ImageData, searching the places listed in the module doc."""
+    dataset = IDX_DATASETS[name]
+    splits = ("train", "test") if split == "all" else (split,)
+    parts = []
+    for one in splits:
+        folder = locate(dataset, one, path)
+        if folder is None:
+            if name == "mnist" and allow_bundled and not path:
+                return _bundled_slice()
+            searched = ", ".join(str(p) for p in _candidates(dataset, path))
+            extra = "" if path else (" and the public mirrors" if not offline() else " (downloads off: GANFORGE_OFFLINE=1)")
+            raise DataError(f"{name} {one} split not found: looked in {searched}{extra}; {dataset.how_to_get}")
+        image_file, label_file = (folder / f for f in SPLIT_FILES[one])
+        images = read_idx(image_file, IMAGE_MAGIC)
+        labels = read_idx(label_file, LABEL_MAGIC)
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(f"{image_file}: expected images of 28x28, got shape {images.shape}")
+        if labels.shape[0] != images.shape[0]:
+            raise DataError(f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels")
+        if labels.size and labels.max() > 9:
+            raise DataError(f"{label_file}: labels must be 0-9, found {int(labels.max())}")
+        parts.append((images, labels, folder))
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    source = ", ".join(str(p[2]) for p in parts)
+    return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), f"{name}/{split}", source,
+                     torch.from_numpy(labels.astype(np.int64)), 10)
+
+
+def _bundled_slice() -> ImageData:
+    warnings.warn("full MNIST not found (no local copy, no download): using the 5,000-digit slice of the real "
+                  "MNIST test set that ships with ganforge; pass --data DIR for the full set", stacklevel=2)
+    images = read_idx(ASSETS / "mnist-slice-images-idx3-ubyte.gz", IMAGE_MAGIC)
+    labels = read_idx(ASSETS / "mnist-slice-labels-idx1-ubyte.gz", LABEL_MAGIC)
+    return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), "mnist/bundled-slice", str(ASSETS),
+                     torch.from_numpy(labels.astype(np.int64)), 10)
