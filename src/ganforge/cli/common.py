@@ -1,0 +1,21 @@
+"""Helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import sys
+
+
+def say(message: str) -> None:
+    """Progress messages go to stderr, so stdout stays clean for data (tables, JSON)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def positive_int(text: str) -> int:
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value

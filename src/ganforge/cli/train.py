@@ -1,0 +1,94 @@
+"""`ganforge train`: train from a preset or config file, with any setting overridden."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganforge.cli.common import say
+from ganforge.errors import ConfigError
+from ganforge.presets import DEFAULT_PRESET, load_config_file, load_preset
+
+# flag -> dotted config key; every flag is optional and overrides the preset.
+FLAGS = {
+    "epochs": ("epochs", int, "train for this many passes over the data"),
+    "iterations": ("iterations", int, "train for this many iterations (instead of epochs)"),
+    "batch_size": ("batch_size", int, "images per batch"),
+    "lr_g": ("optim.lr_g", float, "generator learning rate"),
+    "lr_d": ("optim.lr_d", float, "discriminator learning rate"),
+    "lr": (None, float, "set both learning rates"),
+    "beta1": ("optim.beta1", float, "Adam beta1 for both networks"),
+    "beta2": ("optim.beta2", float, "Adam beta2 for both networks"),
+    "latent_dim": ("model.latent_dim", int, "size of the noise vector z"),
+    "model": ("model.arch", str, "architecture name (see `ganforge presets --models`)"),
+    "loss": ("loss", str, "adversarial loss: bce, hinge or lsgan"),
+    "seed": ("seed", int, "random seed"),
+    "device": ("device", str, "auto, cpu, cuda, cuda:N"),
+    "precision": ("precision", str, "auto, fp32 or bf16"),
+    "sample_every": ("sample_every", int, "save a sample grid every N epochs/iterations"),
+    "checkpoint_every": ("checkpoint_every", int, "save a checkpoint every N epochs/iterations"),
+    "eval_every": ("eval_every", int, "evaluate quality every N epochs/iterations (0: off)"),
+    "dataset": ("data.dataset", str, "mnist, fashion-mnist, folder, nifti"),
+    "data": ("data.path", str, "a local copy of the data (folder or file); searched first"),
+    "resolution": ("data.resolution", int, "square image size to train at"),
+    "channels": ("data.channels", int, "1 (grayscale) or 3 (RGB)"),
+    "limit": ("data.limit", int, "use only the first N images"),
+    "out": ("out_dir", str, "folder that holds run folders (default: runs)"),
+    "name": ("run_name", str, "name of this run's folder (default: <preset>-NNN)"),
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a GAN (default: the small offline MNIST demo)",
+                       description="Train a GAN. Without options: the 'demo' preset, a small DCGAN on MNIST.")
+    p.add_argument("--preset", default=None, help=f"named recipe (default: {DEFAULT_PRESET}); list: ganforge presets")
+    p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
+    for flag, (_, kind, text) in FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None, help=text)
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting, e.g. --set ema_decay=0.999 --set data.fit=crop (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run folder (--out/--name) from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def resolve_config(args: argparse.Namespace):
+    if args.preset and args.config:
+        raise ConfigError("give either --preset or --config, not both")
+    config = load_config_file(args.config) if args.config else load_preset(args.preset or DEFAULT_PRESET)
+    overrides: dict[str, object] = {}
+    for flag, (key, _, _) in FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag == "lr":
+            overrides["optim.lr_g"] = overrides["optim.lr_d"] = value
+        else:
+            overrides[key] = value
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return config.with_overrides(overrides).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    if args.dry_run:
+        print(config.to_json())
+        return 0
+    if args.resume and not config.run_name:
+        raise ConfigError("--resume needs the run's folder name: --name NAME (and --out if not 'runs')")
+    from ganforge.training import train
+    result = train(config, overwrite=args.overwrite, resume=args.resume, show_progress=not args.quiet, log=say)
+    verb = "stopped (checkpoint saved; --resume continues it)" if result.stopped_early else "finished"
+    say(f"{verb}: {result.steps} iterations in {result.seconds:.1f} s ({result.images_per_second:,.0f} images/s)")
+    if result.final_stats:
+        s = result.final_stats
+        say(f"final: D loss {s['d_loss']:.3f}, G loss {s['g_loss']:.3f}, D accuracy {s['d_acc']:.2f}, "
+            f"D(x) {s['d_real']:.2f}, D(G(z)) {s['d_fake']:.2f}")
+    say(f"run folder: {result.run_dir}  (samples/, losses.png, training.gif, generator.safetensors)")
+    say(f"next: ganforge sample {result.run_dir} --count 64 --out samples.png")
+    return 0

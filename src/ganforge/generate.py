@@ -1,0 +1,76 @@
+"""Load a trained generator from anywhere a user points, and make images with it.
+
+Accepted sources: a run folder (its generator.safetensors, else its latest checkpoint),
+an exported ``.safetensors`` generator, or a training checkpoint ``.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ganforge.checkpoint import (GeneratorInfo, find_latest, load_checkpoint, load_state_strict, read_generator_file)
+from ganforge.data import to_uint8
+from ganforge.errors import CheckpointError
+from ganforge.models import build_models
+
+
+def resolve_source(source: str | Path) -> Path:
+    """The generator file a run folder or path stands for."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / "generator.safetensors").is_file():
+            return path / "generator.safetensors"
+        latest = find_latest(path / "checkpoints")
+        if latest is not None:
+            return latest
+        raise CheckpointError(f"{path} holds no generator.safetensors and no checkpoints/ckpt-*.pt; "
+                              "is it a ganforge run folder?")
+    if not path.exists():
+        raise CheckpointError(f"{path} not found: give a run folder, a generator .safetensors or a checkpoint .pt")
+    return path
+
+
+def load_generator(source: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
+                   ) -> tuple[nn.Module, GeneratorInfo]:
+    """Rebuild the generator from the registry and load its weights; eval mode, on `device`."""
+    path = resolve_source(source)
+    if path.suffix == ".safetensors":
+        tensors, info = read_generator_file(path)
+    else:
+        state = load_checkpoint(path)
+        config = json.loads(state["config"])
+        info = GeneratorInfo(config["model"]["arch"], config["model"]["latent_dim"], tuple(state["image_shape"]),
+                             config["model"]["options"], config["noise"], config["noise_std"], state["dataset"],
+                             int(state["step"]))
+        tensors = state["ema"] if (use_ema and state["ema"]) else state["generator"]
+    generator, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
+    load_state_strict(generator, tensors, "generator", path)
+    return generator.to(device).eval(), info
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, info: GeneratorInfo, count: int, seed: int = 0, batch_size: int = 500,
+             device: str | torch.device | None = None) -> torch.Tensor:
+    """`count` images as uint8 [N, C, H, W], the same for the same seed on the same device."""
+    device = torch.device(device) if device else next(generator.parameters()).device
+    rng = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        if info.noise == "uniform":
+            z = torch.rand(n, info.latent_dim, generator=rng).mul_(2).sub_(1)
+        else:
+            z = torch.randn(n, info.latent_dim, generator=rng).mul_(info.noise_std)
+        out.append(to_uint8(generator(z.to(device))).cpu())
+    return torch.cat(out)
+
+
+def sample(source: str | Path, count: int = 64, seed: int = 0, device: str = "cpu") -> np.ndarray:
+    """The one-call API: uint8 images [N, H, W, C] from a run folder or generator file."""
+    generator, info = load_generator(source, device)
+    return generate(generator, info, count, seed).permute(0, 2, 3, 1).numpy()
