@@ -190,10 +190,14 @@ def locate(dataset: IdxDataset, split: str, explicit: str | None) -> Path | None
     return None
 
 
-def load_idx_dataset(name: str, split: str = "train", path: str | None = None,
+def load_idx_dataset(name: str | IdxDataset, split: str = "train", path: str | None = None,
                      allow_bundled: bool = True) -> ImageData:
-    """Load MNIST or Fashion-MNIST as ImageData, searching the places listed in the module doc."""
-    dataset = IDX_DATASETS[name]
+    """Load MNIST or Fashion-MNIST as ImageData, searching the places listed in the module doc.
+
+    `name` may also be an IdxDataset, to search other mirrors or local copies.
+    """
+    dataset = IDX_DATASETS[name] if isinstance(name, str) else name
+    name = dataset.name
     splits = ("train", "test") if split == "all" else (split,)
     parts = []
     for one in splits:

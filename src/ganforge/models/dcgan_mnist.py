@@ -77,4 +77,5 @@ register(Architecture(
     discriminator=lambda image_shape, width=1.0, dropout=0.5, **_: DCGANMnistDiscriminator(image_shape, width, dropout),
     supports=_supports,
     default_resolution=28,
+    options=("width", "dropout"),
 ))

@@ -66,4 +66,5 @@ register(Architecture(
     generator=_generator,
     discriminator=_discriminator,
     supports=lambda shape: None,
+    options=("g_hidden", "d_hidden"),
 ))

@@ -29,6 +29,7 @@ class Architecture:
     discriminator: Callable[..., nn.Module]  # (image_shape, **options) -> nn.Module
     supports: Callable[[ImageShape], str | None]  # None if supported, else the reason
     default_resolution: int | None = None
+    options: tuple[str, ...] = ()  # the option names the builders accept
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -53,6 +54,10 @@ def build_models(name: str, latent_dim: int, image_shape: ImageShape,
     if reason:
         raise ConfigError(f"model {name!r} cannot make images of shape {tuple(image_shape)}: {reason}")
     options = dict(options or {})
+    unknown = sorted(set(options) - set(arch.options))
+    if unknown:
+        valid = ", ".join(arch.options) or "none"
+        raise ConfigError(f"model {name!r} has no option {unknown[0]!r}; its options: {valid}")
     try:
         generator = arch.generator(latent_dim, tuple(image_shape), **options)
         discriminator = arch.discriminator(tuple(image_shape), **options)
