@@ -96,6 +96,13 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 (bf16 autocast on CUDA only)
     compile: str = "auto"  # auto | on | off (torch.compile)
     channels_last: str = "auto"  # auto | on | off
+    # Fast-path switches (issue 5); "auto" = on for a CUDA GPU, off elsewhere. Each one can be
+    # turned off alone (--set key=off) to measure its effect (bench/train_speed.py --variants).
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs per model)
+    # | max-autotune | max-autotune-no-cudagraphs
+    fused_optim: str = "auto"  # auto | on | off: fused Adam kernels (CUDA only; the CPU uses foreach)
+    cuda_graphs: str = "off"  # off | on: replay the whole training step as one CUDA graph (CUDA only)
+    async_artefacts: str = "auto"  # auto | on | off: sample grids written by a background thread
     deterministic: bool = False
     out_dir: str = "runs"
     run_name: str | None = None
@@ -185,6 +192,10 @@ def _problems(c: TrainConfig):
         "precision": ("auto", "fp32", "bf16"),
         "compile": ("auto", "on", "off"),
         "channels_last": ("auto", "on", "off"),
+        "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        "fused_optim": ("auto", "on", "off"),
+        "cuda_graphs": ("off", "on"),
+        "async_artefacts": ("auto", "on", "off"),
         "data.split": ("train", "test", "all"),
         "data.fit": ("pad", "crop", "stretch"),
     }
@@ -282,7 +293,9 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
                 raise ValueError(raw)
             return float(raw)
         if hint is str:
-            if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            if isinstance(raw, bool):  # YAML 1.1 reads a bare on/off/yes/no as a boolean
+                return "on" if raw else "off"
+            if not isinstance(raw, (str, int, float)):
                 raise ValueError(raw)
             return str(raw)
         if origin is tuple:

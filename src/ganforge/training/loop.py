@@ -27,14 +27,15 @@ from ganforge.checkpoint import (GeneratorInfo, export_generator, find_latest, l
                                  save_checkpoint)
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_uint8, to_unit_range
-from ganforge.errors import CheckpointError, ConfigError, TrainingDiverged
+from ganforge.errors import CheckpointError, ConfigError, GanforgeError, TrainingDiverged
 from ganforge.losses import get_loss
 from ganforge.models import build_models
 from ganforge.training.ema import GeneratorEMA
 from ganforge.training.progress import Progress
-from ganforge.training.runtime import Runtime, configure_threads, resolve_runtime, seed_everything
+from ganforge.training.runtime import (BackgroundWriter, Runtime, compile_module, configure_threads, host_to_device,
+                                       out_of_memory_message, resolve_runtime, seed_everything, to_host_async)
 from ganforge.training.sampler import BatchSampler
-from ganforge.training.step import STAT_NAMES, AdversarialStep
+from ganforge.training.step import STAT_NAMES, AdversarialStep, GraphedStep
 
 # An evaluator scores a generator: (generator, step) -> {"fid": ..., ...}; lower main metric is better.
 Evaluator = Callable[[nn.Module, int], dict[str, float]]
@@ -98,11 +99,11 @@ class Trainer:
         memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
         self.G.to(device, memory_format=memory_format)
         self.D.to(device, memory_format=memory_format)
-        fused = device.type == "cuda"
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=c.optim.lr_g, betas=(c.optim.beta1, c.optim.beta2),
-                                      fused=fused or None, foreach=None if fused else True)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=c.optim.lr_d, betas=(c.optim.beta1, c.optim.beta2),
-                                      fused=fused or None, foreach=None if fused else True)
+        fused = runtime.fused_optim  # one kernel per step on CUDA; the CPU uses the multi-tensor path
+        adam = dict(betas=(c.optim.beta1, c.optim.beta2), fused=fused or None, foreach=None if fused else True,
+                    capturable=runtime.cuda_graphs)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=c.optim.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=c.optim.lr_d, **adam)
         self.ema = GeneratorEMA(self.G, c.ema_decay) if c.ema_decay > 0 else None
         self.real_batch = c.batch_size // 2 if c.d_half_batch else c.batch_size
         self.fake_batch = self.real_batch
@@ -124,6 +125,9 @@ class Trainer:
                                        separate_d_updates=c.d_separate_updates, fakes_from_eval_g=c.d_fakes_from_eval_g,
                                        label_smoothing=c.label_smoothing, r1_gamma=c.r1_gamma, ema=self.ema,
                                        g_forward=g_forward, d_forward=d_forward)
+        self.run_step = GraphedStep(self.step_fn, runtime) if runtime.cuda_graphs else self.step_fn
+        self.writer = BackgroundWriter(runtime.async_artefacts)  # sample grids off the training thread
+        self.warmed_up = False
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of a resumed run
         self.best_metric: float | None = None
@@ -133,10 +137,50 @@ class Trainer:
         if not self.runtime.compile:
             return module
         try:
-            return torch.compile(module)
+            return compile_module(module, self.runtime)
         except Exception as exc:  # compile unavailable on this platform: say so, run eager
             self.runtime.notes.append(f"torch.compile unavailable ({type(exc).__name__}); running eager")
             return module
+
+    def warm_up(self) -> list[str]:
+        """Compile before the first iteration, on a throwaway iteration that is undone.
+
+        A compile failure falls back to eager and says so (an error with compile=on).
+        Returns the notes this added. Called by train() and, if not yet done, by fit().
+        """
+        if self.warmed_up or not self.runtime.compile:
+            self.warmed_up = True
+            return []
+        self.warmed_up = True
+        c, device, before = self.config, self.runtime.device, len(self.runtime.notes)
+        rng = torch.Generator(device=device).manual_seed(c.seed + 4)
+        real = to_unit_range(self.images[: self.real_batch])
+        if self.runtime.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        z_d = draw_noise(self.fake_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+        z_g = draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+        try:
+            self.step_fn.probe(real, z_d, z_g)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compiler error, missing toolchain, unsupported op
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            if self.runtime.compile_required:
+                raise GanforgeError(f"torch.compile failed at the first iteration ({type(exc).__name__}: {first}); "
+                                    "use --set compile=off (eager) or compile=auto (falls back by itself)") from exc
+            self.step_fn.use_eager()
+            self.runtime.compile = False
+            self.runtime.notes.append(f"compile: failed at the first iteration ({type(exc).__name__}: {first}); "
+                                      "fell back to eager")
+        return self.runtime.notes[before:]
+
+    def next_real_batch(self) -> torch.Tensor:
+        """The next batch of real images in [-1, 1] on the device, in the models' memory layout."""
+        indices = host_to_device(self.sampler.next(), self.runtime.device)  # pinned: no stream sync
+        real = to_unit_range(self.images[indices])
+        if self.runtime.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        return real
 
     def images_per_step(self) -> int:
         """Images through D (real + fake) plus through G in one iteration."""
@@ -192,7 +236,10 @@ class Trainer:
         generator.train(was_training)
         unit = self.config.schedule_unit
         index = self.step // self.unit_steps if unit == "epoch" else self.step
-        return save_grid(images, self.run.sample_path(unit, index), rows=self.config.grid_size)
+        path = self.run.sample_path(unit, index)
+        host, ready = to_host_async(images)  # the PNG is written by the writer thread once the copy lands
+        self.writer.submit(save_grid, host, path, self.config.grid_size, ready=ready)
+        return path
 
     def save_training_checkpoint(self, elapsed: float, best: bool = False) -> Path:
         self._check_finite_weights()
@@ -207,11 +254,11 @@ class Trainer:
 
     def _check_finite_weights(self) -> None:
         for name, module in (("generator", self.G), ("discriminator", self.D)):
-            for tensor in module.parameters():
-                if not torch.isfinite(tensor).all():
-                    raise TrainingDiverged(
-                        f"training diverged at iteration {self.step}: the {name} has NaN/Inf weights; the last good "
-                        f"checkpoint in {self.run.checkpoints_dir} is intact (resume with a lower learning rate)")
+            finite = torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all()
+            if not finite:  # one host-device sync per network, not one per tensor
+                raise TrainingDiverged(
+                    f"training diverged at iteration {self.step}: the {name} has NaN/Inf weights; the last good "
+                    f"checkpoint in {self.run.checkpoints_dir} is intact (resume with a lower learning rate)")
 
     def export(self) -> Path:
         info = GeneratorInfo.from_config(self.config, self.image_shape, self.data.name, self.step)
@@ -226,6 +273,7 @@ class Trainer:
         first_step = self.step
         window_start, window_step = start, self.step
         last_stats: dict[str, float] = {}
+        self.warm_up()
         if self.step == 0:
             self.save_sample_grid()
         progress = Progress(self.total_steps, self.step, enabled=self.show_progress, unit_steps=self.unit_steps,
@@ -235,12 +283,10 @@ class Trainer:
         self.D.train()
         with _StopRequest() as stop, progress:
             while self.step < self.total_steps:
-                real = to_unit_range(self.images[self.sampler.next().to(device, non_blocking=True)])
-                if self.runtime.channels_last:
-                    real = real.contiguous(memory_format=torch.channels_last)
+                real = self.next_real_batch()
                 z_d = draw_noise(self.fake_batch, c.model.latent_dim, c.noise, c.noise_std, self.noise_rng, device)
                 z_g = draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, self.noise_rng, device)
-                stats_sum += self.step_fn(real, z_d, z_g)
+                stats_sum += self.run_step(real, z_d, z_g)
                 stats_count += 1
                 self.step += 1
                 progress.advance()
@@ -298,6 +344,7 @@ class Trainer:
             self.save_training_checkpoint(self.elapsed_before + elapsed, best=True)
 
     def _finish(self, seconds: float, last_stats: dict[str, float], stopped: bool) -> None:
+        self.writer.close()  # every sample grid is on disk before the GIF is made
         self.export()
         records = self.run.read_jsonl(self.run.metrics_file)
         plot_training_curves(records, self.run.plot_file, title=f"{self.config.preset or 'run'} on {self.data.name}")
@@ -325,6 +372,19 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
     name = config.run_name or default_run_name(config.preset, config.out_dir)
     config = config.with_overrides({"run_name": name})
     run = RunDirectory.create(config.out_dir, name, overwrite=overwrite, resume=resume)
+    stage = ["setting up (dataset and models on the device, compilation)"]
+    try:
+        return _train_in(config, data, run, runtime, evaluator, show_progress, resume, log, stage)
+    except torch.OutOfMemoryError:  # CUDA OOM: say what ran out and what to change
+        message = out_of_memory_message(runtime.device, config.batch_size, data.image_shape, runtime, stage[0])
+        if runtime.device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise GanforgeError(message) from None
+
+
+def _train_in(config: TrainConfig, data: ImageData, run: RunDirectory, runtime: Runtime,
+              evaluator: Evaluator | None, show_progress: bool, resume: bool, log: Callable[[str], None],
+              stage: list[str]) -> TrainResult:
     trainer = Trainer(config, data, run, runtime, evaluator, show_progress)
     if resume:
         latest = find_latest(run.checkpoints_dir)
@@ -339,4 +399,9 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
         log(note)
     log(f"training {config.model.arch} on {data.name} ({len(data)} images {data.image_shape}) on {runtime.device}: "
         f"{trainer.total_steps} iterations, run folder {run.path}")
+    if runtime.compile:
+        log("compiling the models (torch.compile; once per run)")
+    for note in trainer.warm_up():
+        log(note)
+    stage[0] = "training"
     return trainer.fit()
