@@ -91,13 +91,10 @@ class AdversarialStep:
                 fake_logits = self.d_forward(fake)
             fake_loss = self.loss.d_fake(fake_logits)
             self._step_d(fake_loss)
-        else:  # one step on one batch of real and fake together: BatchNorm in D sees both
+        else:  # one step on the sum; real and fake pass D separately, as in the G step
+            real_logits, real_loss = self._d_real_pass(real)
             with self.runtime.autocast():
-                logits = self.d_forward(torch.cat([real, fake]))
-            real_logits, fake_logits = logits[: real.shape[0]], logits[real.shape[0]:]
-            real_loss = self.loss.d_real(real_logits, self.smoothing)
-            if self.r1_gamma > 0:
-                real_loss = real_loss + 0.5 * self.r1_gamma * r1_penalty(real_logits, real)
+                fake_logits = self.d_forward(fake)
             fake_loss = self.loss.d_fake(fake_logits)
             self._step_d(real_loss + fake_loss)
         with torch.no_grad():
