@@ -46,4 +46,25 @@ def _fashion_mnist(config: DataConfig) -> ImageData:
     return load_idx_dataset("fashion-mnist", config.split, config.path)
 
 
+@register_source("folder")
+def _folder(config: DataConfig) -> ImageData:
+    """A folder of PNG/JPEG/TIFF images (recursive, mask folders skipped) or NIfTI volumes."""
+    from ganforge.data.folder import load_folder
+    return load_folder(config)
+
+
+@register_source("nifti")
+def _nifti(config: DataConfig) -> ImageData:
+    """Slices of one .nii/.nii.gz volume or of a folder of them."""
+    from ganforge.data.nifti import load_nifti
+    return load_nifti(config)
+
+
+@register_source("brain-mri")
+def _brain_mri(config: DataConfig) -> ImageData:
+    """Brain MRI slices: --data when given, else OASIS or the shared Kaggle slices found nearby."""
+    from ganforge.data.folder import load_brain_mri
+    return load_brain_mri(config)
+
+
 __all__ = ["ImageData", "SOURCES", "load_images", "register_source", "to_uint8", "to_unit_range"]

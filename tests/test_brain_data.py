@@ -1,0 +1,456 @@
+"""Brain MRI data: image folders (OASIS layout, Kaggle slices), NIfTI volumes, the decoded cache, bad input.
+
+Real data comes from ../shared/datasets (skipped when absent); everything else is tiny PNGs
+written into tmp_path. The autouse fixture in conftest.py gives every test its own cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganforge.config import DataConfig
+from ganforge.data import load_images
+from ganforge.data import cache as data_cache
+from ganforge.data import folder as data_folder
+from ganforge.data.folder import is_image_file, is_mask_folder, list_files, select_split
+from ganforge.data.nifti import normalise_volume, read_volume
+from ganforge.errors import ConfigError, DataError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+BRAIN = SHARED / "brain-mri-slices"
+MNI = SHARED / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+MANIFEST = SHARED / "oasis-slices-manifest" / "keras_png_slices_lfs_manifest.tsv"
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found: {path}")
+    return path
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def gray(value: int, height: int = 12, width: int = 12) -> np.ndarray:
+    return np.full((height, width), value, np.uint8)
+
+
+def flat_folder(root: Path, count: int = 20, size: int = 12) -> list[Path]:
+    """`count` distinct grayscale PNGs (pixel value = 10 * index + 5)."""
+    return [write_png(root / f"img_{i:03d}.png", gray(10 * i + 5, size, size)) for i in range(count)]
+
+
+def folder_config(path: Path, **kw) -> DataConfig:
+    return DataConfig(dataset="folder", path=str(path), **kw)
+
+
+def manifest_rows() -> dict[str, list[str]]:
+    """OASIS manifest: split folder -> file names, in manifest order."""
+    folders: dict[str, list[str]] = {}
+    with open(need(MANIFEST), newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            _, split_folder, name = row["path"].split("/")
+            folders.setdefault(split_folder, []).append(name)
+    return folders
+
+
+SPLIT_VALUE = {"keras_png_slices_train": 60, "keras_png_slices_validate": 120, "keras_png_slices_test": 180}
+
+
+@pytest.fixture
+def oasis_tree(tmp_path) -> tuple[Path, dict[str, list[str]]]:
+    """keras_png_slices_data with the manifest's real names (first 4 per folder); masks are white."""
+    rows = manifest_rows()
+    root = tmp_path / "downloads" / "keras_png_slices_data"
+    chosen = {}
+    for split_folder, names in rows.items():
+        chosen[split_folder] = sorted(names[:4])
+        for name in names[:4]:
+            write_png(root / split_folder / name, gray(SPLIT_VALUE.get(split_folder, 255), 16, 16))
+    return root, chosen
+
+
+# ---- folder discovery ------------------------------------------------------------------------------
+def test_manifest_names_mask_folders_and_only_those():
+    folders = manifest_rows()
+    assert len(folders) == 6
+    masks = {f for f in folders if is_mask_folder(f)}
+    assert masks == {"keras_png_slices_seg_train", "keras_png_slices_seg_validate", "keras_png_slices_seg_test"}
+    assert (len(folders["keras_png_slices_train"]), len(folders["keras_png_slices_validate"]),
+            len(folders["keras_png_slices_test"])) == (9664, 1120, 544)
+    assert not is_mask_folder("Alzheimer_s Dataset") and not is_mask_folder("NonDemented")
+
+
+@pytest.mark.parametrize("split, folders", [
+    ("train", ["keras_png_slices_train"]),
+    ("test", ["keras_png_slices_test"]),
+    ("all", ["keras_png_slices_train", "keras_png_slices_validate", "keras_png_slices_test"]),
+])
+def test_oasis_layout_selects_split_and_never_reads_masks(oasis_tree, split, folders):
+    root, chosen = oasis_tree
+    data = load_images(folder_config(root, split=split))
+    expected = [SPLIT_VALUE[f] for f in folders for _ in chosen[f]]
+    assert data.images[:, 0, 0, 0].tolist() == expected  # right split, sorted order, no white masks
+    assert data.name == f"keras_png_slices_data/{split}"
+    listed = list_files(select_split(root, split)[0], is_image_file)
+    assert [p.name for p in listed] == [n for f in folders for n in chosen[f]]
+
+
+def test_oasis_layout_found_from_the_folder_above(oasis_tree):
+    root, chosen = oasis_tree
+    data = load_images(folder_config(root.parent, split="train"))  # .../downloads
+    assert len(data) == len(chosen["keras_png_slices_train"])
+
+
+def test_pointing_at_a_split_folder_reads_it_whole(oasis_tree):
+    root, chosen = oasis_tree
+    data = load_images(folder_config(root / "keras_png_slices_validate", split="all"))
+    assert data.images[:, 0, 0, 0].tolist() == [120] * len(chosen["keras_png_slices_validate"])
+
+
+def test_mask_subfolders_inside_a_flat_folder_are_skipped(tmp_path):
+    flat_folder(tmp_path / "slices", count=3)
+    write_png(tmp_path / "slices" / "seg" / "a.png", gray(255))
+    write_png(tmp_path / "slices" / "brain_masks" / "b.png", gray(255))
+    write_png(tmp_path / "slices" / ".hidden" / "c.png", gray(255))
+    data = load_images(folder_config(tmp_path / "slices"))
+    assert len(data) == 3 and int(data.images.max()) < 255
+
+
+def test_shared_brain_slices_layout_counts():
+    root = need(BRAIN)
+    counts = {split: len(list_files(select_split(root, split)[0], is_image_file)) for split in ("train", "test", "all")}
+    assert counts == {"train": 5121, "test": 1279, "all": 6400}  # the dataset README's counts
+
+
+def test_flat_folder_is_one_dataset_and_refuses_a_test_split(tmp_path):
+    flat_folder(tmp_path / "mine", count=5)
+    whole = load_images(folder_config(tmp_path / "mine", split="train"))
+    assert len(whole) == 5 and whole.name == "mine/all"
+    assert len(load_images(folder_config(tmp_path / "mine", split="all"))) == 5
+    with pytest.raises(DataError, match="no test split"):
+        load_images(folder_config(tmp_path / "mine", split="test"))
+    flat_folder(tmp_path / "test", count=2)  # a folder that *is* a test split
+    assert len(load_images(folder_config(tmp_path / "test", split="test"))) == 2
+
+
+def test_brain_mri_source_finds_the_shared_slices_without_a_path():
+    need(BRAIN)
+    data = load_images(DataConfig(dataset="brain-mri", resolution=32, limit=8))
+    assert data.name == "brain-mri-slices/train" and data.images.shape == (8, 1, 32, 32)
+
+
+def test_brain_mri_source_without_data_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data_folder, "REPO_ROOT", tmp_path / "repo")
+    with pytest.raises(DataError) as info:
+        load_images(DataConfig(dataset="brain-mri"))
+    message = str(info.value)
+    assert "\n" not in message and "looked in" in message and "--data" in message
+    assert str(tmp_path / ".." / "shared" / "datasets" / "brain-mri-slices") in message
+
+
+# ---- fitting 176x208 slices to a square -------------------------------------------------------------
+def _bbox(image: np.ndarray, level: int = 20) -> tuple[int, int, int, int]:
+    rows, cols = np.where((image > level).any(1))[0], np.where((image > level).any(0))[0]
+    return rows[0], rows[-1], cols[0], cols[-1]
+
+
+@pytest.fixture(scope="module")
+def real_slices() -> np.ndarray:
+    root = need(BRAIN)
+    files = list_files(select_split(root, "test")[0], is_image_file)[::300][:4]
+    return np.stack([np.asarray(Image.open(f)) for f in files]), files
+
+
+def _load_slices(files, tmp_path: Path, fit: str) -> np.ndarray:
+    folder = tmp_path / fit
+    folder.mkdir()
+    for i, f in enumerate(files):
+        os.symlink(f, folder / f"{i:02d}_{f.name}")  # keep the fixture's order
+    return load_images(folder_config(folder, resolution=128, fit=fit)).images[:, 0].numpy()
+
+
+def test_pad_keeps_the_whole_brain_and_its_shape(real_slices, tmp_path):
+    originals, files = real_slices
+    assert originals.shape[1:] == (208, 176)
+    padded = _load_slices(files, tmp_path, "pad")
+    scale = 128 / 208
+    for original, image in zip(originals, padded):
+        assert image.shape == (128, 128)
+        assert (image[:, :9] == 0).all() and (image[:, -9:] == 0).all()  # 176*scale = 108 wide: black sides
+        # nothing cut off: all the brain's signal survives the resize (antialiasing keeps the mean)
+        assert image.astype(float).sum() == pytest.approx(original.astype(float).sum() * scale**2, rel=0.02)
+        r0, r1, c0, c1 = _bbox(original)
+        p0, p1, q0, q1 = _bbox(image)
+        assert (p1 - p0) / (q1 - q0) == pytest.approx((r1 - r0) / (c1 - c0), rel=0.05)  # not squashed
+        assert p0 > 0 and q0 > 0 and p1 < 127 and q1 < 127  # brain inside the frame
+
+
+def test_stretch_squashes_and_crop_enlarges(real_slices, tmp_path):
+    originals, files = real_slices
+    stretched, cropped = _load_slices(files, tmp_path, "stretch"), _load_slices(files, tmp_path, "crop")
+    for original, s, c in zip(originals, stretched, cropped):
+        r0, r1, c0, c1 = _bbox(original)
+        aspect = (r1 - r0) / (c1 - c0)
+        a0, a1, b0, b1 = _bbox(s)
+        assert (a1 - a0) / (b1 - b0) == pytest.approx(aspect * 176 / 208, rel=0.05)
+        a0, a1, b0, b1 = _bbox(c)
+        assert (b1 - b0) == pytest.approx((c1 - c0) * 128 / 176, abs=2)  # width scaled by 128/176, not 128/208
+
+
+# ---- NIfTI ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mni() -> Path:
+    return need(MNI)
+
+
+def nifti_config(path: Path, **kw) -> DataConfig:
+    return DataConfig(dataset="nifti", path=str(path), **kw)
+
+
+def test_mni_axial_slices_are_oriented_normalised_and_not_empty(mni):
+    data = load_images(nifti_config(mni))  # native size: 197 x 233 axial planes
+    images = data.images[:, 0].numpy()
+    assert data.images.shape[1:] == (1, 233, 197)  # rows run anterior-posterior, columns left-right
+    assert 100 < len(images) < 189  # empty slices below and above the brain are dropped
+    foreground = (images > 0.05 * 255).mean(axis=(1, 2))
+    assert foreground.min() >= 0.1
+    assert images.max() == 255 and (images[:, :5, :5] == 0).all()  # full range, black background
+    assert (images == 255).mean() < 0.01  # the top 0.5% saturate, not whole regions
+
+
+def test_nifti_min_foreground_zero_keeps_every_slice_in_range(mni):
+    data = load_images(nifti_config(mni, nifti_axis=0, nifti_range=(0.4, 0.6), nifti_min_foreground=0.0,
+                                    resolution=64))
+    assert len(data) == 41 and data.images.shape[1:] == (1, 64, 64)  # floor(0.4*197)..ceil(0.6*197)
+
+
+def test_slices_are_the_same_whatever_voxel_order_the_file_uses(mni, tmp_path):
+    image = nib.load(str(mni))
+    flipped_data = np.asarray(image.dataobj)[::-1, :, ::-1]  # store it left-to-right and top-to-bottom
+    flip = np.diag([-1.0, 1.0, -1.0, 1.0])
+    flip[0, 3], flip[2, 3] = image.shape[0] - 1, image.shape[2] - 1
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(flipped_data), image.affine @ flip), tmp_path / "las.nii")
+    for axis in (0, 1, 2):
+        original = load_images(nifti_config(mni, nifti_axis=axis, resolution=64, nifti_range=(0.3, 0.7)))
+        flipped = load_images(nifti_config(tmp_path / "las.nii", nifti_axis=axis, resolution=64,
+                                           nifti_range=(0.3, 0.7)))
+        assert torch.equal(original.images, flipped.images)
+
+
+def test_normalisation_is_robust_to_a_hot_voxel(mni):
+    volume = read_volume(mni)
+    hot = volume.copy()
+    hot[100, 100, 100] = 1e6
+    difference = np.abs(normalise_volume(volume).astype(int) - normalise_volume(hot).astype(int))
+    difference[100, 100, 100] = 0  # the hot voxel itself saturates, as it should
+    assert difference.max() <= 1
+    scaled = normalise_volume(volume * 37.0 + 1000.0)  # another scanner's scale and offset
+    assert np.abs(scaled.astype(int) - normalise_volume(volume).astype(int)).max() <= 1
+
+
+def test_folder_source_reads_a_folder_of_volumes_with_split(mni, tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / "vols" / split).mkdir(parents=True)
+        os.symlink(mni, tmp_path / "vols" / split / "sub-01_T1w.nii.gz")
+    data = load_images(folder_config(tmp_path / "vols", split="all", resolution=32, nifti_range=(0.45, 0.55)))
+    single = load_images(folder_config(mni, resolution=32, nifti_range=(0.45, 0.55)))
+    assert len(data) == 2 * len(single) and data.name == "vols/all"
+
+
+def test_2d_and_4d_nifti_are_refused_but_a_singleton_4th_axis_is_fine(tmp_path):
+    affine = np.eye(4)
+    nib.save(nib.Nifti1Image(np.ones((20, 20), np.float32), affine), tmp_path / "flat.nii")
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 16, 5).astype(np.float32), affine), tmp_path / "fmri.nii.gz")
+    with pytest.raises(DataError, match="2-D NIfTI") as info:
+        load_images(nifti_config(tmp_path / "flat.nii"))
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match=r"4-D NIfTI series .*\(5 volumes"):
+        load_images(nifti_config(tmp_path / "fmri.nii.gz"))
+    ball = (np.indices((16, 16, 16)) - 7.5) ** 2
+    one = (ball.sum(0) < 40).astype(np.float32)[..., None]  # a sphere, 4-D with one volume
+    nib.save(nib.Nifti1Image(one, affine), tmp_path / "one.nii.gz")
+    assert len(load_images(nifti_config(tmp_path / "one.nii.gz", resolution=32))) > 0
+
+
+def test_truncated_nifti_is_a_clear_error(mni, tmp_path):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(mni.read_bytes()[:200_000])
+    with pytest.raises(DataError, match="1 of 1 volumes are unreadable"):
+        load_images(nifti_config(broken))
+
+
+# ---- the decoded-image cache ------------------------------------------------------------------------
+def cache_files() -> list[Path]:
+    return sorted(data_cache.cache_dir().glob("*.pt"))
+
+
+def test_second_load_comes_from_the_cache_without_decoding(tmp_path):
+    files = flat_folder(tmp_path / "d", count=6)
+    first = load_images(folder_config(tmp_path / "d", resolution=16))
+    assert "cache" not in first.source and len(cache_files()) == 1
+    # Same size and mtime but garbage inside: a cache hit must not decode, so nothing changes.
+    stat = files[2].stat()
+    files[2].write_bytes(b"x" * stat.st_size)
+    os.utime(files[2], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = load_images(folder_config(tmp_path / "d", resolution=16))
+    assert "from the decoded-image cache" in second.source and torch.equal(first.images, second.images)
+    assert not list(data_cache.cache_dir().glob("*.tmp"))  # atomic write left nothing behind
+
+
+def test_changed_or_touched_source_rebuilds_the_cache(tmp_path):
+    files = flat_folder(tmp_path / "d", count=6)
+    load_images(folder_config(tmp_path / "d", resolution=16))
+    write_png(files[1], gray(250))  # new content
+    os.utime(files[1], ns=(files[1].stat().st_atime_ns, files[1].stat().st_mtime_ns + 10**9))
+    rebuilt = load_images(folder_config(tmp_path / "d", resolution=16))
+    assert "cache" not in rebuilt.source and int(rebuilt.images[1, 0, 0, 0]) == 250
+    cached_stamp = cache_files()[0].stat().st_mtime_ns
+    os.utime(files[3], ns=(files[3].stat().st_atime_ns, files[3].stat().st_mtime_ns + 10**9))  # touch only
+    touched = load_images(folder_config(tmp_path / "d", resolution=16))
+    assert "cache" not in touched.source and torch.equal(touched.images, rebuilt.images)
+    assert cache_files()[0].stat().st_mtime_ns != cached_stamp and len(cache_files()) == 1  # replaced, not piled up
+    (tmp_path / "d" / "img_000.png").unlink()  # a removed file
+    assert len(load_images(folder_config(tmp_path / "d", resolution=16))) == 5
+
+
+def test_each_setting_has_its_own_cache_and_cache_false_writes_none(tmp_path):
+    flat_folder(tmp_path / "d", count=4)
+    assert load_images(folder_config(tmp_path / "d", resolution=16)).images.shape[-1] == 16
+    assert load_images(folder_config(tmp_path / "d", resolution=32)).images.shape[-1] == 32
+    assert load_images(folder_config(tmp_path / "d", resolution=32, channels=3)).images.shape[1] == 3
+    assert len(cache_files()) == 3
+    load_images(folder_config(tmp_path / "d", resolution=64, cache=False))
+    assert len(cache_files()) == 3
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['GANFORGE_CACHE']}/pwned",))
+
+
+def test_a_tampered_or_damaged_cache_file_is_never_unpickled_just_rebuilt(tmp_path):
+    flat_folder(tmp_path / "d", count=4)
+    good = load_images(folder_config(tmp_path / "d", resolution=16))
+    path = cache_files()[0]
+    path.write_bytes(pickle.dumps({"format": data_cache.FORMAT, "images": _Exploit()}))
+    again = load_images(folder_config(tmp_path / "d", resolution=16))
+    assert torch.equal(again.images, good.images) and "cache" not in again.source
+    assert not (Path(os.environ["GANFORGE_CACHE"]) / "pwned").exists()
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert torch.equal(load_images(folder_config(tmp_path / "d", resolution=16)).images, good.images)
+
+
+def test_cache_root_follows_ganforge_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "elsewhere"))
+    flat_folder(tmp_path / "d", count=2)
+    load_images(folder_config(tmp_path / "d"))
+    assert len(list((tmp_path / "elsewhere" / "decoded").glob("*.pt"))) == 1
+
+
+# ---- bad input ----------------------------------------------------------------------------------------
+def one_line_error(config: DataConfig, kind=DataError) -> str:
+    with pytest.raises(kind) as info:
+        load_images(config)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_empty_folder_and_folder_without_images(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "is empty" in one_line_error(folder_config(tmp_path / "empty"))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    (tmp_path / "notes" / "table.csv").write_text("a,b")
+    assert "no images" in one_line_error(folder_config(tmp_path / "notes"))
+    write_png(tmp_path / "only_masks" / "keras_png_slices_seg_train" / "seg_001_slice_0.nii.png", gray(255))
+    assert "mask" in one_line_error(folder_config(tmp_path / "only_masks"))
+    assert "does not exist" in one_line_error(folder_config(tmp_path / "missing"))
+    assert "needs a path" in one_line_error(DataConfig(dataset="folder"), ConfigError)
+    single = write_png(tmp_path / "one.png", gray(3))
+    assert "single image" in one_line_error(folder_config(single))
+
+
+def _corrupt(folder: Path, names: list[str]) -> None:
+    good = (folder / "img_000.png").read_bytes()
+    for i, name in enumerate(names):
+        target = folder / name
+        if i % 3 == 0:
+            target.write_bytes(good[: len(good) // 2])  # truncated PNG
+        elif i % 3 == 1:
+            target.write_bytes(b"")  # empty file
+        else:
+            target.write_text("this is not a JPEG")
+
+
+def test_a_few_unreadable_files_are_skipped_with_a_warning(tmp_path):
+    big = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    folder = tmp_path / "d"
+    for i in range(29):
+        write_png(folder / f"img_{i:03d}.png", big)
+    _corrupt(folder, ["bad_a.png", "bad_b.png", "bad_c.jpg"])  # 3 of 32 = 9%
+    with pytest.warns(UserWarning, match=r"skipped 3 unreadable file\(s\) of 32: bad_a.png \(") as record:
+        data = load_images(folder_config(folder))
+    assert len(data) == 29
+    assert "\n" not in str(record[0].message)
+    with pytest.warns(UserWarning, match="skipped 3 unreadable"):  # said again when the cache is used
+        assert len(load_images(folder_config(folder))) == 29
+
+
+def test_many_unreadable_files_stop_the_run(tmp_path):
+    folder = tmp_path / "d"
+    flat_folder(folder, count=17)
+    _corrupt(folder, ["x1.png", "x2.png", "x3.jpg"])  # 3 of 20 = 15%
+    message = one_line_error(folder_config(folder))
+    assert "3 of 20 files are unreadable (15%" in message and "x1.png" in message
+    assert not cache_files()  # a damaged dataset is never cached
+
+
+def test_mixed_sizes_and_modes_are_resized_each(tmp_path):
+    folder = tmp_path / "mixed"
+    write_png(folder / "a_gray.png", gray(100, 20, 30))
+    write_png(folder / "b_rgb_as_gray.png", np.stack([gray(100, 40, 40)] * 3, axis=-1))
+    sixteen = np.full((25, 25), 4000, np.uint16)
+    sixteen[5:20, 5:20] = 12000
+    write_png(folder / "c_16bit.png", sixteen)
+    assert Image.open(folder / "c_16bit.png").mode.startswith("I")
+    Image.fromarray(gray(7, 10, 10)).convert("P").save(folder / "d_palette.png")
+    Image.fromarray(gray(100, 30, 30)).convert("1").save(folder / "e_bilevel.tif")
+    data = load_images(folder_config(folder, resolution=16))
+    assert data.images.shape == (5, 1, 16, 16)  # all grayscale content -> 1 channel
+    assert data.images[2, 0, 8, 8] == 255 and data.images[2, 0, 1, 1] == 0  # 16-bit stretched to 0..255
+    colour = np.zeros((24, 32, 3), np.uint8)
+    colour[..., 0] = 200
+    Image.fromarray(colour).convert("RGBA").save(folder / "f_colour.png")
+    data = load_images(folder_config(folder, resolution=16))
+    assert data.images.shape == (6, 3, 16, 16)
+    assert data.images[5, :, 8, 8].tolist() == [200, 0, 0]
+    assert load_images(folder_config(folder, resolution=16, channels=1)).images.shape == (6, 1, 16, 16)
+    message = one_line_error(folder_config(folder))
+    assert "differ in size" in message and "--resolution" in message
+
+
+def test_limit_decodes_only_what_is_used(tmp_path):
+    files = flat_folder(tmp_path / "d", count=10)
+    files[9].write_bytes(b"broken, but past the limit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_images(folder_config(tmp_path / "d", limit=4))
+    assert data.images[:, 0, 0, 0].tolist() == [5, 15, 25, 35]
