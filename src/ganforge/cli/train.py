@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ganforge.cli.common import say
 from ganforge.errors import ConfigError
@@ -27,7 +28,7 @@ FLAGS = {
     "sample_every": ("sample_every", int, "save a sample grid every N epochs/iterations"),
     "checkpoint_every": ("checkpoint_every", int, "save a checkpoint every N epochs/iterations"),
     "eval_every": ("eval_every", int, "evaluate quality every N epochs/iterations (0: off)"),
-    "dataset": ("data.dataset", str, "mnist, fashion-mnist, folder, nifti"),
+    "dataset": ("data.dataset", str, "mnist, fashion-mnist, brain-mri, folder, nifti"),
     "data": ("data.path", str, "a local copy of the data (folder or file); searched first"),
     "resolution": ("data.resolution", int, "square image size to train at"),
     "channels": ("data.channels", int, "1 (grayscale) or 3 (RGB)"),
@@ -46,7 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None, help=text)
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting, e.g. --set ema_decay=0.999 --set data.fit=crop (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run folder (--out/--name) from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue this run folder from its last checkpoint, with its saved config; flags given "
+                        "here still override it (e.g. --iterations to extend, --lr to lower)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -54,9 +57,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    if args.preset and args.config:
-        raise ConfigError("give either --preset or --config, not both")
-    config = load_config_file(args.config) if args.config else load_preset(args.preset or DEFAULT_PRESET)
+    if sum(bool(x) for x in (args.preset, args.config, args.resume)) > 1:
+        raise ConfigError("give only one of --preset, --config and --resume")
+    if args.resume:
+        config = _saved_config(Path(args.resume))
+    else:
+        config = load_config_file(args.config) if args.config else load_preset(args.preset or DEFAULT_PRESET)
     overrides: dict[str, object] = {}
     for flag, (key, _, _) in FLAGS.items():
         value = getattr(args, flag)
@@ -74,16 +80,26 @@ def resolve_config(args: argparse.Namespace):
     return config.with_overrides(overrides).validate()
 
 
+def _saved_config(run_dir: Path):
+    """The config a run folder was trained with, pointed back at that folder."""
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        raise ConfigError(f"cannot resume {run_dir}: no config.json there; is it a ganforge run folder?")
+    config = load_config_file(saved)
+    return config.with_overrides({"out_dir": str(run_dir.parent), "run_name": run_dir.name})
+
+
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if args.dry_run:
         print(config.to_json())
         return 0
-    if args.resume and not config.run_name:
-        raise ConfigError("--resume needs the run's folder name: --name NAME (and --out if not 'runs')")
+    if args.resume and (args.out or args.name):
+        raise ConfigError("--resume continues the run folder it names; --out and --name cannot move it")
     from ganforge.training import train
-    result = train(config, overwrite=args.overwrite, resume=args.resume, show_progress=not args.quiet, log=say)
-    verb = "stopped (checkpoint saved; --resume continues it)" if result.stopped_early else "finished"
+    result = train(config, overwrite=args.overwrite, resume=bool(args.resume), show_progress=not args.quiet, log=say)
+    verb = (f"stopped (checkpoint saved; continue with: ganforge train --resume {result.run_dir})"
+            if result.stopped_early else "finished")
     say(f"{verb}: {result.steps} iterations in {result.seconds:.1f} s ({result.images_per_second:,.0f} images/s)")
     if result.final_stats:
         s = result.final_stats

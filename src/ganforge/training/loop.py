@@ -31,6 +31,7 @@ from ganforge.errors import CheckpointError, ConfigError, GanforgeError, Trainin
 from ganforge.losses import get_loss
 from ganforge.models import build_models
 from ganforge.training.ema import GeneratorEMA
+from ganforge.training.health import HealthMonitor, spread
 from ganforge.training.progress import Progress
 from ganforge.training.runtime import (BackgroundWriter, Runtime, compile_module, configure_threads, host_to_device,
                                        out_of_memory_message, resolve_runtime, seed_everything, to_host_async)
@@ -89,9 +90,12 @@ class Trainer:
     """Holds the state of one run; :func:`train` is the public entry point."""
 
     def __init__(self, config: TrainConfig, data: ImageData, run: RunDirectory, runtime: Runtime,
-                 evaluator: Evaluator | None, show_progress: bool):
+                 evaluator: Evaluator | None, show_progress: bool, log: Callable[[str], None] = lambda m: None):
         self.config, self.data, self.run, self.runtime = config, data, run, runtime
-        self.evaluator, self.show_progress = evaluator, show_progress
+        self.evaluator, self.show_progress, self.log = evaluator, show_progress, log
+        self.warnings: list[str] = []
+        self.health = HealthMonitor(spread(to_unit_range(data.images[:64])),
+                                    dominance_steps=max(20 * config.log_every, 500))
         c = config
         device = runtime.device
         self.image_shape = data.image_shape
@@ -128,6 +132,7 @@ class Trainer:
         self.run_step = GraphedStep(self.step_fn, runtime) if runtime.cuda_graphs else self.step_fn
         self.writer = BackgroundWriter(runtime.async_artefacts)  # sample grids off the training thread
         self.warmed_up = False
+        self.progress: Progress | None = None
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of a resumed run
         self.best_metric: float | None = None
@@ -211,6 +216,9 @@ class Trainer:
         load_state_strict(self.D, state["discriminator"], "discriminator", source)
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        for optimiser, lr in ((self.opt_g, self.config.optim.lr_g), (self.opt_d, self.config.optim.lr_d)):
+            for group in optimiser.param_groups:  # a resumed run may lower the rate after a divergence
+                group["lr"] = lr
         if self.ema and state["ema"]:
             load_state_strict(self.ema.model, state["ema"], "EMA generator", source)
         self.sampler.load_state_dict(state["sampler"])
@@ -232,8 +240,11 @@ class Trainer:
         generator = self.sampling_generator()
         was_training = generator.training
         generator.eval()
-        images = to_uint8(generator(self.grid_noise))
+        generated = generator(self.grid_noise)
         generator.train(was_training)
+        if self.step > 0:
+            self._warn(self.health.check_samples(self.step, generated.float()))
+        images = to_uint8(generated)
         unit = self.config.schedule_unit
         index = self.step // self.unit_steps if unit == "epoch" else self.step
         path = self.run.sample_path(unit, index)
@@ -244,9 +255,17 @@ class Trainer:
     def save_training_checkpoint(self, elapsed: float, best: bool = False) -> Path:
         self._check_finite_weights()
         folder = self.run.checkpoints_dir
-        path = save_checkpoint(folder / f"ckpt-{self.step:08d}.pt", self.state_dict(elapsed))
-        if best:
-            save_checkpoint(folder / "best.pt", self.state_dict(elapsed))
+        path = folder / f"ckpt-{self.step:08d}.pt"
+        try:
+            save_checkpoint(path, self.state_dict(elapsed))
+            if best:
+                save_checkpoint(folder / "best.pt", self.state_dict(elapsed))
+        except OSError as exc:  # a full disk, a vanished or read-only folder
+            previous = find_latest(folder)
+            kept = f"the last good checkpoint, {previous}, is intact" if previous else "no earlier checkpoint exists"
+            raise GanforgeError(f"could not write checkpoint {path} at iteration {self.step} "
+                                f"({exc.strerror or exc}); {kept}; free space or fix the folder, then --resume "
+                                f"{self.run.path}") from None
         old = sorted(folder.glob("ckpt-*.pt"))[: -self.config.keep_checkpoints]
         for stale in old:
             stale.unlink(missing_ok=True)
@@ -256,9 +275,8 @@ class Trainer:
         for name, module in (("generator", self.G), ("discriminator", self.D)):
             finite = torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all()
             if not finite:  # one host-device sync per network, not one per tensor
-                raise TrainingDiverged(
-                    f"training diverged at iteration {self.step}: the {name} has NaN/Inf weights; the last good "
-                    f"checkpoint in {self.run.checkpoints_dir} is intact (resume with a lower learning rate)")
+                raise TrainingDiverged(f"training diverged at iteration {self.step}: the {name} has NaN/Inf weights; "
+                                       f"{self._last_good()}")
 
     def export(self) -> Path:
         info = GeneratorInfo.from_config(self.config, self.image_shape, self.data.name, self.step)
@@ -278,6 +296,7 @@ class Trainer:
             self.save_sample_grid()
         progress = Progress(self.total_steps, self.step, enabled=self.show_progress, unit_steps=self.unit_steps,
                             unit=c.schedule_unit)
+        self.progress = progress
         stopped = False
         self.G.train()
         self.D.train()
@@ -323,12 +342,29 @@ class Trainer:
         record["elapsed_s"] = round(self.elapsed_before + elapsed, 3)
         if not all(math.isfinite(v) for v in values):
             self.run.append_jsonl(self.run.metrics_file, record)
-            raise TrainingDiverged(
-                f"training diverged at iteration {self.step}: losses became NaN/Inf "
-                f"(D {values[0]:.4g}, G {values[1]:.4g}); the last good checkpoint in {self.run.checkpoints_dir} "
-                "is intact; resume with a lower learning rate (--lr-d/--lr-g) or a stabiliser (--set r1_gamma=1)")
+            raise TrainingDiverged(f"training diverged at iteration {self.step}: losses became NaN/Inf "
+                                   f"(D {values[0]:.4g}, G {values[1]:.4g}); {self._last_good()}")
         self.run.append_jsonl(self.run.metrics_file, record)
+        self._warn(self.health.check_stats(self.step, record))
         return record
+
+    def _last_good(self) -> str:
+        latest = find_latest(self.run.checkpoints_dir)
+        if latest is None:
+            return "no checkpoint was written yet; start again with a lower learning rate (--lr-d/--lr-g)"
+        return (f"the last good checkpoint, {latest.name}, is intact; continue from it with a lower learning rate: "
+                f"ganforge train --resume {self.run.path} --lr 1e-4 (or a stabiliser: --set r1_gamma=1)")
+
+    def _warn(self, message: str | None) -> None:
+        """Show a training-health warning now and keep it in the log and the summary."""
+        if message is None:
+            return
+        self.warnings.append(message)
+        self.run.append_jsonl(self.run.metrics_file, {"step": self.step, "warning": message})
+        if self.progress is not None:
+            self.progress.write(message, self.log)
+        else:
+            self.log(message)
 
     def _evaluate(self, elapsed: float) -> None:
         generator = self.sampling_generator()
@@ -352,7 +388,8 @@ class Trainer:
         summary = {"steps": self.step, "total_steps": self.total_steps, "stopped_early": stopped,
                    "seconds": round(self.elapsed_before + seconds, 2), "device": str(self.runtime.device),
                    "dataset": self.data.name, "images": len(self.data), "image_shape": list(self.image_shape),
-                   "final": last_stats, "best_metric": self.best_metric, "notes": self.runtime.notes}
+                   "final": last_stats, "best_metric": self.best_metric, "notes": self.runtime.notes,
+                   "warnings": self.warnings}
         self.run.write_json(self.run.summary_file, summary)
 
 
@@ -369,6 +406,9 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
     configure_threads()
     seed_everything(config.seed, config.deterministic)
     data = data if data is not None else load_images(config.data)
+    if evaluator is None and config.eval_every > 0:  # the default quality curve: classifier FID, else SWD
+        from ganforge.metrics import training_evaluator
+        evaluator = training_evaluator(config, data, runtime.device)
     name = config.run_name or default_run_name(config.preset, config.out_dir)
     config = config.with_overrides({"run_name": name})
     run = RunDirectory.create(config.out_dir, name, overwrite=overwrite, resume=resume)
@@ -382,15 +422,27 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
         raise GanforgeError(message) from None
 
 
+def _newest_readable_checkpoint(run: RunDirectory, device: torch.device, log: Callable[[str], None]):
+    """The newest checkpoint that loads; a damaged newer one is reported and skipped."""
+    candidates = sorted(run.checkpoints_dir.glob("ckpt-*.pt"), reverse=True)
+    if not candidates:
+        raise CheckpointError(f"cannot resume: no checkpoint in {run.checkpoints_dir}")
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path, map_location=device)
+        except CheckpointError as exc:
+            log(f"skipping damaged checkpoint: {exc}")
+    raise CheckpointError(f"cannot resume: none of the {len(candidates)} checkpoints in {run.checkpoints_dir} "
+                          "could be read")
+
+
 def _train_in(config: TrainConfig, data: ImageData, run: RunDirectory, runtime: Runtime,
               evaluator: Evaluator | None, show_progress: bool, resume: bool, log: Callable[[str], None],
               stage: list[str]) -> TrainResult:
-    trainer = Trainer(config, data, run, runtime, evaluator, show_progress)
+    trainer = Trainer(config, data, run, runtime, evaluator, show_progress, log)
     if resume:
-        latest = find_latest(run.checkpoints_dir)
-        if latest is None:
-            raise CheckpointError(f"cannot resume: no checkpoint in {run.checkpoints_dir}")
-        trainer.load_state_dict(load_checkpoint(latest, map_location=runtime.device), latest)
+        latest, state = _newest_readable_checkpoint(run, runtime.device, log)
+        trainer.load_state_dict(state, latest)
         run.truncate_logs_after(trainer.step)
         log(f"resuming {run.path} from iteration {trainer.step} ({latest.name})")
     else:

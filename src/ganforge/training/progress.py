@@ -30,3 +30,10 @@ class Progress:
         self.bar.set_postfix_str(
             f"D {stats['d_loss']:.3f} G {stats['g_loss']:.3f} acc {stats['d_acc']:.2f} "
             f"D(x) {stats['d_real']:.2f} D(G(z)) {stats['d_fake']:.2f} {stats['images_per_s']:,.0f} img/s")
+
+    def write(self, message: str, log) -> None:
+        """Print a message above the bar (or through `log` when there is no bar)."""
+        if self.bar.disable:
+            log(message)
+        else:
+            self.bar.write(message, file=sys.stderr)
