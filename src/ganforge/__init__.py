@@ -8,6 +8,14 @@ The Python API mirrors the command line::
     images = ganforge.sample(result.run_dir, count=16)   # uint8 [16, 28, 28, 1]
 """
 
+import os as _os
+
+# OpenMP threads sleep at barriers instead of spinning, unless the user chose otherwise. It
+# must be set before torch loads libgomp. On a busy or shared CPU, spinning threads fight
+# the other processes: measured on 2 shared cores, a DCGAN step took 2x the wall time and
+# 3.5x the CPU time with spinning (bench/README.md, "CPU threads").
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ganforge.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from ganforge.data import ImageData, load_images
 from ganforge.errors import GanforgeError

@@ -1,0 +1,278 @@
+"""The fast path's switches and fallbacks, checked on the CPU (CUDA-only parts say so and stop).
+
+Covers: what "auto" resolves to without a GPU and the messages for explicit requests that
+cannot be met; thread settings; bf16 autocast keeping BatchNorm statistics, losses and
+weights in fp32; the compile probe that is undone without a trace, and the fallback to
+eager when compilation fails; the out-of-memory message; the background grid writer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+from ganforge.config import TrainConfig
+from ganforge.data import ImageData
+from ganforge.errors import ConfigError, GanforgeError
+from ganforge.losses import get_loss
+from ganforge.models import build_models
+from ganforge.presets import load_preset
+from ganforge.training import runtime as rt
+from ganforge.training.step import AdversarialStep
+
+
+def _config(**overrides) -> TrainConfig:
+    values = {"device": "cpu", "iterations": 6, "batch_size": 8, "log_every": 2, "sample_every": 3,
+              "checkpoint_every": 6, **overrides}
+    return load_preset("mnist-dcgan").with_overrides({k: str(v) for k, v in values.items()})
+
+
+def _tiny_data(count: int = 64) -> ImageData:
+    images = torch.randint(0, 256, (count, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return ImageData(images, "synthetic/28", "test")
+
+
+# ---- resolving the settings ---------------------------------------------------------------------
+def test_auto_on_cpu_is_the_plain_path_and_says_so():
+    runtime = rt.resolve_runtime(_config())
+    assert runtime.device.type == "cpu" and runtime.dtype is None
+    assert not (runtime.compile or runtime.channels_last or runtime.fused_optim or runtime.cuda_graphs
+                or runtime.async_artefacts)
+    assert any("fp32" in note for note in runtime.notes)
+    assert runtime.describe()["autocast"] == "fp32"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("precision", "bf16", "use --precision fp32"),
+    ("fused_optim", "on", "needs a CUDA GPU"),
+    ("cuda_graphs", "on", "needs a CUDA GPU"),
+    ("device", "cuda", "sees no CUDA GPU"),
+])
+def test_explicit_requests_the_machine_cannot_meet_are_errors_with_the_fallback(key, value, message):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match=message):
+        rt.resolve_runtime(_config(**{key: value}))
+
+
+def test_compile_on_without_a_compiler_is_an_error_and_auto_is_a_note(monkeypatch):
+    monkeypatch.setattr(rt.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="compiler"):
+        rt.resolve_runtime(_config(compile="on"))
+    assert rt.compile_unavailable(torch.device("cpu")) is not None
+
+
+def test_cuda_graph_compile_modes_are_noted_off_gpu():
+    if rt.compile_unavailable(torch.device("cpu")):
+        pytest.skip("no C compiler for torch.compile on this machine")
+    runtime = rt.resolve_runtime(_config(compile="on", compile_mode="reduce-overhead"))
+    assert runtime.compile and any("CUDA graphs apply on a CUDA GPU only" in n for n in runtime.notes)
+
+
+def test_fast_path_settings_are_validated_and_yaml_booleans_read_as_on_off(tmp_path):
+    with pytest.raises(ConfigError, match="compile_mode must be one of"):
+        _config(compile_mode="fastest").validate()
+    with pytest.raises(ConfigError, match="cuda_graphs must be one of"):
+        _config(cuda_graphs="auto").validate()
+    path = tmp_path / "c.yaml"
+    path.write_text("iterations: 5\ncompile: off\nchannels_last: on\nasync_artefacts: off\n")
+    from ganforge.presets import load_config_file
+    config = load_config_file(path)
+    assert (config.compile, config.channels_last, config.async_artefacts) == ("off", "on", "off")
+
+
+# ---- threads ------------------------------------------------------------------------------------------
+def test_threads_follow_the_user_then_the_usable_physical_cores(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("GANFORGE_THREADS", "1")
+        assert rt.configure_threads() == 1
+        monkeypatch.delenv("GANFORGE_THREADS")
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        threads = rt.configure_threads()
+        assert 1 <= threads <= rt.usable_cpus() <= (os.cpu_count() or threads)
+        assert threads == rt.physical_cores(rt.usable_cpus())
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_importing_ganforge_makes_openmp_wait_passively():
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", "import ganforge, os; print(os.environ['OMP_WAIT_POLICY'])"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+
+
+# ---- mixed precision ------------------------------------------------------------------------------------
+def _step(runtime: rt.Runtime, seed: int = 0):
+    torch.manual_seed(seed)
+    G, D = build_models("dcgan-mnist", 16, (1, 28, 28), {"width": 0.25})
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), runtime, separate_d_updates=True,
+                           fakes_from_eval_g=True)
+    return step, G, D
+
+
+def test_bf16_autocast_keeps_batchnorm_statistics_losses_and_weights_in_fp32():
+    """CPU autocast behaves as CUDA autocast here: batch_norm is in neither cast list."""
+    torch.manual_seed(1)
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    z_d, z_g = torch.randn(8, 16), torch.randn(8, 16)
+    fp32, G32, _ = _step(rt.Runtime(torch.device("cpu"), None, False, False))
+    bf16, G16, D16 = _step(rt.Runtime(torch.device("cpu"), torch.bfloat16, False, False))
+    torch.manual_seed(2)  # the same dropout masks in both
+    stats32 = fp32(real, z_d, z_g)
+    torch.manual_seed(2)
+    stats16 = bf16(real, z_d, z_g)
+    assert stats16.dtype == torch.float32 and torch.isfinite(stats16).all()
+    for module in (G16, D16):
+        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if tensor.is_floating_point():
+                assert tensor.dtype == torch.float32, name
+            assert tensor.grad is None or tensor.grad.dtype == torch.float32, name
+    bn32 = [m for m in G32.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    bn16 = [m for m in G16.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for a, b in zip(bn32, bn16):  # running statistics updated from bf16 activations, accumulated in fp32
+        torch.testing.assert_close(b.running_mean, a.running_mean, atol=2e-2, rtol=5e-2)
+        torch.testing.assert_close(b.running_var, a.running_var, atol=2e-2, rtol=5e-2)
+    torch.testing.assert_close(stats16, stats32, atol=3e-2, rtol=3e-2)  # the losses agree to bf16 accuracy
+
+
+# ---- compile probe and fallback -----------------------------------------------------------------------
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(str(run_dir / "generator.safetensors"))
+
+
+def _train(tmp_path, name, monkeypatch=None, compile_module=None, required=False, **overrides):
+    from ganforge.training import loop
+    config = _config(out_dir=str(tmp_path), run_name=name, **overrides)
+    if compile_module is not None:
+        original = rt.resolve_runtime
+
+        def resolve(c):
+            runtime = original(c)
+            runtime.compile, runtime.compile_required = True, required
+            return runtime
+        monkeypatch.setattr(loop, "resolve_runtime", resolve)
+        monkeypatch.setattr(loop, "compile_module", compile_module)
+    notes: list[str] = []
+    result = loop.train(config, data=_tiny_data(), show_progress=False, log=notes.append)
+    return result, notes
+
+
+def test_compile_probe_is_undone_without_a_trace(tmp_path, monkeypatch):
+    """A 'compiled' forward that works: the probe iteration must leave weights, stats and RNG as they were."""
+    eager, _ = _train(tmp_path, "eager")
+    calls = []
+
+    def passthrough(module, runtime):
+        def forward(*args):
+            calls.append(1)
+            return module(*args)
+        return forward
+    probed, notes = _train(tmp_path, "probed", monkeypatch, passthrough)
+    assert calls, "the compiled forwards were used"
+    assert not any("fell back" in n for n in notes)
+    for key, value in _weights(eager.run_dir).items():
+        torch.testing.assert_close(_weights(probed.run_dir)[key], value, rtol=0, atol=0)
+    assert probed.final_stats["d_loss"] == eager.final_stats["d_loss"]
+
+
+def test_compile_failure_at_the_first_call_falls_back_to_eager_and_says_so(tmp_path, monkeypatch):
+    eager, _ = _train(tmp_path, "eager")
+
+    def broken(module, runtime):
+        def forward(*args):
+            raise RuntimeError("inductor: simulated compiler crash")
+        return forward
+    result, notes = _train(tmp_path, "fallback", monkeypatch, broken)
+    assert any("compile: failed at the first iteration" in n and "fell back to eager" in n for n in notes)
+    import json
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert any("fell back to eager" in n for n in summary["notes"])
+    for key, value in _weights(eager.run_dir).items():  # the failed attempt changed nothing
+        torch.testing.assert_close(_weights(result.run_dir)[key], value, rtol=0, atol=0)
+
+
+def test_compile_failure_with_compile_on_is_an_error(tmp_path, monkeypatch):
+    def broken(module, runtime):
+        def forward(*args):
+            raise RuntimeError("simulated")
+        return forward
+    with pytest.raises(GanforgeError, match="torch.compile failed at the first iteration.*compile=off"):
+        _train(tmp_path, "required", monkeypatch, broken, required=True)
+
+
+# ---- out of memory --------------------------------------------------------------------------------------
+def test_out_of_memory_becomes_a_message_with_batch_size_and_what_to_change(tmp_path, monkeypatch):
+    from ganforge.training import loop
+
+    def oom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(loop.Trainer, "fit", oom)
+    with pytest.raises(GanforgeError) as info:
+        loop.train(_config(out_dir=str(tmp_path), run_name="oom"), data=_tiny_data(), show_progress=False)
+    message = str(info.value)
+    assert "out of memory on cpu while training" in message
+    assert "batch 8 of 1x28x28 images" in message and "lower --batch-size (now 8)" in message
+
+
+def test_out_of_memory_message_names_gpu_figures_and_precision_hint():
+    runtime = rt.Runtime(torch.device("cpu"), None, False, False)
+    text = rt.out_of_memory_message(torch.device("cpu"), 128, (1, 128, 128), runtime, "training")
+    assert "batch 128 of 1x128x128" in text and "--resolution" in text
+
+
+# ---- background writer --------------------------------------------------------------------------------
+def test_background_writer_keeps_order_and_reports_errors():
+    writer = rt.BackgroundWriter(enabled=True)
+    seen: list[int] = []
+    main = threading.get_ident()
+    threads: set[int] = set()
+
+    def work(i):
+        time.sleep(0.01)
+        seen.append(i)
+        threads.add(threading.get_ident())
+    for i in range(5):
+        writer.submit(work, i)
+    writer.drain()
+    assert seen == [0, 1, 2, 3, 4] and main not in threads
+
+    def fail():
+        raise OSError("disk full")
+    writer.submit(fail)
+    with pytest.raises(OSError, match="disk full"):
+        writer.drain()
+    writer.close()
+
+
+def test_background_writer_disabled_runs_inline():
+    writer = rt.BackgroundWriter(enabled=False)
+    seen = []
+    writer.submit(seen.append, 1)
+    assert seen == [1]
+
+
+def test_async_grids_on_cpu_write_every_grid_before_the_gif(tmp_path):
+    from ganforge.training import loop
+    config = _config(out_dir=str(tmp_path), run_name="async", async_artefacts="on")
+    result = loop.train(config, data=_tiny_data(), show_progress=False)
+    frames = sorted(p.name for p in (result.run_dir / "samples").glob("*.png"))
+    assert frames == ["iteration_000000.png", "iteration_000003.png", "iteration_000006.png"]
+    assert (result.run_dir / "training.gif").stat().st_size > 0
+
+
+def test_host_to_device_is_a_no_op_on_cpu():
+    x = torch.arange(4)
+    assert rt.host_to_device(x, torch.device("cpu")) is x
+    host, event = rt.to_host_async(x)
+    assert host is x and event is None
