@@ -86,9 +86,10 @@ VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
     "fast-reduce-overhead": ({"compile_mode": "reduce-overhead"}, False),  # CUDA graphs per model (compile)
     "fast-autotune": ({"compile_mode": "max-autotune-no-cudagraphs"}, False),
     "fast-graphs": ({"cuda_graphs": "on"}, False),  # the whole iteration as one CUDA graph
+    "fast-eager-graphs": ({"compile": "off", "cuda_graphs": "on"}, False),  # no compile time, no launch cost
 }
 DEFAULT_VARIANTS = ("fast", "plain")
-CUDA_ONLY = {"fast-reduce-overhead", "fast-graphs", "fast-autotune", "fast-unfused", "fast-sync-io", "fast-fp32",
+CUDA_ONLY = {"fast-reduce-overhead", "fast-graphs", "fast-eager-graphs", "fast-autotune", "fast-unfused", "fast-sync-io", "fast-fp32",
              "fast-contiguous", "fast-eager"}  # identical to "fast" (or impossible) off a CUDA GPU
 FIELDS = ("ms_per_step", "images_per_s", "steps_measured", "startup_s", "setup_s", "compile_s", "grid_s",
           "checkpoint_s", "finish_s", "recipe_s", "recipe_time_kind", "peak_gpu_mib", "achieved_tflops")
@@ -281,6 +282,7 @@ def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: st
         torch.cuda.empty_cache()
     cls = PlainInputTrainer if plain_input else BenchTrainer
     run = RunDirectory.create(config.out_dir, config.run_name, overwrite=True)
+    run.write_json(run.config_file, config.to_dict())
     sync(device)
     start = time.perf_counter()
     trainer = cls(config, data, run, runtime, None, False)
@@ -364,7 +366,8 @@ def recipe_shape(config: TrainConfig, trainer: Trainer) -> dict[str, int]:
     length = config.schedule_length
     steps = length * trainer.steps_per_epoch if config.schedule_unit == "epoch" else length
     return {"steps": steps, "grids": 1 + units_hit(length, config.sample_every),
-            "checkpoints": units_hit(length, config.checkpoint_every)}
+            "checkpoints": units_hit(length, config.checkpoint_every),
+            "evaluations_not_timed": units_hit(length, config.eval_every) if config.eval_every else 0}
 
 
 def run_full(preset: str, base: TrainConfig, data: ImageData, variant: str, seed: int, args: argparse.Namespace,

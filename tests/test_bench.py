@@ -83,7 +83,7 @@ def test_every_preset_has_fast_and_plain_with_every_field(report):
 def test_recipe_shape_follows_the_preset(report):
     _, written = report
     gan = written["presets"]["mnist-gan"]["variants"]["fast"]["recipe"]
-    assert gan == {"steps": 30_000, "grids": 1 + 150, "checkpoints": 6}  # 30k iterations, grid every 200, ckpt 5k
+    assert gan == {"steps": 30_000, "grids": 1 + 150, "checkpoints": 6, "evaluations_not_timed": 0}  # 30k iterations, grid every 200, ckpt 5k
     dcgan = written["presets"]["mnist-dcgan"]["variants"]["fast"]["recipe"]
     assert dcgan["steps"] == 60 * (32 // 4) and dcgan["grids"] == 61 and dcgan["checkpoints"] == 12
 

@@ -209,6 +209,8 @@ class GraphedStep:
         try:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = self.step(*self.static)
+        except torch.OutOfMemoryError:
+            raise  # the trainer turns it into a message with the memory figures
         except Exception as exc:  # e.g. an op that syncs, or a library that cannot be captured
             self.failed, self.static = True, ()
             torch.cuda.synchronize(self.runtime.device)
