@@ -14,7 +14,7 @@ import warnings
 
 from ganforge.errors import GanforgeError
 
-COMMAND_MODULES = ("train", "sample", "presets")
+COMMAND_MODULES = ("train", "sample", "eval", "compare", "presets")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,57 @@
+"""Metrics from the classifier's class predictions: IS analogue, class coverage, class KL.
+
+For labelled data the question "does the generator make every class, as often as the
+data does?" has a direct answer: classify the generated images and compare the class
+histogram with the reference's. The Inception Score analogue (computed by torchmetrics
+on the classifier's logits) rewards confident and varied predictions at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torchmetrics.image.inception import InceptionScore
+
+from ganforge.metrics.context import MetricContext
+from ganforge.metrics.frechet import PrecomputedFeatures
+
+COVERAGE_SHARE = 0.5  # a class counts as covered at half or more of its reference share
+
+
+def inception_score(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
+    """exp(E KL(p(y|x) || p(y))) over 10 splits (higher is better; real MNIST scores about 9.9)."""
+    _, logits = context.embedding(fake, "is")
+    with warnings.catch_warnings():  # its "features are kept in memory" note is moot for 2,000 x 10 logits
+        warnings.simplefilter("ignore", UserWarning)
+        metric = InceptionScore(feature=PrecomputedFeatures(logits.shape[1]), splits=10)
+    metric.update(logits)
+    with torch.random.fork_rng(devices=[]):  # it shuffles with the global RNG: seed it, then restore
+        torch.manual_seed(context.seed)
+        mean, std = metric.compute()
+    return {"is": float(mean), "is_std": float(std)}
+
+
+def class_histogram(logits: torch.Tensor) -> torch.Tensor:
+    """The mean predicted class distribution (softmax averaged over images)."""
+    return logits.softmax(dim=1).mean(dim=0)
+
+
+def class_balance(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
+    """Class coverage (higher is better) and KL(generated classes || reference classes) (lower is better).
+
+    Coverage is the fraction of classes whose share of the generated images (by the
+    classifier's arg-max) is at least half their share of the reference images: a
+    dropped or starved class lowers it by 1/K. The KL uses the mean softmax, which has
+    no empty bins, so it stays finite; it is at most log K (every image one class).
+    """
+    _, real_logits = context.embedding(real, "coverage")
+    _, fake_logits = context.embedding(fake, "coverage")
+    k = real_logits.shape[1]
+    real_share = torch.bincount(real_logits.argmax(1), minlength=k).double() / len(real_logits)
+    fake_share = torch.bincount(fake_logits.argmax(1), minlength=k).double() / len(fake_logits)
+    present = real_share > 0
+    covered = (fake_share[present] >= COVERAGE_SHARE * real_share[present]).double().mean()
+    p, q = class_histogram(fake_logits), class_histogram(real_logits)
+    kl = (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum()
+    return {"coverage": float(covered), "class_kl": float(kl)}

@@ -1,0 +1,96 @@
+"""What metrics share: the dataset's feature extractor, a seed, and cached embeddings.
+
+Several metrics use the same classifier embedding (FID, KID, precision/recall) or the
+same logits (IS, class coverage, class KL). The context computes each set's embedding
+once and hands it to every metric that asks, so a full evaluation embeds each image once.
+During training the reference set is the same tensor at every evaluation, so its
+embedding is computed once per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ganforge.errors import ConfigError
+from ganforge.metrics.classifier import CLASSIFIER_DATASETS, SmallClassifier, embed, load_classifier
+
+FEATURE_CHOICES = ("auto", *CLASSIFIER_DATASETS, "none")
+
+
+def dataset_family(name: str) -> str:
+    """'mnist/train' -> 'mnist'; 'fashion-mnist/test' -> 'fashion-mnist'; 'folder:...' -> 'folder:...'."""
+    return name.split("/", 1)[0]
+
+
+def default_features(dataset: str) -> str:
+    """The classifier that fits a dataset, or 'none' when ganforge has no network for it."""
+    family = dataset_family(dataset)
+    return family if family in CLASSIFIER_DATASETS else "none"
+
+
+@dataclass
+class MetricContext:
+    """Shared state of one evaluation (or of all evaluations of one training run)."""
+
+    dataset: str  # the reference data's name, e.g. "mnist/train"
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    features: str = "auto"  # a classifier name, "none", or "auto" (by dataset)
+    _classifier: SmallClassifier | None = field(default=None, repr=False)
+    _cache: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict, repr=False)
+    _memo: dict[tuple[str, int], tuple[torch.Tensor, Any]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_CHOICES:
+            raise ConfigError(f"features must be one of {', '.join(FEATURE_CHOICES)} (got {self.features!r})")
+        self.device = torch.device(self.device)
+
+    @property
+    def extractor(self) -> str:
+        """The classifier used for feature metrics, or 'none'."""
+        return default_features(self.dataset) if self.features == "auto" else self.features
+
+    def classifier(self, metric: str) -> SmallClassifier:
+        """The feature network, loaded once; a clear error when the data has none."""
+        if self.features == "none":
+            raise ConfigError(f"metric {metric!r} needs a classifier, but features 'none' was asked for; "
+                              "drop --features none or ask only for swd and msssim")
+        if self.extractor == "none":
+            raise ConfigError(f"metric {metric!r} needs a classifier and ganforge has none for {self.dataset!r} "
+                              f"(classifiers: {', '.join(CLASSIFIER_DATASETS)}); use swd and msssim, which need no "
+                              "pretrained network, or fid-inception with local Inception weights")
+        if self._classifier is None:
+            self._classifier, _ = load_classifier(self.extractor, self.device)
+        return self._classifier
+
+    def embedding(self, images: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [N, 128], logits [N, K]) of uint8 images, computed once per tensor."""
+        hit = self._cache.get(id(images))
+        if hit is not None and hit[0] is images:
+            return hit[1]
+        result = embed(self.classifier(metric), images)
+        self._cache[id(images)] = (images, result)  # holding the tensor keeps its id unique
+        return result
+
+    def memo(self, name: str, images: torch.Tensor, compute: Callable[[], Any]) -> Any:
+        """A value computed once per (name, tensor), e.g. a statistic of the fixed reference set."""
+        key = (name, id(images))
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is images:
+            return hit[1]
+        value = compute()
+        self._memo[key] = (images, value)
+        return value
+
+    def release(self, images: torch.Tensor) -> None:
+        """Forget what was computed for one tensor (generated images change at every evaluation)."""
+        self._cache.pop(id(images), None)
+        for key in [k for k in self._memo if k[1] == id(images)]:
+            del self._memo[key]
+
+    def rng(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the context, so every metric is repeatable."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)

@@ -1,0 +1,160 @@
+"""`ganforge eval` and `ganforge compare` on real (tiny) training runs, and the default
+evaluator that train() builds when eval_every > 0."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import ganforge
+from ganforge.cli import main
+from ganforge.errors import ConfigError
+
+TINY = {"data.limit": 2000, "batch_size": 32, "sample_every": 10, "log_every": 10, "checkpoint_every": 10,
+        "eval_samples": 500}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny CPU kernels run faster on one thread than two threads fighting other processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, mnist_dir):
+    """A tiny GAN run evaluated during training, a tiny DCGAN run without, on the same MNIST data."""
+    out = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OMP_NUM_THREADS", "1")
+    mp.setenv("GANFORGE_OFFLINE", "1")
+    mp.setenv("GANFORGE_CACHE", str(out / "cache"))
+    common = {**TINY, "out_dir": str(out), "data.path": str(mnist_dir), "device": "cpu"}
+    gan = ganforge.train(ganforge.load_preset("mnist-gan").with_overrides(
+        {**common, "iterations": 30, "eval_every": 10, "run_name": "gan"}), show_progress=False)
+    dcgan = ganforge.train(ganforge.load_preset("mnist-dcgan").with_overrides(
+        {**common, "iterations": 20, "model.options.width": 0.25, "run_name": "dcgan"}), show_progress=False)
+    yield out, gan, dcgan
+    mp.undo()
+
+
+def test_training_logs_quality_over_time_and_keeps_the_best_checkpoint(runs):
+    _, gan, _ = runs
+    records = [json.loads(line) for line in (gan.run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30]
+    for r in records:
+        assert r["main"] == pytest.approx(r["fid"], rel=1e-5) and r["elapsed_s"] > 0
+        assert {"precision", "recall", "coverage", "class_kl"} <= set(r)
+    assert [r["elapsed_s"] for r in records] == sorted(r["elapsed_s"] for r in records)
+    assert (gan.run_dir / "checkpoints" / "best.pt").is_file()
+    assert gan.best_metric == pytest.approx(min(r["main"] for r in records), rel=1e-5)
+
+
+def test_default_evaluator_refuses_too_few_samples_before_training(tmp_path, mnist_dir):
+    config = ganforge.load_preset("mnist-gan").with_overrides(
+        {**TINY, "iterations": 10, "eval_every": 5, "eval_samples": 100, "out_dir": str(tmp_path),
+         "data.path": str(mnist_dir)})
+    with pytest.raises(ConfigError, match="at least 500"):
+        ganforge.train(config, show_progress=False)
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_eval_prints_a_table_and_writes_json_into_the_run(runs, capsys):
+    _, gan, _ = runs
+    assert main(["eval", str(gan.run_dir), "--count", "500", "--seed", "3",
+                 "--metrics", "fid,kid,precision-recall,class-balance,swd,msssim"]) == 0
+    table = capsys.readouterr().out
+    assert "fid" in table and "lower is better" in table and "<- main" in table
+    record = json.loads((gan.run_dir / "eval-3.json").read_text())
+    assert (record["count"], record["seed"], record["reference"], record["trained_on"]) == (500, 3, "mnist/train",
+                                                                                           "mnist/train")
+    assert record["main"] == "fid" and record["metrics"]["fid"] > 0 and record["features"] == "mnist"
+    assert {"kid", "precision", "recall", "coverage", "class_kl", "swd", "msssim", "msssim_real"} <= set(
+        record["metrics"])
+
+
+def test_eval_of_a_checkpoint_with_other_reference_data(runs, capsys, mnist_dir):
+    _, gan, _ = runs
+    checkpoint = gan.run_dir / "checkpoints" / "best.pt"
+    out = gan.run_dir / "custom.json"
+    assert main(["eval", str(checkpoint), "--count", "500", "--metrics", "swd", "--data", str(mnist_dir),
+                 "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["generator"].endswith("best.pt") and list(record["metrics"])[0] == "swd"
+
+
+def test_eval_user_errors_are_one_line_messages(runs, capsys):
+    _, gan, _ = runs
+    assert main(["eval", str(gan.run_dir), "--count", "100", "--metrics", "fid"]) == 2
+    error = capsys.readouterr().err
+    assert "at least 500" in error and error.count("\n") == 1
+    assert main(["eval", str(gan.run_dir), "--metrics", "nonsense"]) == 2
+    assert "unknown metric 'nonsense'" in capsys.readouterr().err
+    assert main(["eval", str(gan.run_dir), "--data", "no-such-dataset-or-path"]) == 2
+    assert "neither a dataset" in capsys.readouterr().err
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_compare_writes_a_self_contained_report_with_valid_images(runs, tmp_path):
+    _, gan, dcgan = runs
+    html_path = tmp_path / "report.html"
+    assert main(["compare", str(gan.run_dir), str(dcgan.run_dir), "--out", str(html_path), "--count", "500",
+                 "--metrics", "fid,precision-recall,swd"]) == 0
+    text = html_path.read_text()
+    parser = _Images()
+    parser.feed(text)
+    assert {"table", "h1", "h2", "img"} <= set(parser.tags)
+    formats = []
+    for src in parser.sources:
+        header, _, payload = src.partition(",")
+        assert header in ("data:image/png;base64", "data:image/gif;base64")
+        with Image.open(io.BytesIO(base64.b64decode(payload, validate=True))) as image:
+            image.verify()
+            formats.append(image.format)
+    # 2 runs x 5 grids, the loss plot, the quality plot (the GAN was evaluated), 2 GIFs
+    assert formats.count("PNG") == 12 and formats.count("GIF") == 2
+    for heading in ("Samples at the same fractions of training", "Loss curves", "Quality versus time", "Metrics"):
+        assert heading in text
+    assert "src=\"http" not in text and "src='http" not in text
+    markdown = html_path.with_suffix(".md").read_text()
+    assert "| fid |" in markdown and "report_files/" in markdown
+    for link in [line.split("](")[1].split(")")[0] for line in markdown.splitlines() if "](" in line]:
+        assert (tmp_path / link).is_file()
+    assert json.loads((dcgan.run_dir / "eval-0.json").read_text())["count"] == 500  # evaluations are saved
+
+
+def test_compare_refuses_runs_on_different_data_unless_allowed(runs, tmp_path, mnist_dir, capsys):
+    out, gan, _ = runs
+    other = ganforge.train(ganforge.load_preset("mnist-gan").with_overrides(
+        {**TINY, "iterations": 10, "out_dir": str(out), "data.path": str(mnist_dir), "data.resolution": 32,
+         "run_name": "gan32"}), show_progress=False)
+    html_path = tmp_path / "mixed.html"
+    assert main(["compare", str(gan.run_dir), str(other.run_dir), "--out", str(html_path), "--no-metrics"]) == 2
+    assert "different data or image sizes" in capsys.readouterr().err and not html_path.exists()
+    assert main(["compare", str(gan.run_dir), str(other.run_dir), "--out", str(html_path), "--no-metrics",
+                 "--allow-mixed"]) == 0
+    assert "class='banner'" in html_path.read_text() and "**⚠ Warning:**" in html_path.with_suffix(".md").read_text()
+
+
+def test_compare_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
+    assert "not a finished ganforge run folder" in capsys.readouterr().err
