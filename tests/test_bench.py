@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # about a minute on 2 cores: every preset, fast and plain
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "train_speed.py"
 

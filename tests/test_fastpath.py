@@ -211,6 +211,19 @@ def test_compile_failure_with_compile_on_is_an_error(tmp_path, monkeypatch):
         _train(tmp_path, "required", monkeypatch, broken, required=True)
 
 
+def test_torch_compile_through_dynamo_and_aot_autograd_trains_like_eager(tmp_path, monkeypatch):
+    """Real torch.compile (dynamo + AOT autograd; the 'aot_eager' backend skips only code generation):
+    G in train and eval mode, D with and without weight gradients, the probe, then training."""
+    eager, _ = _train(tmp_path, "eager")
+
+    def aot_eager(module, runtime):
+        return torch.compile(module, backend="aot_eager")
+    compiled, notes = _train(tmp_path, "compiled", monkeypatch, aot_eager, required=True)
+    assert not any("fell back" in n for n in notes)
+    for key, value in _weights(eager.run_dir).items():
+        torch.testing.assert_close(_weights(compiled.run_dir)[key], value, rtol=1e-4, atol=1e-5)
+
+
 # ---- out of memory --------------------------------------------------------------------------------------
 def test_out_of_memory_becomes_a_message_with_batch_size_and_what_to_change(tmp_path, monkeypatch):
     from ganforge.training import loop
