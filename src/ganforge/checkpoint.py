@@ -14,7 +14,9 @@ Two formats, both safe to open from an untrusted source:
 from __future__ import annotations
 
 import json
+import math
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from ganforge.errors import CheckpointError
 
 FORMAT = "ganforge-checkpoint-v1"
 GENERATOR_FORMAT = "ganforge-generator-v1"
+MAX_LATENT_DIM = 1 << 16  # sanity bounds for stored metadata; real models are far below them
+MAX_IMAGE_SIDE = 1 << 14
 
 
 @dataclass
@@ -65,13 +69,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notices about a foreign file would only confuse
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
         raise CheckpointError(f"{path}: refused to load: it contains objects other than tensors and plain data "
-                              f"({first[:160]}); only open checkpoints you trust, and only ganforge's own") from None
+                              f"({_first_line(exc)}); only open checkpoints you trust, and only ganforge's own"
+                              ) from None
     except Exception as exc:  # torch.load raises many types on foreign or damaged files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:160]}); "
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)}); "
                               "it may be truncated or from another program") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a ganforge training checkpoint")
@@ -92,27 +98,106 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Gene
         raw = path.read_bytes()
         tensors = safetensors_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
-        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
     except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({str(exc)[:160]})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
     if metadata.get("format") != GENERATOR_FORMAT:
         raise CheckpointError(f"{path}: a safetensors file, but not a ganforge generator (no ganforge metadata)")
-    values = json.loads(metadata["info"])
-    values["image_shape"] = tuple(values["image_shape"])
-    return tensors, GeneratorInfo(**values)
+    try:
+        values = json.loads(metadata["info"])
+    except (KeyError, TypeError, ValueError):
+        values = None
+    return tensors, generator_info(values, path)
+
+
+def generator_info(values: Any, source: str | Path) -> GeneratorInfo:
+    """GeneratorInfo from stored metadata, checked field by field: a damaged or forged file
+    becomes a CheckpointError here, not a crash (or a huge allocation) while building the model."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{source}: damaged ganforge metadata ({what}); the file was altered or corrupted "
+                               "after ganforge wrote it")
+
+    if not isinstance(values, dict):
+        raise bad("no generator description")
+    unknown = sorted(map(str, set(values) - set(GeneratorInfo.__dataclass_fields__)))
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}")
+    try:
+        info = GeneratorInfo(**values)
+    except TypeError:
+        raise bad("fields missing") from None
+    shape = info.image_shape
+    checks = (
+        ("arch", isinstance(info.arch, str)),
+        ("latent_dim", _whole(info.latent_dim) and 0 < info.latent_dim <= MAX_LATENT_DIM),
+        ("image_shape", isinstance(shape, (list, tuple)) and len(shape) == 3
+         and all(_whole(n) and 0 < n <= MAX_IMAGE_SIDE for n in shape)),
+        ("options", isinstance(info.options, dict)),
+        ("noise", info.noise in ("normal", "uniform")),
+        ("noise_std", _finite(info.noise_std)),
+        ("dataset", isinstance(info.dataset, str)),
+        ("step", _whole(info.step) and info.step >= 0),
+    )
+    for name, ok in checks:
+        if not ok:
+            raise bad(f"{name} = {_shown(getattr(info, name))}")
+    info.image_shape = tuple(int(n) for n in shape)
+    return info
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    try:
+        return repr(value)[:60]
+    except ValueError:  # an int with thousands of digits has no repr
+        return type(value).__name__
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def state_problem(module: nn.Module, state: Any) -> str | None:
+    """What keeps `state` from loading into `module` (names and shapes), or None if it fits."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        return "it holds no tensor state for it"
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    for key, value in own.items():
+        if key in state and tuple(state[key].shape) != tuple(value.shape):
+            return f"{key} is {tuple(state[key].shape)} in the checkpoint, {tuple(value.shape)} in the model"
+    if missing:
+        return f"the checkpoint lacks {', '.join(missing[:2])}"
+    if unexpected:
+        return f"the model has no {', '.join(unexpected[:2])}"
+    return None
+
+
+def check_state_fits(module: nn.Module, state: Any, what: str, source: str | Path) -> None:
+    """Raise a one-line CheckpointError naming the first layer that differs. `module` may live
+    on the meta device, so a forged file is compared before any real weights are allocated."""
+    problem = state_problem(module, state)
+    if problem:
+        raise CheckpointError(f"{source}: the {what} in this checkpoint does not fit the model being built "
+                              f"({problem}); it is from another architecture, size or option set")
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, source: str | Path) -> None:
     """load_state_dict, but a mismatch becomes a one-line message naming what differs."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        detail = (f"shape {shapes[0]}" if shapes else f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
-        raise CheckpointError(f"{source}: the {what} in this checkpoint does not fit the model being built "
-                              f"({detail}); it is from another architecture, size or option set")
+    check_state_fits(module, state, what, source)
     module.load_state_dict(state)
 
 

@@ -144,6 +144,8 @@ class TrainConfig:
         """
         values = self.to_dict()
         for key, raw in overrides.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"setting names are dotted strings such as 'optim.lr_g', got {_show(key)}")
             _set_dotted(values, key, raw, type(self))
             if key == "epochs" and values["epochs"] is not None:
                 values["iterations"] = None
@@ -156,8 +158,9 @@ def _problems(c: TrainConfig):
     def positive(name: str, value: float | int | None, allow_none: bool = False):
         if value is None and allow_none:
             return
-        if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            yield f"{name} must be a positive number (got {value!r})"
+        if (value is None or not isinstance(value, (int, float)) or value <= 0
+                or (isinstance(value, float) and not math.isfinite(value))):  # math.isfinite(10**400) overflows
+            yield f"{name} must be a positive number (got {_show(value)})"
 
     if (c.epochs is None) == (c.iterations is None):
         yield "give exactly one of epochs or iterations"
@@ -181,8 +184,8 @@ def _problems(c: TrainConfig):
         yield f"eval_every must be 0 (off) or positive (got {c.eval_every})"
     if not 0.0 <= c.label_smoothing < 0.5:
         yield f"label_smoothing must be in [0, 0.5) (got {c.label_smoothing})"
-    if c.r1_gamma < 0:
-        yield f"r1_gamma must be >= 0 (got {c.r1_gamma})"
+    if not (c.r1_gamma >= 0 and math.isfinite(c.r1_gamma)):
+        yield f"r1_gamma must be a finite number >= 0 (got {c.r1_gamma})"
     if not (c.ema_decay == 0.0 or 0.0 < c.ema_decay < 1.0):
         yield f"ema_decay must be 0 (off) or in (0, 1) (got {c.ema_decay})"
     choices = {
@@ -213,8 +216,25 @@ def _problems(c: TrainConfig):
     low, high = c.data.nifti_range
     if not 0.0 <= low < high <= 1.0:
         yield f"data.nifti_range must satisfy 0 <= low < high <= 1 (got {c.data.nifti_range})"
+    if not 0.0 <= c.data.nifti_min_foreground <= 1.0:
+        yield f"data.nifti_min_foreground must be a fraction in [0, 1] (got {c.data.nifti_min_foreground})"
+    if not -(2**63) <= c.seed < 2**63:
+        yield f"seed must fit in 64 bits (got {_show(c.seed)})"
+    try:  # options end up in config.json and checkpoints: plain JSON values only
+        json.dumps(c.model.options)
+    except (TypeError, ValueError, RecursionError):
+        yield f"model.options must hold numbers, strings, lists and mappings only (got {_show(c.model.options)})"
     if not c.device or not (c.device in ("auto", "cpu", "cuda", "mps") or c.device.startswith("cuda:")):
         yield f"device must be auto, cpu, cuda, cuda:N or mps (got {c.device!r})"
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: repr, cut short, on one line (a 5,000-digit int has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"a {value.bit_length()}-bit number" if isinstance(value, int) else type(value).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _get_dotted(obj: Any, dotted: str) -> Any:
@@ -225,7 +245,10 @@ def _get_dotted(obj: Any, dotted: str) -> Any:
 
 def _set_dotted(values: dict[str, Any], key: str, raw: Any, cls: type) -> None:
     if key.startswith("model.options."):  # free-form architecture options
-        values["model"]["options"][key.removeprefix("model.options.")] = _parse_scalar(raw)
+        options = values["model"].setdefault("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"model.options must be a mapping of option names to values (got {_show(options)})")
+        options[key.removeprefix("model.options.")] = _parse_scalar(raw)
         return
     parts = key.split(".")
     target = values
@@ -233,13 +256,19 @@ def _set_dotted(values: dict[str, Any], key: str, raw: Any, cls: type) -> None:
         hints = typing.get_type_hints(cls)
         if part not in hints:
             valid = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise ConfigError(f"unknown setting {key!r}; valid names here: {valid}")
-        if depth == len(parts) - 1:
+            raise ConfigError(f"unknown setting {_show(key)}; valid names here: {valid}")
+        if depth == len(parts) - 1 and dataclasses.is_dataclass(hints[part]):
+            group = _parse_scalar(raw)  # a whole group, e.g. --set 'optim={lr_g: 0.001}'; from_dict checks it
+            if not isinstance(group, dict):
+                raise ConfigError(f"{key} is a group of settings: give a mapping, or set one of them "
+                                  f"({key}.NAME=VALUE), got {_show(raw)}")
+            target[part] = group
+        elif depth == len(parts) - 1:
             target[part] = _coerce(raw, hints[part], key)
         elif dataclasses.is_dataclass(hints[part]):
             target, cls = target[part], hints[part]
         else:
-            raise ConfigError(f"unknown setting {key!r}")
+            raise ConfigError(f"unknown setting {_show(key)}")
 
 
 def _parse_scalar(raw: Any) -> Any:
@@ -247,7 +276,7 @@ def _parse_scalar(raw: Any) -> Any:
         return raw
     try:
         return float(raw) if any(ch in raw for ch in ".eE") and _is_float(raw) else yaml.safe_load(raw)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer too long for Python to convert
         return raw
 
 
@@ -311,21 +340,26 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
                 raw = yaml.safe_load(raw) or {}
             if not isinstance(raw, dict):
                 raise ValueError(raw)
+            try:  # it is stored as JSON (config.json, checkpoints); a YAML date or a self-reference is not
+                json.dumps(raw)
+            except (TypeError, ValueError, RecursionError):
+                raise ConfigError(f"{key} must hold numbers, strings, lists and mappings only "
+                                  f"(got {_show(raw)})") from None
             return {str(k): v for k, v in raw.items()}
-    except (ValueError, TypeError, yaml.YAMLError):
-        raise ConfigError(f"{key} expects {getattr(hint, '__name__', hint)}, got {raw!r}") from None
+    except (ValueError, TypeError, OverflowError, yaml.YAMLError):
+        raise ConfigError(f"{key} expects {getattr(hint, '__name__', hint)}, got {_show(raw)}") from None
     return raw
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {values!r}")
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {_show(values)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - names, key=str)  # keys from YAML need not be strings
     if unknown:
         raise ConfigError(
-            f"unknown setting {prefix}{unknown[0]!r}; valid names here: {', '.join(sorted(names))}"
+            f"unknown setting {prefix}{_show(unknown[0])}; valid names here: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for name, raw in values.items():

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganforge.checkpoint import (GeneratorInfo, find_latest, load_checkpoint, load_state_strict, read_generator_file)
+from ganforge.checkpoint import (GeneratorInfo, check_state_fits, find_latest, generator_info, load_checkpoint,
+                                 load_state_strict, read_generator_file)
 from ganforge.data import to_uint8
 from ganforge.errors import CheckpointError
 from ganforge.models import build_models
@@ -43,14 +44,30 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu", use_e
         tensors, info = read_generator_file(path)
     else:
         state = load_checkpoint(path)
-        config = json.loads(state["config"])
-        info = GeneratorInfo(config["model"]["arch"], config["model"]["latent_dim"], tuple(state["image_shape"]),
-                             config["model"]["options"], config["noise"], config["noise_std"], state["dataset"],
-                             int(state["step"]))
-        tensors = state["ema"] if (use_ema and state["ema"]) else state["generator"]
+        info, tensors = _from_training_checkpoint(state, path, use_ema)
+    with torch.device("meta"):  # compare shapes first: a forged size allocates nothing
+        skeleton, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
+    check_state_fits(skeleton, tensors, "generator", path)
     generator, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
     load_state_strict(generator, tensors, "generator", path)
     return generator.to(device).eval(), info
+
+
+def _from_training_checkpoint(state: dict, path: Path, use_ema: bool) -> tuple[GeneratorInfo, dict]:
+    """The generator's description and weights in a training checkpoint (EMA weights when kept)."""
+    try:
+        config = json.loads(state["config"])
+        model = config["model"]
+        values = {"arch": model["arch"], "latent_dim": model["latent_dim"], "image_shape": state["image_shape"],
+                  "options": model["options"], "noise": config["noise"], "noise_std": config["noise_std"],
+                  "dataset": state["dataset"], "step": state["step"]}
+        ema = state["ema"]
+        tensors = ema if (use_ema and isinstance(ema, dict) and ema) else state["generator"]
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"no {str(exc)[:60]}" if isinstance(exc, KeyError) else "a malformed model description"
+        raise CheckpointError(f"{path}: damaged ganforge checkpoint ({what}); use an earlier checkpoint or the "
+                              "run's generator.safetensors") from None
+    return generator_info(values, path), tensors
 
 
 @torch.no_grad()

@@ -32,15 +32,25 @@ def load_preset(name: str) -> TrainConfig:
 def load_config_file(path: str | Path) -> TrainConfig:
     """A TrainConfig from a YAML (or JSON) file, e.g. a run folder's config.json."""
     path = Path(path)
+    shown = str(path) if str(path).isprintable() else repr(str(path))  # the error stays on one line
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config {shown}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown} is not a text file; --config wants a YAML or JSON file of settings") from None
+    except ValueError as exc:  # a path with a NUL byte, or a number too long for Python in the YAML
+        raise ConfigError(f"cannot read config {shown}: {_first_line(exc)}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{shown} is not valid YAML: {_first_line(exc)}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings")
+        raise ConfigError(f"{shown} must hold a mapping of settings")
     return TrainConfig.from_dict(values)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__
 
 
 def describe_presets() -> list[tuple[str, str]]:

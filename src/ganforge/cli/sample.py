@@ -10,7 +10,7 @@ import numpy as np
 
 from ganforge.artefacts.files import write_with
 from ganforge.artefacts.images import save_grid, save_individual
-from ganforge.cli.common import positive_int, say
+from ganforge.cli.common import positive_int, say, seed_int
 from ganforge.errors import ConfigError
 
 
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate images from a trained run or generator file")
     p.add_argument("source", help="a run folder, a generator .safetensors or a checkpoint .pt")
     p.add_argument("--count", "-n", type=positive_int, default=64, help="number of images (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same images")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise seed; the same seed gives the same images")
     p.add_argument("--out", "-o", default="samples.png",
                    help="grid .png, a .npy file (uint8 [N,H,W,C]), or a folder for one PNG per image")
     p.add_argument("--format", choices=("auto", "grid", "png", "npy"), default="auto",
@@ -37,12 +37,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out} is a folder; give a file name ending in .png or .npy")
     generator, info = load_generator(args.source, resolve_device(args.device))
     images = generate(generator, info, args.count, args.seed)
-    if kind == "grid":
-        save_grid(images, out, rows=max(1, int(math.sqrt(args.count))))
-    elif kind == "npy":
-        write_with(out, lambda handle: np.save(handle, images.permute(0, 2, 3, 1).numpy()))
-    else:
-        save_individual(images, out)
+    try:
+        if kind == "grid":
+            save_grid(images, out, rows=max(1, int(math.sqrt(args.count))))
+        elif kind == "npy":
+            write_with(out, lambda handle: np.save(handle, images.permute(0, 2, 3, 1).numpy()))
+        else:
+            save_individual(images, out)
+    except OSError as exc:  # a file where a folder should be, a read-only place, a full disk
+        where = exc.filename or out
+        raise ConfigError(f"cannot write {out}: {exc.strerror or exc} ({where}); choose another --out") from None
     say(f"wrote {args.count} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
         f"iteration {info.step}) to {out}")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import struct
@@ -22,6 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ SPLIT_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.
                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 ASSETS = Path(__file__).parent / "assets"
+MAX_IDX_BYTES = 1 << 31  # far above any real IDX set (EMNIST ByClass images: 0.6 GB)
 
 
 @dataclass(frozen=True)
@@ -85,30 +88,51 @@ def offline() -> bool:
 
 
 def read_idx(path: Path, expect_magic: int) -> np.ndarray:
-    """Read one IDX file (gz or raw), checking magic number, dimensions and length."""
+    """Read one IDX file (gz or raw), checking magic number, dimensions and length.
+
+    The body is read only up to the size the header declares (plus one byte, to notice
+    extra data), so a damaged header or a decompression bomb cannot exhaust memory.
+    """
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            head = handle.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: too short to be an IDX file ({len(head)} bytes)")
+            magic = struct.unpack(">I", head)[0]
+            if magic != expect_magic:
+                kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
+                raise DataError(f"{path}: wrong magic number 0x{magic:08x} for IDX {kind} "
+                                f"(want 0x{expect_magic:08x}); is this the right file?")
+            ndim = magic & 0xFF
+            dim_bytes = handle.read(4 * ndim)
+            if len(dim_bytes) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", dim_bytes)
+            expected = math.prod(dims)
+            if expected > MAX_IDX_BYTES:
+                raise DataError(f"{path}: header says {dims} ({expected:,} bytes), more than an IDX image set "
+                                "can hold; the file is corrupt, fetch it again")
+            body = _read_at_most(handle, expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read ({exc}); the file is corrupt or truncated, fetch it again") from None
-    if len(raw) < 8:
-        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
-    magic = struct.unpack(">I", raw[:4])[0]
-    if magic != expect_magic:
-        kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
-        raise DataError(f"{path}: wrong magic number 0x{magic:08x} for IDX {kind} (want 0x{expect_magic:08x}); "
-                        "is this the right file?")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims)) if dims else 0
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds {len(raw) - header}; "
+    if len(body) != expected:
+        held = f"{len(body)}" if len(body) <= expected else "more"
+        raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds {held}; "
                         "the file is truncated or corrupt, fetch it again")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _read_at_most(handle, limit: int, block: int = 1 << 22) -> bytes:
+    """Up to `limit` bytes, read in blocks, so memory follows the data actually present."""
+    parts, remaining = [], limit
+    while remaining > 0:
+        part = handle.read(min(block, remaining))
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
 
 
 def _complete(folder: Path, split: str) -> bool:

@@ -24,9 +24,7 @@ is read as 3-D.
 
 from __future__ import annotations
 
-import gzip
 import math
-import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -60,13 +58,12 @@ def volume_name(path: Path) -> str:
 def read_volume(path: Path) -> np.ndarray:
     """A float32 3-D array in RAS+ orientation. DataError for 2-D or 4-D; UnreadableVolume if damaged."""
     import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
 
     try:
         image = nib.load(str(path))
-    except (ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+        shape = tuple(int(s) for s in image.shape)
+    except Exception as exc:  # a damaged header raises many types: ImageFileError, HeaderDataError, OverflowError
         raise UnreadableVolume(_first_line(exc)) from None
-    shape = tuple(int(s) for s in image.shape)
     if len(shape) < 3:
         raise DataError(f"{path}: a {len(shape)}-D NIfTI image {shape}, not a volume; ganforge cuts slices from 3-D "
                         "volumes: save a 2-D image as PNG and use --dataset folder")
@@ -74,10 +71,12 @@ def read_volume(path: Path) -> np.ndarray:
         raise DataError(f"{path}: a 4-D NIfTI series {shape} ({math.prod(shape[3:])} volumes, e.g. fMRI or DWI); "
                         "ganforge cuts slices from one 3-D volume per file: save one volume first, e.g. "
                         "nibabel.save(img.slicer[..., 0], 'volume0.nii.gz')")
+    if 0 in shape:
+        raise UnreadableVolume(f"an empty volume {shape}")
     try:
         canonical = nib.as_closest_canonical(image)
         data = np.asarray(canonical.get_fdata(dtype=np.float32)).reshape(canonical.shape[:3])
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+    except Exception as exc:  # nibabel raises many types on damaged data (HeaderDataError, TypeError, ...)
         raise UnreadableVolume(_first_line(exc)) from None
     return np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
 

@@ -61,8 +61,9 @@ def build_models(name: str, latent_dim: int, image_shape: ImageShape,
     try:
         generator = arch.generator(latent_dim, tuple(image_shape), **options)
         discriminator = arch.discriminator(tuple(image_shape), **options)
-    except TypeError as exc:
-        raise ConfigError(f"bad option for model {name!r}: {exc}") from None
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # e.g. width=nan, or too big to allocate
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"bad option for model {name!r} ({options!r:.80}): {text}") from None
     return generator, discriminator
 
 
