@@ -37,7 +37,7 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     (["train", "--set", "colour=blue"], ["unknown setting 'colour'"]),
     (["train", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["train", "--device", "tpu"],
      ["device"]),
-    (["train", "--preset", "mnist-gan", "--config", "x.yaml"], ["either --preset or --config"]),
+    (["train", "--preset", "mnist-gan", "--config", "x.yaml"], ["only one of --preset, --config and --resume"]),
     (["sample", "no/such/run"], ["not found"]),
 ])
 def test_bad_settings_are_one_line_errors(args, fragments, tmp_path):
