@@ -59,6 +59,18 @@ def test_training_logs_quality_over_time_and_keeps_the_best_checkpoint(runs):
     assert gan.best_metric == pytest.approx(min(r["main"] for r in records), rel=1e-5)
 
 
+def test_evaluating_during_training_does_not_change_the_training(runs, mnist_dir):
+    from safetensors.torch import load_file
+    out, gan, _ = runs
+    twin = ganforge.train(ganforge.load_preset("mnist-gan").with_overrides(
+        {**TINY, "iterations": 30, "out_dir": str(out), "data.path": str(mnist_dir), "device": "cpu",
+         "run_name": "gan-no-eval"}), show_progress=False)
+    with_eval, without = load_file(str(gan.run_dir / "generator.safetensors")), load_file(
+        str(twin.run_dir / "generator.safetensors"))
+    assert all(torch.equal(with_eval[k], without[k]) for k in with_eval)
+    assert not (twin.run_dir / "eval.jsonl").exists()
+
+
 def test_default_evaluator_refuses_too_few_samples_before_training(tmp_path, mnist_dir):
     config = ganforge.load_preset("mnist-gan").with_overrides(
         {**TINY, "iterations": 10, "eval_every": 5, "eval_samples": 100, "out_dir": str(tmp_path),

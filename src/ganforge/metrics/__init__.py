@@ -25,7 +25,7 @@ from ganforge.errors import ConfigError, DataError, unknown_name
 from ganforge.metrics.classes import class_balance, inception_score
 from ganforge.metrics.context import MetricContext, dataset_family, default_features
 from ganforge.metrics.frechet import frechet_distance, kernel_distance
-from ganforge.metrics.inception import inception_fid
+from ganforge.metrics.inception import check_inception_available, inception_fid
 from ganforge.metrics.msssim import msssim_diversity
 from ganforge.metrics.precision_recall import precision_recall
 from ganforge.metrics.swd import pyramid_swd
@@ -67,6 +67,7 @@ _REGISTRY = (
     Metric("fid-inception", inception_fid, {"fid_inception": LOWER}, 2048, False,
            "standard FID on Inception-v3 features (needs local weights)"),
 )
+_PREREQUISITES: dict[str, Callable[[], object]] = {"fid-inception": check_inception_available}
 METRICS: dict[str, Metric] = {m.name: m for m in _REGISTRY}
 OUTPUT_TO_METRIC = {key: m.name for m in _REGISTRY for key in m.outputs}
 CLASSIFIER_SET = ("fid", "kid", "is", "precision-recall", "class-balance", "swd", "msssim")
@@ -104,6 +105,15 @@ def main_metric(names: list[str]) -> str:
     return next(iter(METRICS[names[0]].outputs))
 
 
+def check_available(names: list[str], context: MetricContext) -> None:
+    """Fail before any images are made when a metric's network or weights file is missing."""
+    for name in names:
+        if METRICS[name].needs_classifier:
+            context.classifier(name)
+        if name in _PREREQUISITES:
+            _PREREQUISITES[name]()
+
+
 def check_samples(names: list[str], real_count: int, fake_count: int) -> None:
     """Refuse before any work when a set is too small for a requested metric to mean anything."""
     for name in names:
@@ -120,9 +130,7 @@ def evaluate(real: torch.Tensor, fake: torch.Tensor, names: list[str], context: 
     if real.shape[1:] != fake.shape[1:]:
         raise DataError(f"reference images are {tuple(real.shape[1:])} but generated images are "
                         f"{tuple(fake.shape[1:])}; evaluate against data of the generator's size and channels")
-    for name in names:
-        if METRICS[name].needs_classifier:
-            context.classifier(name)  # fail on a missing classifier before computing anything
+    check_available(names, context)
     check_samples(names, len(real), len(fake))
     scores: dict[str, float] = {}
     try:
@@ -143,6 +151,10 @@ def reference_subset(images: torch.Tensor, count: int) -> torch.Tensor:
     return images[index.sort().values]
 
 
+def _cuda_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
 def training_evaluator(config: TrainConfig, data: ImageData,
                        device: torch.device | str) -> Callable[[torch.nn.Module, int], dict[str, float]]:
     """The default Evaluator for ``train()``: a cheap evaluation on ``config.eval_samples`` images.
@@ -157,18 +169,20 @@ def training_evaluator(config: TrainConfig, data: ImageData,
     context = MetricContext(data.name, seed=config.seed, device=torch.device(device))
     names = list(TRAINING_SET[context.extractor != "none"])
     count = min(config.eval_samples, len(data))
+    check_available(names, context)
     check_samples(names, count, config.eval_samples)
     real = reference_subset(data.images, count)
     info = GeneratorInfo.from_config(config, data.image_shape, data.name, 0)
     main = main_metric(names)
 
     def evaluator(generator: torch.nn.Module, step: int) -> dict[str, float]:
-        fake = generate(generator, info, config.eval_samples, seed=config.seed + 7)
-        scores = evaluate(real, fake, names, context)
+        with torch.random.fork_rng(devices=_cuda_devices(context.device)):  # training's RNG streams stay untouched
+            fake = generate(generator, info, config.eval_samples, seed=config.seed + 7)
+            scores = evaluate(real, fake, names, context)
         return {"main": scores[main], **{k: round(v, 6) for k, v in scores.items()}}
 
     return evaluator
 
 
-__all__ = ["METRICS", "Metric", "MetricContext", "check_samples", "dataset_family", "default_features", "direction",
-           "evaluate", "main_metric", "reference_subset", "resolve_metrics", "training_evaluator"]
+__all__ = ["METRICS", "Metric", "MetricContext", "check_available", "check_samples", "dataset_family",
+           "default_features", "direction", "evaluate", "main_metric", "reference_subset", "resolve_metrics", "training_evaluator"]

@@ -103,7 +103,8 @@ def load_classifier(dataset: str, device: str | torch.device = "cpu") -> tuple[S
     except (OSError, SafetensorError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable classifier weights ({str(exc)[:120]}); recreate them with "
                               f"'python scripts/train_classifier.py --dataset {dataset}'") from None
-    model = SmallClassifier(int(record.get("num_classes", 10)))
+    with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift a training run's RNG
+        model = SmallClassifier(int(record.get("num_classes", 10)))
     model.load_state_dict(state)
     info = ClassifierInfo(dataset, float(record.get("test_accuracy", float("nan"))), int(record.get("correct", 0)),
                           int(record.get("total", 0)), record)

@@ -23,8 +23,8 @@ from ganforge.checkpoint import GeneratorInfo
 from ganforge.config import DataConfig, TrainConfig
 from ganforge.data import SOURCES, ImageData, load_images
 from ganforge.errors import ConfigError, DataError
-from ganforge.metrics import (MetricContext, dataset_family, direction, evaluate, main_metric, reference_subset,
-                              resolve_metrics)
+from ganforge.metrics import (MetricContext, check_available, check_samples, dataset_family, direction, evaluate,
+                              main_metric, reference_subset, resolve_metrics)
 from ganforge.metrics.floors import floor_for
 
 SPLITS = ("train", "test", "all")
@@ -88,6 +88,12 @@ def load_reference(info: GeneratorInfo, config: TrainConfig | None, data: str | 
     return reference
 
 
+def _floor(reference: ImageData, count: int) -> dict[str, float] | None:
+    """The documented real-vs-real numbers for this data, size and count, if measured."""
+    record = floor_for(reference.name, count, reference.image_shape)
+    return record["metrics"] if record else None
+
+
 def default_output(source: str | Path, seed: int) -> Path:
     """eval-<seed>.json in the run folder (eval-<checkpoint>-<seed>.json for a checkpoint),
     else <file>-eval-<seed>.json next to a loose generator file."""
@@ -113,7 +119,9 @@ def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metric
     reference = load_reference(info, config, data)
     context = MetricContext(reference.name, seed=seed, device=torch.device(device), features=features)
     names = resolve_metrics(metrics, context)
+    check_available(names, context)
     real = reference_subset(reference.images, count)
+    check_samples(names, len(real), count)
     fake = generate(generator, info, count, seed=seed)
     scores = evaluate(real, fake, names, context)
     return {
@@ -123,7 +131,7 @@ def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metric
         "requested": metrics or "auto",
         "features": context.extractor, "metrics": scores, "main": main_metric(names),
         "better": {key: direction(key) for key in scores},
-        "floor": (floor_for(reference.name, count, reference.image_shape) or {}).get("metrics") if context.features == "auto" else None,
+        "floor": _floor(reference, count) if context.features == "auto" else None,
         "seconds": round(time.perf_counter() - start, 2),
         "ganforge": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -31,22 +31,26 @@ _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 _KERNEL = torch.outer(_BINOMIAL, _BINOMIAL) / 256.0
 
 
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    c = x.shape[1]
-    kernel = _KERNEL.to(x).expand(c, 1, 5, 5)
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel, groups=c)
-
-
 def pyramid_down(x: torch.Tensor) -> torch.Tensor:
-    return _blur(x)[:, :, ::2, ::2]
+    """Binomial 5x5 blur and 2x subsampling in one strided convolution (only kept pixels are computed)."""
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), _KERNEL.to(x).expand(c, 1, 5, 5), stride=2, groups=c)
+
+
+def _upsample_last_axis(x: torch.Tensor) -> torch.Tensor:
+    """Zero insertion + [1 4 6 4 1]/8 along the last axis, in polyphase form (no multiplications by zero)."""
+    before = torch.cat([x[..., :1], x[..., :-1]], dim=-1)
+    after = torch.cat([x[..., 1:], x[..., -1:]], dim=-1)
+    even = (before + 6 * x + after) / 8
+    odd = (x + after) / 2
+    return torch.stack([even, odd], dim=-1).flatten(-2)
 
 
 def pyramid_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Zero-insertion upsampling followed by the same blur (x4 keeps the brightness)."""
-    n, c, h, w = x.shape
-    up = torch.zeros(n, c, h * 2, w * 2, dtype=x.dtype, device=x.device)
-    up[:, :, ::2, ::2] = x * 4
-    return _blur(up)[:, :, : size[0], : size[1]]
+    """The inverse step: 2x upsampling with the same binomial filter, separably, cropped to `size`."""
+    wide = _upsample_last_axis(x)
+    tall = _upsample_last_axis(wide.transpose(-1, -2)).transpose(-1, -2)
+    return tall[:, :, : size[0], : size[1]]
 
 
 def laplacian_pyramid(x: torch.Tensor) -> list[torch.Tensor]:
