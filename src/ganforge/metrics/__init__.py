@@ -185,4 +185,5 @@ def training_evaluator(config: TrainConfig, data: ImageData,
 
 
 __all__ = ["METRICS", "Metric", "MetricContext", "check_available", "check_samples", "dataset_family",
-           "default_features", "direction", "evaluate", "main_metric", "reference_subset", "resolve_metrics", "training_evaluator"]
+           "default_features", "direction", "evaluate", "main_metric", "reference_subset", "resolve_metrics",
+           "training_evaluator"]
