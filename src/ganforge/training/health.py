@@ -52,7 +52,13 @@ class HealthMonitor:
         return None
 
     def check_samples(self, step: int, samples: torch.Tensor) -> str | None:
-        """A warning when generated samples spread far less than real images do."""
+        """A warning when generated samples spread far less than real images do.
+
+        Silent for the first `dominance_steps` iterations: a fresh generator's samples all
+        look alike, and that is not a collapse.
+        """
+        if step < self.dominance_steps:
+            return None
         ratio = spread(samples) / max(self.real_spread, 1e-12)
         if ratio >= COLLAPSE_RATIO:
             self.warned_collapse = False
