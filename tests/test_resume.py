@@ -147,3 +147,10 @@ def test_failed_write_leaves_the_previous_file_intact(tmp_path):
         write_with(target, disk_fills_up)
     assert target.read_bytes() == b"previous good checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
+
+
+def test_artefacts_get_ordinary_file_permissions(tmp_path):
+    from ganforge.artefacts.files import write_text
+    write_text(tmp_path / "report.html", "<html></html>")
+    mode = (tmp_path / "report.html").stat().st_mode & 0o777
+    assert mode & 0o044, oct(mode)  # readable by group and others under the usual umask, not mkstemp's 0600

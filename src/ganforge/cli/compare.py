@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganforge.cli.common import positive_int, say
+from ganforge.cli.common import positive_int, say, seed_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", default="report.html",
                    help="HTML file; the Markdown twin is written next to it as .md (images in <name>_files/)")
     p.add_argument("--count", "-n", type=positive_int, default=2000, help="images per run for the metrics table")
-    p.add_argument("--seed", type=int, default=0, help="noise seed for the metrics table")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise seed for the metrics table")
     p.add_argument("--metrics", default="auto", help="metrics for the table (as for `ganforge eval`)")
     p.add_argument("--no-metrics", action="store_true", help="leave out the metrics table (no evaluation)")
     p.add_argument("--allow-mixed", action="store_true",

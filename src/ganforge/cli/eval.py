@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ganforge.cli.common import positive_int, say
+from ganforge.cli.common import positive_int, say, seed_int
 
 ARROWS = {"lower": "lower is better", "higher": "higher is better", "match": "closest to the real value", "info": ""}
 
@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="a run folder, a generator .safetensors or a checkpoint .pt")
     p.add_argument("--count", "-n", type=positive_int, default=2000,
                    help="generated images, and reference images at most (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed for the generated images (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise seed for the generated images (default 0)")
     p.add_argument("--metrics", default="auto",
                    help="comma-separated: fid,kid,is,precision-recall,class-balance,swd,msssim,fid-inception "
                         "(output names such as recall also work); auto: all that fit the data")
