@@ -33,3 +33,13 @@ def mnist_test_split(mnist_dir):
     from ganforge.data.idx import load_idx_dataset
     os.environ.setdefault("GANFORGE_OFFLINE", "1")
     return load_idx_dataset("mnist", "test", str(mnist_dir))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny CPU kernels run faster on one thread than two threads fighting other processes."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

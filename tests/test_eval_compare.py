@@ -21,13 +21,7 @@ TINY = {"data.limit": 2000, "batch_size": 32, "sample_every": 10, "log_every": 1
         "eval_samples": 500}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny CPU kernels run faster on one thread than two threads fighting other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ N = 1000  # images per set: enough for every metric's minimum, quick on two core
 ALL = ["fid", "kid", "is", "precision-recall", "class-balance", "swd", "msssim"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny CPU kernels run faster on one thread than two threads fighting other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
