@@ -225,11 +225,17 @@ def test_random_train_arguments_exit_0_or_2_without_a_traceback(config_files, mo
         one_cli_error(err)
 
 
-def test_train_into_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path):
+def _four_tiny_images(tmp_path: Path) -> Path:
+    """A folder of four 16x16 grayscale PNGs: the smallest real dataset a run can train on."""
     images = tmp_path / "images"
     images.mkdir()
     for i in range(4):
         Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(images / f"{i}.png")
+    return images
+
+
+def test_train_into_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path):
+    images = _four_tiny_images(tmp_path)
     target = tmp_path / "results"
     target.write_text("my notes, not a folder\n")
     code, _, err = run_cli("train", "--dataset", "folder", "--data", str(images), "--resolution", "32",
@@ -241,10 +247,7 @@ def test_train_into_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path):
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes through chmod")
 def test_train_into_a_read_only_folder_is_a_one_line_error(tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(4):
-        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(images / f"{i}.png")
+    images = _four_tiny_images(tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
