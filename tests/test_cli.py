@@ -1,82 +1,168 @@
-"""The command line as a user meets it: bad input gets one clear line, never a traceback."""
+"""The command line as a user meets it: bad input gets one clear line, never a traceback.
+
+Every case runs ``ganforge.cli.main`` in this process (the ``cli`` fixture); one smoke test
+runs the real program to show that the exit status and the error line survive the trip
+through ``python -m ganforge``.
+"""
 
 from __future__ import annotations
 
 import gzip
-import os
+import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import torch
+
+NO_CUDA_DEVICE = ["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"]
 
 
-def ganforge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GANFORGE_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ganforge", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--preset", "mnist"], ["unknown preset 'mnist'", "mnist-dcgan"]),
+        (["--model", "resnet"], ["unknown model 'resnet'", "dcgan-mnist"]),
+        (["--batch-size", "0"], ["batch_size must be a positive number"]),
+        (["--lr", "-0.001"], ["optim.lr_g must be a positive number"]),
+        (["--latent-dim", "0"], ["model.latent_dim must be a positive number"]),
+        (["--set", "epochs"], ["--set wants KEY=VALUE"]),
+        (["--set", "colour=blue"], ["unknown setting 'colour'"]),
+        (NO_CUDA_DEVICE, ["device"]),
+        (
+            ["--preset", "mnist-gan", "--config", "x.yaml"],
+            ["only one of --preset, --config and --resume"],
+        ),
+    ],
+)
+def test_bad_train_settings_are_one_line_errors(cli, user_error, args, fragments, tmp_path):
+    result = cli("train", *args, "--out", tmp_path)
+    user_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []  # nothing was created for a run that never started
 
 
-def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("ganforge: error:")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0]
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--loss", "foo"], "'foo'"),
+        (["--model", "resnet"], "'resnet'"),
+        (["--dataset", "nosuch"], "'nosuch'"),
+        (["--resolution", "100"], "100"),
+        (["--set", "model.options.widht=0.5"], "widht"),
+        (["--dataset", "nifti", "--set", "data.nifti_axis=5"], "nifti_axis"),
+    ],
+)
+def test_dry_run_rejects_what_training_would_reject(cli, user_error, args, fragment, tmp_path):
+    """--dry-run checks everything a run would: it answers "this would fail" before any work."""
+    result = cli("train", *args, "--out", tmp_path, "--dry-run")
+    assert result.out == ""
+    user_error(result, fragment)
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["train", "--preset", "mnist"], ["unknown preset 'mnist'", "mnist-dcgan"]),
-    (["train", "--model", "resnet"], ["unknown model 'resnet'", "dcgan-mnist"]),
-    (["train", "--batch-size", "0"], ["batch_size must be a positive number"]),
-    (["train", "--lr", "-0.001"], ["optim.lr_g must be a positive number"]),
-    (["train", "--latent-dim", "0"], ["model.latent_dim must be a positive number"]),
-    (["train", "--set", "epochs"], ["--set wants KEY=VALUE"]),
-    (["train", "--set", "colour=blue"], ["unknown setting 'colour'"]),
-    (["train", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["train", "--device", "tpu"],
-     ["device"]),
-    (["train", "--preset", "mnist-gan", "--config", "x.yaml"], ["only one of --preset, --config and --resume"]),
-    (["sample", "no/such/run"], ["not found"]),
-])
-def test_bad_settings_are_one_line_errors(args, fragments, tmp_path):
-    assert_user_error(ganforge(*args, "--out", str(tmp_path)) if args[0] == "train" else ganforge(*args), *fragments)
+def test_set_on_a_group_changes_only_the_named_settings(cli):
+    result = cli(
+        "train",
+        "--preset",
+        "mnist-gan",
+        "--set",
+        "optim.lr_d=0.003",
+        "--set",
+        "optim.beta1=0.7",
+        "--set",
+        "optim={lr_g: 0.001}",
+        "--dry-run",
+    )
+    assert result.code == 0, result.err
+    optim = json.loads(result.out)["optim"]
+    assert (optim["lr_g"], optim["lr_d"], optim["beta1"]) == (
+        0.001,
+        0.003,
+        0.7,
+    )  # merged, not reset
 
 
-def test_missing_dataset_names_the_places_searched(tmp_path):
-    result = ganforge("train", "--dataset", "fashion-mnist", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path))
-    assert_user_error(result, "fashion-mnist train split not found", str(tmp_path / "nothing"))
+def test_sampling_a_run_that_does_not_exist(cli, user_error):
+    user_error(cli("sample", "no/such/run"), "not found")
 
 
-def test_corrupt_idx_file_is_named(mnist_dir, tmp_path):
+def test_missing_dataset_names_the_places_searched(cli, user_error, tmp_path):
+    result = cli(
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data",
+        tmp_path / "nothing",
+        "--out",
+        tmp_path / "runs",
+    )
+    user_error(result, "fashion-mnist train split not found", str(tmp_path / "nothing"))
+
+
+def test_corrupt_idx_file_is_named(cli, user_error, mnist_dir, tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
         shutil.copy(mnist_dir / name, folder / name)
     with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as handle:
-        handle.write(b"\x00\x00\x08\x01\x00\x00\xea\x60" + b"\x01" * 100)  # says 60,000 labels, holds 100
-    result = ganforge("train", "--data", str(folder), "--out", str(tmp_path / "runs"))
-    assert_user_error(result, "train-labels-idx1-ubyte.gz", "truncated")
+        handle.write(b"\x00\x00\x08\x01\x00\x00\xea\x60" + b"\x01" * 100)  # 60,000 labels? 100
+    result = cli("train", "--data", folder, "--out", tmp_path / "runs")
+    user_error(result, "train-labels-idx1-ubyte.gz", "truncated")
 
 
-def test_sampling_a_file_that_is_not_a_checkpoint(tmp_path):
+def test_sampling_a_file_that_is_not_a_checkpoint(cli, user_error, tmp_path):
     fake = tmp_path / "model.pt"
     fake.write_text("hello")
-    assert_user_error(ganforge("sample", str(fake)), "not a readable checkpoint")
+    user_error(cli("sample", fake), "not a readable checkpoint", str(fake))
     fake_st = tmp_path / "model.safetensors"
     fake_st.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    assert_user_error(ganforge("sample", str(fake_st)))
+    user_error(cli("sample", fake_st), str(fake_st))
 
 
-def test_dry_run_prints_the_resolved_config():
-    result = ganforge("train", "--preset", "mnist-dcgan", "--epochs", "3", "--lr-g", "0.001", "--dry-run")
-    assert result.returncode == 0, result.stderr
-    assert '"epochs": 3' in result.stdout and '"lr_g": 0.001' in result.stdout
+def test_dry_run_prints_the_resolved_config(cli, tmp_path):
+    result = cli(
+        "train",
+        "--preset",
+        "mnist-dcgan",
+        "--epochs",
+        "3",
+        "--lr-g",
+        "0.001",
+        "--out",
+        tmp_path,
+        "--dry-run",
+    )
+    assert result.code == 0, result.err
+    config = json.loads(result.out)
+    assert config["epochs"] == 3 and config["optim"]["lr_g"] == 0.001
+    assert config["model"]["arch"] == "dcgan-mnist"  # the preset's other settings are kept
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 
-def test_presets_command_lists_recipes_and_models():
-    result = ganforge("presets")
-    assert result.returncode == 0
+def test_presets_command_lists_recipes_and_models(cli):
+    result = cli("presets")
+    assert result.code == 0, result.err
     for name in ("demo", "mnist-gan", "mnist-dcgan", "dcgan-mnist", "bce"):
-        assert name in result.stdout
+        assert name in result.out
+
+
+def test_version_is_printed(cli):
+    from ganforge import __version__
+
+    result = cli("--version")
+    assert result.code == 0 and f"ganforge {__version__}" in result.out
+
+
+def test_the_real_program_exits_2_with_one_line(tmp_path):
+    """One real process: `python -m ganforge` turns a user error into status 2 and one line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ganforge", "sample", str(tmp_path / "no-run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ganforge: error: "), done.stderr
+    assert "not found" in lines[0] and done.stdout == ""
