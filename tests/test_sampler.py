@@ -50,7 +50,7 @@ def test_the_same_seed_gives_the_same_batches_and_another_seed_others(order):
 
 def test_shuffle_visits_each_image_at_most_once_per_pass_in_a_new_order():
     sampler = BatchSampler(SIZE, BATCH, "shuffle", seed=0)
-    passes = [sum(draw(sampler, 6), []) for _ in range(3)]
+    passes = [[i for batch in draw(sampler, 6) for i in batch] for _ in range(3)]
     for indices in passes:
         assert len(indices) == 6 * BATCH and len(set(indices)) == len(indices)  # no repeats
         assert set(indices) <= set(range(SIZE))  # the 2 left over differ from pass to pass
