@@ -21,8 +21,8 @@ from PIL import Image
 from ganforge.config import DataConfig
 from ganforge.data import load_images
 from ganforge.data import cache as data_cache
-from ganforge.data import folder as data_folder
-from ganforge.data.folder import is_image_file, is_mask_folder, list_files, select_split
+from ganforge.data import locations
+from ganforge.data.discovery import is_image_file, is_mask_folder, list_files, select_split
 from ganforge.data.nifti import normalise_volume, read_volume
 from ganforge.errors import ConfigError, DataError
 
@@ -156,7 +156,7 @@ def test_brain_mri_source_finds_the_shared_slices_without_a_path():
 
 def test_brain_mri_source_without_data_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data_folder, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
     with pytest.raises(DataError) as info:
         load_images(DataConfig(dataset="brain-mri"))
     message = str(info.value)

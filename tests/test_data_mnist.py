@@ -113,7 +113,7 @@ def test_download_verifies_checksum_and_fills_the_cache(mirror, tmp_path, monkey
     served = IdxDataset("mnist", (url,), md5, (), "")
     data = load_idx_dataset(served, "test", allow_bundled=False)
     assert len(data) == 10_000
-    from ganforge.data.idx import cache_root
+    from ganforge.data.locations import cache_root
     cache = cache_root() / "datasets" / "mnist"
     assert data.source == str(cache)
     assert sorted(p.name for p in cache.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
@@ -130,6 +130,6 @@ def test_download_with_wrong_checksum_keeps_nothing(mirror, tmp_path, monkeypatc
         warnings.simplefilter("ignore")
         with pytest.raises(DataError, match="get it elsewhere"):
             load_idx_dataset(bad, "test", allow_bundled=False)
-    from ganforge.data.idx import cache_root
+    from ganforge.data.locations import cache_root
     leftovers = list((cache_root() / "datasets" / "mnist").glob("*"))
     assert leftovers == []

@@ -29,9 +29,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ganforge.artefacts.files import write_with
-from ganforge.data.idx import cache_root
+from ganforge.config import DataConfig
+from ganforge.data.locations import cache_root
 
 FORMAT = "ganforge-decoded-v1"
+DECODER_VERSION = 1  # bump when decoding changes, so old caches are not reused
 
 
 @dataclass
@@ -47,6 +49,16 @@ class Decoded:
 def cache_dir() -> Path:
     """Where decoded datasets live: <cache_root>/decoded (cache_root honours $GANFORGE_CACHE)."""
     return cache_root() / "decoded"
+
+
+def cache_settings(config: DataConfig, kind: str, split_label: str) -> dict[str, Any]:
+    """What besides the source files changes an image folder's decoded tensor: the cache key.
+
+    Sources add their own settings (NIfTI slicing, normalisation, subject split) to this.
+    """
+    return {"kind": kind, "decoder": DECODER_VERSION, "split": split_label,
+            "resolution": config.resolution, "channels": config.channels, "fit": config.fit,
+            "limit": config.limit}
 
 
 def cache_file(root: Path, settings: dict[str, Any]) -> Path:

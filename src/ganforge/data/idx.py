@@ -7,8 +7,12 @@ Where to look, in order (the first complete copy wins):
 4. known local copies (``../shared/datasets``, ``/usr/share/datasets/fashion-mnist``);
 5. a download from the public mirrors into the cache, checked against known MD5 sums
    (skipped when ``GANFORGE_OFFLINE=1``);
-6. for MNIST only: the 5,000-digit slice of the real test set shipped with ganforge,
-   announced with a warning, so that the demo works on a machine with nothing else.
+6. for MNIST only, unless ``data.allow_bundled_slice`` is false: the 5,000-digit slice of
+   the real test set shipped with ganforge, announced with a warning, so that the demo works
+   on a machine with nothing else. The faithful presets set it false: they stop and say how
+   to get full MNIST instead of quietly training on 39 batches an epoch instead of 468.
+
+Places 2-4 are the shared search of ganforge.data.locations.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganforge.config import DataConfig
 from ganforge.data.base import ImageData
+from ganforge.data.locations import cache_root, offline, search_places, shared_copies
+from ganforge.data.registry import register_source
 from ganforge.errors import DataError
 
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
@@ -59,7 +66,7 @@ MNIST = IdxDataset(
          "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
          "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
          "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
-    local_copies=("../shared/datasets/mnist", "shared/datasets/mnist"),
+    local_copies=shared_copies("mnist"),
     how_to_get="download the four IDX gz files from a public MNIST mirror and pass their folder with --data",
 )
 FASHION_MNIST = IdxDataset(
@@ -70,21 +77,12 @@ FASHION_MNIST = IdxDataset(
          "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
          "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
     local_copies=("/usr/share/datasets/fashion-mnist", "../shared/datasets/fashion-mnist"),
-    how_to_get="run 'apt-get install dataset-fashion-mnist' or pass a folder with the four IDX gz files with --data",
+    how_to_get="run 'apt-get install dataset-fashion-mnist' or pass a folder with the four IDX gz "
+               "files with --data",
 )
 IDX_DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
-
-
-def cache_root() -> Path:
-    """ganforge's cache folder: $GANFORGE_CACHE, else $XDG_CACHE_HOME/ganforge, else ~/.cache/ganforge."""
-    if os.environ.get("GANFORGE_CACHE"):
-        return Path(os.environ["GANFORGE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ganforge"
-
-
-def offline() -> bool:
-    return os.environ.get("GANFORGE_OFFLINE", "").lower() in ("1", "true", "yes")
+IDX_SHAPE = (1, 28, 28)
+BUNDLED_SLICE_SIZE = 5_000
 
 
 def read_idx(path: Path, expect_magic: int) -> np.ndarray:
@@ -142,20 +140,7 @@ def _complete(folder: Path, split: str) -> bool:
 def _candidates(dataset: IdxDataset, explicit: str | None) -> list[Path]:
     if explicit:
         return [Path(explicit).expanduser()]
-    places: list[Path] = []
-    if os.environ.get("GANFORGE_DATA"):
-        places.append(Path(os.environ["GANFORGE_DATA"]) / dataset.name)
-    places.append(cache_root() / "datasets" / dataset.name)
-    repo_root = Path(__file__).resolve().parents[3]  # a source checkout: <repo>/src/ganforge/data
-    for local in dataset.local_copies:
-        places.append(Path(local) if Path(local).is_absolute() else Path.cwd() / local)
-        if not Path(local).is_absolute():
-            places.append(repo_root / local)
-    unique: list[Path] = []
-    for p in places:
-        if p.resolve() not in [u.resolve() for u in unique]:
-            unique.append(p)
-    return unique
+    return search_places([dataset.name], dataset.local_copies)
 
 
 def download(dataset: IdxDataset, split: str, target: Path, mirrors: tuple[str, ...] | None = None,
@@ -229,9 +214,7 @@ def load_idx_dataset(name: str | IdxDataset, split: str = "train", path: str | N
         if folder is None:
             if name == "mnist" and allow_bundled and not path:
                 return _bundled_slice()
-            searched = ", ".join(str(p) for p in _candidates(dataset, path))
-            extra = "" if path else (" and the public mirrors" if not offline() else " (downloads off: GANFORGE_OFFLINE=1)")
-            raise DataError(f"{name} {one} split not found: looked in {searched}{extra}; {dataset.how_to_get}")
+            raise _not_found(dataset, one, path, allow_bundled)
         image_file, label_file = (folder / f for f in SPLIT_FILES[one])
         images = read_idx(image_file, IMAGE_MAGIC)
         labels = read_idx(label_file, LABEL_MAGIC)
@@ -249,10 +232,44 @@ def load_idx_dataset(name: str | IdxDataset, split: str = "train", path: str | N
                      torch.from_numpy(labels.astype(np.int64)), 10)
 
 
+def _not_found(dataset: IdxDataset, split: str, path: str | None, allow_bundled: bool) -> DataError:
+    """One line: where the split was looked for, how to get it, and the slice when it applies."""
+    searched = ", ".join(str(p) for p in _candidates(dataset, path))
+    if path:
+        extra = ""
+    else:
+        extra = " and the public mirrors" if not offline() else " (downloads off: GANFORGE_OFFLINE=1)"
+    message = (f"{dataset.name} {split} split not found: looked in {searched}{extra}; "
+               f"{dataset.how_to_get}")
+    if dataset.name == "mnist" and not allow_bundled and not path:
+        message += (f" (or set GANFORGE_DATA to the folder that holds mnist/); or train on the "
+                    f"{BUNDLED_SLICE_SIZE:,}-digit slice that ships with ganforge with "
+                    "--set data.allow_bundled_slice=true")
+    return DataError(message)
+
+
 def _bundled_slice() -> ImageData:
-    warnings.warn("full MNIST not found (no local copy, no download): using the 5,000-digit slice of the real "
-                  "MNIST test set that ships with ganforge; pass --data DIR for the full set", stacklevel=2)
+    warnings.warn(f"full MNIST not found (no local copy, no download): using the "
+                  f"{BUNDLED_SLICE_SIZE:,}-digit slice of the real MNIST test set that ships with "
+                  "ganforge; pass --data DIR for the full set", stacklevel=2)
     images = read_idx(ASSETS / "mnist-slice-images-idx3-ubyte.gz", IMAGE_MAGIC)
     labels = read_idx(ASSETS / "mnist-slice-labels-idx1-ubyte.gz", LABEL_MAGIC)
-    return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), "mnist/bundled-slice", str(ASSETS),
-                     torch.from_numpy(labels.astype(np.int64)), 10)
+    return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), "mnist/bundled-slice",
+                     str(ASSETS), torch.from_numpy(labels.astype(np.int64)), 10)
+
+
+# ---- the registered sources -------------------------------------------------------------------
+def _idx_shape(config: DataConfig) -> tuple[int, int, int]:
+    return IDX_SHAPE
+
+
+@register_source("mnist", shape=_idx_shape)
+def load_mnist(config: DataConfig) -> ImageData:
+    """MNIST digits with labels; the bundled slice only while data.allow_bundled_slice is true."""
+    return load_idx_dataset("mnist", config.split, config.path, config.allow_bundled_slice)
+
+
+@register_source("fashion-mnist", shape=_idx_shape)
+def load_fashion_mnist(config: DataConfig) -> ImageData:
+    """Fashion-MNIST articles with labels."""
+    return load_idx_dataset("fashion-mnist", config.split, config.path)

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ganforge.config import DataConfig
 from ganforge.data import cache
 from ganforge.data.base import ImageData
-from ganforge.data.folder import (cache_settings, check_unreadable, is_nifti_file, join_parts, list_files,
-                                  require_one_size, select_split, stack_fitted)
+from ganforge.data.decode import check_unreadable, join_parts, require_one_size, stack_fitted
+from ganforge.data.discovery import is_nifti_file, list_files, select_split, volume_name
+from ganforge.data.registry import register_source
 from ganforge.errors import ConfigError, DataError
 
 PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume
@@ -44,15 +46,6 @@ AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 class UnreadableVolume(Exception):
     """A file that nibabel cannot read: skipped under the corrupt-file policy."""
-
-
-def volume_name(path: Path) -> str:
-    """The file name without .nii / .nii.gz."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def read_volume(path: Path) -> np.ndarray:
@@ -150,13 +143,13 @@ def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cac
     check_unreadable(skipped, attempted, root, noun="volume")
     arrays = arrays[: config.limit] if config.limit is not None else arrays
     if not arrays:
-        import torch
         return cache.Decoded(torch.zeros(0, 1, 1, 1, dtype=torch.uint8), skipped, attempted)
     parts = [stack_fitted(arrays[i : i + 512], config.channels, config.resolution, config.fit)
              for i in range(0, len(arrays), 512)]
     return cache.Decoded(join_parts(parts, config.channels), skipped, attempted)
 
 
+@register_source("nifti", fits=True)
 def load_nifti(config: DataConfig) -> ImageData:
     """The `nifti` source: one .nii/.nii.gz file, or a folder of them (split layout as for images)."""
     if not config.path:
@@ -175,7 +168,7 @@ def load_nifti(config: DataConfig) -> ImageData:
         files, name = list_files(folders, is_nifti_file), root.name
         if not files:
             raise DataError(f"no NIfTI volumes (.nii, .nii.gz) in {root} (searched recursively, mask folders skipped)")
-    settings = {**cache_settings(config, "nifti", label), "axis": config.nifti_axis,
+    settings = {**cache.cache_settings(config, "nifti", label), "axis": config.nifti_axis,
                 "range": list(config.nifti_range), "min_foreground": config.nifti_min_foreground}
     decoded = cache.cached(root, files, settings, lambda: decode_volumes(files, root, config), enabled=config.cache)
     if decoded.from_cache:
