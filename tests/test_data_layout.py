@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import ganforge.data
+from ganforge.config import DataConfig
+from ganforge.data import expected_shape, load_images, source_problems
 
 PACKAGE = Path(ganforge.data.__file__).parent
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
@@ -78,3 +80,77 @@ def test_every_data_module_imports_first_in_a_fresh_interpreter():
         result = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True,
                                 env=env, timeout=120, check=False)
         assert result.returncode == 0, f"{module}: {result.stderr.strip().splitlines()[-1:]}"
+
+
+# ---- what sources declare: problems and shapes, known before a file is read --------------------
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+MNI = SHARED / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
+
+@pytest.fixture()
+def nothing_is_read(monkeypatch):
+    """Opening an image or a volume fails the test: checks must stay on names and stat calls."""
+    import nibabel
+    from PIL import Image
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a check read a file")
+    monkeypatch.setattr(nibabel, "load", refuse)
+    monkeypatch.setattr(Image, "open", refuse)
+
+
+@pytest.fixture()
+def no_local_copies(tmp_path, monkeypatch):
+    """Hide ../shared and any user copy: the search finds nothing, as on a fresh machine."""
+    from ganforge.data import locations
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
+
+
+def test_unknown_dataset_lists_the_valid_names(nothing_is_read):
+    problems = source_problems(DataConfig(dataset="nosuch"))
+    assert len(problems) == 1 and "nosuch" in problems[0]
+    assert all(name in problems[0] for name in ("mnist", "fashion-mnist", "folder", "nifti",
+                                                "brain-mri"))
+
+
+def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(nothing_is_read, tmp_path):
+    problems = source_problems(DataConfig(dataset="nifti", path=str(MNI), nifti_axis=3))
+    assert problems == ["data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) (got 3)"]
+    assert source_problems(DataConfig(dataset="nifti", path=str(MNI), nifti_axis=1)) == []
+    assert "nifti_axis" in source_problems(DataConfig(dataset="brain-mri", nifti_axis=-1))[0]
+    assert "needs a path" in source_problems(DataConfig(dataset="folder"))[0]
+    missing = str(tmp_path / "nowhere")
+    assert source_problems(DataConfig(dataset="folder", path=missing)) == [
+        f"--data {missing} does not exist"]
+    assert source_problems(DataConfig(dataset="mnist", path=missing)) == [
+        f"--data {missing} does not exist"]
+    ranged = source_problems(DataConfig(dataset="folder", path=str(tmp_path),
+                                        nifti_range=(0.8, 0.2)))
+    assert len(ranged) == 1 and "nifti_range" in ranged[0]
+
+
+def test_a_split_the_source_does_not_have_is_a_problem(nothing_is_read):
+    problems = source_problems(DataConfig(dataset="mnist", split="validate"))
+    assert problems == ["dataset 'mnist' has no split 'validate'; choose one of: train, test, all"]
+
+
+def test_missing_mnist_is_found_by_the_check_when_the_slice_is_refused(no_local_copies):
+    refused = DataConfig(dataset="mnist", allow_bundled_slice=False)
+    problems = source_problems(refused)
+    assert len(problems) == 1 and "allow_bundled_slice=true" in problems[0]
+    assert source_problems(DataConfig(dataset="mnist")) == []  # the slice will do
+
+
+def test_expected_shape_matches_what_loading_gives(mnist_dir, tmp_path):
+    assert expected_shape(DataConfig(dataset="mnist")) == (1, 28, 28)
+    assert expected_shape(DataConfig(dataset="fashion-mnist", resolution=32)) == (1, 32, 32)
+    config = DataConfig(dataset="mnist", path=str(mnist_dir), split="test", limit=4, channels=3,
+                        resolution=32)
+    assert expected_shape(config) == load_images(config).image_shape == (3, 32, 32)
+    assert expected_shape(DataConfig(dataset="folder", path=str(tmp_path))) is None
+    assert expected_shape(DataConfig(dataset="folder", path=str(tmp_path), resolution=64)) is None
+    assert expected_shape(DataConfig(dataset="brain-mri", resolution=64, channels=1)) == (1, 64, 64)
+    if MNI.exists():
+        volume = DataConfig(dataset="nifti", path=str(MNI), resolution=16, nifti_range=(0.5, 0.55))
+        assert expected_shape(volume) == load_images(volume).image_shape == (1, 16, 16)

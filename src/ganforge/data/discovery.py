@@ -164,6 +164,15 @@ def split_by_subject(files: Sequence[Path], root: Path, test_fraction: float,
     return [f for f in files if (subject_of(f, root) in held_out) == (split == "test")]
 
 
+def path_problems(config_path: str | None, dataset: str, wanted: str) -> list[str]:
+    """A missing or nonexistent --data path, found with one stat call (nothing is read)."""
+    if not config_path:
+        return [f"dataset {dataset!r} needs a path: --data {wanted}"]
+    if not Path(config_path).expanduser().exists():
+        return [f"--data {config_path} does not exist"]
+    return []
+
+
 def nothing_found(root: Path, folders: Sequence[Path]) -> DataError:
     """Say what the folder does hold, so the user sees why nothing was read."""
     everything = [Path(c) / f for folder in folders for c, _, files in os.walk(folder) for f in files]

@@ -50,9 +50,9 @@ from ganforge.data.base import ImageData
 from ganforge.data.decode import (check_unreadable, decode_image, join_parts, require_one_size,
                                   stack_fitted)
 from ganforge.data.discovery import (is_image_file, is_nifti_file, list_files, nothing_found,
-                                     relative, select_split)
+                                     path_problems, relative, select_split)
 from ganforge.data.locations import search_places
-from ganforge.data.nifti import load_nifti
+from ganforge.data.nifti import load_nifti, volume_problems
 from ganforge.data.registry import register_source
 from ganforge.errors import ConfigError, DataError
 
@@ -103,7 +103,20 @@ def load_image_files(root: Path, files: Sequence[Path], split_label: str,
                      f"{root} ({len(decoded.images)} images{note})")
 
 
-@register_source("folder", fits=True)
+def folder_problems(config: DataConfig) -> list[str]:
+    """What the folder source refuses before reading: no --data, a missing path, bad slicing."""
+    wanted = "FOLDER (of PNG/JPEG/TIFF images or NIfTI volumes) or --data FILE.nii.gz"
+    return path_problems(config.path, config.dataset, wanted) + volume_problems(config)
+
+
+def brain_mri_problems(config: DataConfig) -> list[str]:
+    """As for folders when --data is given; without it the search happens at load time."""
+    if config.path:
+        return folder_problems(config)
+    return volume_problems(config)
+
+
+@register_source("folder", fits=True, problems=folder_problems)
 def load_folder(config: DataConfig) -> ImageData:
     """The `folder` source: a folder of images, a folder of NIfTI volumes, or one NIfTI file."""
     if not config.path:
@@ -132,7 +145,7 @@ def brain_mri_candidates() -> list[Path]:
     return search_places(BRAIN_DATASETS)
 
 
-@register_source("brain-mri", fits=True)
+@register_source("brain-mri", fits=True, problems=brain_mri_problems)
 def load_brain_mri(config: DataConfig) -> ImageData:
     """The `brain-mri` source: --data when given, else the first known copy of brain slices."""
     if config.path:

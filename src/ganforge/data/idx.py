@@ -263,13 +263,30 @@ def _idx_shape(config: DataConfig) -> tuple[int, int, int]:
     return IDX_SHAPE
 
 
-@register_source("mnist", shape=_idx_shape)
+def _idx_problems(config: DataConfig) -> list[str]:
+    """A --data folder that does not exist; MNIST missing offline when the slice is not allowed.
+
+    Only stat calls: whether the files are complete is known, whether they are intact is not.
+    """
+    if config.path:
+        folder = Path(config.path).expanduser()
+        return [] if folder.exists() else [f"--data {config.path} does not exist"]
+    allow = config.allow_bundled_slice and config.dataset == "mnist"
+    if allow or not offline():
+        return []  # the slice covers it, or a download may: only loading can tell
+    dataset = IDX_DATASETS[config.dataset]
+    splits = ("train", "test") if config.split == "all" else (config.split,)
+    missing = [one for one in splits if not any(_complete(f, one) for f in _candidates(dataset, None))]
+    return [str(_not_found(dataset, missing[0], None, allow))] if missing else []
+
+
+@register_source("mnist", shape=_idx_shape, problems=_idx_problems)
 def load_mnist(config: DataConfig) -> ImageData:
     """MNIST digits with labels; the bundled slice only while data.allow_bundled_slice is true."""
     return load_idx_dataset("mnist", config.split, config.path, config.allow_bundled_slice)
 
 
-@register_source("fashion-mnist", shape=_idx_shape)
+@register_source("fashion-mnist", shape=_idx_shape, problems=_idx_problems)
 def load_fashion_mnist(config: DataConfig) -> ImageData:
     """Fashion-MNIST articles with labels."""
     return load_idx_dataset("fashion-mnist", config.split, config.path)

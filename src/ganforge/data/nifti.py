@@ -35,7 +35,8 @@ from ganforge.config import DataConfig
 from ganforge.data import cache
 from ganforge.data.base import ImageData
 from ganforge.data.decode import check_unreadable, join_parts, require_one_size, stack_fitted
-from ganforge.data.discovery import is_nifti_file, list_files, select_split, volume_name
+from ganforge.data.discovery import (is_nifti_file, list_files, path_problems, select_split,
+                                     volume_name)
 from ganforge.data.registry import register_source
 from ganforge.errors import ConfigError, DataError
 
@@ -149,7 +150,38 @@ def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cac
     return cache.Decoded(join_parts(parts, config.channels), skipped, attempted)
 
 
-@register_source("nifti", fits=True)
+def volume_problems(config: DataConfig) -> list[str]:
+    """The slicing settings of NIfTI volumes that cannot work, whatever the files hold."""
+    found = []
+    if config.nifti_axis not in AXIS_NAMES:
+        found.append(f"data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) "
+                     f"(got {config.nifti_axis!r})")
+    try:
+        low, high = (float(v) for v in config.nifti_range)
+        ordered = 0.0 <= low < high <= 1.0
+    except (TypeError, ValueError):
+        ordered = False
+    if not ordered:
+        found.append(f"data.nifti_range must be two fractions 0 <= low < high <= 1 "
+                     f"(got {config.nifti_range!r})")
+    share = config.nifti_min_foreground
+    if not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
+        found.append(f"data.nifti_min_foreground must be a fraction in [0, 1] (got {share!r})")
+    return found
+
+
+def nifti_problems(config: DataConfig) -> list[str]:
+    """What the nifti source refuses before reading: no --data, a missing path, bad slicing."""
+    wanted = "FILE.nii.gz or --data FOLDER of NIfTI volumes"
+    return path_problems(config.path, config.dataset, wanted) + volume_problems(config)
+
+
+def nifti_shape(config: DataConfig) -> tuple[int, int, int] | None:
+    """Slices are grayscale; their size is known only when a resolution is set."""
+    return None if config.resolution is None else (1, config.resolution, config.resolution)
+
+
+@register_source("nifti", fits=True, problems=nifti_problems, shape=nifti_shape)
 def load_nifti(config: DataConfig) -> ImageData:
     """The `nifti` source: one .nii/.nii.gz file, or a folder of them (split layout as for images)."""
     if not config.path:
