@@ -87,8 +87,8 @@ def losses(run_dir) -> list[tuple]:
 
 def assert_bitwise_equal(first: dict, second: dict) -> None:
     assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
 
 
 @pytest.mark.parametrize(
