@@ -94,6 +94,41 @@ def test_bundled_slice_is_the_announced_fallback(tmp_path, monkeypatch):
 
 
 @pytest.fixture()
+def no_local_mnist(tmp_path, monkeypatch):
+    """A machine without MNIST: ../shared hidden (cwd and the repo root moved), downloads off."""
+    from ganforge.data import locations
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("GANFORGE_OFFLINE", "1")
+
+
+def test_refused_slice_stops_with_where_it_looked_and_how_to_get_mnist(no_local_mnist):
+    config = DataConfig(dataset="mnist", allow_bundled_slice=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no slice warning: nothing falls back
+        with pytest.raises(DataError) as info:
+            load_images(config)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("mnist train split not found: looked in")
+    assert "datasets/mnist" in message and "GANFORGE_OFFLINE=1" in message
+    assert "download the four IDX gz files" in message
+    assert "--set data.allow_bundled_slice=true" in message and "5,000-digit slice" in message
+
+
+def test_allowed_slice_is_used_when_full_mnist_is_missing(no_local_mnist):
+    with pytest.warns(UserWarning, match="5,000-digit slice"):
+        data = load_images(DataConfig(dataset="mnist", limit=10))
+    assert data.name == "mnist/bundled-slice" and data.images.shape == (10, 1, 28, 28)
+
+
+def test_a_missing_data_path_is_an_error_whatever_the_slice_setting(no_local_mnist, tmp_path):
+    for allow in (True, False):
+        with pytest.raises(DataError, match="looked in " + str(tmp_path / "gone")):
+            load_images(DataConfig(dataset="mnist", path=str(tmp_path / "gone"),
+                                   allow_bundled_slice=allow))
+
+
+@pytest.fixture()
 def mirror(mnist_dir, tmp_path):
     """A real HTTP server on loopback serving the MNIST test split, like a public mirror."""
     root = _copy_split(mnist_dir, tmp_path / "mirror")
