@@ -1,4 +1,11 @@
-"""`ganforge sample`: write N generated images as a grid PNG, single PNGs or a .npy array."""
+"""`ganforge sample`: generated images as a grid PNG, single PNGs or a .npy array.
+
+Two ways to pick the noise. ``--count N --seed S``: N images from one noise stream (the
+historical mode, the same as ``ganforge.sample``). ``--seeds 0-35``: one latent per seed
+(see ganforge.latent), so the image of seed 7 is the same alone or in any range, and a
+folder gets one file per seed, seed-0007.png. ``--truncation`` works per seed; with
+``--count``/``--seed`` it stands for the seeds S .. S+N-1.
+"""
 
 from __future__ import annotations
 
@@ -8,45 +15,102 @@ from pathlib import Path
 
 import numpy as np
 
-from ganforge.artefacts.files import write_with
-from ganforge.artefacts.images import save_grid, save_individual
+from ganforge.artefacts.files import write_bytes, write_with
+from ganforge.artefacts.images import png_bytes, save_grid, save_individual, to_pil
 from ganforge.cli.common import positive_int, say, seed_int
 from ganforge.errors import ConfigError
 
+EXAMPLES = """\
+examples:
+  ganforge sample runs/demo-001                           # 64 images as samples.png
+  ganforge sample runs/demo-001 --seeds 0-35 --out seeds  # seeds/seed-0000.png ... seed-0035.png
+  ganforge sample runs/demo-001 --seeds 3,7 --truncation 0.7 --out typical.png
+  ganforge sample runs/demo-001 -n 1000 --out fakes.npy   # uint8 [N, H, W, C]
+  ganforge sample demo-model -n 16                        # a folder from `ganforge export`
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="generate images from a trained run or generator file")
-    p.add_argument("source", help="a run folder, a generator .safetensors or a checkpoint .pt")
-    p.add_argument("--count", "-n", type=positive_int, default=64, help="number of images (default 64)")
-    p.add_argument("--seed", type=seed_int, default=0, help="noise seed; the same seed gives the same images")
+    p = sub.add_parser("sample", help="generate images from a run, model folder or generator file",
+                       description="Generate images. The same seed gives the same images on the "
+                                   "same device.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="a run folder, a model folder (ganforge export --format folder), "
+                                  "a generator .safetensors or a checkpoint .pt")
+    p.add_argument("--count", "-n", type=positive_int, default=64,
+                   help="number of images (default 64)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="noise seed; the same seed gives the same images")
+    p.add_argument("--seeds", default=None, metavar="LIST",
+                   help="one image per seed, e.g. 0-35 or 3,7,12 (instead of --count/--seed); "
+                        "into a folder as seed-NNNN.png")
+    p.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                   help="Gaussian latents only: resample latent components beyond PSI standard "
+                        "deviations (BigGAN's truncation; smaller: more typical, less varied)")
     p.add_argument("--out", "-o", default="samples.png",
-                   help="grid .png, a .npy file (uint8 [N,H,W,C]), or a folder for one PNG per image")
+                   help="grid .png, a .npy file (uint8 [N,H,W,C]), or a folder for one PNG "
+                        "per image")
     p.add_argument("--format", choices=("auto", "grid", "png", "npy"), default="auto",
                    help="auto: by --out's suffix (.png grid, .npy array, else a folder of PNGs)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (default: a GPU when present), cpu, cuda")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ganforge.generate import generate, load_generator
+    from ganforge.latent import check_truncation, images_for_seeds, parse_seeds
     from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
-    kind = args.format if args.format != "auto" else {".png": "grid", ".npy": "npy"}.get(out.suffix.lower(), "png")
+    if out.name.lower().endswith((".nii", ".nii.gz")):
+        raise ConfigError(f"--out {out}: NIfTI output is not available in this version; "
+                          "write a .npy or PNGs instead")
+    by_suffix = {".png": "grid", ".npy": "npy"}.get(out.suffix.lower(), "png")
+    kind = args.format if args.format != "auto" else by_suffix
     if out.exists() and out.is_dir() and kind != "png":
         raise ConfigError(f"--out {out} is a folder; give a file name ending in .png or .npy")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is None and args.truncation is not None:
+        seeds = _seed_range(args.seed, args.count)
     generator, info = load_generator(args.source, resolve_device(args.device))
-    images = generate(generator, info, args.count, args.seed)
+    check_truncation(info, args.truncation)
+    if seeds is None:
+        images = generate(generator, info, args.count, args.seed)
+    else:
+        images = images_for_seeds(generator, info, seeds, args.truncation)
     try:
         if kind == "grid":
-            save_grid(images, out, rows=max(1, int(math.sqrt(args.count))))
+            save_grid(images, out, rows=max(1, int(math.sqrt(len(images)))))
         elif kind == "npy":
             write_with(out, lambda handle: np.save(handle, images.permute(0, 2, 3, 1).numpy()))
+        elif seeds is not None:
+            _save_per_seed(images, seeds, out)
         else:
             save_individual(images, out)
     except OSError as exc:  # a file where a folder should be, a read-only place, a full disk
         where = exc.filename or out
-        raise ConfigError(f"cannot write {out}: {exc.strerror or exc} ({where}); choose another --out") from None
-    say(f"wrote {args.count} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
-        f"iteration {info.step}) to {out}")
+        raise ConfigError(f"cannot write {out}: {exc.strerror or exc} ({where}); "
+                          "choose another --out") from None
+    if args.seeds is not None:
+        what = f"seeds {args.seeds}"
+    else:
+        what = f"seed {args.seed}" if seeds is None else f"seeds {seeds[0]}-{seeds[-1]}"
+    trunc = f", truncation {args.truncation:g}" if args.truncation is not None else ""
+    say(f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
+        f"iteration {info.step}; {what}{trunc}) to {out}")
     return 0
+
+
+def _seed_range(first: int, count: int) -> list[int]:
+    if first < 0 or first + count > 2**63:
+        raise ConfigError(f"--truncation uses the seeds {first}..{first + count - 1}, which "
+                          "must be non-negative 64-bit numbers; choose another --seed")
+    return list(range(first, first + count))
+
+
+def _save_per_seed(images, seeds: list[int], folder: Path) -> None:
+    """seed-NNNN.png per seed (at least four digits, so a listing sorts by seed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, image in zip(seeds, images, strict=True):
+        picture = to_pil(image.permute(1, 2, 0).numpy())
+        write_bytes(folder / f"seed-{seed:04d}.png", png_bytes(picture))
