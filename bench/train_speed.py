@@ -64,12 +64,14 @@ from ganforge.artefacts.rundir import RunDirectory
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_unit_range
 from ganforge.errors import GanforgeError
-from ganforge.losses import get_loss
-from ganforge.models import build_models
 from ganforge.presets import load_preset, preset_names
-from ganforge.training.loop import Trainer, draw_noise
-from ganforge.training.runtime import Runtime, configure_threads, resolve_runtime, seed_everything, usable_cpus
-from ganforge.training.step import AdversarialStep
+from ganforge.noise import draw_noise
+from ganforge.training import Trainer, TrainerHook, TrainingState
+from ganforge.training.loop import build_step
+from ganforge.training.runtime import Runtime, resolve_runtime
+from ganforge.training.state import real_batch_size
+from ganforge.training.step import Batch
+from ganforge.training.threads import configure_threads, seed_everything, usable_cpus
 
 PLAIN = {"precision": "fp32", "compile": "off", "channels_last": "off", "fused_optim": "off",
          "async_artefacts": "off", "cuda_graphs": "off"}
@@ -95,46 +97,45 @@ FIELDS = ("ms_per_step", "best_ms_per_step", "cpu_ms_per_step", "images_per_s", 
           "checkpoint_s", "finish_s", "recipe_s", "recipe_time_kind", "peak_gpu_mib", "achieved_tflops")
 
 
-# ---- the trainer, instrumented -------------------------------------------------------------------
-class BenchTrainer(Trainer):
-    """The real Trainer; it also notes the wall time after each log's device sync, and the final artefacts' time."""
+# ---- the trainer, instrumented through its public hooks ------------------------------------------------
+class Marks(TrainerHook):
+    """Notes the wall and CPU time after each log's device sync, and the final artefacts' time."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
         self.marks: list[tuple[int, float, float]] = []  # (step, wall, process CPU time)
         self.finish_s: float | None = None
+        self._finish_start = 0.0
 
-    def _log(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        record = super()._log(*args, **kwargs)  # reads the device statistics: everything before it has run
-        self.marks.append((self.step, time.perf_counter(), time.process_time()))
-        return record
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        # the record was read from the device: everything before it has run
+        self.marks.append((trainer.state.step, time.perf_counter(), time.process_time()))
 
-    def _finish(self, *args: Any, **kwargs: Any) -> None:
-        start = time.perf_counter()
-        super()._finish(*args, **kwargs)
-        self.finish_s = time.perf_counter() - start
+    def before_finish(self, trainer: Trainer) -> None:
+        self._finish_start = time.perf_counter()
+
+    def after_finish(self, trainer: Trainer) -> None:
+        self.finish_s = time.perf_counter() - self._finish_start
 
 
-class PlainInputTrainer(BenchTrainer):
-    """Real batches from a DataLoader over a float TensorDataset on the host, copied each iteration."""
+class LoaderBatches:
+    """The plain input path: a DataLoader over a float TensorDataset in host memory, copied to the
+    device every iteration (what most training scripts do)."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        c = self.config
-        images = self.data.images.float().div_(127.5).sub_(1.0)  # float32 [N, C, H, W] in [-1, 1], host memory
+    def __init__(self, config: TrainConfig, data: ImageData, runtime: Runtime):
+        images = data.images.float().div_(127.5).sub_(1.0)  # float32 [N, C, H, W] in [-1, 1], host memory
         dataset = TensorDataset(images)
-        generator = torch.Generator().manual_seed(c.seed + 1)
-        if c.batch_order == "random":
+        real_batch = real_batch_size(config)
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        if config.batch_order == "random":
             sampler = RandomSampler(dataset, replacement=True, num_samples=10**9, generator=generator)
-            self.loader = DataLoader(dataset, batch_size=self.real_batch, sampler=sampler, drop_last=True)
+            self.loader = DataLoader(dataset, batch_size=real_batch, sampler=sampler, drop_last=True)
         else:
-            self.loader = DataLoader(dataset, batch_size=self.real_batch, shuffle=c.batch_order == "shuffle",
+            self.loader = DataLoader(dataset, batch_size=real_batch, shuffle=config.batch_order == "shuffle",
                                      drop_last=True, generator=generator)
+        self.runtime = runtime
         self._batches = iter(self.loader)
-        if not self.runtime.compile:  # the resident uint8 copy is not used (warm_up needs it with compile)
-            self.images = self.images.new_empty((0, *self.images.shape[1:]))
 
-    def next_real_batch(self) -> torch.Tensor:
+    def next(self) -> tuple[torch.Tensor, None]:
         try:
             (batch,) = next(self._batches)
         except StopIteration:
@@ -143,7 +144,20 @@ class PlainInputTrainer(BenchTrainer):
         batch = batch.to(self.runtime.device)
         if self.runtime.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
+        return batch, None
+
+
+def make_trainer(config: TrainConfig, data: ImageData, runtime: Runtime, plain_input: bool
+                 ) -> tuple[Trainer, Marks]:
+    """The real Trainer on a fresh state and run folder, instrumented; the plain variant reads
+    its real batches from a DataLoader."""
+    state = TrainingState.create(config, data.image_shape, len(data), runtime)
+    run = RunDirectory.create(config.out_dir, config.run_name, overwrite=True)
+    run.write_json(run.config_file, config.to_dict())
+    marks = Marks()
+    batches = LoaderBatches(config, data, runtime) if plain_input else None
+    trainer = Trainer(config, data, state, run, runtime, hooks=(marks,), batches=batches, show_progress=False)
+    return trainer, marks
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
@@ -245,20 +259,16 @@ def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> t
     """(FLOPs of one training iteration, images per iteration): FlopCounterMode, fp32 eager."""
     c = config
     runtime = Runtime(device, None, False, False)
-    G, D = build_models(c.model.arch, c.model.latent_dim, data.image_shape, c.model.options)
-    G.to(device), D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=c.optim.lr_g, betas=(c.optim.beta1, c.optim.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=c.optim.lr_d, betas=(c.optim.beta1, c.optim.beta2))
-    step = AdversarialStep(G, D, opt_g, opt_d, get_loss(c.loss), runtime, separate_d_updates=c.d_separate_updates,
-                           fakes_from_eval_g=c.d_fakes_from_eval_g, label_smoothing=c.label_smoothing,
-                           r1_gamma=c.r1_gamma)
-    real_batch = c.batch_size // 2 if c.d_half_batch else c.batch_size
+    state = TrainingState.create(c, data.image_shape, len(data), runtime)
+    step = build_step(c, state, runtime)
+    real_batch = real_batch_size(c)
     rng = torch.Generator(device=device).manual_seed(0)
     real = to_unit_range(data.images[:real_batch].to(device))
     z_d = draw_noise(real_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
-    z_g = draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+    z_g = z_d if c.shared_noise else draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, rng,
+                                                device)
     with FlopCounterMode(display=False) as counter:
-        step(real, z_d, z_g)
+        step(Batch(real, z_d, z_g))
     return int(counter.get_total_flops()), 2 * real_batch + c.batch_size
 
 
@@ -280,12 +290,9 @@ def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: st
     device = runtime.device
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    cls = PlainInputTrainer if plain_input else BenchTrainer
-    run = RunDirectory.create(config.out_dir, config.run_name, overwrite=True)
-    run.write_json(run.config_file, config.to_dict())
     sync(device)
     start = time.perf_counter()
-    trainer = cls(config, data, run, runtime, None, False)
+    trainer, marks = make_trainer(config, data, runtime, plain_input)
     sync(device)
     setup_s = time.perf_counter() - start
     compile_s = timed(trainer.warm_up, device)  # 0 without compile
@@ -296,9 +303,9 @@ def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: st
     fit_s = time.perf_counter() - fit_start
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
-    pairs = [(a, b) for a, b in zip(trainer.marks, trainer.marks[1:]) if a[0] >= warmup]
+    pairs = [(a, b) for a, b in zip(marks.marks, marks.marks[1:]) if a[0] >= warmup]
     if not pairs:  # a budget too small for warm-up windows: use what there is
-        pairs = list(zip(trainer.marks, trainer.marks[1:]))
+        pairs = list(zip(marks.marks, marks.marks[1:]))
     per_step = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in pairs]
     cpu_per_step = [(b[2] - a[2]) / (b[0] - a[0]) for a, b in pairs]
     step_s = statistics.median(per_step)
@@ -307,14 +314,14 @@ def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: st
     repeats = args.fixed_repeats
     grid_blocking_s = timed(trainer.save_sample_grid, torch.device("cpu"), repeats)  # what the loop waits for
     grid_s = timed(lambda: (trainer.save_sample_grid(), trainer.writer.drain()), device, repeats)
-    checkpoint_s = timed(lambda: trainer.save_training_checkpoint(0.0), device, repeats)
+    checkpoint_s = timed(lambda: trainer.save_checkpoint(), device, repeats)
     trainer.writer.close()
 
     recipe = recipe_shape(base, trainer)
-    frames = run.sample_frames()
+    frames = trainer.run.sample_frames()
     gif_measured = timed(lambda: save_gif(frames, workdir / "gif-now.gif"), torch.device("cpu"))
     gif_recipe = timed(lambda: save_gif(frames[-1:] * recipe["grids"], workdir / "gif-recipe.gif"), torch.device("cpu"))
-    finish_s = (trainer.finish_s or 0.0) + max(0.0, gif_recipe - gif_measured)
+    finish_s = (marks.finish_s or 0.0) + max(0.0, gif_recipe - gif_measured)
     grid_cost = grid_blocking_s if runtime.async_artefacts else grid_s
     breakdown = {"startup_s": startup_s, "data_load_s": data_load_s, "setup_s": setup_s, "compile_s": compile_s,
                  "training_s": recipe["steps"] * step_s, "grids_s": recipe["grids"] * grid_cost,
@@ -366,7 +373,7 @@ def merge_rounds(results: list[dict[str, Any]], flops_per_step: int) -> dict[str
 def recipe_shape(config: TrainConfig, trainer: Trainer) -> dict[str, int]:
     """Iterations, grids and checkpoints of the documented recipe on this data."""
     length = config.schedule_length
-    steps = length * trainer.steps_per_epoch if config.schedule_unit == "epoch" else length
+    steps = length * trainer.state.steps_per_epoch if config.schedule_unit == "epoch" else length
     return {"steps": steps, "grids": 1 + units_hit(length, config.sample_every),
             "checkpoints": units_hit(length, config.checkpoint_every),
             "evaluations_not_timed": units_hit(length, config.eval_every) if config.eval_every else 0}
@@ -382,11 +389,10 @@ def run_full(preset: str, base: TrainConfig, data: ImageData, variant: str, seed
     configure_threads()
     seed_everything(config.seed, config.deterministic)
     device = runtime.device
-    run = RunDirectory.create(config.out_dir, config.run_name, overwrite=True)
-    run.write_json(run.config_file, config.to_dict())
     sync(device)
     start = time.perf_counter()
-    trainer = (PlainInputTrainer if plain_input else BenchTrainer)(config, data, run, runtime, None, False)
+    trainer, marks = make_trainer(config, data, runtime, plain_input)
+    run = trainer.run
     trainer.warm_up()
     result = trainer.fit()
     sync(device)
@@ -409,7 +415,7 @@ def evaluate_generator(config: TrainConfig, data: ImageData, trainer: Trainer, d
     try:
         evaluator = training_evaluator(config, data, device)
         start = time.perf_counter()
-        scores = evaluator(trainer.sampling_generator().eval(), trainer.step)
+        scores = evaluator(trainer.state.sampling_generator.eval(), trainer.state.step)
         return {**{k: float(v) for k, v in scores.items() if isinstance(v, (int, float))},
                 "eval_s": time.perf_counter() - start}
     except GanforgeError as exc:

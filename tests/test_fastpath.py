@@ -22,7 +22,9 @@ from ganforge.losses import get_loss
 from ganforge.models import build_models
 from ganforge.presets import load_preset
 from ganforge.training import runtime as rt
-from ganforge.training.step import AdversarialStep
+from ganforge.training import oom, threads, transfer
+from ganforge.training.step import AdversarialStep, Batch, StepOptions
+from ganforge.artefacts.writer import BackgroundWriter
 
 
 def _config(**overrides) -> TrainConfig:
@@ -90,12 +92,12 @@ def test_threads_follow_the_user_then_the_usable_physical_cores(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("GANFORGE_THREADS", "1")
-        assert rt.configure_threads() == 1
+        assert threads.configure_threads() == 1
         monkeypatch.delenv("GANFORGE_THREADS")
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        threads = rt.configure_threads()
-        assert 1 <= threads <= rt.usable_cpus() <= (os.cpu_count() or threads)
-        assert threads == rt.physical_cores(rt.usable_cpus())
+        threads = threads.configure_threads()
+        assert 1 <= threads <= threads.usable_cpus() <= (os.cpu_count() or threads)
+        assert threads == threads.physical_cores(threads.usable_cpus())
     finally:
         torch.set_num_threads(before)
 
@@ -115,8 +117,8 @@ def _step(runtime: rt.Runtime, seed: int = 0):
     G, D = build_models("dcgan-mnist", 16, (1, 28, 28), {"width": 0.25})
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), runtime, separate_d_updates=True,
-                           fakes_from_eval_g=True)
+    step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), runtime,
+                           StepOptions(separate_d_updates=True, fakes_from_eval_g=True))
     return step, G, D
 
 
@@ -128,9 +130,9 @@ def test_bf16_autocast_keeps_batchnorm_statistics_losses_and_weights_in_fp32():
     fp32, G32, _ = _step(rt.Runtime(torch.device("cpu"), None, False, False))
     bf16, G16, D16 = _step(rt.Runtime(torch.device("cpu"), torch.bfloat16, False, False))
     torch.manual_seed(2)  # the same dropout masks in both
-    stats32 = fp32(real, z_d, z_g)
+    stats32 = fp32(Batch(real, z_d, z_g))
     torch.manual_seed(2)
-    stats16 = bf16(real, z_d, z_g)
+    stats16 = bf16(Batch(real, z_d, z_g))
     assert stats16.dtype == torch.float32 and torch.isfinite(stats16).all()
     for module in (G16, D16):
         for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
@@ -240,13 +242,13 @@ def test_out_of_memory_becomes_a_message_with_batch_size_and_what_to_change(tmp_
 
 def test_out_of_memory_message_names_gpu_figures_and_precision_hint():
     runtime = rt.Runtime(torch.device("cpu"), None, False, False)
-    text = rt.out_of_memory_message(torch.device("cpu"), 128, (1, 128, 128), runtime, "training")
+    text = oom.out_of_memory_message(torch.device("cpu"), 128, (1, 128, 128), runtime, "training")
     assert "batch 128 of 1x128x128" in text and "--resolution" in text
 
 
 # ---- background writer --------------------------------------------------------------------------------
 def test_background_writer_keeps_order_and_reports_errors():
-    writer = rt.BackgroundWriter(enabled=True)
+    writer = BackgroundWriter(enabled=True)
     seen: list[int] = []
     main = threading.get_ident()
     threads: set[int] = set()
@@ -269,7 +271,7 @@ def test_background_writer_keeps_order_and_reports_errors():
 
 
 def test_background_writer_disabled_runs_inline():
-    writer = rt.BackgroundWriter(enabled=False)
+    writer = BackgroundWriter(enabled=False)
     seen = []
     writer.submit(seen.append, 1)
     assert seen == [1]
@@ -286,6 +288,6 @@ def test_async_grids_on_cpu_write_every_grid_before_the_gif(tmp_path):
 
 def test_host_to_device_is_a_no_op_on_cpu():
     x = torch.arange(4)
-    assert rt.host_to_device(x, torch.device("cpu")) is x
-    host, event = rt.to_host_async(x)
+    assert transfer.host_to_device(x, torch.device("cpu")) is x
+    host, event = transfer.to_host_async(x)
     assert host is x and event is None

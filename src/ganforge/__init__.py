@@ -21,7 +21,8 @@ from ganforge.data import ImageData, load_images
 from ganforge.errors import GanforgeError
 from ganforge.generate import generate, load_generator, sample
 from ganforge.presets import load_config_file, load_preset, preset_names
-from ganforge.training import TrainResult, train
+from ganforge.api import train
+from ganforge.training import TrainResult
 
 __version__ = "0.1.0"
 __all__ = ["DataConfig", "GanforgeError", "ImageData", "ModelConfig", "OptimConfig", "TrainConfig", "TrainResult",

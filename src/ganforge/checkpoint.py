@@ -28,7 +28,7 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from ganforge.artefacts.files import atomic_open, write_bytes
-from ganforge.errors import CheckpointError
+from ganforge.errors import CheckpointError, first_line
 
 FORMAT = "ganforge-checkpoint-v1"
 GENERATOR_FORMAT = "ganforge-generator-v1"
@@ -55,6 +55,36 @@ class GeneratorInfo:
                    config.noise, config.noise_std, dataset, step)
 
 
+def training_checkpoint(config: Any, state: dict[str, Any], image_shape: tuple[int, ...],
+                        dataset: str) -> dict[str, Any]:
+    """The contents of a training checkpoint: the run's config and what the model is, beside
+    ``TrainingState.state_dict()`` (models, optimisers, EMA, sampler, random streams, step).
+
+    This and :func:`generator_from_checkpoint` are the one place that knows the layout.
+    """
+    return {"config": config.to_json(), "arch": config.model.arch, "image_shape": list(image_shape),
+            "dataset": dataset, **state}
+
+
+def generator_from_checkpoint(state: dict[str, Any], path: Path,
+                              use_ema: bool = True) -> tuple[GeneratorInfo, dict[str, torch.Tensor]]:
+    """The generator's description and weights in a training checkpoint (the EMA copy when kept)."""
+    try:
+        config = json.loads(state["config"])
+        model = config["model"]
+        values = {"arch": model["arch"], "latent_dim": model["latent_dim"],
+                  "image_shape": state["image_shape"], "options": model["options"],
+                  "noise": config["noise"], "noise_std": config["noise_std"],
+                  "dataset": state["dataset"], "step": state["step"]}
+        ema = state["ema"]
+        tensors = ema if (use_ema and isinstance(ema, dict) and ema) else state["generator"]
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"no {str(exc)[:60]}" if isinstance(exc, KeyError) else "a malformed model description"
+        raise CheckpointError(f"{path}: damaged ganforge checkpoint ({what}); use an earlier "
+                              "checkpoint or the run's generator.safetensors") from None
+    return generator_info(values, path), tensors
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write a training checkpoint atomically (temporary file, fsync, rename)."""
     state = {"format": FORMAT, **state}
@@ -74,10 +104,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused to load: it contains objects other than tensors and plain data "
-                              f"({_first_line(exc)}); only open checkpoints you trust, and only ganforge's own"
+                              f"({first_line(exc)}); only open checkpoints you trust, and only ganforge's own"
                               ) from None
     except Exception as exc:  # torch.load raises many types on foreign or damaged files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)}); "
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)}); "
                               "it may be truncated or from another program") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a ganforge training checkpoint")
@@ -100,7 +130,7 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Gene
         header_len = int.from_bytes(raw[:8], "little")
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
     except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     if metadata.get("format") != GENERATOR_FORMAT:
         raise CheckpointError(f"{path}: a safetensors file, but not a ganforge generator (no ganforge metadata)")
     try:
@@ -161,11 +191,6 @@ def _finite(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
     except OverflowError:  # an int beyond float range
         return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
 def state_problem(module: nn.Module, state: Any) -> str | None:

@@ -12,13 +12,25 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from ganforge.errors import ConfigError
 
 SCHEDULE_UNITS = ("epoch", "iteration")
+
+# Choice fields are typed as Literal: the annotation is the one list of valid values, read by
+# the checks, the command-line help and the error messages.
+Split = Literal["train", "test", "all"]
+Fit = Literal["pad", "crop", "stretch"]
+NoiseLaw = Literal["normal", "uniform"]
+GridNoise = Literal["train", "normal", "uniform"]
+BatchOrder = Literal["shuffle", "sequential", "random"]
+UpdateMode = Literal["alternating", "simultaneous"]
+Switch = Literal["auto", "on", "off"]
+Precision = Literal["auto", "fp32", "bf16"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass
@@ -27,22 +39,31 @@ class DataConfig:
 
     dataset: str = "mnist"  # a name in ganforge.data.SOURCES
     path: str | None = None  # an explicit local copy; searched first, and alone when given
-    split: str = "train"  # train | test | all
+    split: Split = "train"
     resolution: int | None = None  # None keeps the source size (28 for MNIST)
     channels: int | None = None  # None keeps the source channels
-    fit: str = "pad"  # pad | crop | stretch: how a non-square image reaches a square size
+    fit: Fit = "pad"  # how a non-square image reaches a square size
     limit: int | None = None  # use only the first N images (quick experiments, tests)
     nifti_axis: int = 2  # slicing axis of NIfTI volumes (2 = axial for RAS volumes)
     nifti_range: tuple[float, float] = (0.0, 1.0)  # part of the axis to slice, as fractions
     nifti_min_foreground: float = 0.1  # skip slices with less non-background than this
+    # NIfTI intensity scaling, per volume: percentile (data.percentiles -> 0..255), zscore
+    # (foreground mean +- 3 std -> 0..255) or minmax (volume min..max -> 0..255)
+    normalise: Literal["percentile", "zscore", "minmax"] = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)  # low -> black, high (above low) -> white
+    # a flat folder of NIfTI volumes: hold out this share of subjects as the test split
+    subject_split: float | None = None
     cache: bool = True  # keep decoded images in the user cache, keyed by source and settings
+    # MNIST without the full files: train on the 5,000-digit slice shipped with ganforge (the
+    # demo), or stop and say how to get full MNIST (the faithful presets).
+    allow_bundled_slice: bool = True
 
 
 @dataclass
 class ModelConfig:
     """Which registered architecture to build, and its options."""
 
-    arch: str = "dcgan-mnist"
+    arch: str = "dcgan-mnist"  # a name in ganforge.models.ARCHITECTURES
     latent_dim: int = 100
     options: dict[str, Any] = field(default_factory=dict)  # architecture keyword arguments
 
@@ -55,6 +76,11 @@ class OptimConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    eps: float = 1e-8  # PyTorch's default; Keras' Adam uses 1e-7
+    # One Adam iteration counter for D and G, as when one Keras Adam object is passed to both
+    # models (the notebook's GAN): bias correction then advances once per optimiser step of
+    # either network.
+    shared_counter: bool = False
 
 
 @dataclass
@@ -71,14 +97,20 @@ class TrainConfig:
     epochs: int | None = None
     iterations: int | None = None
     batch_size: int = 128
+    # The iteration (training/step.py). alternating: D step(s), then G through the updated D;
+    # simultaneous: both losses from one forward pass, both optimisers stepped together (a
+    # Keras GradientTape loop).
+    update: UpdateMode = "alternating"
     d_half_batch: bool = False  # D sees batch/2 real + batch/2 fake (the notebook's GAN)
     d_separate_updates: bool = True  # one D step on the real batch, then one on the fake batch
     d_fakes_from_eval_g: bool = False  # Keras generator.predict(): BatchNorm in inference mode
-    batch_order: str = "shuffle"  # shuffle: a new permutation per pass; sequential: in order
-    # (the notebook's DCGAN); random: independent draws with replacement (the notebook's GAN)
-    noise: str = "normal"  # normal | uniform (in [-1, 1])
+    shared_noise: bool = False  # one noise batch per iteration for D's fakes and the G step
+    # shuffle: a new permutation per pass; sequential: in order (the notebook's DCGAN);
+    # random: independent draws with replacement (the notebook's GAN)
+    batch_order: BatchOrder = "shuffle"
+    noise: NoiseLaw = "normal"  # normal, or uniform in [-1, 1]
     noise_std: float = 1.0  # standard deviation of normal training noise
-    grid_noise: str = "train"  # train: same law as training; normal | uniform
+    grid_noise: GridNoise = "train"  # train: same law as training
     grid_size: int = 5  # sample grids are grid_size x grid_size
     sample_every: int = 1
     checkpoint_every: int = 1
@@ -89,20 +121,20 @@ class TrainConfig:
     # Stabilisers (all off in the documented recipes).
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
     r1_gamma: float = 0.0  # R1 gradient penalty on real images
+    r1_interval: int = 1  # lazy R1: apply it every N iterations (scaled by N)
     ema_decay: float = 0.0  # exponential moving average of G weights, e.g. 0.999
     # Execution.
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | bf16 (bf16 autocast on CUDA only)
-    compile: str = "auto"  # auto | on | off (torch.compile)
-    channels_last: str = "auto"  # auto | on | off
-    # Fast-path switches (issue 5); "auto" = on for a CUDA GPU, off elsewhere. Each one can be
-    # turned off alone (--set key=off) to measure its effect (bench/train_speed.py --variants).
-    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs per model)
-    # | max-autotune | max-autotune-no-cudagraphs
-    fused_optim: str = "auto"  # auto | on | off: fused Adam kernels (CUDA only; the CPU uses foreach)
-    cuda_graphs: str = "off"  # off | on: replay the whole training step as one CUDA graph (CUDA only)
-    async_artefacts: str = "auto"  # auto | on | off: sample grids written by a background thread
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Precision = "auto"  # bf16 autocast on CUDA only
+    compile: Switch = "auto"  # torch.compile
+    channels_last: Switch = "auto"
+    # Fast-path switches; "auto" = on for a CUDA GPU, off elsewhere. Each one can be turned
+    # off alone (--set key=off) to measure its effect (bench/train_speed.py --variants).
+    compile_mode: CompileMode = "default"  # reduce-overhead: CUDA graphs per model
+    fused_optim: Switch = "auto"  # fused Adam kernels (CUDA only; the CPU uses foreach)
+    cuda_graphs: Literal["off", "on"] = "off"  # replay the whole training step as one CUDA graph
+    async_artefacts: Switch = "auto"  # sample grids written by a background thread
     deterministic: bool = False
     out_dir: str = "runs"
     run_name: str | None = None
@@ -117,9 +149,16 @@ class TrainConfig:
         return self.epochs if self.epochs is not None else int(self.iterations or 0)
 
     # ---- validation -----------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """What is wrong with the fields themselves (types, ranges, choices), one item each.
+
+        Names looked up in registries (model, loss, dataset) are checked by ganforge.check.
+        """
+        return list(_problems(self))
+
     def validate(self) -> "TrainConfig":
-        """Raise ConfigError for settings that cannot work; return self for chaining."""
-        problems = list(_problems(self))
+        """Raise ConfigError for field values that cannot work; return self for chaining."""
+        problems = self.problems()
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -162,6 +201,15 @@ def _problems(c: TrainConfig):
                 or (isinstance(value, float) and not math.isfinite(value))):  # math.isfinite(10**400) overflows
             yield f"{name} must be a positive number (got {_show(value)})"
 
+    if c.update == "simultaneous" and c.d_separate_updates:
+        yield ("update=simultaneous takes one D step on the real and fake losses together; "
+               "set d_separate_updates=false")
+    if c.update == "simultaneous" and c.d_fakes_from_eval_g:
+        yield ("update=simultaneous trains G through the fakes D saw, which must come from G in "
+               "training mode; set d_fakes_from_eval_g=false")
+    if c.shared_noise and c.d_half_batch:
+        yield ("shared_noise feeds the same noise batch to D and G, which d_half_batch sizes "
+               "differently; drop one of them")
     if (c.epochs is None) == (c.iterations is None):
         yield "give exactly one of epochs or iterations"
     yield from positive("epochs", c.epochs, allow_none=True)
@@ -172,6 +220,7 @@ def _problems(c: TrainConfig):
     yield from positive("model.latent_dim", c.model.latent_dim)
     yield from positive("optim.lr_g", c.optim.lr_g)
     yield from positive("optim.lr_d", c.optim.lr_d)
+    yield from positive("optim.eps", c.optim.eps)
     for name in ("beta1", "beta2"):
         beta = getattr(c.optim, name)
         if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
@@ -184,28 +233,15 @@ def _problems(c: TrainConfig):
         yield f"eval_every must be 0 (off) or positive (got {c.eval_every})"
     if not 0.0 <= c.label_smoothing < 0.5:
         yield f"label_smoothing must be in [0, 0.5) (got {c.label_smoothing})"
+    yield from positive("r1_interval", c.r1_interval)
     if not (c.r1_gamma >= 0 and math.isfinite(c.r1_gamma)):
         yield f"r1_gamma must be a finite number >= 0 (got {c.r1_gamma})"
     if not (c.ema_decay == 0.0 or 0.0 < c.ema_decay < 1.0):
         yield f"ema_decay must be 0 (off) or in (0, 1) (got {c.ema_decay})"
-    choices = {
-        "noise": ("normal", "uniform"),
-        "batch_order": ("shuffle", "sequential", "random"),
-        "grid_noise": ("train", "normal", "uniform"),
-        "precision": ("auto", "fp32", "bf16"),
-        "compile": ("auto", "on", "off"),
-        "channels_last": ("auto", "on", "off"),
-        "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-        "fused_optim": ("auto", "on", "off"),
-        "cuda_graphs": ("off", "on"),
-        "async_artefacts": ("auto", "on", "off"),
-        "data.split": ("train", "test", "all"),
-        "data.fit": ("pad", "crop", "stretch"),
-    }
-    for dotted, allowed in choices.items():
+    for dotted, allowed in choice_fields(TrainConfig).items():
         value = _get_dotted(c, dotted)
         if value not in allowed:
-            yield f"{dotted} must be one of {', '.join(allowed)} (got {value!r})"
+            yield f"{dotted} must be one of {', '.join(allowed)} (got {_show(value)})"
     res = c.data.resolution
     if res is not None and (not isinstance(res, int) or res < 8):
         yield f"data.resolution must be an integer of at least 8 (got {res!r})"
@@ -213,6 +249,8 @@ def _problems(c: TrainConfig):
         yield f"data.channels must be 1 or 3 (got {c.data.channels!r})"
     if c.data.limit is not None and c.data.limit <= 0:
         yield f"data.limit must be positive (got {c.data.limit})"
+    if c.data.nifti_axis not in (0, 1, 2):
+        yield f"data.nifti_axis must be 0, 1 or 2 (got {_show(c.data.nifti_axis)})"
     low, high = c.data.nifti_range
     if not 0.0 <= low < high <= 1.0:
         yield f"data.nifti_range must satisfy 0 <= low < high <= 1 (got {c.data.nifti_range})"
@@ -226,6 +264,17 @@ def _problems(c: TrainConfig):
         yield f"model.options must hold numbers, strings, lists and mappings only (got {_show(c.model.options)})"
     if not c.device or not (c.device in ("auto", "cpu", "cuda", "mps") or c.device.startswith("cuda:")):
         yield f"device must be auto, cpu, cuda, cuda:N or mps (got {c.device!r})"
+
+
+def choice_fields(cls: type, prefix: str = "") -> dict[str, tuple[Any, ...]]:
+    """Every Literal-typed field of a config dataclass, dotted, with its valid values."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            found.update(choice_fields(hint, f"{prefix}{name}."))
+        elif typing.get_origin(hint) is Literal:
+            found[f"{prefix}{name}"] = typing.get_args(hint)
+    return found
 
 
 def _show(value: Any) -> str:
@@ -258,11 +307,14 @@ def _set_dotted(values: dict[str, Any], key: str, raw: Any, cls: type) -> None:
             valid = ", ".join(f.name for f in dataclasses.fields(cls))
             raise ConfigError(f"unknown setting {_show(key)}; valid names here: {valid}")
         if depth == len(parts) - 1 and dataclasses.is_dataclass(hints[part]):
-            group = _parse_scalar(raw)  # a whole group, e.g. --set 'optim={lr_g: 0.001}'; from_dict checks it
+            # part of a group, e.g. --set 'optim={lr_g: 0.001}': merged into the group, so the
+            # settings not named keep their values; from_dict checks the names
+            group = _parse_scalar(raw)
             if not isinstance(group, dict):
-                raise ConfigError(f"{key} is a group of settings: give a mapping, or set one of them "
-                                  f"({key}.NAME=VALUE), got {_show(raw)}")
-            target[part] = group
+                raise ConfigError(f"{key} is a group of settings: give a mapping, or set one of "
+                                  f"them ({key}.NAME=VALUE), got {_show(raw)}")
+            current = target.get(part)
+            target[part] = {**current, **group} if isinstance(current, dict) else group
         elif depth == len(parts) - 1:
             target[part] = _coerce(raw, hints[part], key)
         elif dataclasses.is_dataclass(hints[part]):
@@ -292,6 +344,8 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
     """Convert a YAML or command-line value to the annotated type, or raise ConfigError."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Literal:  # a choice: read as text; the checks name the valid values
+        return _coerce(raw, type(args[0]), key)
     if origin in (typing.Union, types.UnionType):
         if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
             return None

@@ -31,3 +31,9 @@ class TrainingDiverged(GanforgeError):
 def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ConfigError:
     """The error for a preset, model, loss or metric name that does not exist."""
     return ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(valid))}")
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's first line, cut to `limit` characters, for one-line messages."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

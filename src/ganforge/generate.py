@@ -1,36 +1,38 @@
 """Load a trained generator from anywhere a user points, and make images with it.
 
-Accepted sources: a run folder (its generator.safetensors, else its latest checkpoint),
-an exported ``.safetensors`` generator, or a training checkpoint ``.pt``.
+Accepted sources: a run folder (its generator.safetensors, else its latest checkpoint), a model
+folder from ``ganforge export --format folder`` (its model.safetensors), an exported
+``.safetensors`` generator, or a training checkpoint ``.pt``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ganforge.checkpoint import (GeneratorInfo, check_state_fits, find_latest, generator_info, load_checkpoint,
-                                 load_state_strict, read_generator_file)
+from ganforge.checkpoint import (GeneratorInfo, check_state_fits, find_latest, generator_from_checkpoint,
+                                 load_checkpoint, load_state_strict, read_generator_file)
 from ganforge.data import to_uint8
 from ganforge.errors import CheckpointError
 from ganforge.models import build_models
+from ganforge.noise import draw_noise
 
 
 def resolve_source(source: str | Path) -> Path:
     """The generator file a run folder or path stands for."""
     path = Path(source)
     if path.is_dir():
-        if (path / "generator.safetensors").is_file():
-            return path / "generator.safetensors"
+        for name in ("generator.safetensors", "model.safetensors"):  # run folder, model folder
+            if (path / name).is_file():
+                return path / name
         latest = find_latest(path / "checkpoints")
         if latest is not None:
             return latest
-        raise CheckpointError(f"{path} holds no generator.safetensors and no checkpoints/ckpt-*.pt; "
-                              "is it a ganforge run folder?")
+        raise CheckpointError(f"{path} holds no generator.safetensors, model.safetensors or "
+                              "checkpoints/ckpt-*.pt; is it a ganforge run or model folder?")
     if not path.exists():
         raise CheckpointError(f"{path} not found: give a run folder, a generator .safetensors or a checkpoint .pt")
     return path
@@ -44,30 +46,13 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu", use_e
         tensors, info = read_generator_file(path)
     else:
         state = load_checkpoint(path)
-        info, tensors = _from_training_checkpoint(state, path, use_ema)
+        info, tensors = generator_from_checkpoint(state, path, use_ema)
     with torch.device("meta"):  # compare shapes first: a forged size allocates nothing
         skeleton, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
     check_state_fits(skeleton, tensors, "generator", path)
     generator, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
     load_state_strict(generator, tensors, "generator", path)
     return generator.to(device).eval(), info
-
-
-def _from_training_checkpoint(state: dict, path: Path, use_ema: bool) -> tuple[GeneratorInfo, dict]:
-    """The generator's description and weights in a training checkpoint (EMA weights when kept)."""
-    try:
-        config = json.loads(state["config"])
-        model = config["model"]
-        values = {"arch": model["arch"], "latent_dim": model["latent_dim"], "image_shape": state["image_shape"],
-                  "options": model["options"], "noise": config["noise"], "noise_std": config["noise_std"],
-                  "dataset": state["dataset"], "step": state["step"]}
-        ema = state["ema"]
-        tensors = ema if (use_ema and isinstance(ema, dict) and ema) else state["generator"]
-    except (KeyError, TypeError, ValueError) as exc:
-        what = f"no {str(exc)[:60]}" if isinstance(exc, KeyError) else "a malformed model description"
-        raise CheckpointError(f"{path}: damaged ganforge checkpoint ({what}); use an earlier checkpoint or the "
-                              "run's generator.safetensors") from None
-    return generator_info(values, path), tensors
 
 
 @torch.no_grad()
@@ -79,10 +64,7 @@ def generate(generator: nn.Module, info: GeneratorInfo, count: int, seed: int = 
     out = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        if info.noise == "uniform":
-            z = torch.rand(n, info.latent_dim, generator=rng).mul_(2).sub_(1)
-        else:
-            z = torch.randn(n, info.latent_dim, generator=rng).mul_(info.noise_std)
+        z = draw_noise(n, info.latent_dim, info.noise, info.noise_std, rng, "cpu")
         out.append(to_uint8(generator(z.to(device))).cpu())
     return torch.cat(out)
 

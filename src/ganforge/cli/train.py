@@ -1,13 +1,41 @@
-"""`ganforge train`: train from a preset or config file, with any setting overridden."""
+"""`ganforge train`: train from a preset or config file, with any setting overridden.
+
+    ganforge train                                    # the offline demo, single CPU or GPU
+    ganforge train --preset mnist-dcgan --epochs 1    # a documented recipe, shortened
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from ganforge.cli.common import say
 from ganforge.errors import ConfigError
-from ganforge.presets import DEFAULT_PRESET, load_config_file, load_preset
+from ganforge.presets import DEFAULT_PRESET, load_config_file, load_preset, preset_names
+
+EXAMPLES = """examples:
+  ganforge train                                         the offline MNIST demo (a few CPU minutes)
+  ganforge train --preset mnist-dcgan --epochs 1         the notebook's DCGAN, one epoch
+  ganforge train --preset oasis-dcgan --data DIR         the brain-MRI DCGAN on a folder of slices
+  ganforge train --preset mnist-gan --set ema_decay=0.999 --set optim.lr_d=1e-4
+  ganforge train --preset mnist-dcgan --dry-run          check and print the resolved config
+  ganforge train --resume runs/mnist-dcgan-001           continue a stopped run exactly
+
+exit status: 0 done; 2 a setting or input to fix; 3 training diverged (the last good checkpoint
+is kept); 130 or 143 stopped by Ctrl-C or SIGTERM after saving a checkpoint (--resume continues)
+"""
+
+
+def _names(kind: str) -> str:
+    """The valid names of a registry, for help texts (so they never go stale)."""
+    if kind == "model":
+        from ganforge.models import ARCHITECTURES as registry
+    elif kind == "loss":
+        from ganforge.losses import LOSSES as registry
+    else:
+        from ganforge.data import SOURCES as registry
+    return ", ".join(sorted(registry))
 
 # flag -> dotted config key; every flag is optional and overrides the preset.
 FLAGS = {
@@ -20,15 +48,15 @@ FLAGS = {
     "beta1": ("optim.beta1", float, "Adam beta1 for both networks"),
     "beta2": ("optim.beta2", float, "Adam beta2 for both networks"),
     "latent_dim": ("model.latent_dim", int, "size of the noise vector z"),
-    "model": ("model.arch", str, "architecture name (see `ganforge presets --models`)"),
-    "loss": ("loss", str, "adversarial loss: bce, hinge or lsgan"),
+    "model": ("model.arch", str, "architecture: {model} (details: ganforge presets)"),
+    "loss": ("loss", str, "adversarial loss: {loss}"),
     "seed": ("seed", int, "random seed"),
     "device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "precision": ("precision", str, "auto, fp32 or bf16"),
     "sample_every": ("sample_every", int, "save a sample grid every N epochs/iterations"),
     "checkpoint_every": ("checkpoint_every", int, "save a checkpoint every N epochs/iterations"),
     "eval_every": ("eval_every", int, "evaluate quality every N epochs/iterations (0: off)"),
-    "dataset": ("data.dataset", str, "mnist, fashion-mnist, brain-mri, folder, nifti"),
+    "dataset": ("data.dataset", str, "data source: {dataset}"),
     "data": ("data.path", str, "a local copy of the data (folder or file); searched first"),
     "resolution": ("data.resolution", int, "square image size to train at"),
     "channels": ("data.channels", int, "1 (grayscale) or 3 (RGB)"),
@@ -40,11 +68,16 @@ FLAGS = {
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a GAN (default: the small offline MNIST demo)",
-                       description="Train a GAN. Without options: the 'demo' preset, a small DCGAN on MNIST.")
-    p.add_argument("--preset", default=None, help=f"named recipe (default: {DEFAULT_PRESET}); list: ganforge presets")
+                       description="Train a GAN. Without options: the 'demo' preset, a small DCGAN "
+                                   "on MNIST.", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default=None,
+                   help=f"named recipe (default: {DEFAULT_PRESET}): {', '.join(preset_names())}")
     p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
+    names = {kind: _names(kind) for kind in ("model", "loss", "dataset")}
     for flag, (_, kind, text) in FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None, help=text)
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None,
+                       help=text.format(**names))
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting, e.g. --set ema_decay=0.999 --set data.fit=crop (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
@@ -57,8 +90,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
+    """The config the flags describe, checked (names, options, shapes) before anything runs."""
+    from ganforge.check import check
     if sum(bool(x) for x in (args.preset, args.config, args.resume)) > 1:
         raise ConfigError("give only one of --preset, --config and --resume")
+    if args.epochs is not None and args.iterations is not None:
+        raise ConfigError("give only one of --epochs and --iterations")
     if args.resume:
         config = _saved_config(Path(args.resume))
     else:
@@ -77,7 +114,7 @@ def resolve_config(args: argparse.Namespace):
         if not sep or not key:
             raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
-    return config.with_overrides(overrides).validate()
+    return check(config.with_overrides(overrides))
 
 
 def _saved_config(run_dir: Path):
@@ -96,8 +133,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.resume and (args.out or args.name):
         raise ConfigError("--resume continues the run folder it names; --out and --name cannot move it")
-    from ganforge.training import train
-    result = train(config, overwrite=args.overwrite, resume=bool(args.resume), show_progress=not args.quiet, log=say)
+    from ganforge.api import train
+    result = train(config, overwrite=args.overwrite, resume=bool(args.resume), show_progress=not args.quiet,
+                   log=say)
+    if result.nothing_to_do:
+        say(f"nothing to do: {result.run_dir} already reached iteration {result.steps}, the end of its "
+            "schedule; extend it with --resume RUN --iterations N (or --epochs N)")
+        return 0
     verb = (f"stopped (checkpoint saved; continue with: ganforge train --resume {result.run_dir})"
             if result.stopped_early else "finished")
     say(f"{verb}: {result.steps} iterations in {result.seconds:.1f} s ({result.images_per_second:,.0f} images/s)")
@@ -107,4 +149,6 @@ def run(args: argparse.Namespace) -> int:
             f"D(x) {s['d_real']:.2f}, D(G(z)) {s['d_fake']:.2f}")
     say(f"run folder: {result.run_dir}  (samples/, losses.png, training.gif, generator.safetensors)")
     say(f"next: ganforge sample {result.run_dir} --count 64 --out samples.png")
+    if result.stopped_early:  # the shell convention for a stop by signal: 128 + its number
+        return 128 + (result.stop_signal or signal.SIGINT)
     return 0

@@ -6,27 +6,22 @@ Asking explicitly for something the machine lacks is a ConfigError that names th
 fallback; "auto" falling back is announced once, in the log and in the run's
 summary.json ("notes"). Nothing here silently takes a slow path.
 
-Also here: CPU thread settings, the out-of-memory message, and the background writer that
-keeps sample grids off the training thread.
+Neighbours: threads.py (CPU threads, seeding), transfer.py (copies without host syncs),
+oom.py (the out-of-memory message), artefacts/writer.py (grids off the training thread).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import math
-import os
-import queue
 import shutil
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ganforge.config import TrainConfig
-from ganforge.errors import ConfigError, GanforgeError
+from ganforge.errors import ConfigError
 
 CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that use CUDA graphs
 
@@ -144,173 +139,3 @@ def compile_module(module: torch.nn.Module, runtime: Runtime) -> Callable:
     """torch.compile(module) with the configured mode (compilation itself happens at the first call)."""
     mode = None if runtime.compile_mode == "default" else runtime.compile_mode
     return torch.compile(module, mode=mode)
-
-
-# ---- CPU threads ----------------------------------------------------------------------------
-def usable_cpus() -> int:
-    """CPUs this process may run on: the affinity mask, capped by a cgroup CPU quota."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    try:  # cgroup v2 quota, e.g. "200000 100000" = 2 CPUs (containers, CI runners)
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
-def physical_cores(cpus: int) -> int:
-    """Physical cores among the usable CPUs (SMT siblings slow GEMM/conv down); `cpus` if unknown."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-        cores = set()
-        for cpu in allowed:
-            topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
-        return max(1, min(cpus, len(cores)))
-    except (AttributeError, OSError):
-        return cpus
-
-
-def configure_threads() -> int:
-    """Intra-op threads = physical cores this process may use, unless the user chose.
-
-    OMP_NUM_THREADS (or GANFORGE_THREADS) wins. PyTorch's own default counts logical CPUs
-    of the whole machine and ignores container quotas, which oversubscribes shared
-    machines; SMT siblings add little to convolutions. Returns the thread count in use.
-    """
-    chosen = os.environ.get("GANFORGE_THREADS")
-    if chosen and chosen.isdigit() and int(chosen) > 0:
-        torch.set_num_threads(int(chosen))
-    elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(physical_cores(usable_cpus()))
-    return torch.get_num_threads()
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
-
-
-# ---- out of memory ----------------------------------------------------------------------------
-def out_of_memory_message(device: torch.device, batch_size: int, image_shape: tuple[int, ...], runtime: Runtime,
-                          where: str) -> str:
-    """What ran out, how much memory there is, and what to change."""
-    figures = ""
-    if device.type == "cuda":
-        try:
-            free, total = torch.cuda.mem_get_info(device)
-            peak = torch.cuda.max_memory_allocated(device)
-            reserved = torch.cuda.memory_reserved(device)
-            figures = (f"; GPU {torch.cuda.get_device_name(device)}: {total / 2**30:.1f} GiB total, "
-                       f"{free / 2**30:.2f} GiB free, peak allocated by ganforge {peak / 2**30:.2f} GiB, "
-                       f"reserved {reserved / 2**30:.2f} GiB")
-        except Exception:  # the allocator may be in no state to answer
-            figures = ""
-    hints = [f"lower --batch-size (now {batch_size})"]
-    if runtime.dtype is None and device.type == "cuda":
-        hints.append("use --precision bf16 (about half the activation memory)")
-    if runtime.cuda_graphs or runtime.compile_mode in CUDA_GRAPH_COMPILE_MODES:
-        hints.append("--set cuda_graphs=off --set compile_mode=default (CUDA graphs keep their own memory pool)")
-    hints.append("use a smaller --resolution or model width (--set model.options.width=0.5)")
-    hints.append("or free the GPU from other processes (nvidia-smi)")
-    shape = "x".join(str(s) for s in image_shape)
-    return (f"out of memory on {device} while {where} (batch {batch_size} of {shape} images{figures}); "
-            + ", ".join(hints))
-
-
-# ---- work off the training thread -------------------------------------------------------------
-class BackgroundWriter:
-    """Runs artefact writes (PNG grids) on one worker thread, in order.
-
-    ``submit(fn, *args, ready=event)`` returns at once; the worker waits for the CUDA event
-    (the device-to-host copy of the images) and then calls ``fn``. Errors surface at the
-    next ``submit`` or at ``drain``, so a failed write is never lost. With ``enabled=False``
-    everything runs inline (CPU runs, tests).
-    """
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._queue: queue.Queue = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def submit(self, fn: Callable[..., Any], *args: Any, ready: Any = None) -> None:
-        self._raise_pending()
-        if not self.enabled:
-            if ready is not None:
-                ready.synchronize()
-            fn(*args)
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="ganforge-artefacts", daemon=True)
-            self._thread.start()
-        self._queue.put((fn, args, ready))
-
-    def drain(self) -> None:
-        """Wait until every submitted write is done; re-raise the first error."""
-        if self._thread is not None:
-            self._queue.join()
-        self._raise_pending()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-        self._raise_pending()
-
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                fn, args, ready = item
-                if self._error is None:
-                    if ready is not None:
-                        ready.synchronize()
-                    fn(*args)
-            except BaseException as exc:  # handed to the training thread
-                self._error = exc
-            finally:
-                self._queue.task_done()
-
-
-def to_host_async(tensor: torch.Tensor) -> tuple[torch.Tensor, Any]:
-    """Start a device-to-host copy without waiting: (host tensor, CUDA event to wait on).
-
-    On the CPU the tensor itself is returned with no event.
-    """
-    if tensor.device.type != "cuda":
-        return tensor, None
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    event = torch.cuda.Event()
-    event.record()
-    return host, event
-
-
-def host_to_device(indices: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a small CPU tensor to the device without a host-device synchronisation.
-
-    A copy from pageable memory makes the CUDA driver synchronise the stream; from pinned
-    memory it is truly asynchronous (PyTorch's caching host allocator keeps the pinned
-    block alive until the copy is done).
-    """
-    if device.type != "cuda":
-        return indices
-    return indices.pin_memory().to(device, non_blocking=True)

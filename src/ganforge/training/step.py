@@ -15,47 +15,95 @@ parameters, gradients and Adam moments stay fp32.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
 
-from ganforge.losses import GANLoss, r1_penalty
+from ganforge.losses import GANLoss
 from ganforge.training.runtime import Runtime
 
 STAT_NAMES = ("d_loss", "g_loss", "d_acc", "d_real", "d_fake")
 
 
+@dataclass
+class Batch:
+    """The inputs of one iteration, on the device.
+
+    ``z_g`` is the same tensor as ``z_d`` when one noise batch feeds both updates
+    (shared_noise). ``labels`` / ``fake_labels`` are class labels for conditional models.
+    """
+
+    real: torch.Tensor  # [B, C, H, W] in [-1, 1]
+    z_d: torch.Tensor  # [B_fake, latent_dim]: noise for D's fakes
+    z_g: torch.Tensor  # [B, latent_dim]: noise for the G step
+    labels: torch.Tensor | None = None  # [B] classes of the real images
+    fake_labels: torch.Tensor | None = None  # [B_fake] classes asked of G for D's fakes
+    fake_labels_g: torch.Tensor | None = None  # [B] classes asked of G in the G step
+    index: int = 0  # the iteration number (lazy regularisers)
+
+    def tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return (self.real, self.z_d, self.z_g, self.labels, self.fake_labels, self.fake_labels_g)
+
+
+class Regulariser(Protocol):
+    """A term added to D's loss on real images (R1, ...): ``losses.R1`` is one."""
+
+    needs_real_grad: bool  # D's input must carry a gradient (gradient penalties)
+
+    def penalty(self, real: torch.Tensor, real_logits: torch.Tensor, index: int) -> torch.Tensor | None:
+        """The term to add for iteration ``index``, or None when it skips this iteration."""
+
+
+Augment = Callable[[torch.Tensor], torch.Tensor]  # applied to every image D sees, real and fake
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How the iteration is played (each one a config field)."""
+
+    update: str = "alternating"  # alternating | simultaneous
+    separate_d_updates: bool = True  # two D steps (real, then fake) as two Keras train_on_batch calls
+    fakes_from_eval_g: bool = False  # D's fakes from G in inference mode (Keras predict)
+    label_smoothing: float = 0.0
+
+
 class AdversarialStep:
+    """One iteration. Plug-ins: the loss, regularisers on D's real loss, an augmentation applied
+    to every image D sees, and class labels for conditional models; none of them touches the
+    loop."""
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
-                 opt_d: torch.optim.Optimizer, loss: GANLoss, runtime: Runtime, *, separate_d_updates: bool,
-                 fakes_from_eval_g: bool, label_smoothing: float = 0.0, r1_gamma: float = 0.0, ema=None,
-                 g_forward=None, d_forward=None):
+                 opt_d: torch.optim.Optimizer, loss: GANLoss, runtime: Runtime,
+                 options: StepOptions = StepOptions(), *, regularisers: tuple[Regulariser, ...] = (),
+                 augment: Augment | None = None, ema: Any = None, g_forward: Callable | None = None,
+                 d_forward: Callable | None = None):
         self.G, self.D, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
         # possibly torch.compile'd callables (an OptimizedModule has no truth value: test for None)
         self.g_forward = g_forward if g_forward is not None else generator
         self.d_forward = d_forward if d_forward is not None else discriminator
-        self.loss, self.runtime = loss, runtime
-        self.separate, self.fakes_from_eval_g = separate_d_updates, fakes_from_eval_g
-        self.smoothing, self.r1_gamma, self.ema = label_smoothing, r1_gamma, ema
+        self.loss, self.runtime, self.options = loss, runtime, options
+        self.regularisers, self.augment, self.ema = tuple(regularisers), augment, ema
 
-    def __call__(self, real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
-        """real: [B, C, H, W] in [-1, 1]; z_d: noise for D's fakes; z_g: noise for the G step.
-
-        Returns a [5] tensor of STAT_NAMES, on the device.
-        """
-        fake = self._fakes_for_d(z_d)
-        d_loss, d_acc, d_real, d_fake = self._update_d(real, fake)
-        g_loss = self._update_g(z_g)
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """Returns a [5] tensor of STAT_NAMES, on the device."""
+        if self.options.update == "simultaneous":
+            stats = self._simultaneous(batch)
+        else:
+            fake = self._fakes_for_d(batch.z_d, batch.fake_labels)
+            d_loss, d_acc, d_real, d_fake = self._update_d(batch, fake)
+            g_loss = self._update_g(batch.z_g, batch.fake_labels_g)
+            stats = (d_loss, g_loss, d_acc, d_real, d_fake)
         if self.ema is not None:
             self.ema.update(self.G)
-        return torch.stack([d_loss, g_loss, d_acc, d_real, d_fake])
+        return torch.stack(stats)
 
     def use_eager(self) -> None:
         """Drop the compiled forwards (after a compile failure)."""
         self.g_forward, self.d_forward = self.G, self.D
 
-    def probe(self, real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
+    def probe(self, batch: Batch) -> torch.Tensor:
         """Run one whole iteration, wait for it, then undo it.
 
         With torch.compile this compiles every graph the step needs (G in train and eval
@@ -65,67 +113,113 @@ class AdversarialStep:
         """
         snapshot = _Snapshot(self)
         try:
-            stats = self(real, z_d, z_g)
+            stats = self(batch)
             values = stats.detach().cpu()  # deliberate sync: errors of asynchronous kernels surface here
         finally:
             snapshot.restore()
         return values
 
-    def _fakes_for_d(self, z: torch.Tensor) -> torch.Tensor:
+    # ---- forwards ---------------------------------------------------------------------------
+    def _generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.g_forward(z) if labels is None else self.g_forward(z, labels)
+
+    def _discriminate(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.augment is not None:
+            images = self.augment(images)
+        return self.d_forward(images) if labels is None else self.d_forward(images, labels)
+
+    def _fakes_for_d(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         was_training = self.G.training
-        if self.fakes_from_eval_g:
+        if self.options.fakes_from_eval_g:
             self.G.eval()  # Keras generator.predict(): BatchNorm uses its running statistics
         with torch.no_grad(), self.runtime.autocast():
-            fake = self.g_forward(z)
+            fake = self._generate(z, labels)
         self.G.train(was_training)
         return fake
 
-    def _update_d(self, real: torch.Tensor, fake: torch.Tensor):
+    # ---- alternating: D, then G through the updated D ----------------------------------------------
+    def _update_d(self, batch: Batch, fake: torch.Tensor):
         self.D.requires_grad_(True)
-        if self.r1_gamma > 0:
+        real = batch.real
+        if any(r.needs_real_grad for r in self.regularisers):
             real = real.detach().requires_grad_(True)
-        if self.separate:  # two optimiser steps, as two Keras train_on_batch calls
-            real_logits, real_loss = self._d_real_pass(real)
+        real_logits, real_loss = self._d_real_pass(real, batch)
+        if self.options.separate_d_updates:  # two optimiser steps, as two Keras train_on_batch calls
             self._step_d(real_loss)
-            with self.runtime.autocast():
-                fake_logits = self.d_forward(fake)
-            fake_loss = self.loss.d_fake(fake_logits)
+            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels)
             self._step_d(fake_loss)
         else:  # one step on the sum; real and fake pass D separately, as in the G step
-            real_logits, real_loss = self._d_real_pass(real)
-            with self.runtime.autocast():
-                fake_logits = self.d_forward(fake)
-            fake_loss = self.loss.d_fake(fake_logits)
+            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels)
             self._step_d(real_loss + fake_loss)
-        with torch.no_grad():
-            real_logits, fake_logits = real_logits.detach().float(), fake_logits.detach().float()
-            accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
-            d_loss = 0.5 * (real_loss.detach() + fake_loss.detach())
-            return d_loss, accuracy, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
+        return self._d_stats(real_logits, fake_logits, real_loss, fake_loss)
 
-    def _d_real_pass(self, real: torch.Tensor):
+    def _d_real_pass(self, real: torch.Tensor, batch: Batch):
         with self.runtime.autocast():
-            logits = self.d_forward(real)
-        loss = self.loss.d_real(logits, self.smoothing)
-        if self.r1_gamma > 0:
-            loss = loss + 0.5 * self.r1_gamma * r1_penalty(logits, real)
+            logits = self._discriminate(real, batch.labels)
+        loss = self.loss.d_real(logits, self.options.label_smoothing)
+        for regulariser in self.regularisers:
+            term = regulariser.penalty(real, logits, batch.index)
+            if term is not None:
+                loss = loss + term
         return logits, loss
+
+    def _d_fake_pass(self, fake: torch.Tensor, labels: torch.Tensor | None):
+        with self.runtime.autocast():
+            logits = self._discriminate(fake, labels)
+        return logits, self.loss.d_fake(logits)
 
     def _step_d(self, loss: torch.Tensor) -> None:
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
 
-    def _update_g(self, z: torch.Tensor) -> torch.Tensor:
+    def _update_g(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         self.D.requires_grad_(False)  # D is frozen in the G step; no weight gradients for it
         with self.runtime.autocast():
-            logits = self.d_forward(self.g_forward(z))
+            logits = self._discriminate(self._generate(z, labels), labels)
         loss = self.loss.g(logits)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
         self.D.requires_grad_(True)
         return loss.detach()
+
+    # ---- simultaneous: both losses from one forward pass (a Keras GradientTape step) ------------------
+    def _simultaneous(self, batch: Batch):
+        """One noise batch, one G forward; D sees the real batch and those fakes; G's loss is
+        taken on the same fake logits; each network gets the gradient of its own loss, then
+        both optimisers step."""
+        self.D.requires_grad_(True)
+        real = batch.real
+        if any(r.needs_real_grad for r in self.regularisers):
+            real = real.detach().requires_grad_(True)
+        with self.runtime.autocast():
+            fake = self._generate(batch.z_g, batch.fake_labels_g)
+        real_logits, real_loss = self._d_real_pass(real, batch)
+        fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels_g)
+        g_loss = self.loss.g(fake_logits)
+        g_params = [p for p in self.G.parameters() if p.requires_grad]
+        d_params = [p for p in self.D.parameters() if p.requires_grad]
+        g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
+        d_grads = torch.autograd.grad(real_loss + fake_loss, d_params)
+        for params, grads in ((g_params, g_grads), (d_params, d_grads)):
+            for param, grad in zip(params, grads):
+                param.grad = grad
+        self.opt_d.step()
+        self.opt_g.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        d_loss, d_acc, d_real, d_fake = self._d_stats(real_logits, fake_logits, real_loss, fake_loss)
+        return d_loss, g_loss.detach(), d_acc, d_real, d_fake
+
+    @staticmethod
+    def _d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_loss: torch.Tensor,
+                 fake_loss: torch.Tensor):
+        with torch.no_grad():
+            real_logits, fake_logits = real_logits.detach().float(), fake_logits.detach().float()
+            accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
+            d_loss = 0.5 * (real_loss.detach() + fake_loss.detach())
+            return d_loss, accuracy, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
 
 
 class _Snapshot:
@@ -177,38 +271,44 @@ class GraphedStep:
         self.calls = 0
         self.graph: Any = None
         self.failed = False
-        self.static: tuple[torch.Tensor, ...] = ()
+        self.static: tuple[torch.Tensor | None, ...] = ()
         self.static_out: torch.Tensor | None = None
         self._side = torch.cuda.Stream(device=runtime.device)
 
-    def __call__(self, real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: Batch) -> torch.Tensor:
         self.calls += 1
         if self.graph is not None:
-            for static, value in zip(self.static, (real, z_d, z_g)):
-                static.copy_(value)
+            for static, value in zip(self.static, batch.tensors()):
+                if static is not None:
+                    static.copy_(value)
             self.graph.replay()
             return self.static_out
         if self.failed:
-            return self.step(real, z_d, z_g)
+            return self.step(batch)
         if self.calls <= self.warmup:
-            return self._eager_on_side_stream(real, z_d, z_g)
-        return self._capture(real, z_d, z_g)
+            return self._eager_on_side_stream(batch)
+        return self._capture(batch)
 
-    def _eager_on_side_stream(self, real, z_d, z_g) -> torch.Tensor:
+    def _eager_on_side_stream(self, batch: Batch) -> torch.Tensor:
         current = torch.cuda.current_stream(self.runtime.device)
         self._side.wait_stream(current)
         with torch.cuda.stream(self._side):
-            out = self.step(real, z_d, z_g)
+            out = self.step(batch)
         current.wait_stream(self._side)
         out.record_stream(current)
         return out
 
-    def _capture(self, real, z_d, z_g) -> torch.Tensor:
-        self.static = tuple(t.clone() for t in (real, z_d, z_g))  # clone keeps channels-last
+    def _capture(self, batch: Batch) -> torch.Tensor:
+        # clone keeps channels-last; a shared noise batch stays one tensor in the graph
+        real, z_d, *labels = (None if t is None else t.clone() for t in batch.tensors())
+        z_g = z_d if batch.z_g is batch.z_d else batch.z_g.clone()
+        self.static = (real, z_d, z_g, *labels)
+        static_batch = replace(batch, real=real, z_d=z_d, z_g=z_g, labels=labels[0],
+                               fake_labels=labels[1], fake_labels_g=labels[2])
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self.step(*self.static)
+                out = self.step(static_batch)
         except torch.OutOfMemoryError:
             raise  # the trainer turns it into a message with the memory figures
         except Exception as exc:  # e.g. an op that syncs, or a library that cannot be captured
@@ -217,7 +317,7 @@ class GraphedStep:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             self.runtime.notes.append(f"cuda_graphs: capture failed ({type(exc).__name__}: {first}); "
                                       "running the step without CUDA graphs")
-            return self.step(real, z_d, z_g)
+            return self.step(batch)
         self.graph, self.static_out = graph, out
         graph.replay()  # the captured iteration is this one: capture itself executes nothing
         return out

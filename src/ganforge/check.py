@@ -1,0 +1,79 @@
+"""Check a whole run configuration before anything happens.
+
+``check(config)`` is the one gate: ``ganforge train --dry-run`` and ``train()`` both call it
+before any data is read, any folder made or any model built on a real device. It checks the
+fields (types, ranges, Literal choices: ``TrainConfig.validate``), the names looked up in the
+registries (loss, dataset, model and the model's options) and, when the image shape can be
+known from the config alone, builds both networks on the meta device (no memory, no time) so
+that a shape the architecture cannot make is reported too. Every problem found is reported
+at once, in one line. ``check_against_data`` repeats the shape check with the real data's
+shape and checks that one batch fits in the dataset, still before the run folder exists.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ganforge.config import TrainConfig
+from ganforge.data import ImageData, expected_shape, source_problems
+from ganforge.errors import ConfigError
+from ganforge.losses import LOSSES
+from ganforge.models import ARCHITECTURES, build_models
+
+
+def check(config: TrainConfig) -> TrainConfig:
+    """Raise one ConfigError listing every problem of `config`; return it unchanged if none."""
+    problems = config.problems()
+    if config.loss not in LOSSES:
+        problems.append(f"unknown loss {config.loss!r}; choose one of: {', '.join(sorted(LOSSES))}")
+    problems += source_problems(config.data)
+    problems += _model_problems(config)
+    problems += _execution_problems(config)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config
+
+
+def check_against_data(config: TrainConfig, data: ImageData) -> None:
+    """The checks that need the loaded data: its shape against the model, its size against a batch."""
+    problems = _build_problems(config, data.image_shape)
+    real_batch = config.batch_size // 2 if config.d_half_batch else config.batch_size
+    if len(data) < real_batch:
+        problems.append(f"the dataset has {len(data)} images, fewer than one batch of {real_batch}; "
+                        "lower --batch-size or add data")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _model_problems(config: TrainConfig) -> list[str]:
+    name = config.model.arch
+    if name not in ARCHITECTURES:
+        return [f"unknown model {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}"]
+    options = config.model.options if isinstance(config.model.options, dict) else {}
+    valid = list(ARCHITECTURES[name].options)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        return [f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid) or 'none'}"]
+    shape = expected_shape(config.data)
+    return _build_problems(config, shape) if shape is not None else []
+
+
+def _build_problems(config: TrainConfig, shape: tuple[int, int, int]) -> list[str]:
+    """Build both networks on the meta device: shapes and option values, with no memory used."""
+    try:
+        with torch.device("meta"):
+            build_models(config.model.arch, config.model.latent_dim, shape, config.model.options)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _execution_problems(config: TrainConfig) -> list[str]:
+    problems = []
+    if config.cuda_graphs == "on" and config.optim.shared_counter:
+        problems.append("cuda_graphs=on replays fixed Adam counts; it cannot be combined with "
+                        "optim.shared_counter=true")
+    if config.cuda_graphs == "on" and config.r1_interval > 1:
+        problems.append("cuda_graphs=on replays the same step every iteration; lazy R1 "
+                        "(r1_interval > 1) needs cuda_graphs=off")
+    return problems
