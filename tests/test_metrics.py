@@ -20,7 +20,7 @@ from ganforge.metrics.msssim import msssim_settings
 
 REPO = Path(__file__).resolve().parents[1]
 N = 1000  # images per set: enough for every metric's minimum, quick on two cores
-ALL = ["fid", "kid", "is", "precision-recall", "class-balance", "swd", "msssim"]
+ALL = ["fid", "kid", "is", "precision-recall", "density-coverage", "class-balance", "swd", "msssim"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,10 +55,13 @@ def blurred(images: torch.Tensor, sigma: float = 1.2) -> torch.Tensor:
 
 def test_identical_sets_score_the_ideal_value(digits, floor):
     a = digits[0]
-    scores = evaluate(a, a, ["fid", "kid", "precision-recall", "class-balance", "msssim"], MetricContext("mnist/test"))
+    scores = evaluate(a, a, ["fid", "kid", "precision-recall", "density-coverage", "class-balance", "msssim"],
+                      MetricContext("mnist/test"))
     assert abs(scores["fid"]) < 1e-3
     assert scores["kid"] < abs(floor["kid"]) + 0.5  # unbiased: an identical set can even score below 0
-    assert scores["precision"] == scores["recall"] == scores["coverage"] == 1.0
+    assert scores["precision"] == scores["recall"] == scores["coverage"] == scores["class_coverage"] == 1.0
+    assert scores["precision_enc"] == scores["recall_enc"] == scores["coverage_enc"] == 1.0
+    assert abs(scores["fid_enc"]) < 1e-3
     assert scores["class_kl"] < 1e-9
     assert scores["msssim"] == pytest.approx(scores["msssim_real"], abs=0.02)
 
@@ -66,7 +69,10 @@ def test_identical_sets_score_the_ideal_value(digits, floor):
 def test_real_against_real_is_near_the_floor(floor):
     assert floor["fid"] < 15 and abs(floor["kid"]) < 1.0
     assert floor["precision"] > 0.85 and floor["recall"] > 0.85
-    assert floor["coverage"] == 1.0 and floor["class_kl"] < 0.01
+    assert floor["class_coverage"] == 1.0 and floor["class_kl"] < 0.01
+    for suffix in ("", "_enc"):  # both feature spaces: real data is real data
+        assert floor["precision" + suffix] > 0.8 and floor["recall" + suffix] > 0.8
+        assert 0.85 < floor["density" + suffix] < 1.15 and floor["coverage" + suffix] > 0.9
     assert floor["is"] > 8.5  # ten well-separated classes, confidently recognised
     assert floor["swd"] < 40
     assert abs(floor["msssim"] - floor["msssim_real"]) < 0.03
@@ -93,7 +99,7 @@ def test_a_single_repeated_image_is_clearly_worse(digits, floor):
     repeated = digits[1][:1].expand(N, -1, -1, -1).contiguous()
     scores = evaluate(digits[0], repeated, ALL, MetricContext("mnist/test"))
     assert scores["fid"] > 10 * floor["fid"] and scores["kid"] > 10 * max(floor["kid"], 0.1)
-    assert scores["recall"] < 0.05 and scores["coverage"] <= 0.2
+    assert scores["recall"] < 0.05 and scores["class_coverage"] <= 0.2 and scores["coverage"] < 0.05
     assert scores["is"] < 1.5 and scores["class_kl"] > 1.0
     assert scores["msssim"] > 0.99  # every pair is the same image
     assert scores["swd"] > 2 * floor["swd"]
@@ -104,7 +110,7 @@ def test_a_dropped_class_lowers_coverage_and_recall(digits, floor):
     without_sevens = pool[pool_labels != 7][:N]
     scores = evaluate(digits[0], without_sevens, ["precision-recall", "class-balance", "fid"],
                       MetricContext("mnist/test"))
-    assert scores["coverage"] == pytest.approx(0.9)
+    assert scores["class_coverage"] == pytest.approx(0.9)
     assert scores["recall"] < floor["recall"] - 0.03
     assert scores["class_kl"] > 5 * floor["class_kl"]
     assert scores["precision"] > floor["precision"] - 0.05  # the digits that are there still look real
@@ -199,5 +205,82 @@ def test_the_classifier_script_is_deterministic(mnist_test_split):
     spec.loader.exec_module(script)
     images, labels = mnist_test_split.images[:512], mnist_test_split.labels[:512]
     runs = [script.train_classifier(images, labels, 1, 128, 2e-3, 0, 2, log=lambda _: None) for _ in range(2)]
+    for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_metrics_register_where_defined_with_direction_minimum_and_main_rank():
+    from ganforge.metrics import main_metric
+    from ganforge.metrics.registry import main_output_order
+    assert METRICS["fid"].compute.__module__ == "ganforge.metrics.frechet"
+    assert METRICS["density-coverage"].outputs == {"density": "higher", "coverage": "higher"}
+    assert METRICS["fid"].min_samples == 500 and METRICS["fid"].needs == "features"
+    ranks = [m.main_rank for m in METRICS.values() if m.main_rank is not None]
+    assert len(ranks) == len(set(ranks))  # one order, kept in one place
+    assert main_output_order() == ["fid", "swd", "fid_inception"]
+    assert main_metric(["swd", "msssim", "fid"]) == "fid" and main_metric(["msssim", "swd"]) == "swd"
+    assert direction("fid_enc") == "lower" and direction("coverage_enc") == "higher"
+    assert direction("class_coverage") == "higher"
+    assert resolve_metrics("fid_enc,coverage", MetricContext("mnist/test")) == ["fid", "density-coverage"]
+
+
+def test_density_and_coverage_resist_an_outlier_that_fools_recall(digits):
+    """Naeem et al.'s point: one far-away generated image gets a huge k-NN ball that 'covers' the
+    real data for recall; coverage only uses the real images' balls and is not fooled."""
+    from ganforge.metrics.precision_recall import density_coverage, precision_recall
+    context = MetricContext("mnist/test")
+    real = torch.randn(400, 8, generator=torch.Generator().manual_seed(0)).double()
+    fake = torch.randn(400, 8, generator=torch.Generator().manual_seed(1)).double() * 0.1  # collapsed
+    for axis in range(4):  # eight lonely outliers, each with a k-NN ball reaching back to the centre
+        fake[2 * axis, axis], fake[2 * axis + 1, axis] = 10.0, -10.0
+    pr, dc = precision_recall(real, fake, context), density_coverage(real, fake, context)
+    assert pr["recall"] > 0.9  # fooled by the outliers' huge balls
+    assert dc["coverage"] < 0.25  # not fooled: few real images have a generated neighbour
+    assert dc["density"] > 1.5  # collapsed samples crowd the densest real region
+
+
+def test_bootstrap_intervals_surround_the_estimate_and_shrink_with_more_images(digits):
+    from ganforge.metrics import evaluate_with_intervals
+    a, b = digits[0], digits[1]
+    names = ["fid", "kid", "precision-recall", "density-coverage"]
+    scores, intervals = evaluate_with_intervals(a, noisy(b), names, MetricContext("mnist/test"), resamples=50)
+    assert set(intervals) == {k + s for k in ("fid", "kid", "precision", "recall", "density", "coverage")
+                              for s in ("", "_enc")}
+    for key, (low, high) in intervals.items():
+        assert low < scores[key] < high, key
+    _, small = evaluate_with_intervals(a[:500], noisy(b)[:500], names, MetricContext("mnist/test"), resamples=50)
+    width = {k: v[1] - v[0] for k, v in intervals.items()}
+    assert small["fid"][1] - small["fid"][0] > width["fid"]
+    assert small["recall_enc"][1] - small["recall_enc"][0] > width["recall_enc"]
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_committed_encoder_reproduces_its_recorded_knn_agreement_and_checksum(dataset, mnist_dir):
+    """Re-measure the committed contrastive encoder: 5-NN label agreement on 2,000 test images
+    (a label-free network that groups images by class) and a checksum of 64 images' features."""
+    from ganforge.data.idx import load_idx_dataset
+    from ganforge.metrics.encoder import encoder_record_path, load_encoder
+    spec = importlib.util.spec_from_file_location("train_encoder", REPO / "scripts" / "train_encoder.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    try:
+        test = load_idx_dataset(dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False)
+    except DataError:
+        pytest.skip(f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)")
+    model, record = load_encoder(dataset)
+    assert record == json.loads(encoder_record_path(dataset).read_text())
+    now = script.measure(model, test)
+    assert now["knn_correct"] == record["knn_correct"]
+    assert now["feature_checksum"] == pytest.approx(record["feature_checksum"], abs=0.01)
+    assert record["knn_accuracy"] > (0.9 if dataset == "mnist" else 0.7)  # it learnt what the data shows
+    assert record["command"] == f"python scripts/train_encoder.py --dataset {dataset}"
+
+
+def test_the_encoder_script_is_deterministic(mnist_test_split):
+    spec = importlib.util.spec_from_file_location("train_encoder", REPO / "scripts" / "train_encoder.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    images = mnist_test_split.images[:512]
+    runs = [script.train_encoder(images, 3, 32, 2e-3, 0.2, 0, log=lambda _: None) for _ in range(2)]
     for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items()):
         assert torch.equal(a, b), name

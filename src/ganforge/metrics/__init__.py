@@ -1,85 +1,55 @@
-"""Image-quality metrics, registered by name, and the evaluations built on them.
+"""Image-quality metrics, registered by name where they are defined, and the evaluations built on them.
 
-Every metric is a function ``(real_uint8, fake_uint8, context) -> float | dict`` over
-uint8 images [N, C, H, W]; :data:`METRICS` maps names to :class:`Metric` records that say
-which outputs it produces, which way each is better, and how many samples it needs.
+Every metric is a function over uint8 images [N, C, H, W] (or, for feature metrics, over
+two feature matrices) registered with :func:`ganforge.metrics.registry.register`, which
+records its outputs and which way each is better, how many samples it needs and its rank
+as the main metric; :data:`METRICS` maps names to those records.
 
-    fid, kid, is, precision-recall, class-balance   need a classifier (MNIST, Fashion-MNIST)
-    swd, msssim                                    need nothing (any grayscale or RGB data)
-    fid-inception                                  needs local Inception-v3 weights (optional)
+    fid, kid, precision-recall, density-coverage   feature metrics: run in the classifier's space
+                                                    and the contrastive encoder's (MNIST, Fashion)
+    is, class-balance                               need the classifier's logits
+    swd, msssim                                     need nothing (any grayscale or RGB data)
+    fid-inception                                   needs local Inception-v3 weights (optional)
 
-:func:`evaluate` runs a list of them; :func:`training_evaluator` is the hook the trainer
-calls every ``eval_every`` epochs or iterations.
+:func:`evaluate` runs a list of them (:func:`evaluate_with_intervals` adds bootstrap
+intervals); :func:`training_evaluator` is the hook the trainer calls every ``eval_every``
+epochs or iterations.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+# Importing the metric modules registers their metrics, in this order (the order of reports).
+import ganforge.metrics.frechet  # noqa: F401
+import ganforge.metrics.precision_recall  # noqa: F401
+import ganforge.metrics.classes  # noqa: F401
+import ganforge.metrics.swd  # noqa: F401
+import ganforge.metrics.msssim  # noqa: F401
+import ganforge.metrics.inception  # noqa: F401
 from ganforge.config import TrainConfig
 from ganforge.data.base import ImageData
 from ganforge.errors import ConfigError, DataError, unknown_name
-from ganforge.metrics.classes import class_balance, inception_score
 from ganforge.metrics.context import MetricContext, dataset_family, default_features
-from ganforge.metrics.frechet import frechet_distance, kernel_distance
-from ganforge.metrics.inception import check_inception_available, inception_fid
-from ganforge.metrics.msssim import msssim_diversity
-from ganforge.metrics.precision_recall import precision_recall
-from ganforge.metrics.swd import pyramid_swd
+from ganforge.metrics.registry import (HIGHER, INFO, LOWER, MATCH, METRICS, NOT_INCEPTION, SPACES, Metric,
+                                       direction, main_metric, main_output_order, split_key)
+from ganforge.metrics.uncertainty import RESAMPLES, feature_intervals
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor, MetricContext], "float | dict[str, float]"]
-LOWER, HIGHER, MATCH, INFO = "lower", "higher", "match", "info"  # MATCH: closest to the real-pairs value
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A registered metric: its function and what a reader needs to interpret its numbers."""
-
-    name: str
-    compute: MetricFn
-    outputs: dict[str, str]  # output key -> LOWER | HIGHER | MATCH | INFO
-    min_samples: int  # below this many images per set the number is noise
-    needs_classifier: bool
-    summary: str
-
-    def __call__(self, real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> float | dict[str, float]:
-        return self.compute(real, fake, context)
+FREE_SET = tuple(n for n, m in METRICS.items() if m.needs == "nothing" and m.prerequisite is None)
+CLASSIFIER_SET = tuple(n for n, m in METRICS.items() if m.prerequisite is None)
+TRAINING_SET = {True: ("fid", "precision-recall", "density-coverage", "class-balance"), False: ("swd", "msssim")}
 
 
-_REGISTRY = (
-    Metric("fid", frechet_distance, {"fid": LOWER}, 500, True,
-           "Fréchet distance of classifier embeddings (Inception-free FID)"),
-    Metric("kid", kernel_distance, {"kid": LOWER, "kid_std": INFO}, 100, True,
-           "kernel (MMD) distance of classifier embeddings; unbiased in the sample count"),
-    Metric("is", inception_score, {"is": HIGHER, "is_std": INFO}, 500, True,
-           "Inception-Score analogue from the classifier's predictions"),
-    Metric("precision-recall", precision_recall, {"precision": HIGHER, "recall": HIGHER}, 200, True,
-           "improved precision (realism) and recall (coverage of the data), k=3"),
-    Metric("class-balance", class_balance, {"coverage": HIGHER, "class_kl": LOWER}, 200, True,
-           "share of classes generated at least half as often as in the data; KL to the class prior"),
-    Metric("swd", pyramid_swd, {"swd": LOWER}, 100, False,
-           "sliced Wasserstein distance of Laplacian-pyramid patches (x1000), per level swd_<size>"),
-    Metric("msssim", msssim_diversity, {"msssim": MATCH, "msssim_real": INFO}, 50, False,
-           "mean MS-SSIM of random pairs (diversity); compare with msssim_real"),
-    Metric("fid-inception", inception_fid, {"fid_inception": LOWER}, 2048, False,
-           "standard FID on Inception-v3 features (needs local weights)"),
-)
-_PREREQUISITES: dict[str, Callable[[], object]] = {"fid-inception": check_inception_available}
-METRICS: dict[str, Metric] = {m.name: m for m in _REGISTRY}
-OUTPUT_TO_METRIC = {key: m.name for m in _REGISTRY for key in m.outputs}
-CLASSIFIER_SET = ("fid", "kid", "is", "precision-recall", "class-balance", "swd", "msssim")
-FREE_SET = ("swd", "msssim")
-TRAINING_SET = {True: ("fid", "precision-recall", "class-balance"), False: ("swd", "msssim")}
-
-
-def direction(key: str) -> str:
-    """Which way an output is better; per-level keys such as swd_28 are lower-is-better like swd."""
-    if key in OUTPUT_TO_METRIC:
-        return METRICS[OUTPUT_TO_METRIC[key]].outputs[key]
-    return LOWER if key.startswith("swd_") else INFO
+def output_keys(names: list[str], context: MetricContext) -> list[str]:
+    """Every output key the named metrics produce in this context (feature metrics once per space)."""
+    keys: list[str] = []
+    for name in names:
+        metric = METRICS[name]
+        spaces = context.active_spaces if metric.needs == "features" else (None,)
+        keys += [key for space in spaces for key in metric.keys(space)]
+    return keys
 
 
 def resolve_metrics(spec: str | list[str] | None, context: MetricContext) -> list[str]:
@@ -89,7 +59,8 @@ def resolve_metrics(spec: str | list[str] | None, context: MetricContext) -> lis
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for part in (p.strip() for p in parts if p.strip()):
-        name = part if part in METRICS else OUTPUT_TO_METRIC.get(part.replace("-", "_"))
+        base, _ = split_key(part.replace("-", "_"))
+        name = part if part in METRICS else OUTPUT_INDEX.get(base)
         if name is None:
             raise unknown_name("metric", part, list(METRICS))
         if name not in names:
@@ -97,21 +68,16 @@ def resolve_metrics(spec: str | list[str] | None, context: MetricContext) -> lis
     return names
 
 
-def main_metric(names: list[str]) -> str:
-    """The number a run is judged by: classifier FID where available, else SWD."""
-    for candidate in ("fid", "swd", "fid-inception"):
-        if candidate in names:
-            return next(iter(METRICS[candidate].outputs))
-    return next(iter(METRICS[names[0]].outputs))
-
-
 def check_available(names: list[str], context: MetricContext) -> None:
     """Fail before any images are made when a metric's network or weights file is missing."""
     for name in names:
-        if METRICS[name].needs_classifier:
+        metric = METRICS[name]
+        if metric.needs_classifier:
             context.classifier(name)
-        if name in _PREREQUISITES:
-            _PREREQUISITES[name]()
+        if metric.needs == "features" and "encoder" in context.active_spaces:
+            context.encoder(name)
+        if metric.prerequisite is not None:
+            metric.prerequisite()
 
 
 def check_samples(names: list[str], real_count: int, fake_count: int) -> None:
@@ -127,19 +93,42 @@ def check_samples(names: list[str], real_count: int, fake_count: int) -> None:
 
 def evaluate(real: torch.Tensor, fake: torch.Tensor, names: list[str], context: MetricContext) -> dict[str, float]:
     """Run the named metrics on uint8 images [N, C, H, W]; one flat dict of floats, in order."""
+    return evaluate_with_intervals(real, fake, names, context, resamples=0)[0]
+
+
+def evaluate_with_intervals(real: torch.Tensor, fake: torch.Tensor, names: list[str], context: MetricContext,
+                            resamples: int = RESAMPLES) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The scores, and bootstrap 95 % intervals for FID, KID, precision, recall, density and coverage
+    in every feature space (none when resamples is 0)."""
     if real.shape[1:] != fake.shape[1:]:
         raise DataError(f"reference images are {tuple(real.shape[1:])} but generated images are "
                         f"{tuple(fake.shape[1:])}; evaluate against data of the generator's size and channels")
     check_available(names, context)
     check_samples(names, len(real), len(fake))
     scores: dict[str, float] = {}
+    intervals: dict[str, list[float]] = {}
     try:
         for name in names:
-            value = METRICS[name](real, fake, context)
-            scores.update(value if isinstance(value, dict) else {next(iter(METRICS[name].outputs)): value})
+            metric = METRICS[name]
+            if metric.needs != "features":
+                value = metric(real, fake, context)
+                scores.update(value if isinstance(value, dict) else {next(iter(metric.outputs)): value})
+                continue
+            for space in context.active_spaces:
+                f_real = context.space_features(real, space, name)
+                f_fake = context.space_features(fake, space, name)
+                value = metric(f_real, f_fake, context)
+                value = value if isinstance(value, dict) else {next(iter(metric.outputs)): value}
+                scores.update({key + SPACES[space].suffix: v for key, v in value.items()})
+        if resamples > 0:
+            for offset, space in enumerate(context.active_spaces):
+                suffix = SPACES[space].suffix
+                intervals.update(feature_intervals(context.space_features(real, space, "fid"),
+                                                   context.space_features(fake, space, "fid"), scores, suffix,
+                                                   context.rng(101 + offset), resamples))
     finally:
         context.release(fake)
-    return scores
+    return scores, intervals
 
 
 def reference_subset(images: torch.Tensor, count: int) -> torch.Tensor:
@@ -160,13 +149,14 @@ def training_evaluator(config: TrainConfig, data: ImageData,
     """The default Evaluator for ``train()``: a cheap evaluation on ``config.eval_samples`` images.
 
     Main metric: FID on the classifier embedding for MNIST and Fashion-MNIST, SWD for
-    data without a classifier. The generated images come from the same noise at every
+    data without a classifier (the registry's main rank). Only the classifier's space is
+    used here, to keep evaluation during training cheap; ``ganforge eval`` adds the encoder's. The generated images come from the same noise at every
     evaluation, so the quality-versus-time curve shows the generator changing, not the noise.
     """
     from ganforge.checkpoint import GeneratorInfo
     from ganforge.generate import generate
 
-    context = MetricContext(data.name, seed=config.seed, device=torch.device(device))
+    context = MetricContext(data.name, seed=config.seed, device=torch.device(device), spaces=("classifier",))
     names = list(TRAINING_SET[context.extractor != "none"])
     count = min(config.eval_samples, len(data))
     check_available(names, context)
@@ -184,6 +174,9 @@ def training_evaluator(config: TrainConfig, data: ImageData,
     return evaluator
 
 
-__all__ = ["METRICS", "Metric", "MetricContext", "check_available", "check_samples", "dataset_family",
-           "default_features", "direction", "evaluate", "main_metric", "reference_subset", "resolve_metrics",
-           "training_evaluator"]
+OUTPUT_INDEX = {key: m.name for m in METRICS.values() for key in m.outputs}
+
+__all__ = ["HIGHER", "INFO", "LOWER", "MATCH", "METRICS", "NOT_INCEPTION", "SPACES", "Metric", "MetricContext",
+           "check_available", "check_samples", "dataset_family", "default_features", "direction", "evaluate",
+           "evaluate_with_intervals", "main_metric", "main_output_order", "output_keys", "reference_subset",
+           "resolve_metrics", "split_key", "training_evaluator"]

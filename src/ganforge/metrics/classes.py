@@ -15,10 +15,13 @@ from torchmetrics.image.inception import InceptionScore
 
 from ganforge.metrics.context import MetricContext
 from ganforge.metrics.frechet import PrecomputedFeatures
+from ganforge.metrics.registry import HIGHER, INFO, LOWER, register
 
 COVERAGE_SHARE = 0.5  # a class counts as covered at half or more of its reference share
 
 
+@register("is", outputs={"is": HIGHER, "is_std": INFO}, min_samples=500, needs="classifier",
+          summary="Inception-Score analogue from the classifier's predictions")
 def inception_score(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
     """exp(E KL(p(y|x) || p(y))) over 10 splits (higher is better; real MNIST scores about 9.9)."""
     _, logits = context.embedding(fake, "is")
@@ -37,6 +40,9 @@ def class_histogram(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1).mean(dim=0)
 
 
+@register("class-balance", outputs={"class_coverage": HIGHER, "class_kl": LOWER}, min_samples=200,
+          needs="classifier", summary="share of classes generated at least half as often as in the data; "
+                                      "KL to the class prior")
 def class_balance(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
     """Class coverage (higher is better) and KL(generated classes || reference classes) (lower is better).
 
@@ -54,4 +60,4 @@ def class_balance(real: torch.Tensor, fake: torch.Tensor, context: MetricContext
     covered = (fake_share[present] >= COVERAGE_SHARE * real_share[present]).double().mean()
     p, q = class_histogram(fake_logits), class_histogram(real_logits)
     kl = (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum()
-    return {"coverage": float(covered), "class_kl": float(kl)}
+    return {"class_coverage": float(covered), "class_kl": float(kl)}

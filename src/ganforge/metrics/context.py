@@ -1,8 +1,9 @@
-"""What metrics share: the dataset's feature extractor, a seed, and cached embeddings.
+"""What metrics share: the dataset's feature networks, a seed, and cached embeddings.
 
-Several metrics use the same classifier embedding (FID, KID, precision/recall) or the
-same logits (IS, class coverage, class KL). The context computes each set's embedding
-once and hands it to every metric that asks, so a full evaluation embeds each image once.
+Several metrics use the same embedding (FID, KID, precision/recall, density/coverage, in
+the classifier's space and in the contrastive encoder's) or the same logits (IS, class
+coverage, class KL). The context computes each set's embedding once per space and hands
+it to every metric that asks, so a full evaluation embeds each image once per network.
 During training the reference set is the same tensor at every evaluation, so its
 embedding is computed once per run.
 """
@@ -16,6 +17,8 @@ import torch
 
 from ganforge.errors import ConfigError
 from ganforge.metrics.classifier import CLASSIFIER_DATASETS, SmallClassifier, embed, load_classifier
+from ganforge.metrics.encoder import ContrastiveEncoder, encode, load_encoder
+from ganforge.metrics.registry import SPACES
 
 FEATURE_CHOICES = ("auto", *CLASSIFIER_DATASETS, "none")
 
@@ -39,13 +42,19 @@ class MetricContext:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     features: str = "auto"  # a classifier name, "none", or "auto" (by dataset)
+    spaces: tuple[str, ...] = tuple(SPACES)  # feature spaces for feature metrics, where the data has them
     _classifier: SmallClassifier | None = field(default=None, repr=False)
+    _encoder: ContrastiveEncoder | None = field(default=None, repr=False)
+    _features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
     _cache: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict, repr=False)
     _memo: dict[tuple[str, int], tuple[torch.Tensor, Any]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.features not in FEATURE_CHOICES:
             raise ConfigError(f"features must be one of {', '.join(FEATURE_CHOICES)} (got {self.features!r})")
+        unknown = [s for s in self.spaces if s not in SPACES]
+        if unknown:
+            raise ConfigError(f"unknown feature space {unknown[0]!r}; choose from {', '.join(SPACES)}")
         self.device = torch.device(self.device)
 
     @property
@@ -65,6 +74,30 @@ class MetricContext:
         if self._classifier is None:
             self._classifier, _ = load_classifier(self.extractor, self.device)
         return self._classifier
+
+    @property
+    def active_spaces(self) -> tuple[str, ...]:
+        """The feature spaces feature metrics run in: none without a classifier for the data."""
+        return () if self.extractor == "none" else self.spaces
+
+    def encoder(self, metric: str) -> ContrastiveEncoder:
+        """The contrastive encoder of the same dataset as the classifier, loaded once."""
+        self.classifier(metric)  # same availability rules and messages
+        if self._encoder is None:
+            self._encoder, _ = load_encoder(self.extractor, self.device)
+        return self._encoder
+
+    def space_features(self, images: torch.Tensor, space: str, metric: str) -> torch.Tensor:
+        """Features [N, D] (float64, CPU) of uint8 images in one feature space, once per tensor."""
+        if space == "classifier":
+            return self.embedding(images, metric)[0]
+        key = (space, id(images))
+        hit = self._features.get(key)
+        if hit is not None and hit[0] is images:
+            return hit[1]
+        result = encode(self.encoder(metric), images)
+        self._features[key] = (images, result)
+        return result
 
     def embedding(self, images: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(features [N, 128], logits [N, K]) of uint8 images, computed once per tensor."""
@@ -88,6 +121,8 @@ class MetricContext:
     def release(self, images: torch.Tensor) -> None:
         """Forget what was computed for one tensor (generated images change at every evaluation)."""
         self._cache.pop(id(images), None)
+        for key in [k for k in self._features if k[1] == id(images)]:
+            del self._features[key]
         for key in [k for k in self._memo if k[1] == id(images)]:
             del self._memo[key]
 

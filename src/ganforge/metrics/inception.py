@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ganforge.data.idx import cache_root
+from ganforge.data.locations import cache_root
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.metrics.context import MetricContext
+from ganforge.metrics.registry import LOWER, register
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_NAME}"
@@ -44,6 +45,9 @@ def check_inception_available() -> Path:
     return path
 
 
+@register("fid-inception", outputs={"fid_inception": LOWER}, min_samples=2048, main_rank=3,
+          summary="standard FID on Inception-v3 features (needs local weights)",
+          prerequisite=check_inception_available)
 def inception_fid(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> float:
     """FID on Inception-v3 pool features (2048-d), images upsampled to 299x299 as RGB."""
     from torchmetrics.image.fid import FrechetInceptionDistance

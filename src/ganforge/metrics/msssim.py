@@ -14,6 +14,7 @@ import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from ganforge.metrics.context import MetricContext
+from ganforge.metrics.registry import INFO, MATCH, register
 
 MAX_PAIRS, MIN_PAIRS = 1000, 250
 PIXEL_BUDGET = 1000 * 32 * 32  # pixels per image x pairs: 1,000 pairs of digits, 250 pairs of 128x128 slices
@@ -65,6 +66,8 @@ def mean_pair_msssim(images: torch.Tensor, rng: torch.Generator) -> float:
     return float(torch.cat(scores).mean())
 
 
+@register("msssim", outputs={"msssim": MATCH, "msssim_real": INFO}, min_samples=50,
+          summary="mean MS-SSIM of random pairs (diversity); compare with msssim_real")
 def msssim_diversity(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
     """msssim (generated pairs) next to msssim_real (real pairs); closer to the real value is better.
 

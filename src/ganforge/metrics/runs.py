@@ -23,11 +23,42 @@ from ganforge.checkpoint import GeneratorInfo
 from ganforge.config import DataConfig, TrainConfig
 from ganforge.data import SOURCES, ImageData, load_images
 from ganforge.errors import ConfigError, DataError
-from ganforge.metrics import (MetricContext, check_available, check_samples, dataset_family, direction, evaluate,
-                              main_metric, reference_subset, resolve_metrics)
+from ganforge.metrics import (NOT_INCEPTION, SPACES, MetricContext, check_available, check_samples, dataset_family,
+                              direction, evaluate_with_intervals, main_metric, reference_subset, resolve_metrics,
+                              split_key)
 from ganforge.metrics.floors import floor_for
 
 SPLITS = ("train", "test", "all")
+EVAL_FORMAT = 2  # 2: two feature spaces, intervals, density/coverage, class_coverage (was coverage)
+
+
+def describe_spaces(context: MetricContext, keys: list[str]) -> dict[str, str]:
+    """What each feature space used is, in words every report shows (never mistaken for Inception)."""
+    from ganforge.metrics.classifier import record_path
+    from ganforge.metrics.encoder import encoder_record_path
+
+    used = {split_key(key)[1] for key in keys}
+    out = {}
+    for space in context.active_spaces:
+        if space not in used:
+            continue
+        dataset = context.extractor
+        if space == "classifier":
+            record = _json(record_path(dataset))
+            detail = f"ganforge's {dataset} classifier, {record.get('test_accuracy', 0):.2%} test accuracy"
+        else:
+            record = _json(encoder_record_path(dataset))
+            detail = (f"ganforge's {dataset} SimCLR-style encoder trained without labels, "
+                      f"{record.get('knn_accuracy', 0):.1%} 5-NN label agreement")
+        out[space] = f"{SPACES[space].label} ({detail}; {NOT_INCEPTION})"
+    return out
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def find_run_dir(source: str | Path) -> Path | None:
@@ -107,8 +138,8 @@ def default_output(source: str | Path, seed: int) -> Path:
 
 
 def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metrics: str | None = None,
-                    data: str | None = None, device: str | torch.device = "cpu", features: str = "auto"
-                    ) -> dict[str, Any]:
+                    data: str | None = None, device: str | torch.device = "cpu", features: str = "auto",
+                    resamples: int = 100) -> dict[str, Any]:
     """Generate `count` images with noise seed `seed`, score them, and return a JSON-ready record."""
     from ganforge import __version__
     from ganforge.generate import generate, load_generator, resolve_source
@@ -123,13 +154,15 @@ def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metric
     real = reference_subset(reference.images, count)
     check_samples(names, len(real), count)
     fake = generate(generator, info, count, seed=seed)
-    scores = evaluate(real, fake, names, context)
+    scores, intervals = evaluate_with_intervals(real, fake, names, context, resamples)
     return {
+        "format": EVAL_FORMAT,
         "source": str(source), "generator": str(resolve_source(source)), "arch": info.arch, "step": info.step,
         "trained_on": info.dataset, "reference": reference.name, "reference_source": reference.source,
         "image_shape": list(info.image_shape), "count": count, "reference_count": len(real), "seed": seed,
         "requested": metrics or "auto",
-        "features": context.extractor, "metrics": scores, "main": main_metric(names),
+        "features": context.extractor, "spaces": describe_spaces(context, list(scores)), "metrics": scores,
+        "intervals": intervals, "resamples": resamples, "main": main_metric(names),
         "better": {key: direction(key) for key in scores},
         "floor": _floor(reference, count) if context.features == "auto" else None,
         "seconds": round(time.perf_counter() - start, 2),

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.metrics.context import MetricContext
+from ganforge.metrics.registry import LOWER, register
 
 PATCH = 7
 MIN_RESOLUTION = 8  # the pyramid stops before a level smaller than this
@@ -95,6 +96,8 @@ def _normalise(descriptors: torch.Tensor, channels: int, mean: torch.Tensor, std
     return ((shaped - mean.view(1, -1, 1)) / std.view(1, -1, 1)).view(len(descriptors), -1)
 
 
+@register("swd", outputs={"swd": LOWER}, min_samples=100, main_rank=2,
+          summary="sliced Wasserstein distance of Laplacian-pyramid patches (x1000), per level swd_<size>")
 def pyramid_swd(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
     """SWD x 1000 per pyramid level (swd_<size>) and their mean (swd); lower is better."""
     rng = context.rng(17)

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ganforge.artefacts.plots import smooth  # noqa: E402
+from ganforge.metrics.registry import main_output_order  # noqa: E402
 from ganforge.report.collect import RunRecord  # noqa: E402
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
@@ -52,8 +53,8 @@ def loss_figure(runs: list[RunRecord]) -> bytes | None:
 
 
 def main_key(evals: list[dict]) -> str:
-    """Which logged number is the run's main metric (the one `main` copies)."""
-    for key in ("fid", "swd", "fid_inception"):
+    """Which logged number is the run's main metric (the one `main` copies), by the registry's rank."""
+    for key in main_output_order():
         if evals and key in evals[0]:
             return key
     return "main"

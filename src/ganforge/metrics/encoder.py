@@ -1,0 +1,102 @@
+"""A self-supervised contrastive encoder: the second feature space for MNIST and Fashion-MNIST.
+
+One feature space is one opinion. The classifier was trained to tell classes apart, so
+its embedding cares about "which digit" and punishes anything that disturbs the class
+evidence (salt-and-pepper pixels) far more than misshapen but recognisable strokes. This
+encoder never saw a label: it was trained SimCLR-style (Chen et al. 2020) to map two
+random augmentations of the same image (crops and translations, small rotations and
+scalings, a little noise, contrast jitter) close together and different images apart.
+Its 64-d representation therefore describes how an image looks up to those small
+changes, which is a different judgement from the classifier's, and when the two spaces
+rank two generators differently the difference is worth a look.
+
+Like the classifier it is tiny (about 0.1 M parameters, under 0.5 MB as float32) and is
+trained here, offline and deterministically, by ``scripts/train_encoder.py``; neither is
+Inception-v3, so no number in either space is comparable with a published FID.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from ganforge.errors import CheckpointError, ConfigError
+from ganforge.metrics.classifier import CLASSIFIER_DATASETS, WEIGHTS_DIR, prepare
+
+ENCODER_DIM = 64
+PROJECTION_DIM = 64
+
+
+class ContrastiveEncoder(nn.Module):
+    """Three strided conv blocks (32-64-64 channels) and a 64-d representation.
+
+    The projection head exists only for training (SimCLR computes its loss on the
+    projection and keeps the layer before it, which holds more information).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.1),   # 28 -> 14
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 14 -> 7
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 7 -> 4
+            nn.Flatten(), nn.Linear(64 * 4 * 4, ENCODER_DIM),
+        )
+        self.projection = nn.Sequential(nn.LeakyReLU(0.1), nn.Linear(ENCODER_DIM, PROJECTION_DIM))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The 64-d representation of float images in [-1, 1], [N, 1, 28, 28]."""
+        return self.body(x)
+
+
+def encoder_weights_path(dataset: str) -> Path:
+    return WEIGHTS_DIR / f"{dataset}-encoder.safetensors"
+
+
+def encoder_record_path(dataset: str) -> Path:
+    return WEIGHTS_DIR / f"{dataset}-encoder.json"
+
+
+def load_encoder(dataset: str, device: str | torch.device = "cpu") -> tuple[ContrastiveEncoder, dict]:
+    """The committed encoder for `dataset` (eval mode) and its training record."""
+    if dataset not in CLASSIFIER_DATASETS:
+        raise ConfigError(f"no contrastive encoder for dataset {dataset!r}: ganforge ships encoders for "
+                          f"{', '.join(CLASSIFIER_DATASETS)}; use the pretrained-free metrics (swd, msssim)")
+    path, record_file = encoder_weights_path(dataset), encoder_record_path(dataset)
+    if not path.is_file():
+        raise CheckpointError(f"encoder weights {path} are missing; recreate them with "
+                              f"'python scripts/train_encoder.py --dataset {dataset}' or reinstall ganforge")
+    try:
+        state = load_file(str(path))
+        record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+    except (OSError, SafetensorError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable encoder weights ({str(exc)[:120]}); recreate them with "
+                              f"'python scripts/train_encoder.py --dataset {dataset}'") from None
+    with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift a training run's RNG
+        model = ContrastiveEncoder()
+    model.load_state_dict(state)
+    return model.to(device).eval(), record
+
+
+@torch.no_grad()
+def encode(model: ContrastiveEncoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Representations [N, 64] (float64, CPU) of uint8 images, in batches."""
+    device = next(model.parameters()).device
+    return torch.cat([model(prepare(chunk.to(device))).double().cpu() for chunk in images.split(batch_size)])
+
+
+@torch.no_grad()
+def knn_accuracy(features: torch.Tensor, labels: torch.Tensor, k: int = 5) -> int:
+    """Leave-one-out k-NN (cosine) label agreement: how many images share the majority label
+    of their k nearest neighbours. A label-free encoder that groups digits by class scores high."""
+    unit = torch.nn.functional.normalize(features.float(), dim=1)
+    similarity = unit @ unit.T
+    similarity.fill_diagonal_(-2.0)
+    neighbours = similarity.topk(k, dim=1).indices
+    votes = torch.nn.functional.one_hot(labels[neighbours], int(labels.max()) + 1).sum(1)
+    return int((votes.argmax(1) == labels).sum())

@@ -1,0 +1,120 @@
+"""The metric registry: each metric registers itself where it is defined.
+
+A registration says everything a reader or a report needs to interpret the numbers:
+which outputs the metric produces and which way each is better, how many images per set
+it needs before its number means anything, what it needs (a feature space, the
+classifier's logits, nothing), and its rank as the run's main metric (1 is preferred;
+None: never the main metric). Adding a metric is one decorated function in one module;
+the main-metric order, the help texts and the default sets are all read from here.
+
+Feature metrics (``needs="features"``) are functions of two feature matrices and run
+once in every feature space the data has: the classifier's embedding (output keys as
+registered, ``fid``) and the contrastive encoder's (the same keys with ``_enc``,
+``fid_enc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+LOWER, HIGHER, MATCH, INFO = "lower", "higher", "match", "info"  # MATCH: closest to the real-pairs value
+Needs = Literal["features", "classifier", "nothing"]
+
+
+@dataclass(frozen=True)
+class Space:
+    """A feature network: how its outputs are keyed and how every report names it."""
+
+    name: str
+    suffix: str  # appended to a feature metric's output keys
+    label: str  # what reports call it
+
+
+SPACES: dict[str, Space] = {
+    "classifier": Space("classifier", "", "classifier features"),
+    "encoder": Space("encoder", "_enc", "contrastive encoder features"),
+}
+NOT_INCEPTION = "not Inception FID: numbers compare only with each other at the same count"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: its function and what a reader needs to interpret its numbers."""
+
+    name: str
+    compute: Callable[..., Any]
+    outputs: dict[str, str]  # output key -> LOWER | HIGHER | MATCH | INFO
+    min_samples: int  # below this many images per set the number is noise
+    needs: Needs
+    main_rank: int | None  # the main metric is the available one with the lowest rank
+    summary: str
+    prerequisite: Callable[[], object] | None = None  # raises when an optional dependency is missing
+
+    @property
+    def needs_classifier(self) -> bool:
+        return self.needs in ("features", "classifier")
+
+    def __call__(self, *args: Any) -> Any:
+        return self.compute(*args)
+
+    def keys(self, space: str | None = None) -> list[str]:
+        """Output keys, suffixed for a feature space."""
+        suffix = SPACES[space].suffix if space and self.needs == "features" else ""
+        return [key + suffix for key in self.outputs]
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register(name: str, *, outputs: dict[str, str], min_samples: int, needs: Needs = "nothing",
+             main_rank: int | None = None, summary: str,
+             prerequisite: Callable[[], object] | None = None) -> Callable[[Callable], Callable]:
+    """Decorator: add the function below it to :data:`METRICS` under `name`."""
+    def decorate(compute: Callable) -> Callable:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice")
+        METRICS[name] = Metric(name, compute, outputs, min_samples, needs, main_rank, summary, prerequisite)
+        return compute
+    return decorate
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """'fid_enc' -> ('fid', 'encoder'); 'fid' -> ('fid', 'classifier'); 'swd_28' -> ('swd_28', None)."""
+    for space in SPACES.values():
+        if space.suffix and key.endswith(space.suffix):
+            base = key[: -len(space.suffix)]
+            if base in output_index() and METRICS[output_index()[base]].needs == "features":
+                return base, space.name
+    base_metric = output_index().get(key)
+    if base_metric is not None and METRICS[base_metric].needs == "features":
+        return key, "classifier"
+    return key, None
+
+
+def output_index() -> dict[str, str]:
+    """Output key (unsuffixed) -> metric name."""
+    return {key: metric.name for metric in METRICS.values() for key in metric.outputs}
+
+
+def direction(key: str) -> str:
+    """Which way an output is better; per-level keys such as swd_28 are lower-is-better like swd."""
+    base, _ = split_key(key)
+    index = output_index()
+    if base in index:
+        return METRICS[index[base]].outputs[base]
+    return LOWER if key.startswith("swd_") else INFO
+
+
+def main_metric(names: list[str]) -> str:
+    """The output a run is judged by: the first output of the registered metric with the lowest
+    main rank among `names` (classifier FID, else SWD, else Inception FID), else the first."""
+    ranked = sorted((METRICS[n].main_rank, n) for n in names if METRICS[n].main_rank is not None)
+    name = ranked[0][1] if ranked else names[0]
+    return next(iter(METRICS[name].outputs))
+
+
+def main_output_order() -> list[str]:
+    """All main-metric output keys, preferred first (for reading logs written earlier)."""
+    ranked = sorted((m.main_rank, m.name) for m in METRICS.values() if m.main_rank is not None)
+    return [next(iter(METRICS[name].outputs)) for _, name in ranked]
