@@ -156,11 +156,15 @@ def train_tiny(tmp_path) -> Callable[..., Any]:
 # ---- the command line in process ----------------------------------------------------------------
 @dataclass
 class CliResult:
-    """What `ganforge ...` returned and printed."""
+    """What `ganforge ...` returned and printed; unpacks as ``code, out, err``."""
 
     code: int
     out: str
     err: str
+    argparse_exit: bool = False  # argparse stopped it (--help, --version, a usage error)
+
+    def __iter__(self):
+        return iter((self.code, self.out, self.err))
 
 
 def one_error_line(err: str, *fragments: str, alone: bool = False) -> str:
@@ -208,10 +212,11 @@ def cli(capsys) -> Callable[..., CliResult]:
     def run(*argv: str) -> CliResult:
         capsys.readouterr()  # drop whatever the test printed before
         try:
-            code = main([str(arg) for arg in argv])
+            code, argparse_exit = main([str(arg) for arg in argv]), False
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+            argparse_exit = True
         captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
+        return CliResult(code, captured.out, captured.err, argparse_exit)
 
     return run

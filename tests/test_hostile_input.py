@@ -32,7 +32,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ganforge.checkpoint import FORMAT, GeneratorInfo, export_generator, load_checkpoint, read_generator_file
-from ganforge.cli import main
 from ganforge.cli.train import FLAGS
 from ganforge.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from ganforge.data import load_images
@@ -160,34 +159,15 @@ def test_random_overrides_give_a_valid_config_or_a_config_error(preset, override
     "- a list\n",
     "!!python/object/apply:os.system ['true']\n",
 ])
-def test_hostile_config_files_are_one_line_config_errors(tmp_path, yaml_text):
+def test_hostile_config_files_are_one_line_config_errors(cli, error_line, tmp_path, yaml_text):
     path = tmp_path / "config.yaml"
     path.write_text(yaml_text)
-    code, out, err = run_cli("train", "--config", str(path), "--dry-run")
+    code, out, err = cli("train", "--config", str(path), "--dry-run")
     assert code == 2 and out == ""
-    one_cli_error(err)
+    error_line(err, alone=True)
 
 
 # ==== the command line ============================================================================
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """ganforge.cli.main in-process; argparse's own exit (SystemExit) counts as the exit status."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-            assert code in (0, 2), f"argparse exited with {exc.code!r}"
-            return code, out.getvalue(), "argparse:" + err.getvalue()
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_cli_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ganforge: error: "), stderr
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def config_files(tmp_path_factory) -> list[str]:
     """Files a user might pass to --config or --resume by mistake, and good ones."""
@@ -205,7 +185,8 @@ def config_files(tmp_path_factory) -> list[str]:
 
 @FUZZ
 @given(st.data())
-def test_random_train_arguments_exit_0_or_2_without_a_traceback(config_files, monkeypatch, data):
+def test_random_train_arguments_exit_0_or_2_without_a_traceback(cli, error_line, config_files, monkeypatch,
+                                                                data):
     import ganforge.training
     monkeypatch.setattr(ganforge.training, "train", None)  # a dry run must never reach training
     flags = ["--" + name.replace("_", "-") for name in FLAGS] + [
@@ -215,14 +196,16 @@ def test_random_train_arguments_exit_0_or_2_without_a_traceback(config_files, mo
                        st.builds("{}={}".format, st.one_of(st.sampled_from(PATHS), st.text(max_size=6)),
                                  st.one_of(st.sampled_from(TRICKY_TEXT), st.text(max_size=6))))
     tokens = data.draw(st.lists(st.one_of(st.sampled_from(flags), values), max_size=8))
-    code, out, err = run_cli("train", *tokens, "--dry-run")
-    if err.startswith("argparse:"):
+    result = cli("train", *tokens, "--dry-run")
+    code, out, err = result
+    if result.argparse_exit:
+        assert code in (0, 2), f"argparse exited with {code!r}"
         return  # argparse's own usage error (status 2) or --help (status 0)
     if code == 0:
         TrainConfig.from_dict(json.loads(out)).validate()  # what was printed is a complete, valid config
     else:
         assert code == 2 and out == ""
-        one_cli_error(err)
+        error_line(err, alone=True)
 
 
 def _four_tiny_images(tmp_path: Path) -> Path:
@@ -234,28 +217,28 @@ def _four_tiny_images(tmp_path: Path) -> Path:
     return images
 
 
-def test_train_into_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path):
+def test_train_into_an_output_path_that_is_a_file_is_a_one_line_error(cli, error_line, tmp_path):
     images = _four_tiny_images(tmp_path)
     target = tmp_path / "results"
     target.write_text("my notes, not a folder\n")
-    code, _, err = run_cli("train", "--dataset", "folder", "--data", str(images), "--resolution", "32",
+    code, _, err = cli("train", "--dataset", "folder", "--data", str(images), "--resolution", "32",
                            "--iterations", "1", "--batch-size", "4", "--device", "cpu", "--quiet",
                            "--out", str(target))
-    assert code == 2 and str(target) in one_cli_error(err)
+    assert code == 2 and str(target) in error_line(err, alone=True)
     assert target.read_text() == "my notes, not a folder\n"
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes through chmod")
-def test_train_into_a_read_only_folder_is_a_one_line_error(tmp_path):
+def test_train_into_a_read_only_folder_is_a_one_line_error(cli, error_line, tmp_path):
     images = _four_tiny_images(tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        code, _, err = run_cli("train", "--dataset", "folder", "--data", str(images), "--resolution", "32",
+        code, _, err = cli("train", "--dataset", "folder", "--data", str(images), "--resolution", "32",
                                "--iterations", "1", "--batch-size", "4", "--device", "cpu", "--quiet",
                                "--out", str(locked))
-        assert code == 2 and str(locked) in one_cli_error(err)
+        assert code == 2 and str(locked) in error_line(err, alone=True)
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o755)
@@ -270,17 +253,17 @@ def generator_file(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("out", ["notes.txt/grid.png", "notes.txt/arr.npy", "notes.txt/pngs", "notes.txt"])
-def test_sample_into_an_unwritable_place_is_a_one_line_error(generator_file, tmp_path, out):
+def test_sample_into_an_unwritable_place_is_a_one_line_error(cli, error_line, generator_file, tmp_path, out):
     (tmp_path / "notes.txt").write_text("keep me\n")
     extra = ["--format", "png"] if out == "notes.txt" else []
-    code, _, err = run_cli("sample", str(generator_file), "--count", "2", "--out", str(tmp_path / out), *extra)
-    assert code == 2 and "notes.txt" in one_cli_error(err)
+    code, _, err = cli("sample", str(generator_file), "--count", "2", "--out", str(tmp_path / out), *extra)
+    assert code == 2 and "notes.txt" in error_line(err, alone=True)
     assert (tmp_path / "notes.txt").read_text() == "keep me\n"
 
 
 @pytest.mark.parametrize("seed", ["99999999999999999999999", "-99999999999999999999999"])
-def test_sample_with_an_impossible_seed_is_a_usage_error(generator_file, tmp_path, seed):
-    code, _, err = run_cli("sample", str(generator_file), "--seed", seed, "--out", str(tmp_path / "g.png"))
+def test_sample_with_an_impossible_seed_is_a_usage_error(cli, generator_file, tmp_path, seed):
+    code, _, err = cli("sample", str(generator_file), "--seed", seed, "--out", str(tmp_path / "g.png"))
     assert code == 2 and "seed" in err and not (tmp_path / "g.png").exists()
 
 
@@ -533,7 +516,7 @@ def junk_files(draw) -> bytes:
 
 @FUZZ
 @given(junk_files())
-def test_random_bytes_are_never_a_checkpoint_or_a_generator(content):
+def test_random_bytes_are_never_a_checkpoint_or_a_generator(cli, error_line, content):
     with scratch_dir() as folder:
         for name in ("ckpt-00000001.pt", "generator.safetensors"):
             path = folder / name
@@ -543,8 +526,8 @@ def test_random_bytes_are_never_a_checkpoint_or_a_generator(content):
                 with pytest.raises(CheckpointError) as caught:
                     loader(path)
                 assert str(path) in one_line(caught.value)
-            code, _, err = run_cli("sample", str(path), "--out", str(folder / "s.png"))
-            assert code == 2 and str(path) in one_cli_error(err)  # the error, and nothing else
+            code, _, err = cli("sample", str(path), "--out", str(folder / "s.png"))
+            assert code == 2 and str(path) in error_line(err, alone=True)  # the error, and nothing else
 
 
 @FUZZ
@@ -599,19 +582,50 @@ def test_forged_generator_metadata_is_refused(generator_file, changes, dropped):
     assert (loaded.arch, loaded.latent_dim, loaded.image_shape) == ("dcgan", 100, (1, 32, 32))
 
 
+FORGEABLE = ["config", "image_shape", "dataset", "step", "generator", "ema", "format"]
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _forgery_is_harmless(key: str, value: object, true_state: dict) -> bool:
+    """Whether a forged field still tells the truth about the stored generator, so that
+    loading it is correct: a free-text dataset name, a plausible step, "no EMA"."""
+    if key == "dataset":
+        return isinstance(value, str)
+    if key == "step":
+        return _whole(value) and value >= 0
+    if key == "ema":
+        return value is None or (isinstance(value, dict) and not value)  # no EMA kept
+    if key == "image_shape":
+        return isinstance(value, (list, tuple)) and all(map(_whole, value)) and list(value) == [1, 32, 32]
+    return isinstance(value, str) and value == true_state[key]  # format, config: only the original
+
+
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["config", "image_shape", "dataset", "step", "generator", "ema", "format"]),
+@given(st.dictionaries(st.sampled_from(FORGEABLE),
                        st.one_of(VALUES, st.just(torch.zeros(3)), st.just({"net.0.weight": torch.zeros(2)})),
                        min_size=1, max_size=3))
 def test_forged_training_checkpoint_is_refused(tmp_path, changes):
+    """A training checkpoint whose fields were forged is refused with one line, unless every
+    forged field is still true to the stored generator; then exactly that generator loads."""
     generator, _ = build_models("dcgan", 100, (1, 32, 32), {"width": 0.25})
     config = load_preset("demo")
     state = {"format": FORMAT, "config": config.to_json(), "arch": "dcgan", "image_shape": [1, 32, 32],
              "dataset": "noise/train", "step": 5, "generator": generator.state_dict(), "ema": {}}
+    harmless = all(_forgery_is_harmless(key, value, state) for key, value in changes.items())
     state.update(changes)
     path = tmp_path / "ckpt-00000005.pt"
     torch.save(state, path)
     try:
-        load_generator(path)
+        loaded, info = load_generator(path)
     except GanforgeError as exc:
         one_line(exc)
+        return
+    assert harmless, f"a forged checkpoint loaded: {sorted(changes)}"
+    assert (info.arch, info.latent_dim, info.image_shape, info.options) == ("dcgan", 100, (1, 32, 32),
+                                                                          {"width": 0.25})
+    assert (info.dataset, info.step) == (state["dataset"], state["step"])
+    weights = loaded.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in generator.state_dict().items())
