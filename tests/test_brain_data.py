@@ -454,3 +454,116 @@ def test_limit_decodes_only_what_is_used(tmp_path):
         warnings.simplefilter("error")
         data = load_images(folder_config(tmp_path / "d", limit=4))
     assert data.images[:, 0, 0, 0].tolist() == [5, 15, 25, 35]
+
+
+# ---- medical-image care: voxel spacing, intensity normalisation, subject splits, NIfTI stacks ------
+def test_anisotropic_voxels_are_resampled_to_square_pixels(mni, tmp_path):
+    image = nib.load(str(mni))
+    thick = np.ascontiguousarray(np.asarray(image.dataobj)[:, ::2, :])  # 2 mm along y
+    affine = image.affine @ np.diag([1.0, 2.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(thick, affine), tmp_path / "thick.nii.gz")
+    nib.save(nib.Nifti1Image(thick, image.affine), tmp_path / "squashed.nii.gz")  # spacing lost
+    axial = {"nifti_range": (0.5, 0.56), "nifti_min_foreground": 0.0}
+    native = load_images(nifti_config(tmp_path / "thick.nii.gz", **axial))
+    assert native.images.shape[2:] == (234, 197)  # 117 rows of 2 mm -> 234 rows of 1 mm
+    original, resampled, squashed = (
+        load_images(nifti_config(path, resolution=64, **axial)).images.float()
+        for path in (mni, tmp_path / "thick.nii.gz", tmp_path / "squashed.nii.gz"))
+    error = (resampled - original).abs().mean()
+    assert error < 4 and error < (squashed - original).abs().mean() / 3
+
+
+def test_normalise_options_and_percentiles(mni):
+    volume = read_volume(mni)
+    minmax = normalise_volume(volume, method="minmax")
+    assert minmax.min() == 0 and minmax.max() == 255
+    zscore = normalise_volume(volume, method="zscore")
+    rescanned = normalise_volume(volume * 37.0 + 1000.0, method="zscore")
+    assert np.abs(zscore.astype(int) - rescanned.astype(int)).max() <= 1  # scanner scale drops out
+    foreground = volume > np.percentile(volume, 0.5)
+    assert abs(float(zscore[foreground].mean()) - 127.5) < 3  # the tissue mean is mid-grey
+    assert (zscore[~foreground] == 0).all()
+    saturated = {p: float((normalise_volume(volume, percentiles=p)[foreground] == 255).mean())
+                 for p in ((0.5, 99.5), (1.0, 99.0))}
+    assert 0.003 < saturated[(0.5, 99.5)] < 0.007 and 0.008 < saturated[(1.0, 99.0)] < 0.013
+
+
+def test_normalisation_settings_change_the_cache_key(mni):
+    narrow = {"nifti_range": (0.5, 0.53), "resolution": 32}
+    default = load_images(nifti_config(mni, **narrow))
+    zscore = load_images(nifti_config(mni, normalise="zscore", **narrow))
+    wider = load_images(nifti_config(mni, percentiles=(2.0, 98.0), **narrow))
+    assert not torch.equal(default.images, zscore.images)
+    assert not torch.equal(default.images, wider.images)
+    assert len(cache_files()) == 3
+    again = load_images(nifti_config(mni, **narrow))
+    assert "cache" in again.source and torch.equal(again.images, default.images)
+
+
+def test_bad_normalisation_settings_are_source_problems():
+    from ganforge.data import source_problems
+    problems = source_problems(DataConfig(dataset="brain-mri", percentiles=(99.0, 1.0),
+                                          subject_split=1.5))
+    assert problems == [
+        "data.percentiles must be two percentiles 0 <= low < high <= 100 (got (99.0, 1.0))",
+        "data.subject_split must be a share of subjects between 0 and 1, e.g. 0.2 (got 1.5)"]
+
+
+SUBJECT_FILES = ["sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
+                 "sub-02_T1w.nii.gz", "sub-03_T1w.nii.gz", "sub-04_T1w.nii.gz",
+                 "OAS1_0005_MR1_mpr_anon.nii.gz", "scan_06.nii.gz"]
+
+
+@pytest.fixture
+def subject_folder(mni, tmp_path) -> Path:
+    """A flat folder of MNI152 copies named as BIDS, OASIS and plain files."""
+    root = tmp_path / "vols"
+    for name in SUBJECT_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(mni, root / name)
+    return root
+
+
+def test_subject_split_keeps_every_subject_on_one_side(subject_folder):
+    from ganforge.data.discovery import split_by_subject, subject_of
+    files = list_files([subject_folder], lambda p: p.name.endswith(".nii.gz"))
+    sides = {split: split_by_subject(files, subject_folder, 0.3, split)
+             for split in ("train", "test", "all")}
+    subjects = {split: {subject_of(f, subject_folder) for f in found} for split, found in sides.items()}
+    assert subjects["all"] == {"sub-01", "sub-02", "sub-03", "sub-04", "OAS1_0005", "scan_06"}
+    assert subjects["train"].isdisjoint(subjects["test"]) and len(subjects["test"]) == 2
+    assert sorted(sides["train"] + sides["test"]) == sorted(files) == sorted(sides["all"])
+    assert split_by_subject(files[::-1], subject_folder, 0.3, "test") == sides["test"][::-1]
+    assert subjects["test"] == {"sub-02", "sub-04"}  # by the names alone: same on any machine
+
+
+def test_subject_split_loads_only_the_held_out_subjects(subject_folder, tmp_path):
+    config = folder_config(subject_folder, split="test", subject_split=0.3, resolution=16,
+                           nifti_range=(0.5, 0.52))
+    test = load_images(config)
+    single = load_images(nifti_config(subject_folder / "sub-02_T1w.nii.gz", resolution=16,
+                                      nifti_range=(0.5, 0.52)))
+    assert test.name == "vols/test" and len(test) == 2 * len(single)
+    flat_folder(tmp_path / "pngs", count=3)
+    assert "holds image files" in one_line_error(folder_config(tmp_path / "pngs", subject_split=0.3))
+    (tmp_path / "split" / "train").mkdir(parents=True)
+    assert "already has split folders" in one_line_error(
+        nifti_config(tmp_path / "split", subject_split=0.3))
+
+
+def test_nifti_stack_of_real_slices_reads_back_as_the_same_images(tmp_path):
+    from ganforge.data.nifti import save_nifti_stack
+    need(BRAIN)
+    slices = load_images(DataConfig(dataset="brain-mri", split="test", resolution=48, limit=6,
+                                    cache=False)).images.clone()
+    slices[0, 0, 0, 0], slices[1, 0, 5, 5] = 0, 255  # full range: minmax reading is the identity
+    path = save_nifti_stack(slices, tmp_path / "out" / "slices.nii.gz", spacing=(1.0, 1.0, 2.5))
+    header = nib.load(str(path)).header
+    assert header.get_data_shape() == (48, 48, 6) and header.get_zooms() == (1.0, 1.0, 2.5)
+    back = load_images(nifti_config(path, normalise="minmax", nifti_min_foreground=0.0))
+    assert torch.equal(back.images, slices)
+    thin = save_nifti_stack(slices[:, :, :, :24], tmp_path / "thin.nii", spacing=(0.5, 1.0, 1.0))
+    assert load_images(nifti_config(thin, normalise="minmax", nifti_min_foreground=0.0)
+                       ).images.shape == (6, 1, 96, 24)  # rows of 1 mm become two of 0.5 mm
+    with pytest.raises(DataError, match="needs a .nii or .nii.gz name"):
+        save_nifti_stack(slices, tmp_path / "slices.png")

@@ -131,6 +131,8 @@ def load_folder(config: DataConfig) -> ImageData:
         if is_image_file(root):
             raise DataError(f"{root} is a single image; pass the folder that holds the images with --data")
         raise DataError(f"{root} is neither a folder of images nor a NIfTI volume (.nii, .nii.gz)")
+    if config.subject_split is not None:  # only volumes are split by subject
+        return load_nifti(config)
     folders, label = select_split(root, config.split)
     files = list_files(folders, is_image_file)
     if files:

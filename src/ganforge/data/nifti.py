@@ -1,12 +1,18 @@
-"""NIfTI volumes (.nii, .nii.gz) -> 2-D slices for a 2-D GAN.
+"""NIfTI volumes (.nii, .nii.gz) -> 2-D slices for a 2-D GAN, and generated slices -> a volume.
 
 Each 3-D volume is
 1. reoriented to RAS+ (nibabel.as_closest_canonical), so that the same anatomy gives the
-   same slices whatever voxel order the file was stored in;
-2. normalised on its own, robustly: the 0.5th percentile of all voxels becomes 0 (black
-   background) and the 99.5th percentile of the voxels above it becomes 255. One hot voxel
-   or a bright vessel cannot darken the whole volume, and scans with different scanner
-   scales come out alike;
+   same slices whatever voxel order the file was stored in; its voxel sizes are read from
+   the affine (the header's pixdims as nibabel applies them);
+2. normalised on its own by ``data.normalise``:
+   ``percentile`` (default): the ``data.percentiles[0]`` percentile of all voxels becomes 0
+   (black background) and the ``data.percentiles[1]`` percentile of the voxels above it
+   becomes 255 (0.5 and 99.5 by default). One hot voxel or a bright vessel cannot darken the
+   whole volume, and scans with different scanner scales come out alike;
+   ``zscore``: the foreground voxels (above the low percentile) are standardised by their
+   mean and standard deviation and mean - 3 std .. mean + 3 std is shown as 0..255;
+   ``minmax``: the volume's minimum .. maximum becomes 0..255 (for data already scaled,
+   e.g. volumes written by :func:`save_nifti_stack`);
 3. cut along ``data.nifti_axis`` (0 sagittal, 1 coronal, 2 axial in RAS+) over the part
    ``data.nifti_range`` of that axis (fractions, e.g. (0.3, 0.7) for the middle 40%);
 4. thinned: slices whose foreground (pixels above 5% of the range) covers less than
@@ -14,17 +20,24 @@ Each 3-D volume is
    above and below the head;
 5. laid out in one convention: the second in-plane axis points up (anterior for axial
    slices, superior for coronal and sagittal ones) and the first points right (patient's
-   left on the image's left for axial and coronal slices: the "neurological" convention).
+   left on the image's left for axial and coronal slices: the "neurological" convention);
+6. resampled to square pixels when the two in-plane voxel sizes differ (the finer size is
+   kept), in the same single resize that brings slices to ``data.resolution``.
 
 The slices then go through the same shaping as image folders (channels, resolution by
 ``data.fit``) and the same decoded-image cache. A 2-D file or a real 4-D series (fMRI,
 DWI) is refused with a DataError that says what to do; a 4-D file with a single volume
 is read as 3-D.
+
+Splits: a folder with split folders splits as image folders do. A flat folder of volumes
+can be split by subject with ``data.subject_split`` (the share of subjects held out as the
+test split; see discovery.split_by_subject): no subject has slices on both sides.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,12 +48,15 @@ from ganforge.config import DataConfig
 from ganforge.data import cache
 from ganforge.data.base import ImageData
 from ganforge.data.decode import check_unreadable, join_parts, require_one_size, stack_fitted
-from ganforge.data.discovery import (is_nifti_file, list_files, path_problems, select_split,
-                                     volume_name)
+from ganforge.data.discovery import (find_layout, is_image_file, is_nifti_file, list_files,
+                                     path_problems, select_split, split_by_subject, volume_name)
 from ganforge.data.registry import register_source
+from ganforge.data.transforms import square_pixel_size, to_channels
 from ganforge.errors import ConfigError, DataError
 
-PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume
+PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume (data.percentiles)
+NORMALISERS = ("percentile", "zscore", "minmax")
+ZSCORE_WINDOW = 3.0  # zscore shows mean +- this many standard deviations
 FOREGROUND_LEVEL = 0.05  # a pixel above this fraction of the normalised range is foreground
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
@@ -49,8 +65,25 @@ class UnreadableVolume(Exception):
     """A file that nibabel cannot read: skipped under the corrupt-file policy."""
 
 
+@dataclass
+class Volume:
+    """A volume's voxels in RAS+ order and the size of one voxel along each axis, in mm."""
+
+    data: np.ndarray  # float32 [X, Y, Z]
+    spacing: tuple[float, float, float]
+
+
 def read_volume(path: Path) -> np.ndarray:
-    """A float32 3-D array in RAS+ orientation. DataError for 2-D or 4-D; UnreadableVolume if damaged."""
+    """A float32 3-D array in RAS+ orientation (see load_volume)."""
+    return load_volume(path).data
+
+
+def load_volume(path: Path) -> Volume:
+    """Voxels in RAS+ orientation and their sizes. DataError for 2-D or 4-D; UnreadableVolume if damaged.
+
+    A voxel size that is zero, negative or not finite (a carelessly written header) counts as
+    1 mm, like the rest of the toolchain treats it.
+    """
     import nibabel as nib
 
     try:
@@ -70,9 +103,11 @@ def read_volume(path: Path) -> np.ndarray:
     try:
         canonical = nib.as_closest_canonical(image)
         data = np.asarray(canonical.get_fdata(dtype=np.float32)).reshape(canonical.shape[:3])
+        sizes = nib.affines.voxel_sizes(canonical.affine)[:3]
     except Exception as exc:  # nibabel raises many types on damaged data (HeaderDataError, TypeError, ...)
         raise UnreadableVolume(_first_line(exc)) from None
-    return np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    spacing = tuple(float(s) if math.isfinite(s) and s > 0 else 1.0 for s in sizes)
+    return Volume(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), spacing)  # type: ignore[arg-type]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -80,17 +115,28 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:80]
 
 
-def normalise_volume(volume: np.ndarray, where: Path | str = "volume") -> np.ndarray:
-    """Robust per-volume intensity scaling to uint8 (see the module doc, step 2)."""
-    low = float(np.percentile(volume, PERCENTILES[0]))
+def normalise_volume(volume: np.ndarray, where: Path | str = "volume", method: str = "percentile",
+                     percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+    """Per-volume intensity scaling to uint8 (see the module doc, step 2)."""
+    low = float(np.percentile(volume, percentiles[0]))
     above = volume[volume > low]
     if above.size == 0:
-        raise DataError(f"{where}: the volume is constant ({low:g} everywhere): nothing to cut slices from")
-    high = float(np.percentile(above, PERCENTILES[1]))
-    if high <= low:
-        high = float(above.max())
-    scaled = np.clip((volume - low) / (high - low), 0.0, 1.0)
-    return np.round(scaled * 255.0).astype(np.uint8)
+        raise DataError(f"{where}: the volume is constant ({low:g} everywhere): nothing to cut "
+                        "slices from")
+    if method == "minmax":
+        low, high = float(volume.min()), float(volume.max())
+        scaled = (volume - low) / (high - low)
+    elif method == "zscore":
+        mean, std = float(above.mean()), float(above.std())
+        std = std if std > 0 else 1.0
+        scaled = ((volume - mean) / std + ZSCORE_WINDOW) / (2 * ZSCORE_WINDOW)
+        scaled[volume <= low] = 0.0  # the background stays black
+    else:
+        high = float(np.percentile(above, percentiles[1]))
+        if high <= low:
+            high = float(above.max())
+        scaled = (volume - low) / (high - low)
+    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def axis_indices(length: int, fraction_range: tuple[float, float]) -> range:
@@ -107,6 +153,7 @@ def orient_slice(plane: np.ndarray) -> np.ndarray:
 
 
 def foreground_fraction(image: np.ndarray) -> float:
+    """The share of a slice's pixels that are not background."""
     return float((image > FOREGROUND_LEVEL * 255).mean())
 
 
@@ -114,7 +161,7 @@ def volume_slices(volume: np.ndarray, axis: int, fraction_range: tuple[float, fl
                   min_foreground: float) -> list[np.ndarray]:
     """uint8 slices of a normalised volume along `axis`, oriented, near-empty ones skipped."""
     slices = []
-    planes = np.moveaxis(volume, axis, 0)  # a view: planes[k] is slice k (np.take copies the volume per slice)
+    planes = np.moveaxis(volume, axis, 0)  # a view: planes[k] is slice k (np.take would copy)
     for index in axis_indices(volume.shape[axis], fraction_range):
         image = orient_slice(planes[index])
         if foreground_fraction(image) >= min_foreground:
@@ -122,56 +169,83 @@ def volume_slices(volume: np.ndarray, axis: int, fraction_range: tuple[float, fl
     return slices
 
 
+def slice_spacing(spacing: tuple[float, float, float], axis: int) -> tuple[float, float]:
+    """The (row, column) pixel size of slices along `axis` after orient_slice."""
+    first, second = (a for a in range(3) if a != axis)
+    return spacing[second], spacing[first]
+
+
 def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cache.Decoded:
     """Read, normalise and slice every volume, then shape the slices like image files."""
     arrays: list[np.ndarray] = []
+    spacings: list[tuple[float, float]] = []
     skipped: list[str] = []
     sizes: dict[tuple[int, int], str] = {}
     attempted = 0
+    percentiles = (float(config.percentiles[0]), float(config.percentiles[1]))
     for path in files:
         if config.limit is not None and len(arrays) >= config.limit:
             break
         attempted += 1
         try:
-            volume = normalise_volume(read_volume(path), path)
+            volume = load_volume(path)
         except UnreadableVolume as exc:
             skipped.append(f"{path.name} ({exc})")
             continue
-        for image in volume_slices(volume, config.nifti_axis, config.nifti_range, config.nifti_min_foreground):
-            sizes.setdefault(image.shape, path.name)
+        scaled = normalise_volume(volume.data, path, config.normalise, percentiles)
+        spacing = slice_spacing(volume.spacing, config.nifti_axis)
+        for image in volume_slices(scaled, config.nifti_axis, config.nifti_range,
+                                   config.nifti_min_foreground):
+            sizes.setdefault(square_pixel_size(*image.shape, spacing), path.name)
             arrays.append(image)
+            spacings.append(spacing)
         require_one_size(sizes, config.resolution, root)
     check_unreadable(skipped, attempted, root, noun="volume")
-    arrays = arrays[: config.limit] if config.limit is not None else arrays
+    if config.limit is not None:
+        arrays, spacings = arrays[: config.limit], spacings[: config.limit]
     if not arrays:
         return cache.Decoded(torch.zeros(0, 1, 1, 1, dtype=torch.uint8), skipped, attempted)
-    parts = [stack_fitted(arrays[i : i + 512], config.channels, config.resolution, config.fit)
-             for i in range(0, len(arrays), 512)]
+    parts = [stack_fitted(arrays[i : i + 512], config.channels, config.resolution, config.fit,
+                          spacings[i : i + 512]) for i in range(0, len(arrays), 512)]
     return cache.Decoded(join_parts(parts, config.channels), skipped, attempted)
 
 
 def volume_problems(config: DataConfig) -> list[str]:
-    """The slicing settings of NIfTI volumes that cannot work, whatever the files hold."""
+    """The NIfTI settings that cannot work, whatever the files hold."""
     found = []
     if config.nifti_axis not in AXIS_NAMES:
         found.append(f"data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) "
                      f"(got {config.nifti_axis!r})")
-    try:
-        low, high = (float(v) for v in config.nifti_range)
-        ordered = 0.0 <= low < high <= 1.0
-    except (TypeError, ValueError):
-        ordered = False
-    if not ordered:
+    if not _ordered(config.nifti_range, 1.0):
         found.append(f"data.nifti_range must be two fractions 0 <= low < high <= 1 "
                      f"(got {config.nifti_range!r})")
     share = config.nifti_min_foreground
     if not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
         found.append(f"data.nifti_min_foreground must be a fraction in [0, 1] (got {share!r})")
+    if config.normalise not in NORMALISERS:
+        found.append(f"data.normalise must be one of {', '.join(NORMALISERS)} "
+                     f"(got {config.normalise!r})")
+    if not _ordered(config.percentiles, 100.0):
+        found.append(f"data.percentiles must be two percentiles 0 <= low < high <= 100 "
+                     f"(got {config.percentiles!r})")
+    held = config.subject_split
+    if held is not None and not (isinstance(held, (int, float)) and 0.0 < held < 1.0):
+        found.append(f"data.subject_split must be a share of subjects between 0 and 1, "
+                     f"e.g. 0.2 (got {held!r})")
     return found
 
 
+def _ordered(pair: object, top: float) -> bool:
+    """True for two numbers with 0 <= low < high <= top."""
+    try:
+        low, high = (float(v) for v in pair)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return False
+    return 0.0 <= low < high <= top
+
+
 def nifti_problems(config: DataConfig) -> list[str]:
-    """What the nifti source refuses before reading: no --data, a missing path, bad slicing."""
+    """What the nifti source refuses before reading: no --data, a missing path, bad settings."""
     wanted = "FILE.nii.gz or --data FOLDER of NIfTI volumes"
     return path_problems(config.path, config.dataset, wanted) + volume_problems(config)
 
@@ -181,13 +255,32 @@ def nifti_shape(config: DataConfig) -> tuple[int, int, int] | None:
     return None if config.resolution is None else (1, config.resolution, config.resolution)
 
 
+def select_volumes(root: Path, config: DataConfig) -> tuple[list[Path], str]:
+    """The volumes of the configured split under folder `root`, and the split's label."""
+    if config.subject_split is None:
+        folders, label = select_split(root, config.split)
+        return list_files(folders, is_nifti_file), label
+    layout = find_layout(root)
+    if layout is not None:
+        raise DataError(f"{root} already has split folders ({', '.join(p.name for p in layout.values())}): "
+                        "data.subject_split splits a flat folder of volumes; drop it, or point --data "
+                        "at one split folder")
+    files = list_files([root], is_nifti_file)
+    if not files and list_files([root], is_image_file):
+        raise DataError(f"{root} holds image files, not NIfTI volumes: data.subject_split splits "
+                        "folders of volumes by subject; drop it and use split folders")
+    return split_by_subject(files, root, float(config.subject_split), config.split), config.split
+
+
 @register_source("nifti", fits=True, problems=nifti_problems, shape=nifti_shape)
 def load_nifti(config: DataConfig) -> ImageData:
-    """The `nifti` source: one .nii/.nii.gz file, or a folder of them (split layout as for images)."""
+    """The `nifti` source: one .nii/.nii.gz file, or a folder of them (split as in the module doc)."""
     if not config.path:
-        raise ConfigError("dataset 'nifti' needs a path: --data FILE.nii.gz or --data FOLDER of NIfTI volumes")
-    if config.nifti_axis not in AXIS_NAMES:
-        raise ConfigError(f"data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) (got {config.nifti_axis})")
+        raise ConfigError("dataset 'nifti' needs a path: --data FILE.nii.gz or --data FOLDER of "
+                          "NIfTI volumes")
+    problems = volume_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
     root = Path(config.path).expanduser()
     if not root.exists():
         raise DataError(f"{root} does not exist; pass a NIfTI volume or a folder of them with --data")
@@ -196,19 +289,58 @@ def load_nifti(config: DataConfig) -> ImageData:
             raise DataError(f"{root} is not a NIfTI volume (.nii or .nii.gz)")
         files, label, name = [root], "all", volume_name(root)
     else:
-        folders, label = select_split(root, config.split)
-        files, name = list_files(folders, is_nifti_file), root.name
+        files, label = select_volumes(root, config)
+        name = root.name
         if not files:
-            raise DataError(f"no NIfTI volumes (.nii, .nii.gz) in {root} (searched recursively, mask folders skipped)")
+            raise DataError(f"no NIfTI volumes (.nii, .nii.gz) in {root} (searched recursively, "
+                            "mask folders skipped)")
     settings = {**cache.cache_settings(config, "nifti", label), "axis": config.nifti_axis,
-                "range": list(config.nifti_range), "min_foreground": config.nifti_min_foreground}
-    decoded = cache.cached(root, files, settings, lambda: decode_volumes(files, root, config), enabled=config.cache)
+                "range": list(config.nifti_range), "min_foreground": config.nifti_min_foreground,
+                "normalise": config.normalise, "percentiles": list(config.percentiles),
+                "subject_split": config.subject_split, "pixels": "square"}
+    decoded = cache.cached(root, files, settings, lambda: decode_volumes(files, root, config),
+                           enabled=config.cache)
     if decoded.from_cache:
         check_unreadable(decoded.skipped, decoded.attempted, root, noun="volume")
+    axis = AXIS_NAMES[config.nifti_axis]
     if len(decoded.images) == 0:
-        raise DataError(f"{root}: no slices left: every {AXIS_NAMES[config.nifti_axis]} slice in "
-                        f"data.nifti_range {tuple(config.nifti_range)} has less than {config.nifti_min_foreground:.0%} "
-                        "foreground; lower data.nifti_min_foreground or widen data.nifti_range")
+        raise DataError(f"{root}: no slices left: every {axis} slice in data.nifti_range "
+                        f"{tuple(config.nifti_range)} has less than "
+                        f"{config.nifti_min_foreground:.0%} foreground; lower "
+                        "data.nifti_min_foreground or widen data.nifti_range")
     note = ", from the decoded-image cache" if decoded.from_cache else ""
-    source = f"{root} ({len(files)} volume(s), {len(decoded.images)} {AXIS_NAMES[config.nifti_axis]} slices{note})"
+    source = f"{root} ({len(files)} volume(s), {len(decoded.images)} {axis} slices{note})"
     return ImageData(decoded.images, f"{name}/{label}", source)
+
+
+def save_nifti_stack(images: torch.Tensor | np.ndarray, path: str | Path,
+                     spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+    """Write uint8 slices [N, C, H, W] as one axial NIfTI volume that viewers and ganforge read back.
+
+    Slice k becomes axial plane k of a RAS+ volume [W, H, N] laid out as the nifti source
+    reads slices (rows up = anterior, columns right), so ``--dataset nifti --set
+    data.normalise=minmax --set data.nifti_min_foreground=0`` gives the images back.
+    `spacing` is the (column, row, slice) size in mm; the volume is centred on the origin.
+    RGB slices are stored as their luma. Returns the path written (.nii or .nii.gz).
+    """
+    import nibabel as nib
+
+    target = Path(path)
+    if not target.name.lower().endswith((".nii", ".nii.gz")):
+        raise DataError(f"{target}: a NIfTI stack needs a .nii or .nii.gz name")
+    stack = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+    if stack.dtype != torch.uint8 or stack.ndim != 4 or stack.shape[1] not in (1, 3):
+        raise DataError(f"save_nifti_stack wants uint8 slices [N, 1 or 3, H, W], got "
+                        f"{stack.dtype} {tuple(stack.shape)}")
+    sizes = [float(s) for s in spacing]
+    if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
+        raise DataError(f"NIfTI spacing must be three positive sizes in mm (got {tuple(spacing)})")
+    gray = to_channels(stack.cpu(), 1)[:, 0].numpy()  # [N, H, W]
+    planes = np.flip(gray, axis=1).transpose(2, 1, 0)  # undo orient_slice: [W, H, N]
+    affine = np.diag([*sizes, 1.0])
+    affine[:3, 3] = -(np.array(planes.shape) - 1) / 2 * np.array(sizes)
+    volume = nib.Nifti1Image(np.ascontiguousarray(planes), affine)
+    volume.header.set_xyzt_units("mm")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(volume, str(target))
+    return target
