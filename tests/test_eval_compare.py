@@ -47,7 +47,8 @@ def test_training_logs_quality_over_time_and_keeps_the_best_checkpoint(runs):
     assert [r["step"] for r in records] == [10, 20, 30]
     for r in records:
         assert r["main"] == pytest.approx(r["fid"], rel=1e-5) and r["elapsed_s"] > 0
-        assert {"precision", "recall", "coverage", "class_kl"} <= set(r)
+        assert {"precision", "recall", "density", "coverage", "class_coverage", "class_kl"} <= set(r)
+        assert "fid_enc" not in r  # training evaluates in the classifier's space only (cheap)
     assert [r["elapsed_s"] for r in records] == sorted(r["elapsed_s"] for r in records)
     assert (gan.run_dir / "checkpoints" / "best.pt").is_file()
     assert gan.best_metric == pytest.approx(min(r["main"] for r in records), rel=1e-5)
@@ -84,8 +85,14 @@ def test_eval_prints_a_table_and_writes_json_into_the_run(runs, capsys):
     assert (record["count"], record["seed"], record["reference"], record["trained_on"]) == (500, 3, "mnist/train",
                                                                                            "mnist/train")
     assert record["main"] == "fid" and record["metrics"]["fid"] > 0 and record["features"] == "mnist"
-    assert {"kid", "precision", "recall", "coverage", "class_kl", "swd", "msssim", "msssim_real"} <= set(
+    assert {"kid", "precision", "recall", "class_coverage", "class_kl", "swd", "msssim", "msssim_real"} <= set(
         record["metrics"])
+    assert {"fid_enc", "kid_enc", "precision_enc", "recall_enc"} <= set(record["metrics"])
+    for key in ("fid", "kid", "precision", "recall", "fid_enc", "recall_enc"):  # 95 % bootstrap intervals
+        low, high = record["intervals"][key]
+        assert low <= record["metrics"][key] <= high and (high > low or key.startswith("recall"))
+    assert "not Inception" in record["spaces"]["classifier"] and "contrastive encoder" in record["spaces"]["encoder"]
+    assert "contrastive encoder features" in table and "classifier features" in table and "95% interval" in table
 
 
 def test_eval_of_a_checkpoint_with_other_reference_data(runs, capsys, mnist_dir):
@@ -141,6 +148,9 @@ def test_compare_writes_a_self_contained_report_with_valid_images(runs, tmp_path
     for heading in ("Samples at the same fractions of training", "Loss curves", "Quality versus time", "Metrics"):
         assert heading in text
     assert "src=\"http" not in text and "src='http" not in text
+    for space in ("classifier features", "contrastive encoder features", "not Inception FID"):
+        assert space in text  # every number is named by the network that measured it
+    assert "class='ci'" in text  # intervals beside the values
     markdown = html_path.with_suffix(".md").read_text()
     assert "| fid |" in markdown and "report_files/" in markdown
     for link in [line.split("](")[1].split(")")[0] for line in markdown.splitlines() if "](" in line]:
@@ -164,3 +174,21 @@ def test_compare_refuses_runs_on_different_data_unless_allowed(runs, tmp_path, m
 def test_compare_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["compare", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
     assert "not a finished ganforge run folder" in capsys.readouterr().err
+
+
+def test_compare_flags_differences_inside_the_noise_and_spaces_that_disagree():
+    from types import SimpleNamespace
+
+    from ganforge.report.model import MetricRow, noise_and_disagreement
+    runs = [SimpleNamespace(name="gan"), SimpleNamespace(name="demo")]
+    rows = [MetricRow("fid", "lower", [70.0, 72.0], {0}, None, [[66.0, 74.0], [68.0, 76.0]], "classifier"),
+            MetricRow("fid_enc", "lower", [30.0, 20.0], {1}, None, [[29.0, 31.0], [19.0, 21.0]], "encoder"),
+            MetricRow("recall", "higher", [0.5, 0.2], {0}, None, [[0.48, 0.52], [0.18, 0.22]], "classifier"),
+            MetricRow("recall_enc", "higher", [0.4, 0.1], {0}, None, [[0.38, 0.42], [0.08, 0.12]], "encoder")]
+    noise, order = noise_and_disagreement(runs, rows)
+    assert noise.startswith("gan and demo differ by less than the noise") and noise.endswith("on fid: this "
+                                                                                             "count cannot tell "
+                                                                                             "them apart there.")
+    assert "rank gan and demo differently on fid (" in order and "recall" not in order
+    rows[1].values = [30.0, 40.0]  # the encoder now agrees with the classifier; both recalls differ clearly
+    assert noise_and_disagreement(runs, rows) == [noise]

@@ -13,7 +13,8 @@ ARROWS = {"lower": "lower is better", "higher": "higher is better", "match": "cl
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure a run's image quality (FID, KID, IS, precision/recall, SWD, ...)",
+    p = sub.add_parser("eval", help="measure a run's image quality (FID, KID, precision/recall, density/coverage, "
+                                    "SWD, ...)",
                        description="Generate --count images and compare them with the run's reference data. "
                                    "Writes eval-<seed>.json into the run folder and prints a table.")
     p.add_argument("source", help="a run folder, a generator .safetensors or a checkpoint .pt")
@@ -21,16 +22,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="generated images, and reference images at most (default 2000)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed for the generated images (default 0)")
     p.add_argument("--metrics", default="auto",
-                   help="comma-separated: fid,kid,is,precision-recall,class-balance,swd,msssim,fid-inception "
-                        "(output names such as recall also work); auto: all that fit the data")
+                   help="comma-separated: fid,kid,precision-recall,density-coverage,is,class-balance,swd,"
+                        "msssim,fid-inception (output names such as recall or fid_enc also work); auto: all "
+                        "that fit the data")
     p.add_argument("--data", default=None,
                    help="reference data: a dataset (mnist, mnist/test, fashion-mnist, brain-mri, ...) or a path; "
                         "default: rebuilt from the run's config.json")
     p.add_argument("--features", default="auto", choices=("auto", "mnist", "fashion-mnist", "none"),
-                   help="classifier for feature metrics (auto: by dataset)")
+                   help="which dataset's networks (classifier and contrastive encoder) give the feature "
+                        "spaces (auto: by dataset); none: only metrics that need no network")
+    p.add_argument("--resamples", type=resample_count, default=100,
+                   help="bootstrap resamples for the 95%% intervals (default 100; 0: no intervals)")
     p.add_argument("--out", "-o", default=None, help="JSON file (default: eval-<seed>.json in the run folder)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(run=run)
+
+
+def resample_count(text: str) -> int:
+    """0 (no intervals) or a positive number of bootstrap resamples."""
+    value = int(text) if text.isdigit() else -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive whole number of resamples, got {text!r}")
+    return value
 
 
 def _number(value: float | None) -> str:
@@ -39,19 +52,45 @@ def _number(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return f"[{_number(bounds[0])}, {_number(bounds[1])}]" if bounds else ""
+
+
+def _groups(record: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Output keys grouped under the feature space that produced them (other metrics last)."""
+    from ganforge.metrics import split_key
+
+    spaces = record.get("spaces") or {}
+    groups: dict[str, list[str]] = {space: [] for space in spaces}
+    other: list[str] = []
+    for key in record["metrics"]:
+        space = split_key(key)[1]
+        (groups[space] if space in groups else other).append(key)
+    named = [(spaces[space], keys) for space, keys in groups.items() if keys]
+    return named + ([("other metrics" if named else "", other)] if other else [])
+
+
 def format_table(record: dict[str, Any]) -> str:
-    """A fixed-width table of the metrics, the real-vs-real floor where documented, and which way is better."""
+    """A fixed-width table of the metrics, grouped by feature space (each named), with 95 % intervals,
+    the real-vs-real floor where documented, and which way is better."""
     floor = record.get("floor") or {}
-    rows = [(key, _number(value), _number(floor.get(key)) if floor else "", ARROWS[record["better"][key]])
-            for key, value in record["metrics"].items()]
-    width = max(len(r[0]) for r in rows)
+    intervals = record.get("intervals") or {}
+    metrics = record["metrics"]
+    width = max(len(key) for key in metrics)
     head = (f"{record['arch']} at iteration {record['step']} vs {record['reference']}: {record['count']} generated "
-            f"(seed {record['seed']}), {record['reference_count']} reference images, features: {record['features']}")
+            f"(seed {record['seed']}), {record['reference_count']} reference images")
     real = f"  {'real vs real':>12}" if floor else ""
-    lines = [head, f"{'metric':<{width}}  {'value':>10}{real}  better"]
-    for key, value, floor_value, arrow in rows:
-        line = f"{key:<{width}}  {value:>10}" + (f"  {floor_value:>12}" if floor else "") + f"  {arrow}"
-        lines.append((line + ("   <- main" if key == record["main"] else "")).rstrip())
+    lines = [head, f"{'metric':<{width}}  {'value':>10}  {'95% interval':<20}{real}  better"]
+    for title, keys in _groups(record):
+        if title:
+            lines.append(f"-- {title}")
+        for key in keys:
+            line = (f"{key:<{width}}  {_number(metrics[key]):>10}  {_interval(intervals.get(key)):<20}"
+                    + (f"  {_number(floor.get(key)):>12}" if floor else "") + f"  {ARROWS[record['better'][key]]}")
+            lines.append((line + ("   <- main" if key == record["main"] else "")).rstrip())
+    if intervals:
+        lines.append(f"intervals: estimate ± 1.96 bootstrap standard deviations ({record.get('resamples')} "
+                     "resamples); two runs whose difference is inside them are not told apart by this count")
     return "\n".join(lines)
 
 
@@ -61,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from ganforge.training.runtime import resolve_device
 
     record = evaluate_source(args.source, count=args.count, seed=args.seed, metrics=args.metrics, data=args.data,
-                             device=resolve_device(args.device), features=args.features)
+                             device=resolve_device(args.device), features=args.features,
+                             resamples=args.resamples)
     out = Path(args.out) if args.out else default_output(args.source, args.seed)
     write_text(out, json.dumps(record, indent=2) + "\n")
     print(format_table(record))

@@ -101,7 +101,7 @@ def frame_at(record: RunRecord, fraction: float) -> Frame | None:
 def attach_evaluation(record: RunRecord, count: int, seed: int, metrics: str, device: Any,
                       log: Callable[[str], None]) -> None:
     """Fill record.evaluation from a matching eval-<seed>.json, or evaluate and save one."""
-    from ganforge.metrics.runs import default_output, evaluate_source
+    from ganforge.metrics.runs import EVAL_FORMAT, default_output, evaluate_source
 
     out = default_output(record.path, seed)
     if out.is_file():
@@ -109,8 +109,8 @@ def attach_evaluation(record: RunRecord, count: int, seed: int, metrics: str, de
             saved = json.loads(out.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             saved = {}
-        if (saved.get("count"), saved.get("seed"), saved.get("step"), saved.get("requested")) == (
-                count, seed, record.summary.get("steps"), metrics or "auto"):
+        if (saved.get("format"), saved.get("count"), saved.get("seed"), saved.get("step"),
+                saved.get("requested")) == (EVAL_FORMAT, count, seed, record.summary.get("steps"), metrics or "auto"):
             record.evaluation = saved
             return
     log(f"evaluating {record.name} on {count} images ...")

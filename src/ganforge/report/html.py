@@ -39,6 +39,9 @@ td.best { font-weight: 700; background: #dafbe1; }
 .gifs { display: flex; flex-wrap: wrap; gap: 24px; }
 .gifs figure { margin: 0; padding: 12px; border: 1px solid var(--line); border-radius: 8px; background: var(--panel); }
 .gifs img { width: 300px; image-rendering: pixelated; display: block; }
+tr.space th { background: #ddf4ff; font-weight: 600; }
+span.ci { display: block; color: var(--muted); font-size: 11.5px; }
+ul.flags li { margin: 4px 0; }
 """
 
 
@@ -80,9 +83,31 @@ def _grids(report: Report) -> str:
     return f"<table class='grids'><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 
 
+def format_interval(bounds: list[float] | None) -> str:
+    return f"{format_value(bounds[0])} – {format_value(bounds[1])}" if bounds else ""
+
+
 def _metric_cell(row: MetricRow, index: int) -> str:
     css = "num best" if index in row.best else "num"
-    return f"<td class='{css}'>{format_value(row.values[index])}</td>"
+    bounds = row.intervals[index] if row.intervals else None
+    interval = f"<span class='ci'>{escape(format_interval(bounds))}</span>" if bounds else ""
+    return f"<td class='{css}'>{format_value(row.values[index])}{interval}</td>"
+
+
+def space_title(report: Report, space: str | None) -> str:
+    """The group heading of a metrics table: the feature network by name, or 'no feature network'."""
+    if space is None:
+        return "other metrics (classifier predictions, pixels)"
+    return report.spaces.get(space, f"{space} features")
+
+
+def grouped_rows(report: Report) -> list[tuple[str, list[MetricRow]]]:
+    """Metric rows grouped under their feature space, in the order the spaces first appear."""
+    groups: dict[str | None, list[MetricRow]] = {}
+    for row in report.metric_rows:
+        groups.setdefault(row.space, []).append(row)
+    order = sorted(groups, key=lambda space: (space is None, list(groups).index(space)))
+    return [(space_title(report, space), groups[space]) for space in order]
 
 
 def _metrics(report: Report) -> str:
@@ -91,18 +116,25 @@ def _metrics(report: Report) -> str:
     first = next(r.evaluation for r in report.runs if r.evaluation)
     head = "".join(f"<th>{escape(run.name)}</th>" for run in report.runs)
     show_floor = any(row.floor is not None for row in report.metric_rows)
-    rows = "".join(
-        f"<tr><th>{escape(row.key)}</th>" + "".join(_metric_cell(row, i) for i in range(len(report.runs)))
-        + (f"<td class='num'>{format_value(row.floor)}</td>" if show_floor else "")
-        + f"<td>{BETTER_TEXT[row.better]}</td></tr>" for row in report.metric_rows)
+    columns = len(report.runs) + 2 + show_floor
+    rows = []
+    for title, group in grouped_rows(report):
+        rows.append(f"<tr class='space'><th colspan='{columns}'>{escape(title)}</th></tr>")
+        rows += [f"<tr><th>{escape(row.key)}</th>" + "".join(_metric_cell(row, i) for i in range(len(report.runs)))
+                 + (f"<td class='num'>{format_value(row.floor)}</td>" if show_floor else "")
+                 + f"<td>{BETTER_TEXT[row.better]}</td></tr>" for row in group]
     floor_head = "<th>real vs real</th>" if show_floor else ""
     refs = ", ".join(sorted({f"{r.evaluation['reference']}" for r in report.runs if r.evaluation}))
-    note = (f"{first['count']} generated images per run (noise seed {first['seed']}) against {refs}; "
-            f"features: {first['features']}. Best value per row in bold green.")
+    note = (f"{first['count']} generated images per run (noise seed {first['seed']}) against {refs}. "
+            "Small grey ranges: 95 % bootstrap intervals. Best value per row in bold green.")
     if report.floor_note:
         note += " " + report.floor_note
-    return (f"<table><tr><th>metric</th>{head}{floor_head}<th>better</th></tr>{rows}</table>"
-            f"<p class='note'>{escape(note)}</p>")
+    flags = "".join(f"<li>{escape(flag)}</li>" for flag in report.flags)
+    flags_html = (f"<h3>Noise and agreement</h3><ul class='flags'>{flags}</ul>" if flags else
+                  "<p class='note'>Every difference between runs is larger than the bootstrap noise, and both "
+                  "feature spaces order the runs alike.</p>" if len(report.runs) > 1 else "")
+    return (f"<table class='metrics'><tr><th>metric</th>{head}{floor_head}<th>better</th></tr>{''.join(rows)}"
+            f"</table><p class='note'>{escape(note)}</p>{flags_html}")
 
 
 def _figure(png: bytes | None, alt: str, missing: str) -> str:

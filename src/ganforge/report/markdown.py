@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from ganforge.artefacts.files import write_bytes, write_text
-from ganforge.report.html import BETTER_TEXT, format_value
+from ganforge.report.html import BETTER_TEXT, format_interval, format_value, grouped_rows
 from ganforge.report.model import Report, run_facts
 
 
@@ -45,13 +45,22 @@ def _metrics(report: Report) -> list[str]:
     show_floor = any(row.floor is not None for row in report.metric_rows)
     header = ["metric", *(r.name for r in report.runs), *(["real vs real"] if show_floor else []), "better"]
     rows = []
-    for row in report.metric_rows:
-        cells = [f"**{format_value(v)}**" if i in row.best else format_value(v) for i, v in enumerate(row.values)]
-        rows.append([row.key, *cells, *([format_value(row.floor)] if show_floor else []), BETTER_TEXT[row.better]])
+    for title, group in grouped_rows(report):
+        rows.append([f"*{title}*", *([""] * (len(header) - 1))])
+        for row in group:
+            cells = []
+            for i, value in enumerate(row.values):
+                text = f"**{format_value(value)}**" if i in row.best else format_value(value)
+                bounds = row.intervals[i] if row.intervals else None
+                cells.append(text + (f" ({format_interval(bounds)})" if bounds else ""))
+            rows.append([row.key, *cells, *([format_value(row.floor)] if show_floor else []),
+                         BETTER_TEXT[row.better]])
     first = next(r.evaluation for r in report.runs if r.evaluation)
-    note = (f"{first['count']} generated images per run (noise seed {first['seed']}); features: {first['features']}; "
-            "best value per row in bold.")
-    return [*_table(header, rows), note + (" " + report.floor_note if report.floor_note else ""), ""]
+    note = (f"{first['count']} generated images per run (noise seed {first['seed']}); 95 % bootstrap intervals "
+            "in brackets; best value per row in bold.")
+    flags = [f"* {flag}" for flag in report.flags]
+    return [*_table(header, rows), note + (" " + report.floor_note if report.floor_note else ""), "",
+            *(["### Noise and agreement", "", *flags, ""] if flags else [])]
 
 
 def render_markdown(report: Report, assets_folder: Path) -> tuple[str, _Assets]:

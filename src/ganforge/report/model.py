@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ganforge.errors import ConfigError
-from ganforge.metrics import direction
+from ganforge.metrics import direction, split_key
+from ganforge.metrics.uncertainty import within_noise
 from ganforge.metrics.floors import floor_for
 from ganforge.report.collect import Frame, RunRecord, frame_at
 from ganforge.report.figures import loss_figure, quality_figure
@@ -27,6 +28,8 @@ class MetricRow:
     values: list[float | None]  # one per run
     best: set[int]  # indices of the runs with the best value
     floor: float | None  # real-vs-real value at the same count, where documented
+    intervals: list[list[float] | None] = field(default_factory=list)  # 95 % bootstrap interval per run
+    space: str | None = None  # the feature space that produced it (None: needs no features)
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Report:
     metric_rows: list[MetricRow]
     floor_note: str | None
     command: str
+    spaces: dict[str, str] = field(default_factory=dict)  # feature space -> how reports name it
+    flags: list[str] = field(default_factory=list)  # within-noise and disagreement findings
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -84,9 +89,43 @@ def metric_rows(runs: list[RunRecord], mixed: bool) -> tuple[list[MetricRow], st
         values = [e.get("metrics", {}).get(key) for e in evaluations]
         targets = [e.get("metrics", {}).get("msssim_real") for e in evaluations]
         best = set() if mixed else _best(values, direction(key), targets)
-        rows.append(MetricRow(key, direction(key), values, best, (floors or {}).get("metrics", {}).get(key)))
+        intervals = [(e.get("intervals") or {}).get(key) for e in evaluations]
+        rows.append(MetricRow(key, direction(key), values, best, (floors or {}).get("metrics", {}).get(key),
+                              intervals, split_key(key)[1]))
     note = floors.get("note") if floors else None
     return rows, note
+
+
+RANKED = ("fid", "kid", "precision", "recall", "density", "coverage")  # outputs checked for disagreement
+
+
+def noise_and_disagreement(runs: list[RunRecord], rows: list[MetricRow]) -> list[str]:
+    """Plain sentences: pairs of runs whose difference is inside the bootstrap noise, and pairs the
+    two feature spaces put in opposite order."""
+    flags: list[str] = []
+    by_key = {row.key: row for row in rows}
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            a, b = runs[i].name, runs[j].name
+            tied = [row.key for row in rows if row.intervals and row.values[i] is not None
+                    and row.values[j] is not None
+                    and within_noise(row.values[i], row.values[j], row.intervals[i], row.intervals[j])]
+            if tied:
+                flags.append(f"{a} and {b} differ by less than the noise (95 % bootstrap intervals) on "
+                             f"{', '.join(tied)}: this count cannot tell them apart there.")
+            opposite = []
+            for key in RANKED:
+                first, second = by_key.get(key), by_key.get(key + "_enc")
+                if first is None or second is None or None in (first.values[i], first.values[j],
+                                                                second.values[i], second.values[j]):
+                    continue
+                if (first.values[i] - first.values[j]) * (second.values[i] - second.values[j]) < 0:
+                    opposite.append(key)
+            if opposite:
+                flags.append(f"The two feature spaces rank {a} and {b} differently on {', '.join(opposite)} "
+                             "(classifier features vs contrastive encoder features): one network's opinion is "
+                             "not enough to call a winner there.")
+    return flags
 
 
 def assemble(runs: list[RunRecord], allow_mixed: bool, title: str | None, command: str) -> Report:
@@ -94,7 +133,12 @@ def assemble(runs: list[RunRecord], allow_mixed: bool, title: str | None, comman
     grids = [(run, [(f, frame_at(run, f)) for f in FRACTIONS]) for run in runs]
     rows, floor_note = metric_rows(runs, banner is not None)
     title = title or "ganforge comparison: " + " vs ".join(r.name for r in runs)
-    return Report(title, runs, banner, grids, loss_figure(runs), quality_figure(runs), rows, floor_note, command)
+    spaces: dict[str, str] = {}
+    for run in runs:
+        spaces.update((run.evaluation or {}).get("spaces") or {})
+    flags = [] if banner else noise_and_disagreement(runs, rows)
+    return Report(title, runs, banner, grids, loss_figure(runs), quality_figure(runs), rows, floor_note, command,
+                  spaces=spaces, flags=flags)
 
 
 def describe_schedule(run: RunRecord) -> str:
