@@ -1,4 +1,4 @@
-"""The `dcgan` and `dcgan-oasis` architectures, the oasis presets, and one short real training run."""
+"""The `dcgan` and `dcgan-oasis` architectures, the oasis presets, one short real training run."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def test_dcgan_oasis_is_the_documented_architecture():
     assert images.shape == (3, 1, 128, 128)
     layers = list(generator.modules())
     assert isinstance(layers[2], nn.Linear)  # Dense first
-    assert sum(isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) for m in layers) == 3  # 16->32->64->128
+    assert (
+        sum(isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) for m in layers) == 3
+    )  # 16->32->64->128
     assert sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in layers) == 3
     assert {m.negative_slope for m in layers if isinstance(m, nn.LeakyReLU)} == {0.2}
     assert isinstance(layers[-1], nn.Tanh)
@@ -64,28 +66,51 @@ def test_dcgan_oasis_is_the_documented_architecture():
     convs = [m for m in d_layers if isinstance(m, nn.Conv2d)]
     assert len(convs) == 2 and all(c.stride == (2, 2) for c in convs)
     assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in d_layers)  # no pooling
-    assert isinstance(d_layers[-1], nn.Linear) and d_layers[-1].out_features == 1  # Dense output, a logit
+    # "BatchNorm in both networks", LeakyReLU(0.2) after the convolution and BatchNorm
+    kinds = [type(m).__name__ for m in discriminator.net]
+    assert kinds[:6] == ["KerasConv2d", "BatchNorm2d", "LeakyReLU"] * 2
+    assert not any(isinstance(m, nn.Dropout) for m in d_layers)  # the document has none
+    assert (
+        isinstance(d_layers[-1], nn.Linear) and d_layers[-1].out_features == 1
+    )  # Dense output, a logit
     assert discriminator.eval()(images).shape == (3,)  # one logit per image
     assert get_architecture("dcgan-oasis").default_resolution == 128
 
 
+def test_dcgan_oasis_keeps_the_tutorial_discriminator_as_an_option():
+    _, tutorial = build_models("dcgan-oasis", 100, (1, 64, 64), {"d_norm": "none", "dropout": 0.3})
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in tutorial.modules())
+    assert [m.p for m in tutorial.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    assert tutorial.eval()(torch.zeros(2, 1, 64, 64)).shape == (2,)
+
+
 def test_dcgan_uses_the_papers_initialisation():
     generator, discriminator = build_models("dcgan", 100, (3, 64, 64))
-    weights = torch.cat([m.weight.detach().flatten() for m in list(generator.modules()) + list(discriminator.modules())
-                         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
-    assert abs(float(weights.mean())) < 1e-3 and float(weights.std()) == pytest.approx(0.02, rel=0.05)
+    weights = torch.cat(
+        [
+            m.weight.detach().flatten()
+            for m in list(generator.modules()) + list(discriminator.modules())
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+        ]
+    )
+    assert abs(float(weights.mean())) < 1e-3 and float(weights.std()) == pytest.approx(
+        0.02, rel=0.05
+    )
     assert not any(isinstance(m, (nn.MaxPool2d, nn.Linear)) for m in discriminator.modules())
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "dcgan-oasis"])
-@pytest.mark.parametrize("shape, words", [
-    ((1, 100, 100), "100 is not a power of two"),
-    ((1, 48, 48), "48 is not a power of two"),
-    ((1, 16, 16), "from 32 to 256"),
-    ((1, 512, 512), "from 32 to 256"),
-    ((1, 128, 64), "square"),
-    ((2, 64, 64), "1- or 3-channel"),
-])
+@pytest.mark.parametrize(
+    "shape, words",
+    [
+        ((1, 100, 100), "100 is not a power of two"),
+        ((1, 48, 48), "48 is not a power of two"),
+        ((1, 16, 16), "from 32 to 256"),
+        ((1, 512, 512), "from 32 to 256"),
+        ((1, 128, 64), "square"),
+        ((2, 64, 64), "1- or 3-channel"),
+    ],
+)
 def test_unsupported_shapes_are_refused_with_the_reason(arch, shape, words):
     with pytest.raises(ConfigError) as info:
         build_models(arch, 100, shape)
@@ -97,9 +122,16 @@ def test_training_at_a_non_power_of_two_resolution_stops_with_a_config_error(tmp
     folder.mkdir()
     for i in range(8):
         Image.fromarray(np.full((30, 30), 20 * i, np.uint8)).save(folder / f"{i}.png")
-    config = load_preset("oasis-dcgan").with_overrides({
-        "data.path": str(folder), "data.resolution": 100, "batch_size": 4, "iterations": 1,
-        "out_dir": str(tmp_path / "runs"), "device": "cpu"})
+    config = load_preset("oasis-dcgan").with_overrides(
+        {
+            "data.path": str(folder),
+            "data.resolution": 100,
+            "batch_size": 4,
+            "iterations": 1,
+            "out_dir": str(tmp_path / "runs"),
+            "device": "cpu",
+        }
+    )
     with pytest.raises(ConfigError, match="resolution 100 is not a power of two"):
         train(config, show_progress=False)
 
@@ -110,31 +142,65 @@ def test_oasis_preset_is_the_documented_recipe():
     assert (config.optim.lr_g, config.optim.lr_d) == (1e-3, 1e-3)
     assert (config.data.resolution, config.data.channels, config.data.fit) == (128, 1, "pad")
     assert config.schedule_unit == "epoch" and config.sample_every == 1
+    assert config.epochs == 100  # "generated images at 100th epoch"
+    assert config.model.options == {"d_norm": "batch", "dropout": 0.0}  # BN in both networks
     stable = load_preset("oasis-dcgan-stable").validate()
     assert (stable.optim.lr_g, stable.optim.lr_d, stable.optim.beta1) == (2e-4, 2e-4, 0.5)
-    assert (stable.model, stable.data, stable.loss, stable.batch_size) == (config.model, config.data, config.loss, 128)
+    assert (stable.model, stable.data, stable.loss, stable.batch_size) == (
+        config.model,
+        config.data,
+        config.loss,
+        128,
+    )
 
 
 def test_oasis_dcgan_trains_on_real_brain_slices_and_writes_every_artefact(tmp_path):
     if not BRAIN.is_dir():
         pytest.skip(f"real brain slices not found: {BRAIN}")
-    config = load_preset("oasis-dcgan").with_overrides({
-        "data.path": str(BRAIN), "data.limit": 64, "data.resolution": 32,
-        "model.options.width": 0.125, "batch_size": 16, "iterations": 3, "log_every": 1, "sample_every": 1,
-        "out_dir": str(tmp_path / "runs"), "run_name": "brain", "device": "cpu", "compile": "off"})
+    config = load_preset("oasis-dcgan").with_overrides(
+        {
+            "data.path": str(BRAIN),
+            "data.limit": 64,
+            "data.resolution": 32,
+            "model.options.width": 0.125,
+            "batch_size": 16,
+            "iterations": 3,
+            "log_every": 1,
+            "sample_every": 1,
+            "out_dir": str(tmp_path / "runs"),
+            "run_name": "brain",
+            "device": "cpu",
+            "compile": "off",
+        }
+    )
     result = train(config, show_progress=False)
     run = result.run_dir
     assert result.steps == 3
-    assert len(list((run / "samples").glob("*.png"))) == 4  # before training and after each iteration
+    assert (
+        len(list((run / "samples").glob("*.png"))) == 4
+    )  # before training and after each iteration
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["d_loss"]) for r in records)
-    for name in ("generator.safetensors", "losses.png", "training.gif", "summary.json", "config.json"):
+    assert [r["step"] for r in records] == [1, 2, 3] and all(
+        np.isfinite(r["d_loss"]) for r in records
+    )
+    for name in (
+        "generator.safetensors",
+        "losses.png",
+        "training.gif",
+        "summary.json",
+        "config.json",
+    ):
         assert (run / name).is_file(), name
     assert list((run / "checkpoints").glob("ckpt-*.pt"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"] == "brain-mri-slices/train" and summary["image_shape"] == [1, 32, 32]
     generator, info = load_generator(run)  # the exported file rebuilds from the registry
-    assert info.arch == "dcgan-oasis" and generator(torch.randn(2, info.latent_dim)).shape == (2, 1, 32, 32)
+    assert info.arch == "dcgan-oasis" and generator(torch.randn(2, info.latent_dim)).shape == (
+        2,
+        1,
+        32,
+        32,
+    )
     grid = Image.open(sorted((run / "samples").glob("*.png"))[-1])
     assert grid.size[0] > 32 * 5  # a 6x6 grid of 32x32 samples
 

@@ -1,4 +1,8 @@
-"""The notebook's architectures, layer for layer: shapes, parameter counts, Keras semantics."""
+"""The registry and the notebook's architectures: shapes, parameter counts, Keras semantics.
+
+tests/fidelity holds the ports against Keras itself (needs the `fidelity` extra); these
+tests pin the same facts without Keras.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,19 @@ import torch
 from torch import nn
 
 from ganforge.errors import ConfigError
-from ganforge.models import build_models, count_parameters
+from ganforge.models import ARCHITECTURES, build_models, count_parameters, get_architecture
+from ganforge.models.layers import KerasConv2d, same_padding
 
 
-@pytest.mark.parametrize("arch, g_params, d_params", [
-    # Keras "Trainable params" of the notebook's models (BatchNorm: gamma and beta only).
-    ("gan", 4_396_048, 533_505),
-    ("dcgan-mnist", 6_753_409, 502_913),
-])
+@pytest.mark.parametrize(
+    "arch, g_params, d_params",
+    [
+        # Keras "Trainable params" of the notebook's Sequential models (BatchNorm: gamma and
+        # beta only). The DCGAN's D: its second conv is Keras 'valid' (14 -> 5, pooled to 2x2).
+        ("gan", 4_396_048, 533_505),
+        ("dcgan-mnist", 6_753_409, 339_073),
+    ],
+)
 def test_parameter_counts_match_the_notebook(arch, g_params, d_params):
     g, d = build_models(arch, 100, (1, 28, 28))
     assert count_parameters(g) == g_params
@@ -48,6 +57,15 @@ def test_dcgan_mnist_layers_follow_the_notebook():
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(64, (5, 5)), (1, (5, 5))]
     d_convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.out_channels, c.stride) for c in d_convs] == [(64, (2, 2)), (128, (2, 2))]
+    assert [c.keras_padding for c in d_convs] == ["same", "valid"]  # no padding argument: valid
+    sizes = []
+    pool = next(m for m in d.modules() if isinstance(m, nn.MaxPool2d))
+    hook = pool.register_forward_hook(
+        lambda m, i, o: sizes.extend([tuple(i[0].shape[1:]), tuple(o.shape[1:])])
+    )
+    d.eval()(torch.zeros(1, 1, 28, 28))
+    hook.remove()
+    assert sizes == [(128, 5, 5), (128, 2, 2)]  # pooled to 2x2x128 = 512 Dense inputs
     assert any(isinstance(m, nn.MaxPool2d) for m in d.modules())
     assert [m.p for m in d.modules() if isinstance(m, nn.Dropout)] == [0.5]
     assert sum(isinstance(m, nn.ELU) for m in d.modules()) == 3
@@ -76,5 +94,54 @@ def test_bad_model_option_is_a_config_error():
 
 
 def test_unknown_model_option_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="no option 'widht'.*width, dropout"):
+    with pytest.raises(ConfigError, match="no option 'widht'.*width, bn_momentum, dropout"):
         build_models("dcgan-mnist", 100, (1, 28, 28), {"widht": 0.5})
+
+
+def test_options_and_their_defaults_come_from_the_constructors():
+    assert get_architecture("dcgan-mnist").options == {
+        "width": 1.0,
+        "bn_momentum": 0.01,
+        "dropout": 0.5,
+    }
+    assert get_architecture("dcgan-oasis").options == {
+        "width": 1.0,
+        "bn_momentum": 0.01,
+        "d_norm": "batch",
+        "dropout": 0.0,
+    }
+    assert get_architecture("gan").options == {
+        "g_hidden": (256, 512, 1024, 2048),
+        "d_hidden": (512, 256),
+    }
+    assert get_architecture("dcgan").options == {"width": 1.0}
+
+
+def test_problems_name_every_bad_option_and_shape_before_anything_is_built():
+    arch = get_architecture("dcgan-mnist")
+    assert arch.problems((1, 28, 28), {"width": 0.5}) == []
+    found = arch.problems((1, 64, 64), {"widht": 0.5, "dropuot": 0.1})
+    assert len(found) == 3 and all("\n" not in line for line in found)
+    assert "no option 'dropuot'" in found[0] and "no option 'widht'" in found[1]
+    assert "28x28 images only" in found[2]
+    for name, arch in ARCHITECTURES.items():  # every model builds at its default size
+        size = arch.default_resolution or 28
+        assert arch.problems((1, size, size), dict(arch.options)) == [], name
+
+
+def test_bad_option_value_is_a_config_error_that_says_what_is_allowed():
+    with pytest.raises(ConfigError, match="d_norm must be one of batch, none"):
+        build_models("dcgan-oasis", 100, (1, 64, 64), {"d_norm": "layer"})
+
+
+def test_keras_same_padding_puts_the_extra_row_after():
+    assert same_padding(28, 5, 2) == (1, 2)  # 28 -> 14: Keras pads 1 top/left, 2 bottom/right
+    assert same_padding(14, 5, 1) == (2, 2)
+    conv = KerasConv2d(1, 1, 5, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 0, 0] = 1.0  # the kernel's top-left tap reads input (2i - 1, 2j - 1)
+        image = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28)
+        out = conv(image)
+    assert out.shape == (1, 1, 14, 14)
+    assert out[0, 0, 1, 1] == image[0, 0, 1, 1] and out[0, 0, 0, 0] == 0  # row -1 is padding

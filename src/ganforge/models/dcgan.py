@@ -23,41 +23,15 @@ import math
 import torch
 from torch import nn
 
-from ganforge.models.registry import Architecture, ImageShape, register
+from ganforge.models.layers import ImageShape, dcgan_init, resolution_problem, scaled
+from ganforge.models.registry import Architecture, register
 
-MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
 BASE_CHANNELS = 64
 MAX_MULTIPLIER = 8
 
 
-def resolution_problem(shape: ImageShape, low: int = MIN_RESOLUTION, high: int = MAX_RESOLUTION) -> str | None:
-    """None if (C, H, W) is square, 1 or 3 channels and a power of two in [low, high]; else the reason."""
-    channels, height, width = shape
-    sizes = ", ".join(str(2**k) for k in range(int(math.log2(low)), int(math.log2(high)) + 1))
-    if channels not in (1, 3):
-        return f"it makes 1- or 3-channel images (got {channels} channels; set data.channels)"
-    if height != width:
-        return f"it makes square images (got {height}x{width}); set a square size with --resolution"
-    if height < low or height > high or height & (height - 1):
-        return (f"resolution {height} is not a power of two from {low} to {high}: each layer doubles the image "
-                f"size, so use one of {sizes} (--resolution)")
-    return None
-
-
 def _channels(width: float, multiplier: int) -> int:
-    return max(1, round(BASE_CHANNELS * width * min(multiplier, MAX_MULTIPLIER)))
-
-
-def dcgan_init(module: nn.Module) -> None:
-    """Radford et al.: conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(layer.weight, 0.0, 0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.normal_(layer.weight, 1.0, 0.02)
-            nn.init.zeros_(layer.bias)
+    return scaled(BASE_CHANNELS * min(multiplier, MAX_MULTIPLIER), width)
 
 
 class DCGANGenerator(nn.Module):
@@ -67,11 +41,18 @@ class DCGANGenerator(nn.Module):
         stages = int(math.log2(resolution)) - 2  # 4x4 -> R takes this many doublings
         self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
         ch = _channels(width, 2 ** (stages - 1))
-        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),  # [ch, 4, 4]
-                                   nn.BatchNorm2d(ch), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),  # [ch, 4, 4]
+            nn.BatchNorm2d(ch),
+            nn.ReLU(True),
+        ]
         for stage in range(stages - 1):
             out = _channels(width, 2 ** (stages - 2 - stage))
-            layers += [nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False),  # doubles the size
+                nn.BatchNorm2d(out),
+                nn.ReLU(True),
+            ]
             ch = out
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]  # [C, R, R]
         self.net = nn.Sequential(*layers)
@@ -87,10 +68,17 @@ class DCGANDiscriminator(nn.Module):
         channels, resolution = image_shape[0], image_shape[1]
         stages = int(math.log2(resolution)) - 2  # R -> 4x4 takes this many halvings
         ch = _channels(width, 1)
-        layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, ch, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, True),
+        ]
         for stage in range(1, stages):
             out = _channels(width, 2**stage)
-            layers += [nn.Conv2d(ch, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(ch, out, 4, 2, 1, bias=False),  # halves the size
+                nn.BatchNorm2d(out),
+                nn.LeakyReLU(0.2, True),
+            ]
             ch = out
         layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False)]  # [1, 1, 1]
         self.net = nn.Sequential(*layers)
@@ -100,12 +88,13 @@ class DCGANDiscriminator(nn.Module):
         return self.net(images).flatten()  # [N] logits
 
 
-register(Architecture(
-    name="dcgan",
-    summary="Radford et al. DCGAN for square power-of-two sizes 32-256, 1 or 3 channels (option: width)",
-    generator=lambda latent_dim, image_shape, width=1.0, **_: DCGANGenerator(latent_dim, image_shape, width),
-    discriminator=lambda image_shape, width=1.0, **_: DCGANDiscriminator(image_shape, width),
-    supports=resolution_problem,
-    options=("width",),
-    default_resolution=64,
-))
+register(
+    Architecture(
+        name="dcgan",
+        summary="Radford et al. DCGAN for square power-of-two sizes 32-256, 1 or 3 channels",
+        generator=DCGANGenerator,
+        discriminator=DCGANDiscriminator,
+        supports=resolution_problem,
+        default_resolution=64,
+    )
+)

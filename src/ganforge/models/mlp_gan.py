@@ -1,10 +1,13 @@
 """`gan`: the notebook's fully connected GAN.
 
-Generator:     z -> Dense 256 -> 512 -> 1024 -> 2048 (each LeakyReLU 0.2 then BatchNorm) -> Dense C*H*W, tanh
+Generator:     z -> Dense 256 -> 512 -> 1024 -> 2048 (each LeakyReLU 0.2 then BatchNorm)
+               -> Dense C*H*W, tanh -> reshape to the image
 Discriminator: Flatten -> Dense 512 -> LeakyReLU 0.2 -> Dense 256 -> LeakyReLU 0.2 -> Dense 1
 
 Keras ``BatchNormalization(momentum=0.8)`` keeps 80% of the old running value, which is
-PyTorch's ``momentum=0.2``; Keras' epsilon is 1e-3.
+PyTorch's ``momentum=0.2``; Keras' epsilon is 1e-3. Options `g_hidden` and `d_hidden` set
+the hidden widths. For one channel, Keras' channels-last reshape and flatten order the
+pixels as this port does, so Keras weights copy over unchanged.
 """
 
 from __future__ import annotations
@@ -14,19 +17,29 @@ import math
 import torch
 from torch import nn
 
-from ganforge.models.registry import Architecture, ImageShape, keras_init, register
+from ganforge.models.layers import ImageShape, keras_bn, keras_init
+from ganforge.models.registry import Architecture, register
 
-KERAS_BN = dict(momentum=0.2, eps=1e-3)  # Keras BatchNormalization(momentum=0.8)
+NOTEBOOK_BN_MOMENTUM = 0.2  # Keras BatchNormalization(momentum=0.8), in PyTorch's convention
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, latent_dim: int, image_shape: ImageShape, hidden: tuple[int, ...] = (256, 512, 1024, 2048)):
+    def __init__(
+        self,
+        latent_dim: int,
+        image_shape: ImageShape,
+        g_hidden: tuple[int, ...] = (256, 512, 1024, 2048),
+    ):
         super().__init__()
         self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
         layers: list[nn.Module] = []
         width = latent_dim
-        for units in hidden:
-            layers += [nn.Linear(width, units), nn.LeakyReLU(0.2), nn.BatchNorm1d(units, **KERAS_BN)]
+        for units in tuple(g_hidden):
+            layers += [
+                nn.Linear(width, units),
+                nn.LeakyReLU(0.2),
+                keras_bn(nn.BatchNorm1d, units, NOTEBOOK_BN_MOMENTUM),
+            ]
             width = units
         layers += [nn.Linear(width, math.prod(image_shape)), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -37,11 +50,11 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, image_shape: ImageShape, hidden: tuple[int, ...] = (512, 256)):
+    def __init__(self, image_shape: ImageShape, d_hidden: tuple[int, ...] = (512, 256)):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(image_shape)
-        for units in hidden:
+        for units in tuple(d_hidden):
             layers += [nn.Linear(width, units), nn.LeakyReLU(0.2)]
             width = units
         layers.append(nn.Linear(width, 1))
@@ -52,19 +65,11 @@ class MLPDiscriminator(nn.Module):
         return self.net(images).squeeze(1)  # [N] logits
 
 
-def _generator(latent_dim: int, image_shape: ImageShape, g_hidden=(256, 512, 1024, 2048), **_: object) -> nn.Module:
-    return MLPGenerator(latent_dim, image_shape, tuple(g_hidden))
-
-
-def _discriminator(image_shape: ImageShape, d_hidden=(512, 256), **_: object) -> nn.Module:
-    return MLPDiscriminator(image_shape, tuple(d_hidden))
-
-
-register(Architecture(
-    name="gan",
-    summary="the notebook's MLP GAN (G 256-512-1024-2048, D 512-256), any image size",
-    generator=_generator,
-    discriminator=_discriminator,
-    supports=lambda shape: None,
-    options=("g_hidden", "d_hidden"),
-))
+register(
+    Architecture(
+        name="gan",
+        summary="the notebook's MLP GAN (G 256-512-1024-2048, D 512-256), any image size",
+        generator=MLPGenerator,
+        discriminator=MLPDiscriminator,
+    )
+)

@@ -1,35 +1,114 @@
-"""Architectures registered by name.
+"""Architectures registered by name, declared by their two classes.
 
-An architecture is a pair of builders, one for the generator and one for the
-discriminator, plus a check that says which image shapes it supports. Models take plain
-numbers (latent size, image shape, options) and know nothing of files or configs.
+An architecture is a generator class, a discriminator class and a check that says which
+image shapes it supports. Its options are the keyword parameters of the two constructors
+after `latent_dim` / `image_shape`, with the defaults written there and nowhere else, so
+`get_architecture(name).options` and the help texts cannot drift from the code. An option
+that both classes take (e.g. `width`) must have the same default in both.
 
-Every generator maps z [N, latent_dim] -> images [N, C, H, W] in [-1, 1]; every
+Models take plain numbers (latent size, image shape, options) and know nothing of files or
+configs. Every generator maps z [N, latent_dim] -> images [N, C, H, W] in [-1, 1]; every
 discriminator maps images -> logits [N] (the sigmoid lives in the loss, for numerical
 stability; D(x) as a probability is ``torch.sigmoid(logits)``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 from ganforge.errors import ConfigError, unknown_name
+from ganforge.models.layers import ImageShape
 
-ImageShape = tuple[int, int, int]  # (channels, height, width)
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "ImageShape",
+    "build_models",
+    "count_parameters",
+    "get_architecture",
+    "register",
+]
+
+
+def _keyword_options(cls: type, positional: tuple[str, ...]) -> dict[str, Any]:
+    """The constructor's parameters after `positional`, each with its default."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+    names = tuple(p.name for p in params[: len(positional)])
+    if names != positional:
+        raise TypeError(f"{cls.__name__}.__init__ must start with {positional}, got {names}")
+    options = {}
+    for p in params[len(positional) :]:
+        if p.default is inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(
+                f"{cls.__name__}: option {p.name!r} needs a default (and no *args/**kwargs)"
+            )
+        options[p.name] = p.default
+    return options
 
 
 @dataclass(frozen=True)
 class Architecture:
     name: str
     summary: str
-    generator: Callable[..., nn.Module]  # (latent_dim, image_shape, **options) -> nn.Module
-    discriminator: Callable[..., nn.Module]  # (image_shape, **options) -> nn.Module
-    supports: Callable[[ImageShape], str | None]  # None if supported, else the reason
+    generator: type[nn.Module]  # Generator(latent_dim, image_shape, **its options)
+    discriminator: type[nn.Module]  # Discriminator(image_shape, **its options)
+    supports: Callable[[ImageShape], str | None] = lambda shape: None  # None, or the reason
     default_resolution: int | None = None
-    options: tuple[str, ...] = ()  # the option names the builders accept
+    g_options: dict[str, Any] = field(init=False, repr=False)
+    d_options: dict[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        g = _keyword_options(self.generator, ("latent_dim", "image_shape"))
+        d = _keyword_options(self.discriminator, ("image_shape",))
+        for name in set(g) & set(d):
+            if g[name] != d[name]:
+                raise TypeError(
+                    f"{self.name}: option {name!r} defaults to {g[name]!r} in the "
+                    f"generator but {d[name]!r} in the discriminator"
+                )
+        object.__setattr__(self, "g_options", g)
+        object.__setattr__(self, "d_options", d)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every option name -> its default, generator's first (the order of the help text)."""
+        return {**self.g_options, **self.d_options}
+
+    def problems(self, image_shape: ImageShape, options: dict[str, Any] | None = None) -> list[str]:
+        """What is wrong with building this model for `image_shape` with `options`, one line each.
+
+        Checks names and shapes only (no memory is allocated), so `check()` and `--dry-run`
+        can refuse a bad model before any data is read. Empty when the build can proceed.
+        """
+        found = []
+        valid = ", ".join(self.options) or "none"
+        for key in sorted(set(options or {}) - set(self.options)):
+            found.append(f"model {self.name!r} has no option {key!r}; its options: {valid}")
+        reason = self.supports(tuple(image_shape))
+        if reason:
+            found.append(
+                f"model {self.name!r} cannot make images of shape {tuple(image_shape)}: {reason}"
+            )
+        return found
+
+    def build(
+        self, latent_dim: int, image_shape: ImageShape, options: dict[str, Any] | None = None
+    ) -> tuple[nn.Module, nn.Module]:
+        """(generator, discriminator), each given the options its constructor takes."""
+        options = dict(options or {})
+        shape = tuple(image_shape)
+        generator = self.generator(
+            latent_dim, shape, **{k: v for k, v in options.items() if k in self.g_options}
+        )
+        discriminator = self.discriminator(
+            shape, **{k: v for k, v in options.items() if k in self.d_options}
+        )
+        return generator, discriminator
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -46,36 +125,21 @@ def get_architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def build_models(name: str, latent_dim: int, image_shape: ImageShape,
-                 options: dict[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
-    """Build (generator, discriminator) for `image_shape`, or raise a ConfigError."""
+def build_models(
+    name: str, latent_dim: int, image_shape: ImageShape, options: dict[str, Any] | None = None
+) -> tuple[nn.Module, nn.Module]:
+    """Build (generator, discriminator) for `image_shape`, or raise a one-line ConfigError."""
     arch = get_architecture(name)
-    reason = arch.supports(tuple(image_shape))
-    if reason:
-        raise ConfigError(f"model {name!r} cannot make images of shape {tuple(image_shape)}: {reason}")
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(arch.options))
-    if unknown:
-        valid = ", ".join(arch.options) or "none"
-        raise ConfigError(f"model {name!r} has no option {unknown[0]!r}; its options: {valid}")
+    found = arch.problems(image_shape, options)
+    if found:
+        raise ConfigError(found[0])
     try:
-        generator = arch.generator(latent_dim, tuple(image_shape), **options)
-        discriminator = arch.discriminator(tuple(image_shape), **options)
-    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # e.g. width=nan, or too big to allocate
+        return arch.build(latent_dim, image_shape, options)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # width=nan, too big, ...
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"bad option for model {name!r} ({options!r:.80}): {text}") from None
-    return generator, discriminator
 
 
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters, as Keras' 'Trainable params' counts them."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def keras_init(module: nn.Module) -> None:
-    """Keras defaults: Glorot-uniform weights and zero biases for Dense and Conv layers."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.xavier_uniform_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)

@@ -1,0 +1,150 @@
+"""Layer helpers shared by the architectures: Keras semantics, initialisations, shape checks.
+
+The notebook and the brain-MRI project are Keras models. Three Keras conventions differ
+from PyTorch's defaults and change what a network computes, so they live here once:
+
+* BatchNormalization: Keras' `momentum` is the share of the OLD running value that is kept
+  (default 0.99), PyTorch's the share of the NEW batch value (0.01); Keras' epsilon is 1e-3.
+* 'same' padding on a strided convolution: Keras (TensorFlow) pads the missing rows and
+  columns unevenly, the extra one at the bottom/right (5x5 stride 2 on an even size pads
+  1 before and 2 after). PyTorch's `padding=2` pads 2 and 2, which gives the same output
+  size but shifts every output pixel by one input pixel. `KerasConv2d` pads as Keras does.
+* 'same' on a strided transposed convolution: TensorFlow defines it as the gradient of the
+  'same' convolution, so it drops 1 row/column before and 2 after the full output (5x5,
+  stride 2). PyTorch's `padding=2, output_padding=1` drops 2 before and 1 after: again the
+  right size, shifted by one pixel. `KerasConvTranspose2d` crops as Keras does. (Keras 3
+  on its torch backend makes the PyTorch choice and warns that it differs from the other
+  backends; the documents ran on TensorFlow.)
+
+Both layer classes subclass the PyTorch ones, so their parameters, state-dict keys and
+`isinstance` checks are those of `nn.Conv2d` / `nn.ConvTranspose2d`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ImageShape = tuple[int, int, int]  # (channels, height, width)
+
+KERAS_BN_MOMENTUM = 0.01  # Keras BatchNormalization() momentum 0.99, in PyTorch's convention
+KERAS_BN_EPS = 1e-3  # Keras BatchNormalization() epsilon
+
+
+def keras_bn(
+    kind: type[nn.Module], features: int, momentum: float = KERAS_BN_MOMENTUM
+) -> nn.Module:
+    """A BatchNorm1d/2d with Keras' epsilon; `momentum` in PyTorch's convention (1 - Keras')."""
+    return kind(features, momentum=momentum, eps=KERAS_BN_EPS)
+
+
+def scaled(units: int, width: float) -> int:
+    """`units` times the `width` multiplier, at least 1: how every `width` option scales a layer."""
+    return max(1, round(units * width))
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Keras/TensorFlow 'same' padding (before, after) along one axis of length `size`."""
+    out = -(-size // stride)  # ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class KerasConv2d(nn.Conv2d):
+    """`Conv2D(out, kernel, strides, padding=...)` as Keras computes it ('same' or 'valid')."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: str = "same",
+        bias: bool = True,
+    ):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=bias)
+        self.keras_padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.keras_padding == "same":
+            (kh, kw), (sh, sw) = self.kernel_size, self.stride
+            top, bottom = same_padding(x.shape[-2], kh, sh)
+            left, right = same_padding(x.shape[-1], kw, sw)
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+class KerasConvTranspose2d(nn.ConvTranspose2d):
+    """`Conv2DTranspose(out, kernel, strides, padding='same')` as TensorFlow computes it.
+
+    The output is `stride` times the input. The full transposed convolution is
+    `(n - 1) * stride + kernel` long; TensorFlow keeps the window that the matching 'same'
+    convolution reads, i.e. it drops `same_padding(...)[0]` before and the rest after.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        bias: bool = True,
+    ):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        full = super().forward(x)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        h, w = x.shape[-2] * sh, x.shape[-1] * sw
+        top, left = same_padding(h, kh, sh)[0], same_padding(w, kw, sw)[0]
+        return full[..., top : top + h, left : left + w]
+
+
+def keras_init(module: nn.Module) -> None:
+    """Keras defaults: Glorot-uniform weights and zero biases for Dense and Conv layers.
+
+    The Glorot bound sqrt(6 / (fan_in + fan_out)) is symmetric in the two fans, and both
+    libraries count a conv's fans as channels x kernel area, so the bounds agree.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al.: conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+            nn.init.zeros_(layer.bias)
+
+
+def resolution_problem(shape: ImageShape, low: int = 32, high: int = 256) -> str | None:
+    """None if (C, H, W) is square, 1 or 3 channels and a power of two in [low, high].
+
+    Otherwise the reason, phrased for the user: the DCGANs double (G) or halve (D) the
+    size at every layer, so only these sizes work.
+    """
+    channels, height, width = shape
+    sizes = ", ".join(str(2**k) for k in range(int(math.log2(low)), int(math.log2(high)) + 1))
+    if channels not in (1, 3):
+        return f"it makes 1- or 3-channel images (got {channels} channels; set data.channels)"
+    if height != width:
+        return f"it makes square images (got {height}x{width}); set a square size with --resolution"
+    if height < low or height > high or height & (height - 1):
+        return (
+            f"resolution {height} is not a power of two from {low} to {high}: each layer "
+            f"doubles the image size, so use one of {sizes} (--resolution)"
+        )
+    return None
