@@ -141,6 +141,7 @@ def train_tiny(tmp_path) -> Callable[..., Any]:
         settings: dict[str, Any] | None = None,
         data=None,
         resume: bool = False,
+        allow_data_change: bool = False,
         **overrides: Any,
     ):
         config = _tiny_config(
@@ -148,7 +149,8 @@ def train_tiny(tmp_path) -> Callable[..., Any]:
         )
         size = 32 if preset == "demo" else 28
         images = data if data is not None else _tiny_images(size=size)
-        return train(config, data=images, resume=resume, show_progress=False)
+        return train(config, data=images, resume=resume, show_progress=False,
+                     allow_data_change=allow_data_change)
 
     return run
 

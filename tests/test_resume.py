@@ -154,3 +154,20 @@ def test_artefacts_get_ordinary_file_permissions(tmp_path):
     write_text(tmp_path / "report.html", "<html></html>")
     mode = (tmp_path / "report.html").stat().st_mode & 0o777
     assert mode & 0o044, oct(mode)  # readable by group and others under the usual umask, not mkstemp's 0600
+
+
+def test_resume_refuses_data_that_changed_unless_asked(train_tiny, tiny_images):
+    from ganforge.errors import CheckpointError
+    first = train_tiny("moved", iterations=4, data=tiny_images(seed=0))
+    with pytest.raises(CheckpointError, match="the data changed since ckpt-00000004.pt"):
+        train_tiny("moved", iterations=6, data=tiny_images(seed=1), resume=True)
+    result = train_tiny("moved", iterations=6, data=tiny_images(seed=1), resume=True, allow_data_change=True)
+    assert result.steps == 6 and first.run_dir == result.run_dir
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_do(train_tiny):
+    finished = train_tiny("done", iterations=4)
+    summary = (finished.run_dir / "summary.json").read_text()
+    again = train_tiny("done", iterations=4, resume=True)
+    assert again.nothing_to_do and again.steps == 4 and again.images_per_second == 0.0
+    assert (finished.run_dir / "summary.json").read_text() == summary  # nothing was rewritten

@@ -56,14 +56,14 @@ class GeneratorInfo:
 
 
 def training_checkpoint(config: Any, state: dict[str, Any], image_shape: tuple[int, ...],
-                        dataset: str) -> dict[str, Any]:
+                        dataset: str, data_fingerprint: str = "") -> dict[str, Any]:
     """The contents of a training checkpoint: the run's config and what the model is, beside
     ``TrainingState.state_dict()`` (models, optimisers, EMA, sampler, random streams, step).
 
     This and :func:`generator_from_checkpoint` are the one place that knows the layout.
     """
     return {"config": config.to_json(), "arch": config.model.arch, "image_shape": list(image_shape),
-            "dataset": dataset, **state}
+            "dataset": dataset, "data_fingerprint": data_fingerprint, **state}
 
 
 def generator_from_checkpoint(state: dict[str, Any], path: Path,
@@ -102,10 +102,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with warnings.catch_warnings():  # torch's pickle-protocol notices about a foreign file would only confuse
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused to load: it contains objects other than tensors and plain data "
-                              f"({first_line(exc)}); only open checkpoints you trust, and only ganforge's own"
-                              ) from None
+    except pickle.UnpicklingError:  # torch's own text is long and about torch, not this file
+        raise CheckpointError(f"{path}: refused to load: it holds Python objects besides tensors and plain "
+                              "data, which could run code; only open ganforge checkpoints you trust") from None
     except Exception as exc:  # torch.load raises many types on foreign or damaged files
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)}); "
                               "it may be truncated or from another program") from None

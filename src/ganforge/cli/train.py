@@ -83,6 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue this run folder from its last checkpoint, with its saved config; flags given "
                         "here still override it (e.g. --iterations to extend, --lr to lower)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue even if the data found differ from the run's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--resume continues the run folder it names; --out and --name cannot move it")
     from ganforge.api import train
     result = train(config, overwrite=args.overwrite, resume=bool(args.resume), show_progress=not args.quiet,
-                   log=say)
+                   allow_data_change=args.allow_data_change, log=say)
     if result.nothing_to_do:
         say(f"nothing to do: {result.run_dir} already reached iteration {result.steps}, the end of its "
             "schedule; extend it with --resume RUN --iterations N (or --epochs N)")

@@ -15,7 +15,8 @@ class GeneratorEMA:
 
     @torch.no_grad()
     def update(self, generator: nn.Module) -> None:
-        ema_params = list(self.model.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in generator.parameters()], 1.0 - self.decay)
+        weight = 1.0 - self.decay
+        for ema_param, param in zip(self.model.parameters(), generator.parameters()):
+            ema_param.lerp_(param.detach(), weight)
         for ema_buffer, buffer in zip(self.model.buffers(), generator.buffers()):
             ema_buffer.copy_(buffer)  # BatchNorm statistics follow the live generator

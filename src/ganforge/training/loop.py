@@ -12,6 +12,8 @@ only every ``log_every`` iterations, so a GPU never waits for Python inside an i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import signal
 import time
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from ganforge.artefacts.gif import save_gif
+from ganforge.augment import from_config as augment_from_config
 from ganforge.artefacts.images import save_grid
 from ganforge.artefacts.plots import plot_training_curves
 from ganforge.artefacts.rundir import RunDirectory, default_run_name
@@ -30,6 +33,7 @@ from ganforge.artefacts.writer import BackgroundWriter
 from ganforge.check import check, check_against_data
 from ganforge.checkpoint import (GeneratorInfo, export_generator, find_latest, load_checkpoint,
                                  save_checkpoint, training_checkpoint)
+from ganforge.conditional import fake_labels, grid_labels, num_classes_of
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_uint8, to_unit_range
 from ganforge.errors import CheckpointError, GanforgeError, TrainingDiverged, first_line
@@ -148,6 +152,7 @@ def build_step(config: TrainConfig, state: TrainingState, runtime: Runtime,
     regularisers = (R1(c.r1_gamma, c.r1_interval),) if c.r1_gamma > 0 else ()
     return AdversarialStep(state.generator, state.discriminator, state.opt_g, state.opt_d,
                            get_loss(c.loss), runtime, options, regularisers=regularisers,
+                           augment=augment_from_config(c, runtime.device),
                            ema=state.ema, g_forward=g_forward, d_forward=d_forward)
 
 
@@ -164,6 +169,7 @@ class Trainer:
         self.health = HealthMonitor(spread(to_unit_range(data.images[:64])),
                                     dominance_steps=max(20 * config.log_every, 500))
         self.real_batch = real_batch_size(config)
+        self.num_classes = num_classes_of(state.generator)  # 0: unconditional
         self.fake_batch = self.real_batch
         self.unit_steps = state.steps_per_epoch if config.schedule_unit == "epoch" else 1
         self.batches = batches if batches is not None else ResidentBatches(data, state, runtime)
@@ -174,6 +180,7 @@ class Trainer:
         self.warmed_up = False
         self.progress: Progress | None = None
         self.elapsed_before = state.elapsed
+        self.data_fingerprint = data_fingerprint(data)
 
     # ---- set-up ----------------------------------------------------------------------------------
     def _compiled(self, module: nn.Module) -> nn.Module | Callable:
@@ -229,7 +236,12 @@ class Trainer:
         z_d = draw_noise(self.fake_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
         z_g = z_d if c.shared_noise else draw_noise(c.batch_size, c.model.latent_dim, c.noise,
                                                     c.noise_std, rng, device)
-        return Batch(real, z_d, z_g, index=self.state.step)
+        if not self.num_classes:
+            return Batch(real, z_d, z_g, index=self.state.step)
+        fakes = fake_labels(self.num_classes, self.fake_batch + (0 if c.shared_noise else c.batch_size),
+                            c.seed, self.state.step, device)
+        fake_g = fakes[: self.fake_batch] if c.shared_noise else fakes[self.fake_batch:]
+        return Batch(real, z_d, z_g, labels, fakes[: self.fake_batch], fake_g, index=self.state.step)
 
     def images_per_step(self) -> int:
         """Images through D (real + fake) plus through G in one iteration."""
@@ -241,7 +253,12 @@ class Trainer:
         generator, step = self.state.sampling_generator, self.state.step
         was_training = generator.training
         generator.eval()
-        generated = generator(self.state.grid_noise)
+        if self.num_classes:  # one class per row
+            noise = self.state.grid_noise
+            generated = generator(noise, grid_labels(len(noise), self.config.grid_size,
+                                                     self.num_classes, noise.device))
+        else:
+            generated = generator(self.state.grid_noise)
         generator.train(was_training)
         if step > 0:
             self._warn(self.health.check_samples(step, generated.float()))
@@ -267,8 +284,11 @@ class Trainer:
         self._check_finite_weights()
         folder, step = self.run.checkpoints_dir, self.state.step
         path = folder / f"ckpt-{step:08d}.pt"
-        contents = training_checkpoint(self.config, self.state.state_dict(), self.state.image_shape,
-                                       self.data.name)
+        state = self.state.state_dict()
+        if self.step_fn.augment is not None:  # ADA's probability: resume continues from it
+            state["augment"] = self.step_fn.augment.state_dict()
+        contents = training_checkpoint(self.config, state, self.state.image_shape,
+                                       self.data.name, self.data_fingerprint)
         try:
             save_checkpoint(path, contents)
             if best:
@@ -363,6 +383,9 @@ class Trainer:
         record.update({name: round(v, 6) for name, v in zip(STAT_NAMES, values)})
         record["images_per_s"] = round(steps_per_second * self.images_per_step(), 1)
         record["elapsed_s"] = round(self.elapsed_before + elapsed, 3)
+        augment = self.step_fn.augment
+        if augment is not None and getattr(augment, "adaptive", False):
+            record["augment_p"] = round(float(augment.p), 5)  # ADA's probability, read with the stats
         self.run.append_jsonl(self.run.metrics_file, record)
         if not all(math.isfinite(v) for v in values):
             raise TrainingDiverged(f"training diverged at iteration {step}: losses became NaN/Inf "
@@ -427,16 +450,27 @@ class Trainer:
             hook.after_finish(self)
 
 
+def data_fingerprint(data: ImageData) -> str:
+    """A digest of the images (and labels) a run trains on: a resumed run must find the same data."""
+    digest = hashlib.sha256(f"{data.name}|{tuple(data.images.shape)}".encode())
+    digest.update(data.images.contiguous().numpy().tobytes())
+    if data.labels is not None:
+        digest.update(data.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
 def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool = False,
           resume: bool = False, show_progress: bool = True, evaluator: Evaluator | None = None,
-          hooks: tuple[Hook, ...] = (), log: Callable[[str], None] = lambda message: None) -> TrainResult:
+          hooks: tuple[Hook, ...] = (), allow_data_change: bool = False,
+          log: Callable[[str], None] = lambda message: None) -> TrainResult:
     """Train a GAN as `config` says and write every artefact to its run folder.
 
     Everything is checked, the data read and the models built before the run folder is
     made, so a failed set-up leaves nothing behind. `data` may be passed to skip loading
     (tests, notebooks). `resume` continues the run folder's latest checkpoint exactly;
     `overwrite` replaces an existing run folder. `evaluator` scores the generator every
-    ``eval_every`` units (ganforge.api.train passes the default one).
+    ``eval_every`` units (ganforge.api.train passes the default one). A resumed run refuses
+    data that differ from what it trained on, unless `allow_data_change`.
     """
     check(config)
     runtime = resolve_runtime(config)
@@ -453,7 +487,7 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
         run = RunDirectory.create(config.out_dir, name, overwrite=overwrite, resume=resume)
         trainer = Trainer(config, data, state, run, runtime, evaluator=evaluator, hooks=hooks,
                           show_progress=show_progress, log=log)
-        _start_or_resume(trainer, resume, log)
+        _start_or_resume(trainer, resume, allow_data_change, log)
         if resume and state.step >= state.total_steps:
             return TrainResult(run.path, state.step, state.elapsed, 0.0, best_metric=state.best_metric,
                                nothing_to_do=True)
@@ -467,12 +501,16 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
         raise GanforgeError(message) from None
 
 
-def _start_or_resume(trainer: Trainer, resume: bool, log: Callable[[str], None]) -> None:
+def _start_or_resume(trainer: Trainer, resume: bool, allow_data_change: bool,
+                     log: Callable[[str], None]) -> None:
     config, run, runtime, data = trainer.config, trainer.run, trainer.runtime, trainer.data
     if resume:
         latest, saved = _newest_readable_checkpoint(run, runtime.device, log)
         _check_same_model(saved, config, trainer.state.image_shape, latest)
+        _check_same_data(saved, trainer, latest, allow_data_change, log)
         trainer.state.load_state_dict(saved, latest)
+        if trainer.step_fn.augment is not None and isinstance(saved.get("augment"), dict):
+            trainer.step_fn.augment.load_state_dict(saved["augment"])
         run.truncate_logs_after(trainer.state.step)
         _record_config_changes(run, saved, config)
         log(f"resuming {run.path} from iteration {trainer.state.step} ({latest.name})")
@@ -496,10 +534,26 @@ def _check_same_model(saved: dict[str, Any], config: TrainConfig, image_shape: t
                               f"{config.model.arch!r} at {tuple(image_shape)}")
 
 
+def _check_same_data(saved: dict[str, Any], trainer: Trainer, source: Path, allowed: bool,
+                     log: Callable[[str], None]) -> None:
+    """A resumed run must train on the data it started on (checkpoints before this check had no
+    fingerprint and are taken as they are)."""
+    before = saved.get("data_fingerprint") or ""
+    if not before or before == trainer.data_fingerprint:
+        return
+    data = trainer.data
+    what = (f"it trained on {saved.get('dataset')!r}, the data found now are {data.name!r} "
+            f"({len(data)} images from {data.source})")
+    if not allowed:
+        raise CheckpointError(f"cannot resume {trainer.run.path}: the data changed since {source.name} "
+                              f"({what}); give the run's data with --data, or pass --allow-data-change "
+                              "to continue on these")
+    log(f"note: the data changed since {source.name} ({what}); continuing on them as asked")
+
+
 def _record_config_changes(run: RunDirectory, saved: dict[str, Any], config: TrainConfig) -> None:
     """A resumed run with other settings: config.json becomes the new settings, and
     config-changes.jsonl says what changed at which iteration."""
-    import json
     try:
         before = _flatten(json.loads(saved["config"]))
     except (KeyError, TypeError, ValueError):

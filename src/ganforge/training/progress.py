@@ -1,10 +1,13 @@
-"""The live progress bar: losses, D accuracy, D(x), D(G(z)), images/s and ETA (tqdm)."""
+"""The live progress bar: losses, D accuracy, D(x), D(G(z)), images/s and ETA.
+
+tqdm.auto draws a terminal bar in a shell and a widget in Jupyter.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 
 class Progress:

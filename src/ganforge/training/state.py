@@ -22,6 +22,7 @@ from ganforge.checkpoint import load_state_strict
 from ganforge.config import TrainConfig
 from ganforge.errors import CheckpointError
 from ganforge.models import build_models
+from ganforge.models.spectral import apply_spectral_norm
 from ganforge.noise import draw_noise
 from ganforge.training.ema import GeneratorEMA
 from ganforge.training.optim import SharedIterationCounter, build_optimisers
@@ -57,6 +58,8 @@ class TrainingState:
         c, device = config, runtime.device
         generator, discriminator = build_models(c.model.arch, c.model.latent_dim, image_shape,
                                                 c.model.options)
+        if c.spectral_norm == "d":  # before the optimisers and any checkpoint load see D
+            apply_spectral_norm(discriminator)
         memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
         generator.to(device, memory_format=memory_format)
         discriminator.to(device, memory_format=memory_format)

@@ -85,6 +85,8 @@ class AdversarialStep:
         self.d_forward = d_forward if d_forward is not None else discriminator
         self.loss, self.runtime, self.options = loss, runtime, options
         self.regularisers, self.augment, self.ema = tuple(regularisers), augment, ema
+        # an adaptive augmentation (ganforge.augment.DiffAugment) is told D's verdicts on reals
+        self.observe = getattr(augment, "observe", None)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         """Returns a [5] tensor of STAT_NAMES, on the device."""
@@ -157,6 +159,8 @@ class AdversarialStep:
         with self.runtime.autocast():
             logits = self._discriminate(real, batch.labels)
         loss = self.loss.d_real(logits, self.options.label_smoothing)
+        if self.observe is not None:
+            self.observe(logits)
         for regulariser in self.regularisers:
             term = regulariser.penalty(real, logits, batch.index)
             if term is not None:
