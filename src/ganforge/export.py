@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganforge.artefacts.files import write_text
+from ganforge.artefacts.files import _UMASK, write_text
 from ganforge.checkpoint import GeneratorInfo, export_generator
 from ganforge.errors import ConfigError, GanforgeError
 
@@ -204,6 +204,7 @@ def _temporary(out: Path) -> Iterator[Path]:
                           "choose another --out") from None
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an export gets ordinary permissions
     try:
         yield tmp
     finally:
@@ -406,10 +407,11 @@ def model_card(info: GeneratorInfo, run: dict[str, Any], generator: nn.Module) -
         f"- input: latent z of size {info.latent_dim}, {noise}",
         f"- output: {c}x{h}x{w} images (C x H x W) in [-1, 1]; 8-bit: (x + 1) * 127.5",
         f"- trained for {info.step} iterations on {info.dataset or 'unrecorded data'}", "",
-        "## Use (offline)", "", "```bash",
-        "pip install ganforge",
-        "ganforge sample . --count 64 --out samples.png      # from this folder",
-        "ganforge sample . --seeds 0-35 --out seeds/          # seed-0000.png ...", "```", "",
+        "## Use (offline)", "",
+        "With ganforge installed; nothing is downloaded.", "", "```bash",
+        "ganforge sample path/to/this/folder --count 64 --out samples.png",
+        "ganforge sample path/to/this/folder --seeds 0-35 --out seeds/   # seed-0000.png ...",
+        "```", "",
         "```python", "import ganforge",
         "generator, info = ganforge.load_generator(\"path/to/this/folder\")",
         "images = ganforge.sample(\"path/to/this/folder\", count=16)  # uint8 [16, H, W, C]",
