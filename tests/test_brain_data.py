@@ -1,4 +1,4 @@
-"""Brain MRI data: image folders (OASIS layout, Kaggle slices), NIfTI volumes, the decoded cache, bad input.
+"""Brain MRI data: image folders (OASIS, Kaggle slices), NIfTI volumes, the decoded cache, errors.
 
 Real data comes from ../shared/datasets (skipped when absent); everything else is tiny PNGs
 written into tmp_path. The autouse fixture in conftest.py gives every test its own cache.
@@ -19,9 +19,8 @@ import torch
 from PIL import Image
 
 from ganforge.config import DataConfig
-from ganforge.data import load_images
 from ganforge.data import cache as data_cache
-from ganforge.data import locations
+from ganforge.data import load_images, locations
 from ganforge.data.discovery import is_image_file, is_mask_folder, list_files, select_split
 from ganforge.data.nifti import normalise_volume, read_volume
 from ganforge.errors import ConfigError, DataError
@@ -32,7 +31,7 @@ MNI = SHARED / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MANIFEST = SHARED / "oasis-slices-manifest" / "keras_png_slices_lfs_manifest.tsv"
 
 
-# ---- helpers -----------------------------------------------------------------------------------
+# ---- helpers -------------------------------------------------------------------------------------
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found: {path}")
@@ -51,7 +50,9 @@ def gray(value: int, height: int = 12, width: int = 12) -> np.ndarray:
 
 def flat_folder(root: Path, count: int = 20, size: int = 12) -> list[Path]:
     """`count` distinct grayscale PNGs (pixel value = 10 * index + 5)."""
-    return [write_png(root / f"img_{i:03d}.png", gray(10 * i + 5, size, size)) for i in range(count)]
+    return [
+        write_png(root / f"img_{i:03d}.png", gray(10 * i + 5, size, size)) for i in range(count)
+    ]
 
 
 def folder_config(path: Path, **kw) -> DataConfig:
@@ -68,12 +69,16 @@ def manifest_rows() -> dict[str, list[str]]:
     return folders
 
 
-SPLIT_VALUE = {"keras_png_slices_train": 60, "keras_png_slices_validate": 120, "keras_png_slices_test": 180}
+SPLIT_VALUE = {
+    "keras_png_slices_train": 60,
+    "keras_png_slices_validate": 120,
+    "keras_png_slices_test": 180,
+}
 
 
 @pytest.fixture
 def oasis_tree(tmp_path) -> tuple[Path, dict[str, list[str]]]:
-    """keras_png_slices_data with the manifest's real names (first 4 per folder); masks are white."""
+    """keras_png_slices_data with the manifest's real names (4 per folder); masks are white."""
     rows = manifest_rows()
     root = tmp_path / "downloads" / "keras_png_slices_data"
     chosen = {}
@@ -84,22 +89,32 @@ def oasis_tree(tmp_path) -> tuple[Path, dict[str, list[str]]]:
     return root, chosen
 
 
-# ---- folder discovery ------------------------------------------------------------------------------
+# ---- folder discovery ----------------------------------------------------------------------------
 def test_manifest_names_mask_folders_and_only_those():
     folders = manifest_rows()
     assert len(folders) == 6
     masks = {f for f in folders if is_mask_folder(f)}
-    assert masks == {"keras_png_slices_seg_train", "keras_png_slices_seg_validate", "keras_png_slices_seg_test"}
-    assert (len(folders["keras_png_slices_train"]), len(folders["keras_png_slices_validate"]),
-            len(folders["keras_png_slices_test"])) == (9664, 1120, 544)
+    assert masks == {
+        "keras_png_slices_seg_train",
+        "keras_png_slices_seg_validate",
+        "keras_png_slices_seg_test",
+    }
+    assert (
+        len(folders["keras_png_slices_train"]),
+        len(folders["keras_png_slices_validate"]),
+        len(folders["keras_png_slices_test"]),
+    ) == (9664, 1120, 544)
     assert not is_mask_folder("Alzheimer_s Dataset") and not is_mask_folder("NonDemented")
 
 
-@pytest.mark.parametrize("split, folders", [
-    ("train", ["keras_png_slices_train"]),
-    ("test", ["keras_png_slices_test"]),
-    ("all", ["keras_png_slices_train", "keras_png_slices_validate", "keras_png_slices_test"]),
-])
+@pytest.mark.parametrize(
+    "split, folders",
+    [
+        ("train", ["keras_png_slices_train"]),
+        ("test", ["keras_png_slices_test"]),
+        ("all", ["keras_png_slices_train", "keras_png_slices_validate", "keras_png_slices_test"]),
+    ],
+)
 def test_oasis_layout_selects_split_and_never_reads_masks(oasis_tree, split, folders):
     root, chosen = oasis_tree
     data = load_images(folder_config(root, split=split))
@@ -133,7 +148,10 @@ def test_mask_subfolders_inside_a_flat_folder_are_skipped(tmp_path):
 
 def test_shared_brain_slices_layout_counts():
     root = need(BRAIN)
-    counts = {split: len(list_files(select_split(root, split)[0], is_image_file)) for split in ("train", "test", "all")}
+    counts = {
+        split: len(list_files(select_split(root, split)[0], is_image_file))
+        for split in ("train", "test", "all")
+    }
     assert counts == {"train": 5121, "test": 1279, "all": 6400}  # the dataset README's counts
 
 
@@ -164,7 +182,7 @@ def test_brain_mri_source_without_data_says_where_it_looked(tmp_path, monkeypatc
     assert str(tmp_path / ".." / "shared" / "datasets" / "brain-mri-slices") in message
 
 
-# ---- fitting 176x208 slices to a square -------------------------------------------------------------
+# ---- fitting 176x208 slices to a square ----------------------------------------------------------
 def _bbox(image: np.ndarray, level: int = 20) -> tuple[int, int, int, int]:
     rows, cols = np.where((image > level).any(1))[0], np.where((image > level).any(0))[0]
     return rows[0], rows[-1], cols[0], cols[-1]
@@ -192,28 +210,39 @@ def test_pad_keeps_the_whole_brain_and_its_shape(real_slices, tmp_path):
     scale = 128 / 208
     for original, image in zip(originals, padded):
         assert image.shape == (128, 128)
-        assert (image[:, :9] == 0).all() and (image[:, -9:] == 0).all()  # 176*scale = 108 wide: black sides
+        assert (image[:, :9] == 0).all() and (
+            image[:, -9:] == 0
+        ).all()  # 176*scale = 108 wide: black sides
         # nothing cut off: all the brain's signal survives the resize (antialiasing keeps the mean)
-        assert image.astype(float).sum() == pytest.approx(original.astype(float).sum() * scale**2, rel=0.02)
+        assert image.astype(float).sum() == pytest.approx(
+            original.astype(float).sum() * scale**2, rel=0.02
+        )
         r0, r1, c0, c1 = _bbox(original)
         p0, p1, q0, q1 = _bbox(image)
-        assert (p1 - p0) / (q1 - q0) == pytest.approx((r1 - r0) / (c1 - c0), rel=0.05)  # not squashed
+        assert (p1 - p0) / (q1 - q0) == pytest.approx(
+            (r1 - r0) / (c1 - c0), rel=0.05
+        )  # not squashed
         assert p0 > 0 and q0 > 0 and p1 < 127 and q1 < 127  # brain inside the frame
 
 
 def test_stretch_squashes_and_crop_enlarges(real_slices, tmp_path):
     originals, files = real_slices
-    stretched, cropped = _load_slices(files, tmp_path, "stretch"), _load_slices(files, tmp_path, "crop")
+    stretched, cropped = (
+        _load_slices(files, tmp_path, "stretch"),
+        _load_slices(files, tmp_path, "crop"),
+    )
     for original, s, c in zip(originals, stretched, cropped):
         r0, r1, c0, c1 = _bbox(original)
         aspect = (r1 - r0) / (c1 - c0)
         a0, a1, b0, b1 = _bbox(s)
         assert (a1 - a0) / (b1 - b0) == pytest.approx(aspect * 176 / 208, rel=0.05)
         a0, a1, b0, b1 = _bbox(c)
-        assert (b1 - b0) == pytest.approx((c1 - c0) * 128 / 176, abs=2)  # width scaled by 128/176, not 128/208
+        assert (b1 - b0) == pytest.approx(
+            (c1 - c0) * 128 / 176, abs=2
+        )  # width scaled by 128/176, not 128/208
 
 
-# ---- NIfTI ---------------------------------------------------------------------------------------------
+# ---- NIfTI ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mni() -> Path:
     return need(MNI)
@@ -235,21 +264,34 @@ def test_mni_axial_slices_are_oriented_normalised_and_not_empty(mni):
 
 
 def test_nifti_min_foreground_zero_keeps_every_slice_in_range(mni):
-    data = load_images(nifti_config(mni, nifti_axis=0, nifti_range=(0.4, 0.6), nifti_min_foreground=0.0,
-                                    resolution=64))
+    data = load_images(
+        nifti_config(
+            mni, nifti_axis=0, nifti_range=(0.4, 0.6), nifti_min_foreground=0.0, resolution=64
+        )
+    )
     assert len(data) == 41 and data.images.shape[1:] == (1, 64, 64)  # floor(0.4*197)..ceil(0.6*197)
 
 
 def test_slices_are_the_same_whatever_voxel_order_the_file_uses(mni, tmp_path):
     image = nib.load(str(mni))
-    flipped_data = np.asarray(image.dataobj)[::-1, :, ::-1]  # store it left-to-right and top-to-bottom
+    flipped_data = np.asarray(image.dataobj)[
+        ::-1, :, ::-1
+    ]  # store it left-to-right and top-to-bottom
     flip = np.diag([-1.0, 1.0, -1.0, 1.0])
     flip[0, 3], flip[2, 3] = image.shape[0] - 1, image.shape[2] - 1
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(flipped_data), image.affine @ flip), tmp_path / "las.nii")
+    nib.save(
+        nib.Nifti1Image(np.ascontiguousarray(flipped_data), image.affine @ flip),
+        tmp_path / "las.nii",
+    )
     for axis in (0, 1, 2):
-        original = load_images(nifti_config(mni, nifti_axis=axis, resolution=64, nifti_range=(0.3, 0.7)))
-        flipped = load_images(nifti_config(tmp_path / "las.nii", nifti_axis=axis, resolution=64,
-                                           nifti_range=(0.3, 0.7)))
+        original = load_images(
+            nifti_config(mni, nifti_axis=axis, resolution=64, nifti_range=(0.3, 0.7))
+        )
+        flipped = load_images(
+            nifti_config(
+                tmp_path / "las.nii", nifti_axis=axis, resolution=64, nifti_range=(0.3, 0.7)
+            )
+        )
         assert torch.equal(original.images, flipped.images)
 
 
@@ -268,7 +310,9 @@ def test_folder_source_reads_a_folder_of_volumes_with_split(mni, tmp_path):
     for split in ("train", "test"):
         (tmp_path / "vols" / split).mkdir(parents=True)
         os.symlink(mni, tmp_path / "vols" / split / "sub-01_T1w.nii.gz")
-    data = load_images(folder_config(tmp_path / "vols", split="all", resolution=32, nifti_range=(0.45, 0.55)))
+    data = load_images(
+        folder_config(tmp_path / "vols", split="all", resolution=32, nifti_range=(0.45, 0.55))
+    )
     single = load_images(folder_config(mni, resolution=32, nifti_range=(0.45, 0.55)))
     assert len(data) == 2 * len(single) and data.name == "vols/all"
 
@@ -276,7 +320,10 @@ def test_folder_source_reads_a_folder_of_volumes_with_split(mni, tmp_path):
 def test_2d_and_4d_nifti_are_refused_but_a_singleton_4th_axis_is_fine(tmp_path):
     affine = np.eye(4)
     nib.save(nib.Nifti1Image(np.ones((20, 20), np.float32), affine), tmp_path / "flat.nii")
-    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 16, 5).astype(np.float32), affine), tmp_path / "fmri.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.random.rand(16, 16, 16, 5).astype(np.float32), affine),
+        tmp_path / "fmri.nii.gz",
+    )
     with pytest.raises(DataError, match="2-D NIfTI") as info:
         load_images(nifti_config(tmp_path / "flat.nii"))
     assert "\n" not in str(info.value)
@@ -295,7 +342,7 @@ def test_truncated_nifti_is_a_clear_error(mni, tmp_path):
         load_images(nifti_config(broken))
 
 
-# ---- the decoded-image cache ------------------------------------------------------------------------
+# ---- the decoded-image cache ---------------------------------------------------------------------
 def cache_files() -> list[Path]:
     return sorted(data_cache.cache_dir().glob("*.pt"))
 
@@ -311,7 +358,9 @@ def test_second_load_comes_from_the_cache_without_decoding(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         second = load_images(folder_config(tmp_path / "d", resolution=16))
-    assert "from the decoded-image cache" in second.source and torch.equal(first.images, second.images)
+    assert "from the decoded-image cache" in second.source and torch.equal(
+        first.images, second.images
+    )
     assert not list(data_cache.cache_dir().glob("*.tmp"))  # atomic write left nothing behind
 
 
@@ -323,10 +372,14 @@ def test_changed_or_touched_source_rebuilds_the_cache(tmp_path):
     rebuilt = load_images(folder_config(tmp_path / "d", resolution=16))
     assert "cache" not in rebuilt.source and int(rebuilt.images[1, 0, 0, 0]) == 250
     cached_stamp = cache_files()[0].stat().st_mtime_ns
-    os.utime(files[3], ns=(files[3].stat().st_atime_ns, files[3].stat().st_mtime_ns + 10**9))  # touch only
+    os.utime(
+        files[3], ns=(files[3].stat().st_atime_ns, files[3].stat().st_mtime_ns + 10**9)
+    )  # touch only
     touched = load_images(folder_config(tmp_path / "d", resolution=16))
     assert "cache" not in touched.source and torch.equal(touched.images, rebuilt.images)
-    assert cache_files()[0].stat().st_mtime_ns != cached_stamp and len(cache_files()) == 1  # replaced, not piled up
+    assert (
+        cache_files()[0].stat().st_mtime_ns != cached_stamp and len(cache_files()) == 1
+    )  # replaced, not piled up
     (tmp_path / "d" / "img_000.png").unlink()  # a removed file
     assert len(load_images(folder_config(tmp_path / "d", resolution=16))) == 5
 
@@ -335,7 +388,9 @@ def test_each_setting_has_its_own_cache_and_cache_false_writes_none(tmp_path):
     flat_folder(tmp_path / "d", count=4)
     assert load_images(folder_config(tmp_path / "d", resolution=16)).images.shape[-1] == 16
     assert load_images(folder_config(tmp_path / "d", resolution=32)).images.shape[-1] == 32
-    assert load_images(folder_config(tmp_path / "d", resolution=32, channels=3)).images.shape[1] == 3
+    assert (
+        load_images(folder_config(tmp_path / "d", resolution=32, channels=3)).images.shape[1] == 3
+    )
     assert len(cache_files()) == 3
     load_images(folder_config(tmp_path / "d", resolution=64, cache=False))
     assert len(cache_files()) == 3
@@ -355,7 +410,9 @@ def test_a_tampered_or_damaged_cache_file_is_never_unpickled_just_rebuilt(tmp_pa
     assert torch.equal(again.images, good.images) and "cache" not in again.source
     assert not (Path(os.environ["GANFORGE_CACHE"]) / "pwned").exists()
     path.write_bytes(path.read_bytes()[:100])  # truncated
-    assert torch.equal(load_images(folder_config(tmp_path / "d", resolution=16)).images, good.images)
+    assert torch.equal(
+        load_images(folder_config(tmp_path / "d", resolution=16)).images, good.images
+    )
 
 
 def test_cache_root_follows_ganforge_cache(tmp_path, monkeypatch):
@@ -365,7 +422,7 @@ def test_cache_root_follows_ganforge_cache(tmp_path, monkeypatch):
     assert len(list((tmp_path / "elsewhere" / "decoded").glob("*.pt"))) == 1
 
 
-# ---- bad input ----------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 def one_line_error(config: DataConfig, kind=DataError) -> str:
     with pytest.raises(kind) as info:
         load_images(config)
@@ -380,7 +437,10 @@ def test_empty_folder_and_folder_without_images(tmp_path):
     (tmp_path / "notes" / "readme.txt").write_text("hello")
     (tmp_path / "notes" / "table.csv").write_text("a,b")
     assert "no images" in one_line_error(folder_config(tmp_path / "notes"))
-    write_png(tmp_path / "only_masks" / "keras_png_slices_seg_train" / "seg_001_slice_0.nii.png", gray(255))
+    write_png(
+        tmp_path / "only_masks" / "keras_png_slices_seg_train" / "seg_001_slice_0.nii.png",
+        gray(255),
+    )
     assert "mask" in one_line_error(folder_config(tmp_path / "only_masks"))
     assert "does not exist" in one_line_error(folder_config(tmp_path / "missing"))
     assert "needs a path" in one_line_error(DataConfig(dataset="folder"), ConfigError)
@@ -406,11 +466,15 @@ def test_a_few_unreadable_files_are_skipped_with_a_warning(tmp_path):
     for i in range(29):
         write_png(folder / f"img_{i:03d}.png", big)
     _corrupt(folder, ["bad_a.png", "bad_b.png", "bad_c.jpg"])  # 3 of 32 = 9%
-    with pytest.warns(UserWarning, match=r"skipped 3 unreadable file\(s\) of 32: bad_a.png \(") as record:
+    with pytest.warns(
+        UserWarning, match=r"skipped 3 unreadable file\(s\) of 32: bad_a.png \("
+    ) as record:
         data = load_images(folder_config(folder))
     assert len(data) == 29
     assert "\n" not in str(record[0].message)
-    with pytest.warns(UserWarning, match="skipped 3 unreadable"):  # said again when the cache is used
+    with pytest.warns(
+        UserWarning, match="skipped 3 unreadable"
+    ):  # said again when the cache is used
         assert len(load_images(folder_config(folder))) == 29
 
 
@@ -435,14 +499,21 @@ def test_mixed_sizes_and_modes_are_resized_each(tmp_path):
     Image.fromarray(gray(100, 30, 30)).convert("1").save(folder / "e_bilevel.tif")
     data = load_images(folder_config(folder, resolution=16))
     assert data.images.shape == (5, 1, 16, 16)  # all grayscale content -> 1 channel
-    assert data.images[2, 0, 8, 8] == 255 and data.images[2, 0, 1, 1] == 0  # 16-bit stretched to 0..255
+    assert (
+        data.images[2, 0, 8, 8] == 255 and data.images[2, 0, 1, 1] == 0
+    )  # 16-bit stretched to 0..255
     colour = np.zeros((24, 32, 3), np.uint8)
     colour[..., 0] = 200
     Image.fromarray(colour).convert("RGBA").save(folder / "f_colour.png")
     data = load_images(folder_config(folder, resolution=16))
     assert data.images.shape == (6, 3, 16, 16)
     assert data.images[5, :, 8, 8].tolist() == [200, 0, 0]
-    assert load_images(folder_config(folder, resolution=16, channels=1)).images.shape == (6, 1, 16, 16)
+    assert load_images(folder_config(folder, resolution=16, channels=1)).images.shape == (
+        6,
+        1,
+        16,
+        16,
+    )
     message = one_line_error(folder_config(folder))
     assert "differ in size" in message and "--resolution" in message
 
@@ -456,7 +527,7 @@ def test_limit_decodes_only_what_is_used(tmp_path):
     assert data.images[:, 0, 0, 0].tolist() == [5, 15, 25, 35]
 
 
-# ---- medical-image care: voxel spacing, intensity normalisation, subject splits, NIfTI stacks ------
+# ---- medical-image care: voxel spacing, intensity normalisation, subject splits, NIfTI stacks ----
 def test_anisotropic_voxels_are_resampled_to_square_pixels(mni, tmp_path):
     image = nib.load(str(mni))
     thick = np.ascontiguousarray(np.asarray(image.dataobj)[:, ::2, :])  # 2 mm along y
@@ -468,7 +539,8 @@ def test_anisotropic_voxels_are_resampled_to_square_pixels(mni, tmp_path):
     assert native.images.shape[2:] == (234, 197)  # 117 rows of 2 mm -> 234 rows of 1 mm
     original, resampled, squashed = (
         load_images(nifti_config(path, resolution=64, **axial)).images.float()
-        for path in (mni, tmp_path / "thick.nii.gz", tmp_path / "squashed.nii.gz"))
+        for path in (mni, tmp_path / "thick.nii.gz", tmp_path / "squashed.nii.gz")
+    )
     error = (resampled - original).abs().mean()
     assert error < 4 and error < (squashed - original).abs().mean() / 3
 
@@ -483,8 +555,10 @@ def test_normalise_options_and_percentiles(mni):
     foreground = volume > np.percentile(volume, 0.5)
     assert abs(float(zscore[foreground].mean()) - 127.5) < 3  # the tissue mean is mid-grey
     assert (zscore[~foreground] == 0).all()
-    saturated = {p: float((normalise_volume(volume, percentiles=p)[foreground] == 255).mean())
-                 for p in ((0.5, 99.5), (1.0, 99.0))}
+    saturated = {
+        p: float((normalise_volume(volume, percentiles=p)[foreground] == 255).mean())
+        for p in ((0.5, 99.5), (1.0, 99.0))
+    }
     assert 0.003 < saturated[(0.5, 99.5)] < 0.007 and 0.008 < saturated[(1.0, 99.0)] < 0.013
 
 
@@ -502,16 +576,25 @@ def test_normalisation_settings_change_the_cache_key(mni):
 
 def test_bad_normalisation_settings_are_source_problems():
     from ganforge.data import source_problems
-    problems = source_problems(DataConfig(dataset="brain-mri", percentiles=(99.0, 1.0),
-                                          subject_split=1.5))
+
+    problems = source_problems(
+        DataConfig(dataset="brain-mri", percentiles=(99.0, 1.0), subject_split=1.5)
+    )
     assert problems == [
         "data.percentiles must be two percentiles 0 <= low < high <= 100 (got (99.0, 1.0))",
-        "data.subject_split must be a share of subjects between 0 and 1, e.g. 0.2 (got 1.5)"]
+        "data.subject_split must be a share of subjects between 0 and 1, e.g. 0.2 (got 1.5)",
+    ]
 
 
-SUBJECT_FILES = ["sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
-                 "sub-02_T1w.nii.gz", "sub-03_T1w.nii.gz", "sub-04_T1w.nii.gz",
-                 "OAS1_0005_MR1_mpr_anon.nii.gz", "scan_06.nii.gz"]
+SUBJECT_FILES = [
+    "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz",
+    "sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
+    "sub-02_T1w.nii.gz",
+    "sub-03_T1w.nii.gz",
+    "sub-04_T1w.nii.gz",
+    "OAS1_0005_MR1_mpr_anon.nii.gz",
+    "scan_06.nii.gz",
+]
 
 
 @pytest.fixture
@@ -526,10 +609,15 @@ def subject_folder(mni, tmp_path) -> Path:
 
 def test_subject_split_keeps_every_subject_on_one_side(subject_folder):
     from ganforge.data.discovery import split_by_subject, subject_of
+
     files = list_files([subject_folder], lambda p: p.name.endswith(".nii.gz"))
-    sides = {split: split_by_subject(files, subject_folder, 0.3, split)
-             for split in ("train", "test", "all")}
-    subjects = {split: {subject_of(f, subject_folder) for f in found} for split, found in sides.items()}
+    sides = {
+        split: split_by_subject(files, subject_folder, 0.3, split)
+        for split in ("train", "test", "all")
+    }
+    subjects = {
+        split: {subject_of(f, subject_folder) for f in found} for split, found in sides.items()
+    }
     assert subjects["all"] == {"sub-01", "sub-02", "sub-03", "sub-04", "OAS1_0005", "scan_06"}
     assert subjects["train"].isdisjoint(subjects["test"]) and len(subjects["test"]) == 2
     assert sorted(sides["train"] + sides["test"]) == sorted(files) == sorted(sides["all"])
@@ -538,24 +626,31 @@ def test_subject_split_keeps_every_subject_on_one_side(subject_folder):
 
 
 def test_subject_split_loads_only_the_held_out_subjects(subject_folder, tmp_path):
-    config = folder_config(subject_folder, split="test", subject_split=0.3, resolution=16,
-                           nifti_range=(0.5, 0.52))
+    config = folder_config(
+        subject_folder, split="test", subject_split=0.3, resolution=16, nifti_range=(0.5, 0.52)
+    )
     test = load_images(config)
-    single = load_images(nifti_config(subject_folder / "sub-02_T1w.nii.gz", resolution=16,
-                                      nifti_range=(0.5, 0.52)))
+    single = load_images(
+        nifti_config(subject_folder / "sub-02_T1w.nii.gz", resolution=16, nifti_range=(0.5, 0.52))
+    )
     assert test.name == "vols/test" and len(test) == 2 * len(single)
     flat_folder(tmp_path / "pngs", count=3)
-    assert "holds image files" in one_line_error(folder_config(tmp_path / "pngs", subject_split=0.3))
+    assert "holds image files" in one_line_error(
+        folder_config(tmp_path / "pngs", subject_split=0.3)
+    )
     (tmp_path / "split" / "train").mkdir(parents=True)
     assert "already has split folders" in one_line_error(
-        nifti_config(tmp_path / "split", subject_split=0.3))
+        nifti_config(tmp_path / "split", subject_split=0.3)
+    )
 
 
 def test_nifti_stack_of_real_slices_reads_back_as_the_same_images(tmp_path):
     from ganforge.data.nifti import save_nifti_stack
+
     need(BRAIN)
-    slices = load_images(DataConfig(dataset="brain-mri", split="test", resolution=48, limit=6,
-                                    cache=False)).images.clone()
+    slices = load_images(
+        DataConfig(dataset="brain-mri", split="test", resolution=48, limit=6, cache=False)
+    ).images.clone()
     slices[0, 0, 0, 0], slices[1, 0, 5, 5] = 0, 255  # full range: minmax reading is the identity
     path = save_nifti_stack(slices, tmp_path / "out" / "slices.nii.gz", spacing=(1.0, 1.0, 2.5))
     header = nib.load(str(path)).header
@@ -563,7 +658,8 @@ def test_nifti_stack_of_real_slices_reads_back_as_the_same_images(tmp_path):
     back = load_images(nifti_config(path, normalise="minmax", nifti_min_foreground=0.0))
     assert torch.equal(back.images, slices)
     thin = save_nifti_stack(slices[:, :, :, :24], tmp_path / "thin.nii", spacing=(0.5, 1.0, 1.0))
-    assert load_images(nifti_config(thin, normalise="minmax", nifti_min_foreground=0.0)
-                       ).images.shape == (6, 1, 96, 24)  # rows of 1 mm become two of 0.5 mm
+    assert load_images(
+        nifti_config(thin, normalise="minmax", nifti_min_foreground=0.0)
+    ).images.shape == (6, 1, 96, 24)  # rows of 1 mm become two of 0.5 mm
     with pytest.raises(DataError, match="needs a .nii or .nii.gz name"):
         save_nifti_stack(slices, tmp_path / "slices.png")

@@ -66,8 +66,11 @@ def test_no_data_module_imports_the_package_or_takes_part_in_a_cycle():
 def test_only_transforms_resizes():
     resizing = {m for m in MODULES if "interpolate(" in (PACKAGE / f"{m}.py").read_text()}
     assert resizing == {"transforms"}
-    calls = {m for m in MODULES if m != "transforms"
-             and "fit_square(" in (PACKAGE / f"{m}.py").read_text()}
+    calls = {
+        m
+        for m in MODULES
+        if m != "transforms" and "fit_square(" in (PACKAGE / f"{m}.py").read_text()
+    }
     assert calls == set()  # everyone else goes through transforms.shape_to
 
 
@@ -77,8 +80,14 @@ def test_every_data_module_imports_first_in_a_fresh_interpreter():
     script = "; ".join(f"import ganforge.data.{m}" for m in MODULES)
     for module in MODULES:  # each module first, then all the others
         first = f"import ganforge.data.{module}; {script}"
-        result = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True,
-                                env=env, timeout=120, check=False)
+        result = subprocess.run(
+            [sys.executable, "-c", first],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 0, f"{module}: {result.stderr.strip().splitlines()[-1:]}"
 
 
@@ -95,6 +104,7 @@ def nothing_is_read(monkeypatch):
 
     def refuse(*args, **kwargs):
         raise AssertionError("a check read a file")
+
     monkeypatch.setattr(nibabel, "load", refuse)
     monkeypatch.setattr(Image, "open", refuse)
 
@@ -103,6 +113,7 @@ def nothing_is_read(monkeypatch):
 def no_local_copies(tmp_path, monkeypatch):
     """Hide ../shared and any user copy: the search finds nothing, as on a fresh machine."""
     from ganforge.data import locations
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
 
@@ -110,8 +121,9 @@ def no_local_copies(tmp_path, monkeypatch):
 def test_unknown_dataset_lists_the_valid_names(nothing_is_read):
     problems = source_problems(DataConfig(dataset="nosuch"))
     assert len(problems) == 1 and "nosuch" in problems[0]
-    assert all(name in problems[0] for name in ("mnist", "fashion-mnist", "folder", "nifti",
-                                                "brain-mri"))
+    assert all(
+        name in problems[0] for name in ("mnist", "fashion-mnist", "folder", "nifti", "brain-mri")
+    )
 
 
 def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(nothing_is_read, tmp_path):
@@ -122,11 +134,14 @@ def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(nothing_is_r
     assert "needs a path" in source_problems(DataConfig(dataset="folder"))[0]
     missing = str(tmp_path / "nowhere")
     assert source_problems(DataConfig(dataset="folder", path=missing)) == [
-        f"--data {missing} does not exist"]
+        f"--data {missing} does not exist"
+    ]
     assert source_problems(DataConfig(dataset="mnist", path=missing)) == [
-        f"--data {missing} does not exist"]
-    ranged = source_problems(DataConfig(dataset="folder", path=str(tmp_path),
-                                        nifti_range=(0.8, 0.2)))
+        f"--data {missing} does not exist"
+    ]
+    ranged = source_problems(
+        DataConfig(dataset="folder", path=str(tmp_path), nifti_range=(0.8, 0.2))
+    )
     assert len(ranged) == 1 and "nifti_range" in ranged[0]
 
 
@@ -145,8 +160,9 @@ def test_missing_mnist_is_found_by_the_check_when_the_slice_is_refused(no_local_
 def test_expected_shape_matches_what_loading_gives(mnist_dir, tmp_path):
     assert expected_shape(DataConfig(dataset="mnist")) == (1, 28, 28)
     assert expected_shape(DataConfig(dataset="fashion-mnist", resolution=32)) == (1, 32, 32)
-    config = DataConfig(dataset="mnist", path=str(mnist_dir), split="test", limit=4, channels=3,
-                        resolution=32)
+    config = DataConfig(
+        dataset="mnist", path=str(mnist_dir), split="test", limit=4, channels=3, resolution=32
+    )
     assert expected_shape(config) == load_images(config).image_shape == (3, 32, 32)
     assert expected_shape(DataConfig(dataset="folder", path=str(tmp_path))) is None
     assert expected_shape(DataConfig(dataset="folder", path=str(tmp_path), resolution=64)) is None

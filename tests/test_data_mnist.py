@@ -31,12 +31,26 @@ def test_reads_real_mnist_with_labels_and_shape(mnist_test_split):
 def test_train_split_found_in_shared_copy_and_matches_documented_counts(mnist_dir):
     data = load_images(DataConfig(dataset="mnist", path=str(mnist_dir)))
     assert len(data) == 60_000
-    assert torch.bincount(data.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(data.labels).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
 
 
 def test_resolution_and_channels_are_applied(mnist_dir):
-    data = load_images(DataConfig(dataset="mnist", path=str(mnist_dir), split="test", limit=10, resolution=32,
-                                  channels=3))
+    data = load_images(
+        DataConfig(
+            dataset="mnist", path=str(mnist_dir), split="test", limit=10, resolution=32, channels=3
+        )
+    )
     assert data.images.shape == (10, 3, 32, 32)
 
 
@@ -97,6 +111,7 @@ def test_bundled_slice_is_the_announced_fallback(tmp_path, monkeypatch):
 def no_local_mnist(tmp_path, monkeypatch):
     """A machine without MNIST: ../shared hidden (cwd and the repo root moved), downloads off."""
     from ganforge.data import locations
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setenv("GANFORGE_OFFLINE", "1")
@@ -124,8 +139,9 @@ def test_allowed_slice_is_used_when_full_mnist_is_missing(no_local_mnist):
 def test_a_missing_data_path_is_an_error_whatever_the_slice_setting(no_local_mnist, tmp_path):
     for allow in (True, False):
         with pytest.raises(DataError, match="looked in " + str(tmp_path / "gone")):
-            load_images(DataConfig(dataset="mnist", path=str(tmp_path / "gone"),
-                                   allow_bundled_slice=allow))
+            load_images(
+                DataConfig(dataset="mnist", path=str(tmp_path / "gone"), allow_bundled_slice=allow)
+            )
 
 
 @pytest.fixture()
@@ -149,22 +165,31 @@ def test_download_verifies_checksum_and_fills_the_cache(mirror, tmp_path, monkey
     data = load_idx_dataset(served, "test", allow_bundled=False)
     assert len(data) == 10_000
     from ganforge.data.locations import cache_root
+
     cache = cache_root() / "datasets" / "mnist"
     assert data.source == str(cache)
-    assert sorted(p.name for p in cache.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     offline_again = replace(served, mirrors=("http://127.0.0.1:9/",))
-    assert len(load_idx_dataset(offline_again, "test", allow_bundled=False)) == 10_000  # from the cache
+    assert (
+        len(load_idx_dataset(offline_again, "test", allow_bundled=False)) == 10_000
+    )  # from the cache
 
 
 def test_download_with_wrong_checksum_keeps_nothing(mirror, tmp_path, monkeypatch):
     root, url = mirror
     monkeypatch.setenv("GANFORGE_OFFLINE", "0")
     monkeypatch.chdir(tmp_path)
-    bad = IdxDataset("mnist", (url,), {p.name: "0" * 32 for p in root.iterdir()}, (), "get it elsewhere")
+    bad = IdxDataset(
+        "mnist", (url,), {p.name: "0" * 32 for p in root.iterdir()}, (), "get it elsewhere"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(DataError, match="get it elsewhere"):
             load_idx_dataset(bad, "test", allow_bundled=False)
     from ganforge.data.locations import cache_root
+
     leftovers = list((cache_root() / "datasets" / "mnist").glob("*"))
     assert leftovers == []

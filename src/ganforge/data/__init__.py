@@ -20,8 +20,25 @@ from __future__ import annotations
 
 from ganforge.data import folder, idx, nifti  # noqa: F401  (register the built-in sources)
 from ganforge.data.base import ImageData, to_uint8, to_unit_range
-from ganforge.data.registry import (SOURCES, Source, expected_shape, load_images, register_source,
-                                    source_problems)
+from ganforge.data.nifti import save_nifti_stack
+from ganforge.data.registry import (
+    SOURCES,
+    Source,
+    expected_shape,
+    load_images,
+    register_source,
+    source_problems,
+)
 
-__all__ = ["ImageData", "SOURCES", "Source", "expected_shape", "load_images", "register_source",
-           "source_problems", "to_uint8", "to_unit_range"]
+__all__ = [
+    "SOURCES",
+    "ImageData",
+    "Source",
+    "expected_shape",
+    "load_images",
+    "register_source",
+    "save_nifti_stack",
+    "source_problems",
+    "to_uint8",
+    "to_unit_range",
+]

@@ -25,7 +25,10 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"ImageData wants uint8 [N,C,H,W], got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"ImageData wants uint8 [N,C,H,W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -56,14 +56,22 @@ def cache_settings(config: DataConfig, kind: str, split_label: str) -> dict[str,
 
     Sources add their own settings (NIfTI slicing, normalisation, subject split) to this.
     """
-    return {"kind": kind, "decoder": DECODER_VERSION, "split": split_label,
-            "resolution": config.resolution, "channels": config.channels, "fit": config.fit,
-            "limit": config.limit}
+    return {
+        "kind": kind,
+        "decoder": DECODER_VERSION,
+        "split": split_label,
+        "resolution": config.resolution,
+        "channels": config.channels,
+        "fit": config.fit,
+        "limit": config.limit,
+    }
 
 
 def cache_file(root: Path, settings: dict[str, Any]) -> Path:
     """The one cache file for this source folder and these settings."""
-    identity = json.dumps({"root": str(root.resolve()), "settings": settings}, sort_keys=True, default=str)
+    identity = json.dumps(
+        {"root": str(root.resolve()), "settings": settings}, sort_keys=True, default=str
+    )
     digest = hashlib.sha256(identity.encode()).hexdigest()[:20]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", root.name)[:40] or "data"
     return cache_dir() / f"{slug}-{digest}.pt"
@@ -94,10 +102,19 @@ def read(path: Path, expected_fingerprint: str) -> Decoded | None:
     if not path.is_file():
         return None
     try:
-        with warnings.catch_warnings():  # a foreign file's pickle-protocol notice is not the user's concern
+        with (
+            warnings.catch_warnings()
+        ):  # a foreign file's pickle-protocol notice is not the user's concern
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+    ):
         return None  # damaged or not ours: rebuild it
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return None
@@ -107,24 +124,38 @@ def read(path: Path, expected_fingerprint: str) -> Decoded | None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         return None
     meta = json.loads(state.get("meta", "{}"))
-    return Decoded(images, list(meta.get("skipped", [])), int(meta.get("attempted", 0)), from_cache=True)
+    return Decoded(
+        images, list(meta.get("skipped", [])), int(meta.get("attempted", 0)), from_cache=True
+    )
 
 
 def write(path: Path, expected_fingerprint: str, decoded: Decoded) -> None:
     """Store decoded images atomically; a failure to write is a warning, not an error."""
     meta = json.dumps({"skipped": decoded.skipped, "attempted": decoded.attempted})
-    state = {"format": FORMAT, "fingerprint": expected_fingerprint, "images": decoded.images.contiguous(),
-             "meta": meta}
+    state = {
+        "format": FORMAT,
+        "fingerprint": expected_fingerprint,
+        "images": decoded.images.contiguous(),
+        "meta": meta,
+    }
     try:
         write_with(path, lambda handle: torch.save(state, handle))
     except OSError as exc:
-        warnings.warn(f"could not write the decoded-image cache {path} ({exc.strerror or exc}); "
-                      "the next run decodes again", stacklevel=3)
+        warnings.warn(
+            f"could not write the decoded-image cache {path} ({exc.strerror or exc}); "
+            "the next run decodes again",
+            stacklevel=3,
+        )
 
 
-def cached(root: Path, files: Sequence[Path], settings: dict[str, Any], build: Callable[[], Decoded],
-           enabled: bool = True) -> Decoded:
-    """Return the decoded dataset from the cache when it matches `files`, else build and store it."""
+def cached(
+    root: Path,
+    files: Sequence[Path],
+    settings: dict[str, Any],
+    build: Callable[[], Decoded],
+    enabled: bool = True,
+) -> Decoded:
+    """The decoded dataset from the cache when it matches `files`, else built and stored."""
     if not enabled:
         return build()
     path = cache_file(root, settings)

@@ -32,7 +32,7 @@ Spacing = tuple[float, float]  # (row, column) size of one pixel
 
 
 def stretch(values: np.ndarray) -> np.ndarray:
-    """High-bit-depth pixels -> uint8 by the image's own min..max (16-bit MRI rarely fills 0..65535)."""
+    """High-bit-depth pixels -> uint8 by the image's own min..max (16-bit MRI rarely fills all)."""
     values = np.nan_to_num(values.astype(np.float64))
     low, high = float(values.min()), float(values.max())
     if high <= low:
@@ -61,14 +61,26 @@ def decode_image(path: Path) -> tuple[np.ndarray | None, str]:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not later
             return _pixels(image), ""
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
-            Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        struct.error,
+        zlib.error,
+        Image.DecompressionBombError,
+    ) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, text[:80]
 
 
-def stack_fitted(arrays: Sequence[np.ndarray], channels: int | None, resolution: int | None,
-                 fit: str, spacings: Sequence[Spacing] | None = None) -> torch.Tensor:
+def stack_fitted(
+    arrays: Sequence[np.ndarray],
+    channels: int | None,
+    resolution: int | None,
+    fit: str,
+    spacings: Sequence[Spacing] | None = None,
+) -> torch.Tensor:
     """uint8 arrays -> [N, C, H, W], shaping each (size, pixel spacing) group as one batch.
 
     Every group goes through transforms.shape_to, the one function that resizes: with one
@@ -99,24 +111,34 @@ def join_parts(parts: Sequence[torch.Tensor], channels: int | None) -> torch.Ten
     return torch.cat([to_channels(p, target) for p in parts]).contiguous()
 
 
-def require_one_size(sizes: dict[tuple[int, int], str], resolution: int | None, where: Path) -> None:
+def require_one_size(
+    sizes: dict[tuple[int, int], str], resolution: int | None, where: Path
+) -> None:
     """Without a target resolution every source must have the same size: say which differ."""
     if resolution is None and len(sizes) > 1:
         (s1, n1), (s2, n2) = list(sizes.items())[:2]
-        raise DataError(f"{where}: images differ in size ({s1[1]}x{s1[0]} in {n1}, {s2[1]}x{s2[0]} "
-                        f"in {n2}); set a target size with --resolution N (each image is resized "
-                        "with data.fit)")
+        raise DataError(
+            f"{where}: images differ in size ({s1[1]}x{s1[0]} in {n1}, {s2[1]}x{s2[0]} "
+            f"in {n2}); set a target size with --resolution N (each image is resized "
+            "with data.fit)"
+        )
 
 
-def check_unreadable(skipped: Sequence[str], attempted: int, where: Path, noun: str = "file") -> None:
+def check_unreadable(
+    skipped: Sequence[str], attempted: int, where: Path, noun: str = "file"
+) -> None:
     """The corrupt-file policy: warn about up to 10% unreadable files, stop above that."""
     if not skipped:
         return
     first = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
     share = len(skipped) / max(attempted, 1)
     if share > MAX_UNREADABLE_FRACTION:
-        raise DataError(f"{where}: {len(skipped)} of {attempted} {noun}s are unreadable ({share:.0%}, "
-                        f"more than {MAX_UNREADABLE_FRACTION:.0%}): {first}; the copy looks damaged, "
-                        "fetch it again")
-    warnings.warn(f"{where}: skipped {len(skipped)} unreadable {noun}(s) of {attempted}: {first}",
-                  stacklevel=4)
+        raise DataError(
+            f"{where}: {len(skipped)} of {attempted} {noun}s are unreadable ({share:.0%}, "
+            f"more than {MAX_UNREADABLE_FRACTION:.0%}): {first}; the copy looks damaged, "
+            "fetch it again"
+        )
+    warnings.warn(
+        f"{where}: skipped {len(skipped)} unreadable {noun}(s) of {attempted}: {first}",
+        stacklevel=4,
+    )

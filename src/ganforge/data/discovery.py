@@ -32,9 +32,11 @@ SPLIT_PARTS = {"train": ("train",), "test": ("test",), "all": ("train", "validat
 LAYOUT_DEPTH = 2  # how far below the given folder split folders are looked for
 # Subject identifiers in file or folder names: BIDS "sub-<label>", OASIS "OAS1_0001",
 # ADNI "002_S_0295". A name without one is its own subject.
-SUBJECT_PATTERNS = (re.compile(r"(?:^|[^A-Za-z0-9])(sub-[A-Za-z0-9]+)"),
-                    re.compile(r"(OAS\d_\d{4})", re.IGNORECASE),
-                    re.compile(r"(?:^|[^0-9])(\d{3}_S_\d{4})"))
+SUBJECT_PATTERNS = (
+    re.compile(r"(?:^|[^A-Za-z0-9])(sub-[A-Za-z0-9]+)"),
+    re.compile(r"(OAS\d_\d{4})", re.IGNORECASE),
+    re.compile(r"(?:^|[^0-9])(\d{3}_S_\d{4})"),
+)
 
 
 def is_mask_folder(name: str) -> bool:
@@ -79,8 +81,10 @@ def find_layout(root: Path) -> dict[str, Path] | None:
     for _ in range(LAYOUT_DEPTH + 1):
         for folder in level:
             children = {p.name.lower(): p for p in _child_dirs(folder)}
-            found = {split: next((children[n] for n in names if n in children), None)
-                     for split, names in SPLIT_FOLDERS.items()}
+            found = {
+                split: next((children[n] for n in names if n in children), None)
+                for split, names in SPLIT_FOLDERS.items()
+            }
             if found["train"] is not None:
                 return {split: path for split, path in found.items() if path is not None}
         level = [c for folder in level for c in _child_dirs(folder) if not is_mask_folder(c.name)]
@@ -97,9 +101,11 @@ def select_split(root: Path, split: str) -> tuple[list[Path], str]:
     layout = find_layout(root)
     if layout is None:
         if split == "test" and root.name.lower() not in SPLIT_FOLDERS["test"]:
-            raise DataError(f"{root} has no test split (no test/ or keras_png_slices_test/ folder): "
-                            "a flat folder is one dataset; point --data at the test images and use "
-                            "--set data.split=all")
+            raise DataError(
+                f"{root} has no test split (no test/ or keras_png_slices_test/ folder): "
+                "a flat folder is one dataset; point --data at the test images and use "
+                "--set data.split=all"
+            )
         return [root], "test" if split == "test" else "all"  # the whole folder
     wanted = [layout[part] for part in SPLIT_PARTS[split] if part in layout]
     if not wanted:
@@ -113,8 +119,9 @@ def list_files(folders: Iterable[Path], keep: Callable[[Path], bool]) -> list[Pa
     found: list[Path] = []
     for folder in folders:
         for current, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames
-                                 if not d.startswith(".") and not is_mask_folder(d))
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and not is_mask_folder(d)
+            )
             found.extend(Path(current) / f for f in sorted(filenames) if keep(Path(current) / f))
     return found
 
@@ -142,8 +149,9 @@ def subject_of(path: Path, root: Path) -> str:
     return volume_name(path)
 
 
-def split_by_subject(files: Sequence[Path], root: Path, test_fraction: float,
-                     split: str) -> list[Path]:
+def split_by_subject(
+    files: Sequence[Path], root: Path, test_fraction: float, split: str
+) -> list[Path]:
     """The files of `split` when a share of the subjects is held out for testing.
 
     Subjects are ordered by a hash of their identifier (not by name, so held-out subjects
@@ -154,8 +162,10 @@ def split_by_subject(files: Sequence[Path], root: Path, test_fraction: float,
     """
     subjects = sorted({subject_of(f, root) for f in files})
     if len(subjects) < 2:
-        raise DataError(f"{root}: data.subject_split needs at least two subjects, found "
-                        f"{len(subjects)} ({', '.join(subjects) or 'none'})")
+        raise DataError(
+            f"{root}: data.subject_split needs at least two subjects, found "
+            f"{len(subjects)} ({', '.join(subjects) or 'none'})"
+        )
     order = sorted(subjects, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
     count = min(len(subjects) - 1, max(1, round(test_fraction * len(subjects))))
     held_out = set(order[:count])
@@ -175,16 +185,27 @@ def path_problems(config_path: str | None, dataset: str, wanted: str) -> list[st
 
 def nothing_found(root: Path, folders: Sequence[Path]) -> DataError:
     """Say what the folder does hold, so the user sees why nothing was read."""
-    everything = [Path(c) / f for folder in folders for c, _, files in os.walk(folder) for f in files]
+    everything = [
+        Path(c) / f for folder in folders for c, _, files in os.walk(folder) for f in files
+    ]
     if not everything:
-        return DataError(f"{root} is empty: no image files (PNG, JPEG, TIFF) or NIfTI volumes "
-                         "(.nii, .nii.gz) in it")
-    masks = [p for p in everything if is_image_file(p)
-             and any(is_mask_folder(part) for part in p.relative_to(root).parts[:-1])]
+        return DataError(
+            f"{root} is empty: no image files (PNG, JPEG, TIFF) or NIfTI volumes "
+            "(.nii, .nii.gz) in it"
+        )
+    masks = [
+        p
+        for p in everything
+        if is_image_file(p) and any(is_mask_folder(part) for part in p.relative_to(root).parts[:-1])
+    ]
     if masks:
-        return DataError(f"{root}: no images outside mask folders ({len(masks)} files in "
-                         "*seg*/*mask* folders are skipped as segmentation masks); point --data at "
-                         "the image folder")
+        return DataError(
+            f"{root}: no images outside mask folders ({len(masks)} files in "
+            "*seg*/*mask* folders are skipped as segmentation masks); point --data at "
+            "the image folder"
+        )
     kinds = sorted({p.suffix.lower() or p.name for p in everything})[:5]
-    return DataError(f"no images (PNG, JPEG, TIFF) or NIfTI volumes in {root} (searched "
-                     f"recursively): found {len(everything)} other file(s) ({', '.join(kinds)})")
+    return DataError(
+        f"no images (PNG, JPEG, TIFF) or NIfTI volumes in {root} (searched "
+        f"recursively): found {len(everything)} other file(s) ({', '.join(kinds)})"
+    )

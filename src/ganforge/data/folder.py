@@ -47,10 +47,22 @@ import torch
 from ganforge.config import DataConfig
 from ganforge.data import cache
 from ganforge.data.base import ImageData
-from ganforge.data.decode import (check_unreadable, decode_image, join_parts, require_one_size,
-                                  stack_fitted)
-from ganforge.data.discovery import (is_image_file, is_nifti_file, list_files, nothing_found,
-                                     path_problems, relative, select_split)
+from ganforge.data.decode import (
+    check_unreadable,
+    decode_image,
+    join_parts,
+    require_one_size,
+    stack_fitted,
+)
+from ganforge.data.discovery import (
+    is_image_file,
+    is_nifti_file,
+    list_files,
+    nothing_found,
+    path_problems,
+    relative,
+    select_split,
+)
 from ganforge.data.locations import search_places
 from ganforge.data.nifti import load_nifti, volume_problems
 from ganforge.data.registry import register_source
@@ -89,18 +101,25 @@ def decode_files(files: Sequence[Path], root: Path, config: DataConfig) -> cache
     return cache.Decoded(join_parts(parts, config.channels), skipped, attempted)
 
 
-def load_image_files(root: Path, files: Sequence[Path], split_label: str,
-                     config: DataConfig) -> ImageData:
+def load_image_files(
+    root: Path, files: Sequence[Path], split_label: str, config: DataConfig
+) -> ImageData:
     """Decode `files` (or read them from the cache) into an ImageData named <folder>/<split>."""
-    decoded = cache.cached(root, files, cache.cache_settings(config, "images", split_label),
-                           lambda: decode_files(files, root, config), enabled=config.cache)
+    decoded = cache.cached(
+        root,
+        files,
+        cache.cache_settings(config, "images", split_label),
+        lambda: decode_files(files, root, config),
+        enabled=config.cache,
+    )
     if decoded.from_cache:
         check_unreadable(decoded.skipped, decoded.attempted, root)  # never silent, cached or not
     if len(decoded.images) == 0:
         raise DataError(f"{root}: none of the {len(files)} image files could be read")
     note = ", from the decoded-image cache" if decoded.from_cache else ""
-    return ImageData(decoded.images, f"{root.name}/{split_label}",
-                     f"{root} ({len(decoded.images)} images{note})")
+    return ImageData(
+        decoded.images, f"{root.name}/{split_label}", f"{root} ({len(decoded.images)} images{note})"
+    )
 
 
 def folder_problems(config: DataConfig) -> list[str]:
@@ -120,16 +139,22 @@ def brain_mri_problems(config: DataConfig) -> list[str]:
 def load_folder(config: DataConfig) -> ImageData:
     """The `folder` source: a folder of images, a folder of NIfTI volumes, or one NIfTI file."""
     if not config.path:
-        raise ConfigError("dataset 'folder' needs a path: --data FOLDER (of PNG/JPEG/TIFF images "
-                          "or NIfTI volumes) or --data FILE.nii.gz")
+        raise ConfigError(
+            "dataset 'folder' needs a path: --data FOLDER (of PNG/JPEG/TIFF images "
+            "or NIfTI volumes) or --data FILE.nii.gz"
+        )
     root = Path(config.path).expanduser()
     if not root.exists():
-        raise DataError(f"{root} does not exist; pass a folder of images or a NIfTI volume with --data")
+        raise DataError(
+            f"{root} does not exist; pass a folder of images or a NIfTI volume with --data"
+        )
     if root.is_file():
         if is_nifti_file(root):
             return load_nifti(config)
         if is_image_file(root):
-            raise DataError(f"{root} is a single image; pass the folder that holds the images with --data")
+            raise DataError(
+                f"{root} is a single image; pass the folder that holds the images with --data"
+            )
         raise DataError(f"{root} is neither a folder of images nor a NIfTI volume (.nii, .nii.gz)")
     if config.subject_split is not None:  # only volumes are split by subject
         return load_nifti(config)
@@ -157,7 +182,9 @@ def load_brain_mri(config: DataConfig) -> ImageData:
         if place.is_dir():
             return load_folder(replace(config, path=str(place.resolve())))
     searched = ", ".join(str(p) for p in candidates)
-    raise DataError(f"brain MRI slices not found: looked in {searched}; pass a folder of slices with "
-                    "--data (OASIS keras_png_slices_data, Kaggle 'Alzheimer's Dataset (4 class of "
-                    "Images)', any folder of PNG/JPEG slices, or NIfTI volumes) or set GANFORGE_DATA "
-                    "to a folder that holds brain-mri-slices/")
+    raise DataError(
+        f"brain MRI slices not found: looked in {searched}; pass a folder of slices with "
+        "--data (OASIS keras_png_slices_data, Kaggle 'Alzheimer's Dataset (4 class of "
+        "Images)', any folder of PNG/JPEG slices, or NIfTI volumes) or set GANFORGE_DATA "
+        "to a folder that holds brain-mri-slices/"
+    )

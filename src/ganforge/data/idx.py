@@ -41,8 +41,10 @@ from ganforge.data.registry import register_source
 from ganforge.errors import DataError
 
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
-SPLIT_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 ASSETS = Path(__file__).parent / "assets"
 MAX_IDX_BYTES = 1 << 31  # far above any real IDX set (EMNIST ByClass images: 0.6 GB)
@@ -62,23 +64,28 @@ class IdxDataset:
 MNIST = IdxDataset(
     name="mnist",
     mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-    md5={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-         "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-         "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+    md5={
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
     local_copies=shared_copies("mnist"),
-    how_to_get="download the four IDX gz files from a public MNIST mirror and pass their folder with --data",
+    how_to_get="download the four IDX gz files from a public MNIST mirror and pass their folder "
+    "with --data",
 )
 FASHION_MNIST = IdxDataset(
     name="fashion-mnist",
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    md5={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+    md5={
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
     local_copies=("/usr/share/datasets/fashion-mnist", "../shared/datasets/fashion-mnist"),
     how_to_get="run 'apt-get install dataset-fashion-mnist' or pass a folder with the four IDX gz "
-               "files with --data",
+    "files with --data",
 )
 IDX_DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
 IDX_SHAPE = (1, 28, 28)
@@ -100,8 +107,10 @@ def read_idx(path: Path, expect_magic: int) -> np.ndarray:
             magic = struct.unpack(">I", head)[0]
             if magic != expect_magic:
                 kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
-                raise DataError(f"{path}: wrong magic number 0x{magic:08x} for IDX {kind} "
-                                f"(want 0x{expect_magic:08x}); is this the right file?")
+                raise DataError(
+                    f"{path}: wrong magic number 0x{magic:08x} for IDX {kind} "
+                    f"(want 0x{expect_magic:08x}); is this the right file?"
+                )
             ndim = magic & 0xFF
             dim_bytes = handle.read(4 * ndim)
             if len(dim_bytes) < 4 * ndim:
@@ -109,15 +118,21 @@ def read_idx(path: Path, expect_magic: int) -> np.ndarray:
             dims = struct.unpack(f">{ndim}I", dim_bytes)
             expected = math.prod(dims)
             if expected > MAX_IDX_BYTES:
-                raise DataError(f"{path}: header says {dims} ({expected:,} bytes), more than an IDX image set "
-                                "can hold; the file is corrupt, fetch it again")
+                raise DataError(
+                    f"{path}: header says {dims} ({expected:,} bytes), more than an IDX image set "
+                    "can hold; the file is corrupt, fetch it again"
+                )
             body = _read_at_most(handle, expected + 1)
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot read ({exc}); the file is corrupt or truncated, fetch it again") from None
+        raise DataError(
+            f"{path}: cannot read ({exc}); the file is corrupt or truncated, fetch it again"
+        ) from None
     if len(body) != expected:
         held = f"{len(body)}" if len(body) <= expected else "more"
-        raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds {held}; "
-                        "the file is truncated or corrupt, fetch it again")
+        raise DataError(
+            f"{path}: header says {dims} ({expected} bytes) but the file holds {held}; "
+            "the file is truncated or corrupt, fetch it again"
+        )
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
@@ -143,8 +158,13 @@ def _candidates(dataset: IdxDataset, explicit: str | None) -> list[Path]:
     return search_places([dataset.name], dataset.local_copies)
 
 
-def download(dataset: IdxDataset, split: str, target: Path, mirrors: tuple[str, ...] | None = None,
-             timeout: float = 20.0) -> None:
+def download(
+    dataset: IdxDataset,
+    split: str,
+    target: Path,
+    mirrors: tuple[str, ...] | None = None,
+    timeout: float = 20.0,
+) -> None:
     """Fetch a split's files into `target`, verifying MD5; a bad or partial file is never kept."""
     target.mkdir(parents=True, exist_ok=True)
     for filename in SPLIT_FILES[split]:
@@ -154,7 +174,9 @@ def download(dataset: IdxDataset, split: str, target: Path, mirrors: tuple[str, 
         errors = []
         for mirror in mirrors or dataset.mirrors:
             url = mirror.rstrip("/") + "/" + filename
-            with tempfile.NamedTemporaryFile(dir=target, prefix=filename, suffix=".part", delete=False) as tmp:
+            with tempfile.NamedTemporaryFile(
+                dir=target, prefix=filename, suffix=".part", delete=False
+            ) as tmp:
                 try:
                     with urllib.request.urlopen(url, timeout=timeout) as response:
                         shutil.copyfileobj(response, tmp)
@@ -165,7 +187,9 @@ def download(dataset: IdxDataset, split: str, target: Path, mirrors: tuple[str, 
             digest = _md5(Path(tmp.name))
             if digest != dataset.md5[filename]:
                 Path(tmp.name).unlink(missing_ok=True)
-                errors.append(f"{url}: checksum mismatch (md5 {digest}, want {dataset.md5[filename]})")
+                errors.append(
+                    f"{url}: checksum mismatch (md5 {digest}, want {dataset.md5[filename]})"
+                )
                 continue
             os.replace(tmp.name, final)
             break
@@ -199,8 +223,12 @@ def locate(dataset: IdxDataset, split: str, explicit: str | None) -> Path | None
     return None
 
 
-def load_idx_dataset(name: str | IdxDataset, split: str = "train", path: str | None = None,
-                     allow_bundled: bool = True) -> ImageData:
+def load_idx_dataset(
+    name: str | IdxDataset,
+    split: str = "train",
+    path: str | None = None,
+    allow_bundled: bool = True,
+) -> ImageData:
     """Load MNIST or Fashion-MNIST as ImageData, searching the places listed in the module doc.
 
     `name` may also be an IdxDataset, to search other mirrors or local copies.
@@ -228,8 +256,13 @@ def load_idx_dataset(name: str | IdxDataset, split: str = "train", path: str | N
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     source = ", ".join(str(p[2]) for p in parts)
-    return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), f"{name}/{split}", source,
-                     torch.from_numpy(labels.astype(np.int64)), 10)
+    return ImageData(
+        torch.from_numpy(images.copy()).unsqueeze(1),
+        f"{name}/{split}",
+        source,
+        torch.from_numpy(labels.astype(np.int64)),
+        10,
+    )
 
 
 def _not_found(dataset: IdxDataset, split: str, path: str | None, allow_bundled: bool) -> DataError:
@@ -238,24 +271,37 @@ def _not_found(dataset: IdxDataset, split: str, path: str | None, allow_bundled:
     if path:
         extra = ""
     else:
-        extra = " and the public mirrors" if not offline() else " (downloads off: GANFORGE_OFFLINE=1)"
-    message = (f"{dataset.name} {split} split not found: looked in {searched}{extra}; "
-               f"{dataset.how_to_get}")
+        extra = (
+            " and the public mirrors" if not offline() else " (downloads off: GANFORGE_OFFLINE=1)"
+        )
+    message = (
+        f"{dataset.name} {split} split not found: looked in {searched}{extra}; {dataset.how_to_get}"
+    )
     if dataset.name == "mnist" and not allow_bundled and not path:
-        message += (f" (or set GANFORGE_DATA to the folder that holds mnist/); or train on the "
-                    f"{BUNDLED_SLICE_SIZE:,}-digit slice that ships with ganforge with "
-                    "--set data.allow_bundled_slice=true")
+        message += (
+            f" (or set GANFORGE_DATA to the folder that holds mnist/); or train on the "
+            f"{BUNDLED_SLICE_SIZE:,}-digit slice that ships with ganforge with "
+            "--set data.allow_bundled_slice=true"
+        )
     return DataError(message)
 
 
 def _bundled_slice() -> ImageData:
-    warnings.warn(f"full MNIST not found (no local copy, no download): using the "
-                  f"{BUNDLED_SLICE_SIZE:,}-digit slice of the real MNIST test set that ships with "
-                  "ganforge; pass --data DIR for the full set", stacklevel=2)
+    warnings.warn(
+        f"full MNIST not found (no local copy, no download): using the "
+        f"{BUNDLED_SLICE_SIZE:,}-digit slice of the real MNIST test set that ships with "
+        "ganforge; pass --data DIR for the full set",
+        stacklevel=2,
+    )
     images = read_idx(ASSETS / "mnist-slice-images-idx3-ubyte.gz", IMAGE_MAGIC)
     labels = read_idx(ASSETS / "mnist-slice-labels-idx1-ubyte.gz", LABEL_MAGIC)
-    return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), "mnist/bundled-slice",
-                     str(ASSETS), torch.from_numpy(labels.astype(np.int64)), 10)
+    return ImageData(
+        torch.from_numpy(images.copy()).unsqueeze(1),
+        "mnist/bundled-slice",
+        str(ASSETS),
+        torch.from_numpy(labels.astype(np.int64)),
+        10,
+    )
 
 
 # ---- the registered sources -------------------------------------------------------------------
@@ -276,7 +322,9 @@ def _idx_problems(config: DataConfig) -> list[str]:
         return []  # the slice covers it, or a download may: only loading can tell
     dataset = IDX_DATASETS[config.dataset]
     splits = ("train", "test") if config.split == "all" else (config.split,)
-    missing = [one for one in splits if not any(_complete(f, one) for f in _candidates(dataset, None))]
+    missing = [
+        one for one in splits if not any(_complete(f, one) for f in _candidates(dataset, None))
+    ]
     return [str(_not_found(dataset, missing[0], None, allow))] if missing else []
 
 

@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def cache_root() -> Path:
-    """ganforge's cache folder: $GANFORGE_CACHE, else $XDG_CACHE_HOME/ganforge, else ~/.cache/ganforge."""
+    """The cache folder: $GANFORGE_CACHE, else $XDG_CACHE_HOME/ganforge, else ~/.cache/ganforge."""
     if os.environ.get("GANFORGE_CACHE"):
         return Path(os.environ["GANFORGE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -64,8 +64,12 @@ def search_places(names: Sequence[str], local_copies: Iterable[str] | None = Non
     if local_copies is not None:
         places += anchored(local_copies)
     else:
-        places += [anchor / root / name for root in SHARED_ROOTS for anchor in (Path.cwd(), REPO_ROOT)
-                   for name in names]
+        places += [
+            anchor / root / name
+            for root in SHARED_ROOTS
+            for anchor in (Path.cwd(), REPO_ROOT)
+            for name in names
+        ]
     return unique(places)
 
 

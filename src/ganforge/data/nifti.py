@@ -48,8 +48,16 @@ from ganforge.config import DataConfig
 from ganforge.data import cache
 from ganforge.data.base import ImageData
 from ganforge.data.decode import check_unreadable, join_parts, require_one_size, stack_fitted
-from ganforge.data.discovery import (find_layout, is_image_file, is_nifti_file, list_files,
-                                     path_problems, select_split, split_by_subject, volume_name)
+from ganforge.data.discovery import (
+    find_layout,
+    is_image_file,
+    is_nifti_file,
+    list_files,
+    path_problems,
+    select_split,
+    split_by_subject,
+    volume_name,
+)
 from ganforge.data.registry import register_source
 from ganforge.data.transforms import square_pixel_size, to_channels
 from ganforge.errors import ConfigError, DataError
@@ -79,7 +87,7 @@ def read_volume(path: Path) -> np.ndarray:
 
 
 def load_volume(path: Path) -> Volume:
-    """Voxels in RAS+ orientation and their sizes. DataError for 2-D or 4-D; UnreadableVolume if damaged.
+    """Voxels in RAS+ order and their sizes; DataError for 2-D or 4-D, UnreadableVolume if damaged.
 
     A voxel size that is zero, negative or not finite (a carelessly written header) counts as
     1 mm, like the rest of the toolchain treats it.
@@ -89,22 +97,27 @@ def load_volume(path: Path) -> Volume:
     try:
         image = nib.load(str(path))
         shape = tuple(int(s) for s in image.shape)
-    except Exception as exc:  # a damaged header raises many types: ImageFileError, HeaderDataError, OverflowError
+    except Exception as exc:  # a damaged header raises ImageFileError, HeaderDataError, ...
         raise UnreadableVolume(_first_line(exc)) from None
     if len(shape) < 3:
-        raise DataError(f"{path}: a {len(shape)}-D NIfTI image {shape}, not a volume; ganforge cuts slices from 3-D "
-                        "volumes: save a 2-D image as PNG and use --dataset folder")
+        raise DataError(
+            f"{path}: a {len(shape)}-D NIfTI image {shape}, not a volume; ganforge cuts slices "
+            "from 3-D volumes: save a 2-D image as PNG and use --dataset folder"
+        )
     if len(shape) > 3 and math.prod(shape[3:]) > 1:
-        raise DataError(f"{path}: a 4-D NIfTI series {shape} ({math.prod(shape[3:])} volumes, e.g. fMRI or DWI); "
-                        "ganforge cuts slices from one 3-D volume per file: save one volume first, e.g. "
-                        "nibabel.save(img.slicer[..., 0], 'volume0.nii.gz')")
+        raise DataError(
+            f"{path}: a 4-D NIfTI series {shape} ({math.prod(shape[3:])} volumes, "
+            "e.g. fMRI or DWI); ganforge cuts slices from one 3-D volume per file: save one "
+            "volume first, e.g. "
+            "nibabel.save(img.slicer[..., 0], 'volume0.nii.gz')"
+        )
     if 0 in shape:
         raise UnreadableVolume(f"an empty volume {shape}")
     try:
         canonical = nib.as_closest_canonical(image)
         data = np.asarray(canonical.get_fdata(dtype=np.float32)).reshape(canonical.shape[:3])
         sizes = nib.affines.voxel_sizes(canonical.affine)[:3]
-    except Exception as exc:  # nibabel raises many types on damaged data (HeaderDataError, TypeError, ...)
+    except Exception as exc:  # damaged data raises HeaderDataError, TypeError, ...
         raise UnreadableVolume(_first_line(exc)) from None
     spacing = tuple(float(s) if math.isfinite(s) and s > 0 else 1.0 for s in sizes)
     return Volume(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), spacing)  # type: ignore[arg-type]
@@ -115,14 +128,19 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:80]
 
 
-def normalise_volume(volume: np.ndarray, where: Path | str = "volume", method: str = "percentile",
-                     percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+def normalise_volume(
+    volume: np.ndarray,
+    where: Path | str = "volume",
+    method: str = "percentile",
+    percentiles: tuple[float, float] = PERCENTILES,
+) -> np.ndarray:
     """Per-volume intensity scaling to uint8 (see the module doc, step 2)."""
     low = float(np.percentile(volume, percentiles[0]))
     above = volume[volume > low]
     if above.size == 0:
-        raise DataError(f"{where}: the volume is constant ({low:g} everywhere): nothing to cut "
-                        "slices from")
+        raise DataError(
+            f"{where}: the volume is constant ({low:g} everywhere): nothing to cut slices from"
+        )
     if method == "minmax":
         low, high = float(volume.min()), float(volume.max())
         scaled = (volume - low) / (high - low)
@@ -148,7 +166,7 @@ def axis_indices(length: int, fraction_range: tuple[float, float]) -> range:
 
 
 def orient_slice(plane: np.ndarray) -> np.ndarray:
-    """A RAS+ slice [first axis, second axis] -> image rows/cols: second axis up, first axis right."""
+    """A RAS+ slice [first axis, second axis] -> image rows/cols: second axis up, first right."""
     return np.ascontiguousarray(np.flipud(plane.T))
 
 
@@ -157,8 +175,9 @@ def foreground_fraction(image: np.ndarray) -> float:
     return float((image > FOREGROUND_LEVEL * 255).mean())
 
 
-def volume_slices(volume: np.ndarray, axis: int, fraction_range: tuple[float, float],
-                  min_foreground: float) -> list[np.ndarray]:
+def volume_slices(
+    volume: np.ndarray, axis: int, fraction_range: tuple[float, float], min_foreground: float
+) -> list[np.ndarray]:
     """uint8 slices of a normalised volume along `axis`, oriented, near-empty ones skipped."""
     slices = []
     planes = np.moveaxis(volume, axis, 0)  # a view: planes[k] is slice k (np.take would copy)
@@ -194,8 +213,9 @@ def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cac
             continue
         scaled = normalise_volume(volume.data, path, config.normalise, percentiles)
         spacing = slice_spacing(volume.spacing, config.nifti_axis)
-        for image in volume_slices(scaled, config.nifti_axis, config.nifti_range,
-                                   config.nifti_min_foreground):
+        for image in volume_slices(
+            scaled, config.nifti_axis, config.nifti_range, config.nifti_min_foreground
+        ):
             sizes.setdefault(square_pixel_size(*image.shape, spacing), path.name)
             arrays.append(image)
             spacings.append(spacing)
@@ -205,8 +225,16 @@ def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cac
         arrays, spacings = arrays[: config.limit], spacings[: config.limit]
     if not arrays:
         return cache.Decoded(torch.zeros(0, 1, 1, 1, dtype=torch.uint8), skipped, attempted)
-    parts = [stack_fitted(arrays[i : i + 512], config.channels, config.resolution, config.fit,
-                          spacings[i : i + 512]) for i in range(0, len(arrays), 512)]
+    parts = [
+        stack_fitted(
+            arrays[i : i + 512],
+            config.channels,
+            config.resolution,
+            config.fit,
+            spacings[i : i + 512],
+        )
+        for i in range(0, len(arrays), 512)
+    ]
     return cache.Decoded(join_parts(parts, config.channels), skipped, attempted)
 
 
@@ -214,24 +242,33 @@ def volume_problems(config: DataConfig) -> list[str]:
     """The NIfTI settings that cannot work, whatever the files hold."""
     found = []
     if config.nifti_axis not in AXIS_NAMES:
-        found.append(f"data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) "
-                     f"(got {config.nifti_axis!r})")
+        found.append(
+            f"data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) "
+            f"(got {config.nifti_axis!r})"
+        )
     if not _ordered(config.nifti_range, 1.0):
-        found.append(f"data.nifti_range must be two fractions 0 <= low < high <= 1 "
-                     f"(got {config.nifti_range!r})")
+        found.append(
+            f"data.nifti_range must be two fractions 0 <= low < high <= 1 "
+            f"(got {config.nifti_range!r})"
+        )
     share = config.nifti_min_foreground
     if not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
         found.append(f"data.nifti_min_foreground must be a fraction in [0, 1] (got {share!r})")
     if config.normalise not in NORMALISERS:
-        found.append(f"data.normalise must be one of {', '.join(NORMALISERS)} "
-                     f"(got {config.normalise!r})")
+        found.append(
+            f"data.normalise must be one of {', '.join(NORMALISERS)} (got {config.normalise!r})"
+        )
     if not _ordered(config.percentiles, 100.0):
-        found.append(f"data.percentiles must be two percentiles 0 <= low < high <= 100 "
-                     f"(got {config.percentiles!r})")
+        found.append(
+            f"data.percentiles must be two percentiles 0 <= low < high <= 100 "
+            f"(got {config.percentiles!r})"
+        )
     held = config.subject_split
     if held is not None and not (isinstance(held, (int, float)) and 0.0 < held < 1.0):
-        found.append(f"data.subject_split must be a share of subjects between 0 and 1, "
-                     f"e.g. 0.2 (got {held!r})")
+        found.append(
+            f"data.subject_split must be a share of subjects between 0 and 1, "
+            f"e.g. 0.2 (got {held!r})"
+        )
     return found
 
 
@@ -262,28 +299,35 @@ def select_volumes(root: Path, config: DataConfig) -> tuple[list[Path], str]:
         return list_files(folders, is_nifti_file), label
     layout = find_layout(root)
     if layout is not None:
-        raise DataError(f"{root} already has split folders ({', '.join(p.name for p in layout.values())}): "
-                        "data.subject_split splits a flat folder of volumes; drop it, or point --data "
-                        "at one split folder")
+        raise DataError(
+            f"{root} already has split folders ({', '.join(p.name for p in layout.values())}): "
+            "data.subject_split splits a flat folder of volumes; drop it, or point --data "
+            "at one split folder"
+        )
     files = list_files([root], is_nifti_file)
     if not files and list_files([root], is_image_file):
-        raise DataError(f"{root} holds image files, not NIfTI volumes: data.subject_split splits "
-                        "folders of volumes by subject; drop it and use split folders")
+        raise DataError(
+            f"{root} holds image files, not NIfTI volumes: data.subject_split splits "
+            "folders of volumes by subject; drop it and use split folders"
+        )
     return split_by_subject(files, root, float(config.subject_split), config.split), config.split
 
 
 @register_source("nifti", fits=True, problems=nifti_problems, shape=nifti_shape)
 def load_nifti(config: DataConfig) -> ImageData:
-    """The `nifti` source: one .nii/.nii.gz file, or a folder of them (split as in the module doc)."""
+    """The `nifti` source: one .nii/.nii.gz file, or a folder of them (splits: module doc)."""
     if not config.path:
-        raise ConfigError("dataset 'nifti' needs a path: --data FILE.nii.gz or --data FOLDER of "
-                          "NIfTI volumes")
+        raise ConfigError(
+            "dataset 'nifti' needs a path: --data FILE.nii.gz or --data FOLDER of NIfTI volumes"
+        )
     problems = volume_problems(config)
     if problems:
         raise ConfigError(problems[0])
     root = Path(config.path).expanduser()
     if not root.exists():
-        raise DataError(f"{root} does not exist; pass a NIfTI volume or a folder of them with --data")
+        raise DataError(
+            f"{root} does not exist; pass a NIfTI volume or a folder of them with --data"
+        )
     if root.is_file():
         if not is_nifti_file(root):
             raise DataError(f"{root} is not a NIfTI volume (.nii or .nii.gz)")
@@ -292,30 +336,42 @@ def load_nifti(config: DataConfig) -> ImageData:
         files, label = select_volumes(root, config)
         name = root.name
         if not files:
-            raise DataError(f"no NIfTI volumes (.nii, .nii.gz) in {root} (searched recursively, "
-                            "mask folders skipped)")
-    settings = {**cache.cache_settings(config, "nifti", label), "axis": config.nifti_axis,
-                "range": list(config.nifti_range), "min_foreground": config.nifti_min_foreground,
-                "normalise": config.normalise, "percentiles": list(config.percentiles),
-                "subject_split": config.subject_split, "pixels": "square"}
-    decoded = cache.cached(root, files, settings, lambda: decode_volumes(files, root, config),
-                           enabled=config.cache)
+            raise DataError(
+                f"no NIfTI volumes (.nii, .nii.gz) in {root} (searched recursively, "
+                "mask folders skipped)"
+            )
+    settings = {
+        **cache.cache_settings(config, "nifti", label),
+        "axis": config.nifti_axis,
+        "range": list(config.nifti_range),
+        "min_foreground": config.nifti_min_foreground,
+        "normalise": config.normalise,
+        "percentiles": list(config.percentiles),
+        "subject_split": config.subject_split,
+        "pixels": "square",
+    }
+    decoded = cache.cached(
+        root, files, settings, lambda: decode_volumes(files, root, config), enabled=config.cache
+    )
     if decoded.from_cache:
         check_unreadable(decoded.skipped, decoded.attempted, root, noun="volume")
     axis = AXIS_NAMES[config.nifti_axis]
     if len(decoded.images) == 0:
-        raise DataError(f"{root}: no slices left: every {axis} slice in data.nifti_range "
-                        f"{tuple(config.nifti_range)} has less than "
-                        f"{config.nifti_min_foreground:.0%} foreground; lower "
-                        "data.nifti_min_foreground or widen data.nifti_range")
+        raise DataError(
+            f"{root}: no slices left: every {axis} slice in data.nifti_range "
+            f"{tuple(config.nifti_range)} has less than "
+            f"{config.nifti_min_foreground:.0%} foreground; lower "
+            "data.nifti_min_foreground or widen data.nifti_range"
+        )
     note = ", from the decoded-image cache" if decoded.from_cache else ""
     source = f"{root} ({len(files)} volume(s), {len(decoded.images)} {axis} slices{note})"
     return ImageData(decoded.images, f"{name}/{label}", source)
 
 
-def save_nifti_stack(images: torch.Tensor | np.ndarray, path: str | Path,
-                     spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
-    """Write uint8 slices [N, C, H, W] as one axial NIfTI volume that viewers and ganforge read back.
+def save_nifti_stack(
+    images: torch.Tensor | np.ndarray, path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)
+) -> Path:
+    """Write uint8 slices [N, C, H, W] as one axial NIfTI volume that viewers and ganforge read.
 
     Slice k becomes axial plane k of a RAS+ volume [W, H, N] laid out as the nifti source
     reads slices (rows up = anterior, columns right), so ``--dataset nifti --set
@@ -330,8 +386,10 @@ def save_nifti_stack(images: torch.Tensor | np.ndarray, path: str | Path,
         raise DataError(f"{target}: a NIfTI stack needs a .nii or .nii.gz name")
     stack = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
     if stack.dtype != torch.uint8 or stack.ndim != 4 or stack.shape[1] not in (1, 3):
-        raise DataError(f"save_nifti_stack wants uint8 slices [N, 1 or 3, H, W], got "
-                        f"{stack.dtype} {tuple(stack.shape)}")
+        raise DataError(
+            f"save_nifti_stack wants uint8 slices [N, 1 or 3, H, W], got "
+            f"{stack.dtype} {tuple(stack.shape)}"
+        )
     sizes = [float(s) for s in spacing]
     if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
         raise DataError(f"NIfTI spacing must be three positive sizes in mm (got {tuple(spacing)})")

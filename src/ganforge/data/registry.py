@@ -54,14 +54,22 @@ class Source:
 SOURCES: dict[str, Source] = {}
 
 
-def register_source(name: str, *, problems: ProblemCheck | None = None,
-                    shape: ShapeRule | None = None, splits: tuple[str, ...] = ALL_SPLITS,
-                    fits: bool = False) -> Callable[[SourceLoader], SourceLoader]:
+def register_source(
+    name: str,
+    *,
+    problems: ProblemCheck | None = None,
+    shape: ShapeRule | None = None,
+    splits: tuple[str, ...] = ALL_SPLITS,
+    fits: bool = False,
+) -> Callable[[SourceLoader], SourceLoader]:
     """Register a loader under `name`, with the checks it declares (see the module doc)."""
+
     def decorator(loader: SourceLoader) -> SourceLoader:
-        SOURCES[name] = Source(name, loader, problems or _no_problems, shape or _unknown_shape,
-                               tuple(splits), fits)
+        SOURCES[name] = Source(
+            name, loader, problems or _no_problems, shape or _unknown_shape, tuple(splits), fits
+        )
         return loader
+
     return decorator
 
 
@@ -72,8 +80,10 @@ def source_problems(config: DataConfig) -> list[str]:
         return [str(unknown_name("dataset", config.dataset, list(SOURCES)))]
     found = []
     if config.split not in source.splits:
-        found.append(f"dataset {config.dataset!r} has no split {config.split!r}; choose one of: "
-                     f"{', '.join(source.splits)}")
+        found.append(
+            f"dataset {config.dataset!r} has no split {config.split!r}; choose one of: "
+            f"{', '.join(source.splits)}"
+        )
     return found + list(source.problems(config))
 
 

@@ -30,9 +30,14 @@ def to_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
     raise ConfigError(f"cannot convert {have}-channel images to {channels} channels")
 
 
-def shape_to(images: torch.Tensor, channels: int | None, resolution: int | None, fit: str = "pad",
-             spacing: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
-    """Channels, then the square resolution: what load_images (or a stacking source) applies once."""
+def shape_to(
+    images: torch.Tensor,
+    channels: int | None,
+    resolution: int | None,
+    fit: str = "pad",
+    spacing: tuple[float, float] = (1.0, 1.0),
+) -> torch.Tensor:
+    """Channels, then the square resolution: what load_images (or a stacking source) applies."""
     return fit_square(to_channels(images, channels), resolution, fit, spacing)
 
 
@@ -46,8 +51,12 @@ def square_pixel_size(height: int, width: int, spacing: tuple[float, float]) -> 
     return max(1, round(height * row / finer)), max(1, round(width * col / finer))
 
 
-def fit_square(images: torch.Tensor, resolution: int | None, mode: str = "pad",
-               spacing: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+def fit_square(
+    images: torch.Tensor,
+    resolution: int | None,
+    mode: str = "pad",
+    spacing: tuple[float, float] = (1.0, 1.0),
+) -> torch.Tensor:
     """Bring [N, C, H, W] uint8 images to [N, C, resolution, resolution].
 
     pad:     scale the longer side to `resolution`, then pad the shorter one with the
@@ -86,14 +95,25 @@ def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return images
     out = []
     for chunk in images.split(1024):  # bound the float copy's memory
-        resized = F.interpolate(chunk.float(), size=(height, width), mode="bilinear",
-                                antialias=True, align_corners=False)
+        resized = F.interpolate(
+            chunk.float(),
+            size=(height, width),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         out.append(resized.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
 
 
 def _border_value(images: torch.Tensor) -> int:
     """The median value of the images' outer frame: the background to pad with."""
-    frame = torch.cat([images[:, :, 0, :].flatten(), images[:, :, -1, :].flatten(),
-                       images[:, :, :, 0].flatten(), images[:, :, :, -1].flatten()])
-    return int(frame[: 1_000_000].median())
+    frame = torch.cat(
+        [
+            images[:, :, 0, :].flatten(),
+            images[:, :, -1, :].flatten(),
+            images[:, :, :, 0].flatten(),
+            images[:, :, :, -1].flatten(),
+        ]
+    )
+    return int(frame[:1_000_000].median())
