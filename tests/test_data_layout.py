@@ -145,9 +145,14 @@ def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(nothing_is_r
     assert len(ranged) == 1 and "nifti_range" in ranged[0]
 
 
-def test_a_split_the_source_does_not_have_is_a_problem(nothing_is_read):
-    problems = source_problems(DataConfig(dataset="mnist", split="validate"))
-    assert problems == ["dataset 'mnist' has no split 'validate'; choose one of: train, test, all"]
+def test_a_split_the_source_does_not_have_is_a_problem(nothing_is_read, monkeypatch):
+    from ganforge.data import SOURCES, register_source
+
+    monkeypatch.setitem(SOURCES, "train-only", SOURCES["mnist"])  # restored after the test
+    register_source("train-only", splits=("train",))(SOURCES["mnist"].load)
+    problems = source_problems(DataConfig(dataset="train-only", split="test"))
+    assert problems == ["dataset 'train-only' has no split 'test'; choose one of: train"]
+    assert source_problems(DataConfig(dataset="train-only")) == []
 
 
 def test_missing_mnist_is_found_by_the_check_when_the_slice_is_refused(no_local_copies):

@@ -254,10 +254,6 @@ def volume_problems(config: DataConfig) -> list[str]:
     share = config.nifti_min_foreground
     if not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
         found.append(f"data.nifti_min_foreground must be a fraction in [0, 1] (got {share!r})")
-    if config.normalise not in NORMALISERS:
-        found.append(
-            f"data.normalise must be one of {', '.join(NORMALISERS)} (got {config.normalise!r})"
-        )
     if not _ordered(config.percentiles, 100.0):
         found.append(
             f"data.percentiles must be two percentiles 0 <= low < high <= 100 "
@@ -321,6 +317,10 @@ def load_nifti(config: DataConfig) -> ImageData:
             "dataset 'nifti' needs a path: --data FILE.nii.gz or --data FOLDER of NIfTI volumes"
         )
     problems = volume_problems(config)
+    if config.normalise not in NORMALISERS:  # a Literal: TrainConfig.validate reports it first
+        problems.append(
+            f"data.normalise must be one of {', '.join(NORMALISERS)} (got {config.normalise!r})"
+        )
     if problems:
         raise ConfigError(problems[0])
     root = Path(config.path).expanduser()

@@ -79,7 +79,9 @@ def source_problems(config: DataConfig) -> list[str]:
     if source is None:
         return [str(unknown_name("dataset", config.dataset, list(SOURCES)))]
     found = []
-    if config.split not in source.splits:
+    # An unknown split name is TrainConfig's to report (data.split is a Literal); here only a
+    # valid split this source does not have.
+    if config.split in ALL_SPLITS and config.split not in source.splits:
         found.append(
             f"dataset {config.dataset!r} has no split {config.split!r}; choose one of: "
             f"{', '.join(source.splits)}"
