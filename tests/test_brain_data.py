@@ -663,3 +663,19 @@ def test_nifti_stack_of_real_slices_reads_back_as_the_same_images(tmp_path):
     ).images.shape == (6, 1, 96, 24)  # rows of 1 mm become two of 0.5 mm
     with pytest.raises(DataError, match="needs a .nii or .nii.gz name"):
         save_nifti_stack(slices, tmp_path / "slices.png")
+
+
+def test_a_subject_in_both_split_folders_is_announced(mni, tmp_path):
+    for name in ("train/sub-01_T1w.nii.gz", "train/sub-02_T1w.nii.gz", "test/sub-01_T1w.nii.gz"):
+        (tmp_path / "vols" / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(mni, tmp_path / "vols" / name)
+    config = folder_config(tmp_path / "vols", split="test", resolution=16, nifti_range=(0.5, 0.52))
+    with pytest.warns(UserWarning, match=r"1 subject\(s\) have volumes in both .*\(sub-01\)"):
+        load_images(config)
+    os.rename(
+        tmp_path / "vols" / "test" / "sub-01_T1w.nii.gz",
+        tmp_path / "vols" / "test" / "sub-03_T1w.nii.gz",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_images(config)) > 0

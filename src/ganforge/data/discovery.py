@@ -134,19 +134,34 @@ def relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def subject_of(path: Path, root: Path) -> str:
-    """The subject a file belongs to, from its name or the folders between `root` and it.
+def subject_id(path: Path, root: Path) -> str | None:
+    """The subject named in a file's path below `root`, or None when no known pattern is there.
 
     A BIDS ``sub-<label>``, OASIS ``OAS1_0001`` or ADNI ``002_S_0295`` anywhere in the
-    relative path names the subject (so two sessions of one subject stay together);
-    otherwise the file is its own subject (its name without .nii/.nii.gz).
+    relative path names the subject (so two sessions of one subject stay together).
     """
     text = relative(path, root)
     for pattern in SUBJECT_PATTERNS:
         match = pattern.search(text)
         if match:
             return match.group(1)
-    return volume_name(path)
+    return None
+
+
+def subject_of(path: Path, root: Path) -> str:
+    """The subject a file belongs to: its subject_id, else the file is its own subject."""
+    return subject_id(path, root) or volume_name(path)
+
+
+def shared_subjects(layout: dict[str, Path], keep: Callable[[Path], bool]) -> list[str]:
+    """Subjects (named by subject_id) with files in both the train and the test folder."""
+    if "train" not in layout or "test" not in layout:
+        return []
+    sides = [
+        {subject_id(f, layout[part]) for f in list_files([layout[part]], keep)} - {None}
+        for part in ("train", "test")
+    ]
+    return sorted(str(s) for s in sides[0] & sides[1])
 
 
 def split_by_subject(

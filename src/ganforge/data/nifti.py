@@ -37,6 +37,7 @@ test split; see discovery.split_by_subject): no subject has slices on both sides
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -55,6 +56,7 @@ from ganforge.data.discovery import (
     list_files,
     path_problems,
     select_split,
+    shared_subjects,
     split_by_subject,
     volume_name,
 )
@@ -292,6 +294,16 @@ def select_volumes(root: Path, config: DataConfig) -> tuple[list[Path], str]:
     """The volumes of the configured split under folder `root`, and the split's label."""
     if config.subject_split is None:
         folders, label = select_split(root, config.split)
+        layout = find_layout(root)
+        leaked = shared_subjects(layout, is_nifti_file) if layout and label != "all" else []
+        if leaked:
+            shown = ", ".join(leaked[:3]) + (", ..." if len(leaked) > 3 else "")
+            warnings.warn(
+                f"{root}: {len(leaked)} subject(s) have volumes in both the train and the test "
+                f"folder ({shown}): a test score would see training subjects; keep each subject "
+                "in one folder, or use one flat folder with --set data.subject_split=0.2",
+                stacklevel=4,
+            )
         return list_files(folders, is_nifti_file), label
     layout = find_layout(root)
     if layout is not None:
