@@ -27,6 +27,7 @@ examples:
   ganforge sample runs/demo-001 --seeds 3,7 --truncation 0.7 --out typical.png
   ganforge sample runs/demo-001 -n 1000 --out fakes.npy   # uint8 [N, H, W, C]
   ganforge sample demo-model -n 16                        # a folder from `ganforge export`
+  ganforge sample runs/oasis-001 --seeds 0-63 --out slices.nii.gz --spacing 1,1,1
 """
 
 
@@ -48,10 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Gaussian latents only: resample latent components beyond PSI standard "
                         "deviations (BigGAN's truncation; smaller: more typical, less varied)")
     p.add_argument("--out", "-o", default="samples.png",
-                   help="grid .png, a .npy file (uint8 [N,H,W,C]), or a folder for one PNG "
-                        "per image")
-    p.add_argument("--format", choices=("auto", "grid", "png", "npy"), default="auto",
-                   help="auto: by --out's suffix (.png grid, .npy array, else a folder of PNGs)")
+                   help="grid .png, a .npy file (uint8 [N,H,W,C]), a .nii.gz volume (the images "
+                        "as axial slices), or a folder for one PNG per image")
+    p.add_argument("--format", choices=("auto", "grid", "png", "npy", "nifti"), default="auto",
+                   help="auto: by --out's suffix (.png grid, .npy array, .nii/.nii.gz volume, "
+                        "else a folder of PNGs)")
+    p.add_argument("--spacing", default="1,1,1", metavar="X,Y,Z",
+                   help="voxel size in mm of a NIfTI stack: column, row, slice (default 1,1,1; "
+                        "one number for all three)")
     p.add_argument("--device", default="auto", help="auto (default: a GPU when present), cpu, cuda")
     p.set_defaults(run=run)
 
@@ -62,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
-    if out.name.lower().endswith((".nii", ".nii.gz")):
-        raise ConfigError(f"--out {out}: NIfTI output is not available in this version; "
-                          "write a .npy or PNGs instead")
-    by_suffix = {".png": "grid", ".npy": "npy"}.get(out.suffix.lower(), "png")
+    nifti = out.name.lower().endswith((".nii", ".nii.gz"))
+    by_suffix = "nifti" if nifti else {".png": "grid", ".npy": "npy"}.get(out.suffix.lower(), "png")
     kind = args.format if args.format != "auto" else by_suffix
+    spacing = _spacing(args.spacing)
     if out.exists() and out.is_dir() and kind != "png":
-        raise ConfigError(f"--out {out} is a folder; give a file name ending in .png or .npy")
+        raise ConfigError(f"--out {out} is a folder; give a file name ending in .png, .npy or "
+                          ".nii.gz")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if seeds is None and args.truncation is not None:
         seeds = _seed_range(args.seed, args.count)
@@ -83,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
             save_grid(images, out, rows=max(1, int(math.sqrt(len(images)))))
         elif kind == "npy":
             write_with(out, lambda handle: np.save(handle, images.permute(0, 2, 3, 1).numpy()))
+        elif kind == "nifti":
+            from ganforge.data import save_nifti_stack
+            save_nifti_stack(images, out, spacing)
         elif seeds is not None:
             _save_per_seed(images, seeds, out)
         else:
@@ -99,6 +107,20 @@ def run(args: argparse.Namespace) -> int:
     say(f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
         f"iteration {info.step}; {what}{trunc}) to {out}")
     return 0
+
+
+def _spacing(text: str) -> tuple[float, float, float]:
+    """--spacing '1' or '0.9,0.9,2.5' -> three positive sizes in mm."""
+    try:
+        sizes = [float(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 1:
+        sizes *= 3
+    if len(sizes) != 3 or not all(math.isfinite(size) and size > 0 for size in sizes):
+        raise ConfigError(f"--spacing {text[:40]!r}: give one or three positive sizes in mm, "
+                          "e.g. 1 or 0.9,0.9,2.5")
+    return sizes[0], sizes[1], sizes[2]
 
 
 def _seed_range(first: int, count: int) -> list[int]:
