@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import torch
 
+from ganforge.augment import names_problem
+from ganforge.conditional import data_problems
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, expected_shape, source_problems
 from ganforge.errors import ConfigError
 from ganforge.losses import LOSSES
 from ganforge.models import ARCHITECTURES, build_models
+from ganforge.models.spectral import spectral_norm_problem
 
 
 def check(config: TrainConfig) -> TrainConfig:
@@ -27,8 +30,13 @@ def check(config: TrainConfig) -> TrainConfig:
     if config.loss not in LOSSES:
         problems.append(f"unknown loss {config.loss!r}; choose one of: {', '.join(sorted(LOSSES))}")
     problems += source_problems(config.data)
+    augment_problem = names_problem([n.strip() for n in str(config.augment).split(",") if n.strip()])
+    if augment_problem:
+        problems.append(augment_problem)
     problems += _model_problems(config)
     problems += _execution_problems(config)
+    from ganforge.training.distributed import problems as distributed_problems
+    problems += distributed_problems(config)  # batch split over WORLD_SIZE processes, backend
     if problems:
         raise ConfigError("; ".join(problems))
     return config
@@ -37,6 +45,12 @@ def check(config: TrainConfig) -> TrainConfig:
 def check_against_data(config: TrainConfig, data: ImageData) -> None:
     """The checks that need the loaded data: its shape against the model, its size against a batch."""
     problems = _build_problems(config, data.image_shape)
+    if not problems:
+        with torch.device("meta"):
+            generator, _ = build_models(config.model.arch, config.model.latent_dim,
+                                        data.image_shape, config.model.options)
+        problems += data_problems(int(getattr(generator, "num_classes", 0) or 0), data.labels,
+                                  data.name)
     real_batch = config.batch_size // 2 if config.d_half_batch else config.batch_size
     if len(data) < real_batch:
         problems.append(f"the dataset has {len(data)} images, fewer than one batch of {real_batch}; "
@@ -62,9 +76,13 @@ def _build_problems(config: TrainConfig, shape: tuple[int, int, int]) -> list[st
     """Build both networks on the meta device: shapes and option values, with no memory used."""
     try:
         with torch.device("meta"):
-            build_models(config.model.arch, config.model.latent_dim, shape, config.model.options)
+            _, discriminator = build_models(config.model.arch, config.model.latent_dim, shape,
+                                            config.model.options)
     except ConfigError as exc:
         return [str(exc)]
+    if config.spectral_norm == "d":
+        problem = spectral_norm_problem(discriminator, config.model.arch)
+        return [problem] if problem else []
     return []
 
 

@@ -123,6 +123,14 @@ class TrainConfig:
     r1_gamma: float = 0.0  # R1 gradient penalty on real images
     r1_interval: int = 1  # lazy R1: apply it every N iterations (scaled by N)
     ema_decay: float = 0.0  # exponential moving average of G weights, e.g. 0.999
+    spectral_norm: Literal["off", "d"] = "off"  # d: spectral norm on D's conv/linear layers
+    # Differentiable augmentation of every image D sees, real and fake (ganforge.augment):
+    # comma-separated names, e.g. "translation,cutout"; "" is off.
+    augment: str = ""
+    augment_p: float = 1.0  # probability of each transform per image (fixed, without ADA)
+    ada_target: float = 0.0  # > 0: adapt p (from 0) to keep E[sign(D(real))] near it (ADA: 0.6)
+    ada_interval: int = 4  # D steps between adjustments of p
+    ada_speed: float = 20000.0  # real images over which p can move from 0 to 1
     # Execution.
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -238,6 +246,12 @@ def _problems(c: TrainConfig):
         yield f"r1_gamma must be a finite number >= 0 (got {c.r1_gamma})"
     if not (c.ema_decay == 0.0 or 0.0 < c.ema_decay < 1.0):
         yield f"ema_decay must be 0 (off) or in (0, 1) (got {c.ema_decay})"
+    if not 0.0 <= c.augment_p <= 1.0:
+        yield f"augment_p must be a probability in [0, 1] (got {c.augment_p})"
+    if not 0.0 <= c.ada_target < 1.0:
+        yield f"ada_target must be 0 (off) or in (0, 1), e.g. 0.6 (got {c.ada_target})"
+    yield from positive("ada_interval", c.ada_interval)
+    yield from positive("ada_speed", c.ada_speed)
     for dotted, allowed in choice_fields(TrainConfig).items():
         value = _get_dotted(c, dotted)
         if value not in allowed:
