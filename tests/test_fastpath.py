@@ -22,7 +22,8 @@ from ganforge.losses import get_loss
 from ganforge.models import build_models
 from ganforge.presets import load_preset
 from ganforge.training import runtime as rt
-from ganforge.training import oom, threads, transfer
+from ganforge.training import oom, transfer
+from ganforge.training import threads as cpu_threads
 from ganforge.training.step import AdversarialStep, Batch, StepOptions
 from ganforge.artefacts.writer import BackgroundWriter
 
@@ -92,12 +93,12 @@ def test_threads_follow_the_user_then_the_usable_physical_cores(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("GANFORGE_THREADS", "1")
-        assert threads.configure_threads() == 1
+        assert cpu_threads.configure_threads() == 1
         monkeypatch.delenv("GANFORGE_THREADS")
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        threads = threads.configure_threads()
-        assert 1 <= threads <= threads.usable_cpus() <= (os.cpu_count() or threads)
-        assert threads == threads.physical_cores(threads.usable_cpus())
+        threads = cpu_threads.configure_threads()
+        assert 1 <= threads <= cpu_threads.usable_cpus() <= (os.cpu_count() or threads)
+        assert threads == cpu_threads.physical_cores(cpu_threads.usable_cpus())
     finally:
         torch.set_num_threads(before)
 
@@ -291,3 +292,36 @@ def test_host_to_device_is_a_no_op_on_cpu():
     assert transfer.host_to_device(x, torch.device("cpu")) is x
     host, event = transfer.to_host_async(x)
     assert host is x and event is None
+
+
+# ---- fp16 with gradient scaling (GPUs without native bf16) ------------------------------------------
+def test_fp16_step_scales_gradients_and_keeps_weights_fp32():
+    """The fp16 path as far as a CPU can run it: autocast fp16 plus a GradScaler; the loss scale
+    is live state (it grows after clean steps), and weights and optimiser state stay fp32."""
+    runtime = rt.Runtime(torch.device("cpu"), torch.float16, False, False)
+    assert runtime.grad_scaling
+    torch.manual_seed(0)
+    G, D = build_models("dcgan-mnist", 16, (1, 28, 28), {"width": 0.25})
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    for update in ("alternating", "simultaneous"):
+        step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), runtime,
+                               StepOptions(update=update, separate_d_updates=update == "alternating"),
+                               scaler=scaler)
+        before = scaler.get_scale()
+        stats = step(Batch(torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 16), torch.randn(8, 16)))
+        assert torch.isfinite(stats).all()
+        assert scaler.get_scale() > before  # clean steps: the scale grew, so the updates were applied
+    for tensor in list(G.parameters()) + list(D.parameters()):
+        assert tensor.dtype == torch.float32
+    for state in list(opt_g.state.values()) + list(opt_d.state.values()):
+        assert state["exp_avg"].dtype == torch.float32
+
+
+def test_precision_choices_follow_the_hardware():
+    """fp16 and bf16 are GPU-only; asking for them on a CPU is one clear line."""
+    for precision in ("fp16", "bf16"):
+        with pytest.raises(ConfigError, match=f"precision {precision} needs a CUDA GPU"):
+            rt.resolve_runtime(_config(precision=precision))
+    assert rt.resolve_runtime(_config(precision="auto")).dtype is None

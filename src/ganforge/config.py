@@ -29,7 +29,7 @@ GridNoise = Literal["train", "normal", "uniform"]
 BatchOrder = Literal["shuffle", "sequential", "random"]
 UpdateMode = Literal["alternating", "simultaneous"]
 Switch = Literal["auto", "on", "off"]
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
@@ -134,7 +134,8 @@ class TrainConfig:
     # Execution.
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: Precision = "auto"  # bf16 autocast on CUDA only
+    # auto: bf16 autocast on a GPU with native bf16, fp16 with gradient scaling on other GPUs
+    precision: Precision = "auto"
     compile: Switch = "auto"  # torch.compile
     channels_last: Switch = "auto"
     # Fast-path switches; "auto" = on for a CUDA GPU, off elsewhere. Each one can be turned
@@ -144,6 +145,10 @@ class TrainConfig:
     cuda_graphs: Literal["off", "on"] = "off"  # replay the whole training step as one CUDA graph
     async_artefacts: Switch = "auto"  # sample grids written by a background thread
     deterministic: bool = False
+    # Several processes (torchrun; docs/distributed.md). batch_size stays the global batch.
+    sync_bn: bool = False  # BatchNorm statistics of the global batch, not of each process's part
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
+    dist_timeout_s: float = 300.0  # longest wait for another process: joining, each collective
     out_dir: str = "runs"
     run_name: str | None = None
 

@@ -153,7 +153,7 @@ def build_step(config: TrainConfig, state: TrainingState, runtime: Runtime,
     return AdversarialStep(state.generator, state.discriminator, state.opt_g, state.opt_d,
                            get_loss(c.loss), runtime, options, regularisers=regularisers,
                            augment=augment_from_config(c, runtime.device),
-                           ema=state.ema, g_forward=g_forward, d_forward=d_forward)
+                           ema=state.ema, g_forward=g_forward, d_forward=d_forward, scaler=state.scaler)
 
 
 class Trainer:
@@ -171,10 +171,10 @@ class Trainer:
         self.real_batch = real_batch_size(config)
         self.num_classes = num_classes_of(state.generator)  # 0: unconditional
         self.fake_batch = self.real_batch
+        self.g_batch = config.batch_size  # noise vectors in the G step
         self.unit_steps = state.steps_per_epoch if config.schedule_unit == "epoch" else 1
         self.batches = batches if batches is not None else ResidentBatches(data, state, runtime)
-        self.step_fn = build_step(config, state, runtime, self._compiled(state.generator),
-                                  self._compiled(state.discriminator))
+        self.step_fn = build_step(config, state, runtime, *self.forwards())
         self.run_step = GraphedStep(self.step_fn, runtime) if runtime.cuda_graphs else self.step_fn
         self.writer = BackgroundWriter(runtime.async_artefacts)  # sample grids off the training thread
         self.warmed_up = False
@@ -192,6 +192,11 @@ class Trainer:
             self.runtime.notes.append(f"torch.compile unavailable ({type(exc).__name__}); running eager")
             return module
 
+    def forwards(self) -> tuple[nn.Module | Callable, nn.Module | Callable]:
+        """What the step calls to run G and D: the networks, compiled when asked (wrapped in
+        DDP in a distributed run, training/distributed.py)."""
+        return self._compiled(self.state.generator), self._compiled(self.state.discriminator)
+
     def warm_up(self) -> list[str]:
         """Compile before the first iteration, on a throwaway iteration that is undone.
 
@@ -208,7 +213,7 @@ class Trainer:
         if self.runtime.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         z_d = draw_noise(self.fake_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
-        z_g = z_d if c.shared_noise else draw_noise(c.batch_size, c.model.latent_dim, c.noise,
+        z_g = z_d if c.shared_noise else draw_noise(self.g_batch, c.model.latent_dim, c.noise,
                                                     c.noise_std, rng, device)
         try:
             self.step_fn.probe(Batch(real, z_d, z_g))
@@ -279,16 +284,30 @@ class Trainer:
         self.writer.submit(save_grid, self.data.images[:count], path, self.config.grid_size)
         return path
 
+    def checkpoint_contents(self) -> dict[str, Any]:
+        """What a checkpoint holds (a distributed run adds each process's random streams)."""
+        state = self.state.state_dict()
+        if self.step_fn.augment is not None:  # ADA's probability: resume continues from it
+            state["augment"] = self.step_fn.augment.state_dict()
+        return training_checkpoint(self.config, state, self.state.image_shape,
+                                   self.data.name, self.data_fingerprint)
+
+    def read_checkpoint(self, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+        """The run folder's newest readable checkpoint (in a distributed run rank 0 reads it
+        and hands it to the others)."""
+        return _newest_readable_checkpoint(self.run, self.runtime.device, log)
+
+    def stop_requested(self, stop: _StopRequest) -> bool:
+        """Whether a signal asks to stop after this iteration (the processes of a distributed
+        run agree on it at log time)."""
+        return stop.requested
+
     def save_checkpoint(self, best: bool = False) -> Path:
         """ckpt-<step>.pt (and best.pt), keeping the newest ``keep_checkpoints``."""
         self._check_finite_weights()
         folder, step = self.run.checkpoints_dir, self.state.step
         path = folder / f"ckpt-{step:08d}.pt"
-        state = self.state.state_dict()
-        if self.step_fn.augment is not None:  # ADA's probability: resume continues from it
-            state["augment"] = self.step_fn.augment.state_dict()
-        contents = training_checkpoint(self.config, state, self.state.image_shape,
-                                       self.data.name, self.data_fingerprint)
+        contents = self.checkpoint_contents()
         try:
             save_checkpoint(path, contents)
             if best:
@@ -346,7 +365,8 @@ class Trainer:
                 end_of_unit = state.step % self.unit_steps == 0
                 unit_index = state.step // self.unit_steps
                 is_last = state.step == total
-                if state.step % c.log_every == 0 or is_last or stop.requested:
+                requested = self.stop_requested(stop)
+                if state.step % c.log_every == 0 or is_last or requested:
                     now = time.perf_counter()
                     rate = (state.step - window_step) / max(now - window_start, 1e-9)
                     last_stats = self._log(stats_sum, stats_count, now - start, rate)
@@ -358,10 +378,10 @@ class Trainer:
                 if end_of_unit and c.eval_every and self.evaluator and (unit_index % c.eval_every == 0
                                                                         or is_last):
                     self._evaluate(time.perf_counter() - start)
-                if (end_of_unit and unit_index % c.checkpoint_every == 0) or is_last or stop.requested:
+                if (end_of_unit and unit_index % c.checkpoint_every == 0) or is_last or requested:
                     state.elapsed = self._elapsed_total(start)
                     self.save_checkpoint()
-                if stop.requested and not is_last:
+                if requested and not is_last:
                     stopped, stop_signal = True, stop.signal
                     break
         seconds = time.perf_counter() - start
@@ -473,6 +493,11 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
     data that differ from what it trained on, unless `allow_data_change`.
     """
     check(config)
+    from ganforge.training.distributed import train_distributed, world_size_from_env
+    if world_size_from_env() > 1:  # one of several processes started by torchrun
+        return train_distributed(config, data=data, overwrite=overwrite, resume=resume,
+                                 show_progress=show_progress, evaluator=evaluator, hooks=hooks,
+                                 allow_data_change=allow_data_change, log=log)
     runtime = resolve_runtime(config)
     configure_threads()
     seed_everything(config.seed, config.deterministic)
@@ -505,7 +530,7 @@ def _start_or_resume(trainer: Trainer, resume: bool, allow_data_change: bool,
                      log: Callable[[str], None]) -> None:
     config, run, runtime, data = trainer.config, trainer.run, trainer.runtime, trainer.data
     if resume:
-        latest, saved = _newest_readable_checkpoint(run, runtime.device, log)
+        latest, saved = trainer.read_checkpoint(log)
         _check_same_model(saved, config, trainer.state.image_shape, latest)
         _check_same_data(saved, trainer, latest, allow_data_change, log)
         trainer.state.load_state_dict(saved, latest)

@@ -39,6 +39,11 @@ class Runtime:
     cuda_graphs: bool = False  # whole-step CUDA graph capture (training/step.py GraphedStep)
     async_artefacts: bool = False  # sample grids written by a background thread
 
+    @property
+    def grad_scaling(self) -> bool:
+        """fp16 gradients need a loss scale (bf16 has fp32's range and does not)."""
+        return self.dtype == torch.float16
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
             return contextlib.nullcontext()
@@ -85,20 +90,50 @@ def compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware (Ampere and later): emulated bf16 is slower than fp32."""
+    if device.type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # PyTorch before 2.4 has no including_emulation
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device, notes: list[str]) -> torch.dtype | None:
+    """bf16 where the GPU has it natively, fp16 (with gradient scaling) on other GPUs, else fp32."""
+    cuda, precision = device.type == "cuda", config.precision
+    if precision in ("bf16", "fp16") and not cuda:
+        raise ConfigError(f"precision {precision} needs a CUDA GPU (this run is on {device.type}); use "
+                          "--precision fp32, or auto (mixed precision where the GPU has it, else fp32)")
+    if precision == "bf16" and not native_bf16(device):
+        raise ConfigError("precision bf16 asked for, but this GPU has no native bf16 (it would be "
+                          "emulated, slower than fp32); use --precision fp16 or auto")
+    if precision == "fp32":
+        return None
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    if precision == "fp16" or (precision == "auto" and cuda):
+        if config.r1_gamma > 0 and precision == "auto":
+            notes.append("precision: fp32 (R1's gradient penalty is not scaled for fp16 on this GPU, "
+                         "which has no native bf16)")
+            return None
+        if config.r1_gamma > 0:
+            raise ConfigError("precision fp16 cannot be combined with R1 (r1_gamma > 0); use fp32")
+        if precision == "auto":
+            notes.append("precision: fp16 with gradient scaling (this GPU has no native bf16)")
+        return torch.float16
+    notes.append(f"precision: fp32 (mixed precision only on a CUDA GPU; this run is on {device.type})")
+    return None
+
+
 def resolve_runtime(config: TrainConfig) -> Runtime:
     """Decide every execution setting; ConfigError where an explicit request cannot be met."""
     device = resolve_device(config.device)
     notes: list[str] = []
     cuda = device.type == "cuda"
 
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    if config.precision == "bf16" and not bf16_ok:
-        raise ConfigError(f"precision bf16 needs a CUDA GPU with bf16 support (this run is on {device.type}); "
-                          "use --precision fp32, or auto (bf16 where supported, else fp32)")
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_ok)
-    if config.precision == "auto" and not use_bf16:
-        notes.append(f"precision: fp32 (bf16 autocast only on a CUDA GPU with bf16; this run is on {device.type})")
-
+    dtype = _autocast_dtype(config, device, notes)
     use_compile = config.compile == "on" or (config.compile == "auto" and cuda)
     if config.deterministic:
         if config.compile == "on":
@@ -130,7 +165,10 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
             raise ConfigError(f"cuda_graphs=on captures the whole step itself; use it with compile_mode=default or "
                               f"max-autotune-no-cudagraphs, not {config.compile_mode} (which graphs each model)")
     async_artefacts = config.async_artefacts == "on" or (config.async_artefacts == "auto" and cuda)
-    return Runtime(device, torch.bfloat16 if use_bf16 else None, use_compile, channels_last, notes,
+    if dtype == torch.float16 and config.cuda_graphs == "on":
+        raise ConfigError("fp16 training scales its gradients with a host-side check each step, which "
+                          "CUDA graphs cannot replay; use --precision bf16/fp32 or cuda_graphs=off")
+    return Runtime(device, dtype, use_compile, channels_last, notes,
                    compile_mode=config.compile_mode, compile_required=config.compile == "on", fused_optim=fused,
                    cuda_graphs=config.cuda_graphs == "on", async_artefacts=async_artefacts)
 

@@ -23,11 +23,21 @@ class BatchSampler:
         self.position = 0  # batch index within the current pass
         self.passes = 0
         self._permutation: torch.Tensor | None = None
+        self._part = slice(None)  # this process's part of every batch (see shard)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Return only process `rank`'s slice of every batch, of `world_size` equal slices.
+
+        The order itself (permutation, draws) stays the one seeded order, identical in every
+        process, so the processes together take each global batch exactly once.
+        """
+        size = self.batch_size // world_size
+        self._part = slice(rank * size, (rank + 1) * size)
 
     def next(self) -> torch.Tensor:
         """The indices of the next batch (CPU int64)."""
         if self.order == "random":
-            return torch.randint(self.size, (self.batch_size,), generator=self.generator)
+            return torch.randint(self.size, (self.batch_size,), generator=self.generator)[self._part]
         if self.position == 0 or self._permutation is None:
             self._permutation = self._new_pass_order()
         start = self.position * self.batch_size
@@ -35,7 +45,7 @@ class BatchSampler:
         self.position += 1
         if self.position == self.batches_per_pass:
             self.position, self.passes = 0, self.passes + 1
-        return batch
+        return batch[self._part]
 
     def _new_pass_order(self) -> torch.Tensor:
         if self.order == "sequential":
