@@ -41,6 +41,7 @@ def runs(tmp_path_factory, mnist_dir):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_training_logs_quality_over_time_and_keeps_the_best_checkpoint(runs):
     _, gan, _ = runs
     records = [json.loads(line) for line in (gan.run_dir / "eval.jsonl").read_text().splitlines()]
@@ -54,6 +55,7 @@ def test_training_logs_quality_over_time_and_keeps_the_best_checkpoint(runs):
     assert gan.best_metric == pytest.approx(min(r["main"] for r in records), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluating_during_training_does_not_change_the_training(runs, mnist_dir):
     from safetensors.torch import load_file
     out, gan, _ = runs
@@ -75,6 +77,7 @@ def test_default_evaluator_refuses_too_few_samples_before_training(tmp_path, mni
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
+@pytest.mark.slow
 def test_eval_prints_a_table_and_writes_json_into_the_run(runs, capsys):
     _, gan, _ = runs
     assert main(["eval", str(gan.run_dir), "--count", "500", "--seed", "3",
@@ -95,6 +98,7 @@ def test_eval_prints_a_table_and_writes_json_into_the_run(runs, capsys):
     assert "contrastive encoder features" in table and "classifier features" in table and "95% interval" in table
 
 
+@pytest.mark.slow
 def test_eval_of_a_checkpoint_with_other_reference_data(runs, capsys, mnist_dir):
     _, gan, _ = runs
     checkpoint = gan.run_dir / "checkpoints" / "best.pt"
@@ -105,6 +109,7 @@ def test_eval_of_a_checkpoint_with_other_reference_data(runs, capsys, mnist_dir)
     assert record["generator"].endswith("best.pt") and list(record["metrics"])[0] == "swd"
 
 
+@pytest.mark.slow
 def test_eval_user_errors_are_one_line_messages(runs, capsys):
     _, gan, _ = runs
     assert main(["eval", str(gan.run_dir), "--count", "100", "--metrics", "fid"]) == 2
@@ -127,6 +132,7 @@ class _Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
+@pytest.mark.slow
 def test_compare_writes_a_self_contained_report_with_valid_images(runs, tmp_path):
     _, gan, dcgan = runs
     html_path = tmp_path / "report.html"
@@ -158,6 +164,7 @@ def test_compare_writes_a_self_contained_report_with_valid_images(runs, tmp_path
     assert json.loads((dcgan.run_dir / "eval-0.json").read_text())["count"] == 500  # evaluations are saved
 
 
+@pytest.mark.slow
 def test_compare_refuses_runs_on_different_data_unless_allowed(runs, tmp_path, mnist_dir, capsys):
     out, gan, _ = runs
     other = ganforge.train(ganforge.load_preset("mnist-gan").with_overrides(

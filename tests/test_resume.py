@@ -73,6 +73,7 @@ def reference_run(mnist_dir, tmp_path_factory) -> Path:
     return out / "ref"
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_bitwise_equal(reference_run, mnist_dir, tmp_path):
     run = tmp_path / "killed"
     process = subprocess.Popen(_cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(tmp_path), "--name", "killed"),
@@ -88,6 +89,7 @@ def test_sigkill_then_resume_ends_bitwise_equal(reference_run, mnist_dir, tmp_pa
     assert _losses(run) == _losses(reference_run)  # the log has no gap and no duplicate
 
 
+@pytest.mark.slow
 def test_sigterm_stops_after_saving_and_resume_finishes_identically(reference_run, mnist_dir, tmp_path):
     run = tmp_path / "stopped"
     process = subprocess.Popen(_cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(tmp_path), "--name", "stopped"),
@@ -105,6 +107,7 @@ def test_sigterm_stops_after_saving_and_resume_finishes_identically(reference_ru
     _assert_same_weights(reference_run, run)
 
 
+@pytest.mark.slow
 def test_resume_skips_a_damaged_latest_checkpoint(reference_run, tmp_path):
     import shutil
     run = tmp_path / "damaged"

@@ -39,6 +39,7 @@ def demo_run(digits32, tmp_path_factory):
     return train(config, data=digits32, show_progress=False)
 
 
+@pytest.mark.slow
 def test_run_folder_holds_every_artefact(demo_run):
     run = demo_run.run_dir
     config = json.loads((run / "config.json").read_text())
@@ -63,6 +64,7 @@ def test_run_folder_holds_every_artefact(demo_run):
     assert summary["steps"] == 150 and summary["images"] == 2000
 
 
+@pytest.mark.slow
 def test_generator_measurably_learns_the_data(demo_run, digits32):
     generator, info = ganforge.load_generator(demo_run.run_dir)
     torch.manual_seed(0)
@@ -73,6 +75,7 @@ def test_generator_measurably_learns_the_data(demo_run, digits32):
     assert demo_run.final_stats["d_acc"] > 0.5  # D tells real from fake better than chance
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_for_a_seed(demo_run):
     first = ganforge.sample(demo_run.run_dir, count=8, seed=3)
     again = ganforge.sample(demo_run.run_dir, count=8, seed=3)
@@ -81,12 +84,14 @@ def test_sampling_is_reproducible_for_a_seed(demo_run):
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
+@pytest.mark.slow
 def test_checkpoint_and_export_give_the_same_images(demo_run):
     from_export = ganforge.sample(demo_run.run_dir / "generator.safetensors", count=4, seed=1)
     from_checkpoint = ganforge.sample(demo_run.run_dir / "checkpoints" / "ckpt-00000150.pt", count=4, seed=1)
     assert np.array_equal(from_export, from_checkpoint)
 
 
+@pytest.mark.slow
 def test_existing_run_folder_is_refused_and_left_untouched(demo_run, digits32):
     before = {p: p.stat().st_mtime_ns for p in demo_run.run_dir.rglob("*")}
     config = ganforge.load_config_file(demo_run.run_dir / "config.json")
