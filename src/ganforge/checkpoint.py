@@ -56,14 +56,16 @@ class GeneratorInfo:
 
 
 def training_checkpoint(config: Any, state: dict[str, Any], image_shape: tuple[int, ...],
-                        dataset: str, data_fingerprint: str = "") -> dict[str, Any]:
+                        dataset: str, data_fingerprint: str = "", world_size: int = 1
+                        ) -> dict[str, Any]:
     """The contents of a training checkpoint: the run's config and what the model is, beside
     ``TrainingState.state_dict()`` (models, optimisers, EMA, sampler, random streams, step).
 
     This and :func:`generator_from_checkpoint` are the one place that knows the layout.
     """
     return {"config": config.to_json(), "arch": config.model.arch, "image_shape": list(image_shape),
-            "dataset": dataset, "data_fingerprint": data_fingerprint, **state}
+            "dataset": dataset, "data_fingerprint": data_fingerprint,
+            "world_size": world_size, **state}  # processes that trained it (distributed runs)
 
 
 def generator_from_checkpoint(state: dict[str, Any], path: Path,

@@ -210,16 +210,32 @@ def join(config: TrainConfig) -> Distributed:
 
 
 # ---- synchronised BatchNorm ------------------------------------------------------------------
+class _SumOverProcesses(torch.autograd.Function):
+    """all_reduce(SUM) with its gradient: the gradient of a sum over processes is the sum of
+    the processes' gradients (torch.distributed.nn.functional.all_reduce, now deprecated)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch, on CPU tensors.
 
     ``nn.SyncBatchNorm`` raises for CPU input ("expected input tensor to be on GPU"), so the
     gloo backend gets this: per channel, the sum, the sum of squares (in float64) and the
-    count of every process are added up by ``torch.distributed.nn.functional.all_reduce``,
-    which is differentiable (its backward sums the gradients over processes, as
-    SyncBatchNorm's does), and the input is normalised with the global mean and (biased)
-    variance; the running statistics take the unbiased global variance. In eval mode, or
-    outside a process group of two or more, it is plain BatchNorm.
+    count of every process are added up by a differentiable all_reduce (its backward sums
+    the gradients over processes, as SyncBatchNorm's does), and the input is normalised with
+    the global mean and (biased) variance; the running statistics take the unbiased global
+    variance. In eval mode, or outside a process group of two or more, it is plain BatchNorm.
     """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
@@ -230,13 +246,12 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
         x = input.double()
         local = torch.cat([x.sum(dims), (x * x).sum(dims),
                            x.new_full((1,), input.numel() // channels)])
-        total = all_reduce(local)
+        total = _SumOverProcesses.apply(local)
         count = total[-1]
         mean = total[:channels] / count
         var = (total[channels:2 * channels] / count - mean * mean).clamp_min(0.0)
