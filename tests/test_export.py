@@ -36,17 +36,30 @@ def _latents(seed: int, count: int, latent_dim: int) -> torch.Tensor:
 
 
 # ---- ONNX ---------------------------------------------------------------------------------
-def test_onnx_export_matches_pytorch_in_onnxruntime(run_dir, tmp_path, cli):
-    ort = pytest.importorskip("onnxruntime")
+@pytest.fixture(scope="module")
+def onnx_export(run_dir, tmp_path_factory):
+    """One ONNX export for the module (each takes seconds): the ExportResult."""
+    pytest.importorskip("onnxruntime")
+    from ganforge.export import export
+
+    return export(run_dir, tmp_path_factory.mktemp("onnx") / "g.onnx")
+
+
+def test_onnx_export_reports_its_measured_difference(onnx_export):
+    from ganforge.export import TOLERANCE
+
+    assert onnx_export.format == "onnx" and onnx_export.path.is_file()
+    assert onnx_export.max_abs_diff is not None and 0 <= onnx_export.max_abs_diff <= TOLERANCE
+
+
+def test_onnx_export_matches_pytorch_in_onnxruntime(run_dir, onnx_export):
+    import onnxruntime as ort
+
     from ganforge import load_generator
     from ganforge.export import TOLERANCE
 
-    result = cli("export", run_dir, "--format", "onnx", "--out", tmp_path / "g.onnx")
-    assert result.code == 0, result.err
-    assert "checked: largest difference from PyTorch" in result.err
-
     generator, info = load_generator(run_dir)
-    session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_export.path), providers=["CPUExecutionProvider"])
     for count in (1, 5):  # any batch size, not only the one traced
         z = _latents(count, count, info.latent_dim)
         got = session.run(["images"], {"z": z.numpy()})[0]
@@ -58,13 +71,12 @@ def test_onnx_export_matches_pytorch_in_onnxruntime(run_dir, tmp_path, cli):
     assert meta["latent_dim"] == info.latent_dim and meta["noise"] == "normal"
 
 
-def test_onnx_export_reports_its_measured_difference(run_dir, tmp_path):
+def test_export_command_says_how_close_the_file_is(run_dir, tmp_path, cli):
     pytest.importorskip("onnxruntime")
-    from ganforge.export import TOLERANCE, export
-
-    result = export(run_dir, tmp_path / "g.onnx")
-    assert result.format == "onnx" and result.path.is_file()
-    assert result.max_abs_diff is not None and 0 <= result.max_abs_diff <= TOLERANCE
+    result = cli("export", run_dir, "--format", "onnx", "--out", tmp_path / "g.onnx")
+    assert result.code == 0, result.err
+    assert "checked: largest difference from PyTorch" in result.err
+    assert (tmp_path / "g.onnx").is_file()
 
 
 def test_a_file_that_disagrees_with_pytorch_is_not_written(run_dir, tmp_path, monkeypatch):
@@ -89,15 +101,11 @@ def test_onnx_without_the_extra_says_what_to_install(run_dir, tmp_path, monkeypa
     assert not (tmp_path / "g.onnx").exists()
 
 
-def test_onnx_example_generates_with_numpy_and_onnxruntime_only(run_dir, tmp_path):
-    pytest.importorskip("onnxruntime")
+def test_onnx_example_generates_with_numpy_and_onnxruntime_only(onnx_export, tmp_path):
     from PIL import Image
 
-    from ganforge.export import export
-
-    export(run_dir, tmp_path / "g.onnx")
     # The example runs in a fresh interpreter; afterwards neither torch nor ganforge was imported.
-    probe = (f"import runpy, sys; sys.argv = ['onnx_generate.py', {str(tmp_path / 'g.onnx')!r}, "
+    probe = (f"import runpy, sys; sys.argv = ['onnx_generate.py', {str(onnx_export.path)!r}, "
              f"'--count', '6', '--out', {str(tmp_path / 'grid.png')!r}]; "
              f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__'); "
              "assert 'torch' not in sys.modules and 'ganforge' not in sys.modules")
