@@ -12,9 +12,10 @@ from PyTorch's defaults and change what a network computes, so they live here on
 * 'same' on a strided transposed convolution: TensorFlow defines it as the gradient of the
   'same' convolution, so it drops 1 row/column before and 2 after the full output (5x5,
   stride 2). PyTorch's `padding=2, output_padding=1` drops 2 before and 1 after: again the
-  right size, shifted by one pixel. `KerasConvTranspose2d` crops as Keras does. (Keras 3
-  on its torch backend makes the PyTorch choice and warns that it differs from the other
-  backends; the documents ran on TensorFlow.)
+  right size, shifted by one pixel. `KerasConvTranspose2d` crops as Keras does. (Earlier
+  Keras 3 releases made the PyTorch choice on their torch backend and warned that backends
+  differ; Keras 3.15 crops as TensorFlow, and tests/fidelity holds both to TensorFlow's
+  definition.)
 
 Both layer classes subclass the PyTorch ones, so their parameters, state-dict keys and
 `isinstance` checks are those of `nn.Conv2d` / `nn.ConvTranspose2d`.
