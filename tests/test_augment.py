@@ -20,7 +20,7 @@ from ganforge.training.runtime import resolve_runtime
 from ganforge.training.step import AdversarialStep, Batch, StepOptions
 
 
-# ---- spectral normalisation --------------------------------------------------------------------
+# ---- spectral normalisation -----------------------------------
 def largest_singular_value(layer: nn.Module) -> float:
     weight = layer.weight.detach()  # the normalised weight when parametrised
     return float(torch.linalg.matrix_norm(weight.flatten(1), ord=2))
@@ -28,8 +28,14 @@ def largest_singular_value(layer: nn.Module) -> float:
 
 def test_spectral_norm_bounds_the_largest_singular_value_of_every_layer():
     torch.manual_seed(0)
-    d = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(),
-                      nn.Linear(8 * 4 * 4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    d = nn.Sequential(
+        nn.Conv2d(1, 8, 3, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 16),
+        nn.LeakyReLU(0.2),
+        nn.Linear(16, 1),
+    )
     with torch.no_grad():
         for layer in (d[0], d[3], d[5]):
             layer.weight.mul_(20.0)
@@ -56,16 +62,25 @@ def test_spectral_norm_from_the_config_normalises_d_only(tiny_config):
 
 
 def test_spectral_norm_on_a_model_that_already_has_it_is_one_line(cli, user_error, tmp_path):
-    result = cli("train", "--preset", "mnist-best", "--set", "spectral_norm=d", "--dry-run",
-                 "--out", tmp_path)
+    result = cli(
+        "train",
+        "--preset",
+        "mnist-best",
+        "--set",
+        "spectral_norm=d",
+        "--dry-run",
+        "--out",
+        tmp_path,
+    )
     user_error(result, "already normalises", "spectral_norm")
-    result = cli("train", "--preset", "demo", "--set", "spectral_norm=g", "--dry-run",
-                 "--out", tmp_path)
+    result = cli(
+        "train", "--preset", "demo", "--set", "spectral_norm=g", "--dry-run", "--out", tmp_path
+    )
     user_error(result, "spectral_norm", "off", "d")
     assert not list(tmp_path.iterdir())
 
 
-# ---- the transforms ----------------------------------------------------------------------------------
+# ---- the transforms -----------------------------------
 @pytest.mark.parametrize("name", sorted(AUGMENTS))
 def test_each_transform_keeps_gradients_flowing_to_g(name):
     torch.manual_seed(0)
@@ -105,12 +120,20 @@ def test_translation_shifts_whole_pixels_and_fills_black():
 
 
 def test_unknown_augmentation_is_one_line_listing_the_choices(cli, user_error, tmp_path):
-    result = cli("train", "--preset", "demo", "--set", "augment=translation,blur", "--dry-run",
-                 "--out", tmp_path)
+    result = cli(
+        "train",
+        "--preset",
+        "demo",
+        "--set",
+        "augment=translation,blur",
+        "--dry-run",
+        "--out",
+        tmp_path,
+    )
     user_error(result, "'blur'", "translation", "cutout", "brightness", "contrast")
 
 
-# ---- inside the step: every image D sees, real and fake -------------------------------------------
+# ---- inside the step: every image D sees, real and fake -----------------------------------
 class Recorder:
     """An augmentation that remembers what it returned."""
 
@@ -138,12 +161,26 @@ def tiny_step(tiny_config, generator, discriminator, augment, **options):
     config = tiny_config("mnist-gan")
     opt_g = torch.optim.Adam(generator.parameters(), 1e-3)
     opt_d = torch.optim.Adam(discriminator.parameters(), options.pop("lr_d", 1e-3))
-    return AdversarialStep(generator, discriminator, opt_g, opt_d, get_loss("hinge"),
-                           resolve_runtime(config), StepOptions(**options), augment=augment)
+    return AdversarialStep(
+        generator,
+        discriminator,
+        opt_g,
+        opt_d,
+        get_loss("hinge"),
+        resolve_runtime(config),
+        StepOptions(**options),
+        augment=augment,
+    )
 
 
-@pytest.mark.parametrize("mode", [{"separate_d_updates": True}, {"separate_d_updates": False},
-                                  {"update": "simultaneous", "separate_d_updates": False}])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        {"separate_d_updates": True},
+        {"separate_d_updates": False},
+        {"update": "simultaneous", "separate_d_updates": False},
+    ],
+)
 def test_every_image_d_sees_is_augmented_real_and_fake(tiny_config, mode):
     torch.manual_seed(0)
     g = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
@@ -161,13 +198,17 @@ def test_the_generator_learns_through_the_augmentation(tiny_config):
     torch.manual_seed(0)
     g = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
     before = g[0].weight.detach().clone()
-    step = tiny_step(tiny_config, g, SpyD(), DiffAugment(["translation", "cutout",
-                                                          "brightness", "contrast"], p=1.0))
+    step = tiny_step(
+        tiny_config,
+        g,
+        SpyD(),
+        DiffAugment(["translation", "cutout", "brightness", "contrast"], p=1.0),
+    )
     step(Batch(torch.rand(8, 1, 8, 8), torch.randn(8, 4), torch.randn(8, 4)))
     assert not torch.equal(g[0].weight, before)
 
 
-# ---- ADA: p follows D's overfitting ---------------------------------------------------------------
+# ---- ADA: p follows D's overfitting -----------------------------------
 def test_p_moves_by_the_sign_of_the_overfitting_signal():
     ada = DiffAugment(["translation"], p=0.5, target=0.6, interval=2, speed=100)
     for _ in range(2):
@@ -194,8 +235,9 @@ class NoiseG(nn.Module):
 
 def run_ada(tiny_config, reals, iterations=80):
     torch.manual_seed(0)
-    d = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1),
-                      nn.Flatten(0))
+    d = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1), nn.Flatten(0)
+    )
     ada = DiffAugment(["brightness"], p=0.5, target=0.6, interval=4, speed=2000)
     step = tiny_step(tiny_config, NoiseG(), d, ada, lr_d=3e-3)
     history = []
@@ -219,9 +261,16 @@ def test_p_falls_when_d_cannot_overfit(tiny_config):
 
 
 def test_p_is_logged_and_a_resume_continues_it_exactly(train_tiny):
-    settings = {"iterations": 8, "checkpoint_every": 4, "log_every": 1, "deterministic": True,
-                "augment": "translation,cutout", "ada_target": 0.6, "ada_interval": 1,
-                "ada_speed": 200.0}
+    settings = {
+        "iterations": 8,
+        "checkpoint_every": 4,
+        "log_every": 1,
+        "deterministic": True,
+        "augment": "translation,cutout",
+        "ada_target": 0.6,
+        "ada_interval": 1,
+        "ada_speed": 200.0,
+    }
     whole = train_tiny("whole", "mnist-gan", settings)
     stopped = train_tiny("stopped", "mnist-gan", {**settings, "iterations": 4})
     resumed = train_tiny("stopped", "mnist-gan", settings, resume=True)

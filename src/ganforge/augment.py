@@ -57,13 +57,20 @@ def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     dy = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device)
     dx = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device)
-    batch, rows, cols = torch.meshgrid(torch.arange(n, device=x.device),
-                                       torch.arange(h, device=x.device),
-                                       torch.arange(w, device=x.device), indexing="ij")
+    batch, rows, cols = torch.meshgrid(
+        torch.arange(n, device=x.device),
+        torch.arange(h, device=x.device),
+        torch.arange(w, device=x.device),
+        indexing="ij",
+    )
     rows = torch.clamp(rows + dy + 1, 0, h + 1)
     cols = torch.clamp(cols + dx + 1, 0, w + 1)
     padded = F.pad(x, (1, 1, 1, 1), value=-1.0).permute(0, 2, 3, 1)  # [N, H+2, W+2, C]
-    return padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)
+    return (
+        padded[batch, rows, cols]
+        .permute(0, 3, 1, 2)
+        .contiguous(memory_format=torch.contiguous_format)
+    )
 
 
 def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
@@ -100,8 +107,10 @@ def parse_names(text: str) -> list[str]:
 def names_problem(names: list[str]) -> str | None:
     unknown = [name for name in names if name not in AUGMENTS]
     if unknown:
-        return (f"unknown augmentation {unknown[0]!r}; choose from: {', '.join(AUGMENTS)} "
-                "(comma-separated, e.g. augment=translation,cutout)")
+        return (
+            f"unknown augmentation {unknown[0]!r}; choose from: {', '.join(AUGMENTS)} "
+            "(comma-separated, e.g. augment=translation,cutout)"
+        )
     if len(set(names)) != len(names):
         return f"augmentation names repeat in {','.join(names)!r}; give each once"
     return None
@@ -115,8 +124,15 @@ class DiffAugment:
     (called by the step with D's logits on each real batch) adapts p as ADA does.
     """
 
-    def __init__(self, names: list[str], p: float = 1.0, target: float | None = None,
-                 interval: int = 4, speed: float = 20_000.0, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        names: list[str],
+        p: float = 1.0,
+        target: float | None = None,
+        interval: int = 4,
+        speed: float = 20_000.0,
+        device: torch.device | str = "cpu",
+    ):
         self.names = list(names)
         self.transforms = [AUGMENTS[name] for name in self.names]
         self.target, self.interval, self.speed = target, int(interval), float(speed)
@@ -130,7 +146,7 @@ class DiffAugment:
         return self.target is not None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Every transform, each applied per image with probability p; differentiable in `images`."""
+        """Every transform, each applied per image with probability p; differentiable."""
         x = images
         for transform in self.transforms:
             keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.p
@@ -155,8 +171,12 @@ class DiffAugment:
         self.observed = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"p": self.p.detach().cpu(), "sign_sum": self.sign_sum.detach().cpu(),
-                "seen": self.seen.detach().cpu(), "observed": self.observed}
+        return {
+            "p": self.p.detach().cpu(),
+            "sign_sum": self.sign_sum.detach().cpu(),
+            "seen": self.seen.detach().cpu(),
+            "observed": self.observed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p.copy_(state["p"])

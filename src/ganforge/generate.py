@@ -56,16 +56,25 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu", use_e
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, info: GeneratorInfo, count: int, seed: int = 0, batch_size: int = 500,
-             device: str | torch.device | None = None) -> torch.Tensor:
-    """`count` images as uint8 [N, C, H, W], the same for the same seed on the same device."""
+def generate(generator: nn.Module, info: GeneratorInfo, count: int, seed: int = 0,
+             batch_size: int = 500, device: str | torch.device | None = None,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
+    """`count` images as uint8 [N, C, H, W], the same for the same seed on the same device.
+
+    `labels` [count] asks a conditional generator for these classes (see
+    ganforge.conditional.class_labels); without them it cycles through its classes.
+    """
     device = torch.device(device) if device else next(generator.parameters()).device
     rng = torch.Generator(device="cpu").manual_seed(seed)
     out = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        z = draw_noise(n, info.latent_dim, info.noise, info.noise_std, rng, "cpu")
-        out.append(to_uint8(generator(z.to(device))).cpu())
+        z = draw_noise(n, info.latent_dim, info.noise, info.noise_std, rng, "cpu").to(device)
+        if labels is None:
+            images = generator(z)
+        else:
+            images = generator(z, labels[start:start + n].to(device))
+        out.append(to_uint8(images).cpu())
     return torch.cat(out)
 
 

@@ -36,8 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Generate images. The same seed gives the same images on the "
                                    "same device.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="a run folder, a model folder (ganforge export --format folder), "
-                                  "a generator .safetensors or a checkpoint .pt")
+    p.add_argument("source", nargs="?", default=None,
+                   help="a run folder, a model folder (ganforge export --format folder), "
+                        "a generator .safetensors or a checkpoint .pt (or use --pretrained)")
+    p.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="a generator shipped with ganforge, e.g. mnist-best (works offline)")
+    p.add_argument("--class", dest="label", type=int, default=None, metavar="N",
+                   help="conditional models only: every image of class N (e.g. 7 for sevens)")
     p.add_argument("--count", "-n", type=positive_int, default=64,
                    help="number of images (default 64)")
     p.add_argument("--seed", type=seed_int, default=0,
@@ -62,8 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ganforge.conditional import class_labels, images_for_latents_and_labels, num_classes_of
     from ganforge.generate import generate, load_generator
-    from ganforge.latent import check_truncation, images_for_seeds, parse_seeds
+    from ganforge.latent import check_truncation, images_for_seeds, parse_seeds, seed_latents
     from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
@@ -77,10 +85,18 @@ def run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if seeds is None and args.truncation is not None:
         seeds = _seed_range(args.seed, args.count)
-    generator, info = load_generator(args.source, resolve_device(args.device))
+    source = _source(args)
+    generator, info = load_generator(source, resolve_device(args.device))
     check_truncation(info, args.truncation)
+    classes = num_classes_of(generator)
+    labels = class_labels(args.label, classes, len(seeds) if seeds else args.count,
+                          f"the {info.arch} generator in {source}")
     if seeds is None:
-        images = generate(generator, info, args.count, args.seed)
+        images = generate(generator, info, args.count, args.seed, labels=labels)
+    elif classes:  # each seed keeps its class: the one asked for, else seed mod classes
+        chosen = labels if labels is not None else torch.tensor(seeds) % classes
+        latents = seed_latents(info, seeds, args.truncation)
+        images = images_for_latents_and_labels(generator, latents, chosen)
     else:
         images = images_for_seeds(generator, info, seeds, args.truncation)
     try:
@@ -104,9 +120,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         what = f"seed {args.seed}" if seeds is None else f"seeds {seeds[0]}-{seeds[-1]}"
     trunc = f", truncation {args.truncation:g}" if args.truncation is not None else ""
+    trunc += f", class {args.label}" if args.label is not None else ""
     say(f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
         f"iteration {info.step}; {what}{trunc}) to {out}")
     return 0
+
+
+def _source(args: argparse.Namespace):
+    """The generator to sample: the SOURCE argument or a shipped generator (--pretrained)."""
+    from ganforge.pretrained import pretrained_names, pretrained_path
+
+    if args.pretrained is not None and args.source is not None:
+        raise ConfigError("give a SOURCE or --pretrained NAME, not both")
+    if args.pretrained is not None:
+        return pretrained_path(args.pretrained)
+    if args.source is None:
+        shipped = ", ".join(pretrained_names()) or "none in this installation"
+        raise ConfigError("give a run folder, model folder or generator file to sample, or "
+                          f"--pretrained NAME (shipped: {shipped})")
+    return args.source
 
 
 def _spacing(text: str) -> tuple[float, float, float]:

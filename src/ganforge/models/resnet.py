@@ -58,8 +58,10 @@ def supports(shape: ImageShape) -> str | None:
     if height != width:
         return f"it makes square images (got {height}x{width}); set a square size with --resolution"
     if not MIN_SIDE <= height <= MAX_SIDE or layout(height) is None:
-        return (f"resolution {height} must be 4, 5, 6 or 7 times a power of two (at least 4), "
-                f"from {MIN_SIDE} to {MAX_SIDE}: e.g. 28, 32, 48, 56, 64, 128, 256 (--resolution)")
+        return (
+            f"resolution {height} must be 4, 5, 6 or 7 times a power of two (at least 4), "
+            f"from {MIN_SIDE} to {MAX_SIDE}: e.g. 28, 32, 48, 56, 64, 128, 256 (--resolution)"
+        )
     return None
 
 
@@ -96,7 +98,10 @@ class ConditionalBatchNorm(nn.Module):
 class GBlock(nn.Module):
     def __init__(self, cin: int, cout: int, num_classes: int):
         super().__init__()
-        self.bn1, self.bn2 = ConditionalBatchNorm(cin, num_classes), ConditionalBatchNorm(cout, num_classes)
+        self.bn1, self.bn2 = (
+            ConditionalBatchNorm(cin, num_classes),
+            ConditionalBatchNorm(cout, num_classes),
+        )
         self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
         self.skip = nn.Conv2d(cin, cout, 1)
@@ -108,18 +113,27 @@ class GBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    def __init__(self, latent_dim: int, image_shape: ImageShape, channels: int = 32,
-                 num_classes: int = 0):
+    def __init__(
+        self, latent_dim: int, image_shape: ImageShape, channels: int = 32, num_classes: int = 0
+    ):
         super().__init__()
         if channels < 1 or num_classes < 0:
-            raise ValueError(f"channels must be >= 1 and num_classes >= 0 (got {channels}, {num_classes})")
-        self.latent_dim, self.image_shape, self.num_classes = latent_dim, tuple(image_shape), num_classes
+            raise ValueError(
+                f"channels must be >= 1 and num_classes >= 0 (got {channels}, {num_classes})"
+            )
+        self.latent_dim, self.image_shape, self.num_classes = (
+            latent_dim,
+            tuple(image_shape),
+            num_classes,
+        )
         resolution = image_shape[1]
         base, k = layout(resolution) or (4, max(2, resolution.bit_length() - 3))
         self.base, self.start = base, _channels(channels, 0, k)
         self.linear = nn.Linear(latent_dim, self.start * base * base)
-        self.blocks = nn.ModuleList(GBlock(_channels(channels, level, k), _channels(channels, level + 1, k),
-                                           num_classes) for level in range(k))
+        self.blocks = nn.ModuleList(
+            GBlock(_channels(channels, level, k), _channels(channels, level + 1, k), num_classes)
+            for level in range(k)
+        )
         self.bn = nn.BatchNorm2d(channels)
         self.out = nn.Conv2d(channels, image_shape[0], 3, 1, 1)
         for module in self.modules():
@@ -162,7 +176,9 @@ class ResNetDiscriminator(nn.Module):
     def __init__(self, image_shape: ImageShape, channels: int = 32, num_classes: int = 0):
         super().__init__()
         if channels < 1 or num_classes < 0:
-            raise ValueError(f"channels must be >= 1 and num_classes >= 0 (got {channels}, {num_classes})")
+            raise ValueError(
+                f"channels must be >= 1 and num_classes >= 0 (got {channels}, {num_classes})"
+            )
         self.num_classes = num_classes
         resolution = image_shape[1]
         _, k = layout(resolution) or (4, max(2, resolution.bit_length() - 3))
@@ -192,12 +208,14 @@ class ResNetDiscriminator(nn.Module):
         return logits
 
 
-register(Architecture(
-    name="resnet",
-    summary="residual SNGAN/BigGAN: spectral norm in D, conditional BN + projection with "
-            "num_classes, 28-256 px, 1 or 3 channels",
-    generator=ResNetGenerator,
-    discriminator=ResNetDiscriminator,
-    supports=supports,
-    default_resolution=64,
-))
+register(
+    Architecture(
+        name="resnet",
+        summary="residual SNGAN/BigGAN: spectral norm in D, conditional BN + projection with "
+        "num_classes, 28-256 px, 1 or 3 channels",
+        generator=ResNetGenerator,
+        discriminator=ResNetDiscriminator,
+        supports=supports,
+        default_resolution=64,
+    )
+)
