@@ -341,7 +341,7 @@ def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: st
         "peak_gpu_mib": peak, "host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "achieved_tflops": flops_per_step / step_s / 1e12,
     }
-    del trainer
+    trainer = None  # free the models before the next variant
     _release(device)
     return result
 
@@ -402,7 +402,7 @@ def run_full(preset: str, base: TrainConfig, data: ImageData, variant: str, seed
                            "final_stats": result.final_stats, "notes": list(runtime.notes)}
     if args.quality:
         out["quality"] = evaluate_generator(config, data, trainer, device)
-    del trainer
+    trainer = None  # free the models before the next variant
     _release(device)
     return out
 

@@ -18,7 +18,7 @@ from ganforge.errors import ConfigError
     (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
     (["--resolution", "100"], "resolution 100 is not a power of two"),
     (["--set", "model.options.widht=0.5"], "has no option 'widht'"),
-    (["--dataset", "nifti", "--set", "data.nifti_axis=3"], "data.nifti_axis must be 0, 1 or 2"),
+    (["--dataset", "nifti", "--set", "data.nifti_axis=3"], "data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial)"),
     (["--set", "precision=fp8"], "precision must be one of auto, fp32, bf16"),
     (["--set", "update=sometimes"], "update must be one of alternating, simultaneous"),
     (["--epochs", "2", "--iterations", "5"], "give only one of --epochs and --iterations"),

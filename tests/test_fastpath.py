@@ -304,15 +304,18 @@ def test_fp16_step_scales_gradients_and_keeps_weights_fp32():
     G, D = build_models("dcgan-mnist", 16, (1, 28, 28), {"width": 0.25})
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    scalers = {name: torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1) for name in "dg"}
     for update in ("alternating", "simultaneous"):
         step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), runtime,
                                StepOptions(update=update, separate_d_updates=update == "alternating"),
-                               scaler=scaler)
-        before = scaler.get_scale()
+                               scalers=scalers)
+        before = {name: scaler.get_scale() for name, scaler in scalers.items()}
         stats = step(Batch(torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 16), torch.randn(8, 16)))
         assert torch.isfinite(stats).all()
-        assert scaler.get_scale() > before  # clean steps: the scale grew, so the updates were applied
+        for name, scaler in scalers.items():  # clean steps: each scale grew, so the updates were applied
+            assert scaler.get_scale() > before[name]
+    # D's two updates (real, fake) and G's one each moved their own scale
+    assert scalers["d"].get_scale() == 2.0**10 * 2**3 and scalers["g"].get_scale() == 2.0**10 * 2**2
     for tensor in list(G.parameters()) + list(D.parameters()):
         assert tensor.dtype == torch.float32
     for state in list(opt_g.state.values()) + list(opt_d.state.values()):

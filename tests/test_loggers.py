@@ -146,3 +146,21 @@ def test_make_loggers_builds_each_named_logger_once(tmp_path):
     assert len(loggers) == 1 and isinstance(loggers[0], CsvLogger)
     loggers[0].log_image(1, "samples", _grid_images(), rows=2)  # accepted, writes nothing
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_training_run_with_logger_tensorboard_writes_events_and_a_csv_twin(train_tiny):
+    """--logger tensorboard through the real loop: losses and grids in the event file, and
+    metrics.csv holding the same rows as metrics.jsonl."""
+    pytest.importorskip("tensorboard")
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train_tiny("logged", loggers=["tensorboard"])
+    events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("d_loss")] == [2, 4, 6]
+    assert events.Tags()["images"]
+    rows = (result.run_dir / "metrics.csv").read_text().splitlines()
+    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 + len([r for r in logged if "d_loss" in r])

@@ -12,6 +12,7 @@ from typing import Callable
 from ganforge.check import check
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images
+from ganforge.loggers import LoggingHook
 from ganforge.training import TrainResult
 from ganforge.training import train as train_loop
 from ganforge.training.loop import Evaluator, Hook
@@ -24,13 +25,15 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
           log: Callable[[str], None] = lambda message: None) -> TrainResult:
     """Train a GAN as `config` says; see :func:`ganforge.training.train` for the arguments.
 
-    With ``eval_every > 0`` and no evaluator given, the default one scores the generator.
+    With ``eval_every > 0`` and no evaluator given, the default one scores the generator. The
+    run's loggers (``config.loggers``, plus the CSV twin of metrics.jsonl) are added as hooks.
     """
     if evaluator is None and config.eval_every > 0:
         check(config)
         data = data if data is not None else load_images(config.data)
         from ganforge.metrics import training_evaluator
         evaluator = training_evaluator(config, data, resolve_device(config.device))
+    hooks = (LoggingHook(config.loggers), *hooks)  # metrics.csv always; TensorBoard when asked
     return train_loop(config, data=data, overwrite=overwrite, resume=resume,
                       show_progress=show_progress, evaluator=evaluator, hooks=hooks,
                       allow_data_change=allow_data_change, log=log)

@@ -19,6 +19,7 @@ from ganforge.conditional import data_problems
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, expected_shape, source_problems
 from ganforge.errors import ConfigError
+from ganforge.loggers import logger_problems
 from ganforge.losses import LOSSES
 from ganforge.models import ARCHITECTURES, build_models
 from ganforge.models.spectral import spectral_norm_problem
@@ -35,6 +36,7 @@ def check(config: TrainConfig) -> TrainConfig:
         problems.append(augment_problem)
     problems += _model_problems(config)
     problems += _execution_problems(config)
+    problems += logger_problems(config.loggers)
     from ganforge.training.distributed import problems as distributed_problems
     problems += distributed_problems(config)  # batch split over WORLD_SIZE processes, backend
     if problems:

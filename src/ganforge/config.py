@@ -151,6 +151,9 @@ class TrainConfig:
     dist_timeout_s: float = 300.0  # longest wait for another process: joining, each collective
     out_dir: str = "runs"
     run_name: str | None = None
+    # Experiment loggers besides metrics.jsonl and its CSV twin metrics.csv (always written):
+    # names in ganforge.loggers.LOGGERS, e.g. [tensorboard].
+    loggers: list[str] = field(default_factory=list)
 
     # ---- derived values -------------------------------------------------------------
     @property
@@ -268,13 +271,6 @@ def _problems(c: TrainConfig):
         yield f"data.channels must be 1 or 3 (got {c.data.channels!r})"
     if c.data.limit is not None and c.data.limit <= 0:
         yield f"data.limit must be positive (got {c.data.limit})"
-    if c.data.nifti_axis not in (0, 1, 2):
-        yield f"data.nifti_axis must be 0, 1 or 2 (got {_show(c.data.nifti_axis)})"
-    low, high = c.data.nifti_range
-    if not 0.0 <= low < high <= 1.0:
-        yield f"data.nifti_range must satisfy 0 <= low < high <= 1 (got {c.data.nifti_range})"
-    if not 0.0 <= c.data.nifti_min_foreground <= 1.0:
-        yield f"data.nifti_min_foreground must be a fraction in [0, 1] (got {c.data.nifti_min_foreground})"
     if not -(2**63) <= c.seed < 2**63:
         yield f"seed must fit in 64 bits (got {_show(c.seed)})"
     try:  # options end up in config.json and checkpoints: plain JSON values only
@@ -408,6 +404,13 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
             if len(items) != len(args):
                 raise ValueError(raw)
             return tuple(_coerce(item, a, key) for item, a in zip(items, args))
+        if origin is list:  # a list of names: "a,b" on the command line, a YAML list in a file
+            if isinstance(raw, str):
+                parsed = yaml.safe_load(raw) if raw.strip().startswith("[") else raw.split(",")
+                raw = [item.strip() for item in parsed] if isinstance(parsed, list) else parsed
+            if not isinstance(raw, (list, tuple)):
+                raise ValueError(raw)
+            return [_coerce(item, args[0], key) for item in raw if item != ""]
         if origin is dict:
             if isinstance(raw, str):
                 raw = yaml.safe_load(raw) or {}

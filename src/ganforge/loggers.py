@@ -178,3 +178,39 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value).lower()
     return str(value)
+
+
+class LoggingHook:
+    """Feeds a run's loggers from the training loop (a ``ganforge.training.TrainerHook``, written
+    out in full so that this module does not import the training package).
+
+    The loggers are made when the run starts (a resumed run: at its checkpoint's step, so what
+    the interrupted session logged after it is dropped); metrics.csv is always among them.
+    """
+
+    def __init__(self, names: Iterable[str]):
+        self.names = ["csv", *[name for name in names if name != "csv"]]
+        self.loggers: list[Logger] = []
+
+    def on_start(self, trainer: Any) -> None:
+        self.loggers = make_loggers(self.names, trainer.run.path, resume_step=trainer.state.step or None)
+
+    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log_scalars(record["step"], record)
+
+    def on_grid(self, trainer: Any, images: torch.Tensor, path: Path) -> None:
+        for logger in self.loggers:
+            logger.log_image(trainer.state.step, "samples", images.cpu(), trainer.config.grid_size)
+
+    def on_eval(self, trainer: Any, record: dict[str, Any]) -> None:
+        scores = {f"eval/{key}": value for key, value in record.items() if key != "step"}
+        for logger in self.loggers:
+            logger.log_scalars(record["step"], scores)
+
+    def before_finish(self, trainer: Any) -> None:
+        """Nothing to add before the final artefacts."""
+
+    def after_finish(self, trainer: Any) -> None:
+        for logger in self.loggers:
+            logger.close()

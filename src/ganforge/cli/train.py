@@ -62,6 +62,8 @@ FLAGS = {
     "channels": ("data.channels", int, "1 (grayscale) or 3 (RGB)"),
     "limit": ("data.limit", int, "use only the first N images"),
     "out": ("out_dir", str, "folder that holds run folders (default: runs)"),
+    "logger": ("loggers", str, "experiment loggers besides metrics.jsonl/.csv, comma-separated: "
+                               "tensorboard"),
     "name": ("run_name", str, "name of this run's folder (default: <preset>-NNN)"),
 }
 

@@ -55,6 +55,7 @@ Evaluator = Callable[[nn.Module, int], dict[str, float]]
 class Hook(Protocol):
     """Told what the loop does; every method is optional (see :class:`TrainerHook`)."""
 
+    def on_start(self, trainer: Trainer) -> None: ...
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
     def on_grid(self, trainer: Trainer, images: torch.Tensor, path: Path) -> None: ...
     def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
@@ -64,6 +65,9 @@ class Hook(Protocol):
 
 class TrainerHook:
     """A hook that ignores everything: subclass it and override what you need."""
+
+    def on_start(self, trainer: Trainer) -> None:
+        """The run folder and state are ready (a resumed run: at its checkpoint's step)."""
 
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         """After the statistics of a log interval were read (a device sync) and written."""
@@ -153,7 +157,7 @@ def build_step(config: TrainConfig, state: TrainingState, runtime: Runtime,
     return AdversarialStep(state.generator, state.discriminator, state.opt_g, state.opt_d,
                            get_loss(c.loss), runtime, options, regularisers=regularisers,
                            augment=augment_from_config(c, runtime.device),
-                           ema=state.ema, g_forward=g_forward, d_forward=d_forward, scaler=state.scaler)
+                           ema=state.ema, g_forward=g_forward, d_forward=d_forward, scalers=state.scalers)
 
 
 class Trainer:
@@ -346,6 +350,8 @@ class Trainer:
         window_start, window_step = start, state.step
         last_stats: dict[str, float] = {}
         self.warm_up()
+        for hook in self.hooks:
+            hook.on_start(self)
         if state.step == 0:
             self.save_reals_grid()
             self.save_sample_grid()

@@ -47,7 +47,7 @@ class TrainingState:
     elapsed: float = 0.0  # training seconds of earlier sessions of a resumed run
     best_metric: float | None = None
     counter: SharedIterationCounter | None = None  # one Adam count for D and G (optim.shared_counter)
-    scaler: torch.amp.GradScaler | None = None  # the fp16 loss scale (precision fp16)
+    scalers: dict[str, torch.amp.GradScaler] | None = None  # fp16 loss scales of D and G
 
     @classmethod
     def create(cls, config: TrainConfig, image_shape: tuple[int, int, int], dataset_size: int,
@@ -74,7 +74,8 @@ class TrainingState:
                                 grid_rng, "cpu").to(device)
         return cls(c, tuple(image_shape), generator, discriminator, opt_g, opt_d, ema, sampler,
                    noise_rng, grid_noise, device, counter=counter,
-                   scaler=torch.amp.GradScaler(device.type) if runtime.grad_scaling else None)
+                   scalers=({name: torch.amp.GradScaler(device.type) for name in ("d", "g")}
+                            if runtime.grad_scaling else None))
 
     # ---- derived ------------------------------------------------------------------------------
     @property
@@ -109,7 +110,7 @@ class TrainingState:
             "ema": self.ema.model.state_dict() if self.ema else {},
             "sampler": self.sampler.state_dict(), "rng": rng, "grid_noise": self.grid_noise.cpu(),
             "best_metric": self.best_metric if self.best_metric is not None else float("nan"),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "scalers": {name: s.state_dict() for name, s in (self.scalers or {}).items()},
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
@@ -127,8 +128,9 @@ class TrainingState:
                               (self.opt_d, self.config.optim.lr_d)):
             for group in optimiser.param_groups:  # a resumed run may lower the rate after a divergence
                 group["lr"] = lr
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        for name, saved in (state.get("scalers") or {}).items():
+            if self.scalers and name in self.scalers:
+                self.scalers[name].load_state_dict(saved)
         if self.ema and state["ema"]:
             load_state_strict(self.ema.model, state["ema"], "EMA generator", source)
         self.sampler.load_state_dict(state["sampler"])

@@ -78,14 +78,17 @@ class AdversarialStep:
                  opt_d: torch.optim.Optimizer, loss: GANLoss, runtime: Runtime,
                  options: StepOptions = StepOptions(), *, regularisers: tuple[Regulariser, ...] = (),
                  augment: Augment | None = None, ema: Any = None, g_forward: Callable | None = None,
-                 d_forward: Callable | None = None, scaler: torch.amp.GradScaler | None = None):
+                 d_forward: Callable | None = None,
+                 scalers: dict[str, torch.amp.GradScaler] | None = None):
         self.G, self.D, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
         # possibly torch.compile'd callables (an OptimizedModule has no truth value: test for None)
         self.g_forward = g_forward if g_forward is not None else generator
         self.d_forward = d_forward if d_forward is not None else discriminator
         self.loss, self.runtime, self.options = loss, runtime, options
         self.regularisers, self.augment, self.ema = tuple(regularisers), augment, ema
-        self.scaler = scaler  # fp16: losses scaled up before backward, gradients unscaled in step
+        # fp16: one loss scale per network ("d", "g"), so an overflow in D's step never shrinks
+        # G's scale, and each scale is updated once per optimiser step as PyTorch's AMP wants
+        self.scalers = scalers or {}
         # an adaptive augmentation (ganforge.augment.DiffAugment) is told D's verdicts on reals
         self.observe = getattr(augment, "observe", None)
 
@@ -175,16 +178,18 @@ class AdversarialStep:
 
     def _step_d(self, loss: torch.Tensor) -> None:
         self.opt_d.zero_grad(set_to_none=True)
-        self._backward_and_step(loss, self.opt_d)
+        self._backward_and_step(loss, self.opt_d, self.scalers.get("d"))
 
-    def _backward_and_step(self, loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
-        if self.scaler is None:
+    @staticmethod
+    def _backward_and_step(loss: torch.Tensor, optimiser: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler | None) -> None:
+        if scaler is None:
             loss.backward()
             optimiser.step()
             return
-        self.scaler.scale(loss).backward()
-        self.scaler.step(optimiser)  # skipped when the scaled gradients overflowed
-        self.scaler.update()
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)  # skipped when the scaled gradients overflowed
+        scaler.update()
 
     def _update_g(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         self.D.requires_grad_(False)  # D is frozen in the G step; no weight gradients for it
@@ -192,7 +197,7 @@ class AdversarialStep:
             logits = self._discriminate(self._generate(z, labels), labels)
         loss = self.loss.g(logits)
         self.opt_g.zero_grad(set_to_none=True)
-        self._backward_and_step(loss, self.opt_g)
+        self._backward_and_step(loss, self.opt_g, self.scalers.get("g"))
         self.D.requires_grad_(True)
         return loss.detach()
 
@@ -212,19 +217,19 @@ class AdversarialStep:
         g_loss = self.loss.g(fake_logits)
         g_params = [p for p in self.G.parameters() if p.requires_grad]
         d_params = [p for p in self.D.parameters() if p.requires_grad]
-        scale = self.scaler.scale if self.scaler is not None else (lambda loss: loss)
-        g_grads = torch.autograd.grad(scale(g_loss), g_params, retain_graph=True)
-        d_grads = torch.autograd.grad(scale(real_loss + fake_loss), d_params)
+        scaled = {name: scaler.scale for name, scaler in self.scalers.items()}
+        g_grads = torch.autograd.grad(scaled.get("g", _same)(g_loss), g_params, retain_graph=True)
+        d_grads = torch.autograd.grad(scaled.get("d", _same)(real_loss + fake_loss), d_params)
         for params, grads in ((g_params, g_grads), (d_params, d_grads)):
             for param, grad in zip(params, grads):
                 param.grad = grad
-        if self.scaler is None:
-            self.opt_d.step()
-            self.opt_g.step()
-        else:
-            self.scaler.step(self.opt_d)
-            self.scaler.step(self.opt_g)
-            self.scaler.update()
+        for name, optimiser in (("d", self.opt_d), ("g", self.opt_g)):
+            scaler = self.scalers.get(name)
+            if scaler is None:
+                optimiser.step()
+            else:
+                scaler.step(optimiser)
+                scaler.update()
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         d_loss, d_acc, d_real, d_fake = self._d_stats(real_logits, fake_logits, real_loss, fake_loss)
@@ -240,6 +245,10 @@ class AdversarialStep:
             return d_loss, accuracy, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
 
 
+def _same(loss: torch.Tensor) -> torch.Tensor:
+    return loss
+
+
 class _Snapshot:
     """Everything one iteration changes, copied so that it can be put back."""
 
@@ -248,7 +257,7 @@ class _Snapshot:
         self.models = [(m, {k: v.detach().clone() for k, v in m.state_dict().items()})
                        for m in (step.G, step.D, step.ema.model if step.ema is not None else None) if m is not None]
         self.optimizers = [(opt, copy.deepcopy(opt.state_dict())) for opt in (step.opt_g, step.opt_d)]
-        self.scaler = copy.deepcopy(step.scaler.state_dict()) if step.scaler is not None else None
+        self.scalers = {name: copy.deepcopy(s.state_dict()) for name, s in step.scalers.items()}
         self.modes = [(m, m.training) for m in (step.G, step.D)]
         self.cpu_rng = torch.get_rng_state()
         device = step.runtime.device
@@ -262,8 +271,8 @@ class _Snapshot:
         for opt, state in self.optimizers:
             opt.load_state_dict(state)
             opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.step.scaler.load_state_dict(self.scaler)
+        for name, state in self.scalers.items():
+            self.step.scalers[name].load_state_dict(state)
         for module, training in self.modes:
             module.train(training)
         self.step.D.requires_grad_(True)
