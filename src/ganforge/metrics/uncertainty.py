@@ -93,8 +93,15 @@ def feature_intervals(f_real: torch.Tensor, f_fake: torch.Tensor, scores: dict[s
     if wanted:
         outcomes = per_image_outcomes(f_real, f_fake)
         spreads.update({k: mean_spread(outcomes[k], resamples, generator) for k in wanted})
-    return {key + suffix: [round(scores[key + suffix] - Z95 * s, 6), round(scores[key + suffix] + Z95 * s, 6)]
-            for key, s in spreads.items()}
+    bounds = {"precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0), "density": (0.0, None)}
+    out = {}
+    for key, spread in spreads.items():
+        low, high = scores[key + suffix] - Z95 * spread, scores[key + suffix] + Z95 * spread
+        floor, ceiling = bounds.get(key, (None, None))
+        low = max(low, floor) if floor is not None else low  # a share cannot leave [0, 1]
+        high = min(high, ceiling) if ceiling is not None else high
+        out[key + suffix] = [round(low, 6), round(high, 6)]
+    return out
 
 
 def within_noise(a: float, b: float, interval_a: list[float] | None, interval_b: list[float] | None) -> bool | None:
