@@ -79,8 +79,8 @@ def test_width_option_shrinks_the_model():
 
 
 def test_unknown_model_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="unknown model 'resnet'.*dcgan-mnist.*gan"):
-        build_models("resnet", 100, (1, 28, 28))
+    with pytest.raises(ConfigError, match="unknown model 'stylegan9'.*dcgan-mnist.*gan"):
+        build_models("stylegan9", 100, (1, 28, 28))
 
 
 def test_dcgan_mnist_refuses_other_sizes_with_a_reason():
