@@ -37,6 +37,7 @@ import hashlib
 import inspect
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -203,7 +204,8 @@ def join(config: TrainConfig) -> Distributed:
                                 **options)
     except (RuntimeError, ValueError, OSError) as exc:  # store unreachable, a process missing
         raise ConfigError(f"process {rank} of {world} could not join the run at {address}:{port} "
-                          f"within dist_timeout_s={config.dist_timeout_s:g} s ({type(exc).__name__}: "
+                          f"within dist_timeout_s={config.dist_timeout_s:g} s "
+                          f"({type(exc).__name__}: "
                           f"{first_line(exc, 120)}); check the address and port and that every "
                           "machine started its torchrun") from None
     return Distributed(rank, world, local_rank, backend, device)
@@ -319,7 +321,8 @@ def _average_before_step(optimiser: torch.optim.Optimizer, world_size: int) -> N
     """Average the gradients over processes with one all_reduce before each step: for the
     simultaneous step, whose torch.autograd.grad DDP cannot see."""
     def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        grads = [p.grad for group in opt.param_groups for p in group["params"]
+                 if p.grad is not None]
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -453,7 +456,7 @@ class DistributedTrainer(Trainer):
             return False
         return self.dist.any(stop.requested)
 
-    # ---- what rank 0 alone does ---------------------------------------------------------------------
+    # ---- what rank 0 alone does --------------------------------------------------------------
     def save_sample_grid(self) -> Path:
         return super().save_sample_grid() if self.dist.is_main else self.run.samples_dir
 
@@ -524,12 +527,17 @@ class DistributedTrainer(Trainer):
         except RuntimeError as exc:
             if not lost_peer(exc):
                 raise
+            rank, world, step = self.dist.rank, self.dist.world_size, self.state.step
             raise GanforgeError(
-                f"process {self.dist.rank} of {self.dist.world_size} lost contact with the others at "
-                f"iteration {self.state.step} ({first_line(exc, 100)}); one of them stopped or "
-                f"failed (its own message says why); the last checkpoint in {self.run.checkpoints_dir}"
-                f" is intact: continue with torchrun ... -m ganforge train --resume {self.run.path}"
-            ) from None
+                f"process {rank} of {world} lost contact with the others at iteration {step} "
+                f"({_reason(exc)}); one of them stopped or failed (its own message says "
+                f"why); the last checkpoint in {self.run.checkpoints_dir} is intact: continue "
+                f"with torchrun ... -m ganforge train --resume {self.run.path}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a collective's error without gloo's source-file prefix."""
+    return re.sub(r"^\[[^\]]*\]\s*", "", first_line(exc, 200))[:100]
 
 
 def lost_peer(exc: BaseException) -> bool:
