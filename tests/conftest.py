@@ -130,9 +130,13 @@ def tiny_config() -> Callable[..., Any]:
 
 @pytest.fixture
 def train_tiny(tmp_path) -> Callable[..., Any]:
-    """``train_tiny(name, preset="mnist-gan", settings=None, data=None, resume=False, **overrides)``:
-    train a tiny config into ``tmp_path / "runs" / name`` on random images (28x28, or 32x32
-    for the demo); returns the TrainResult."""
+    """Train a tiny config into ``tmp_path / "runs" / name``; returns the TrainResult.
+
+    ``train_tiny(name, preset="mnist-gan", settings=None, data=None, resume=False,
+    **overrides)``: settings and overrides as for ``tiny_config``; ``data`` defaults to 64
+    random images (28x28, or 32x32 for the demo). The same name with ``resume=True``
+    continues that run.
+    """
     from ganforge import train
 
     def run(
@@ -149,8 +153,13 @@ def train_tiny(tmp_path) -> Callable[..., Any]:
         )
         size = 32 if preset == "demo" else 28
         images = data if data is not None else _tiny_images(size=size)
-        return train(config, data=images, resume=resume, show_progress=False,
-                     allow_data_change=allow_data_change)
+        return train(
+            config,
+            data=images,
+            resume=resume,
+            show_progress=False,
+            allow_data_change=allow_data_change,
+        )
 
     return run
 

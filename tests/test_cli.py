@@ -23,7 +23,7 @@ NO_CUDA_DEVICE = ["--device", "cuda"] if not torch.cuda.is_available() else ["--
     "args, fragments",
     [
         (["--preset", "mnist"], ["unknown preset 'mnist'", "mnist-dcgan"]),
-        (["--model", "resnet"], ["unknown model 'resnet'", "dcgan-mnist"]),
+        (["--model", "vgg"], ["unknown model 'vgg'", "dcgan-mnist"]),
         (["--batch-size", "0"], ["batch_size must be a positive number"]),
         (["--lr", "-0.001"], ["optim.lr_g must be a positive number"]),
         (["--latent-dim", "0"], ["model.latent_dim must be a positive number"]),
@@ -46,7 +46,7 @@ def test_bad_train_settings_are_one_line_errors(cli, user_error, args, fragments
     "args, fragment",
     [
         (["--loss", "foo"], "'foo'"),
-        (["--model", "resnet"], "'resnet'"),
+        (["--model", "vgg"], "'vgg'"),
         (["--dataset", "nosuch"], "'nosuch'"),
         (["--resolution", "100"], "100"),
         (["--set", "model.options.widht=0.5"], "widht"),
@@ -87,16 +87,17 @@ def test_sampling_a_run_that_does_not_exist(cli, user_error):
 
 
 def test_missing_dataset_names_the_places_searched(cli, user_error, tmp_path):
-    result = cli(
-        "train",
-        "--dataset",
-        "fashion-mnist",
-        "--data",
-        tmp_path / "nothing",
-        "--out",
-        tmp_path / "runs",
-    )
-    user_error(result, "fashion-mnist train split not found", str(tmp_path / "nothing"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("train", "--dataset", "fashion-mnist", "--data", empty, "--out", tmp_path / "runs")
+    user_error(result, "fashion-mnist train split not found", str(empty))
+    assert not (tmp_path / "runs").exists()  # no run folder for a run that could not start
+
+
+def test_a_data_path_that_does_not_exist_is_named(cli, user_error, tmp_path):
+    result = cli("train", "--data", tmp_path / "nothing", "--out", tmp_path / "runs")
+    user_error(result, str(tmp_path / "nothing"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_corrupt_idx_file_is_named(cli, user_error, mnist_dir, tmp_path):

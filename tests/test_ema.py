@@ -75,7 +75,7 @@ def test_the_average_is_a_separate_frozen_model_in_eval_mode():
     assert not any(p.requires_grad for p in ema.model.parameters())
 
 
-# ---- a bitwise resume with the average on ----------------------------------------------------------
+# ---- a bitwise resume with the average on --------------------------------------------------------
 def final_state(run_dir) -> dict:
     return load_checkpoint(max((run_dir / "checkpoints").glob("ckpt-*.pt")))
 

@@ -21,7 +21,7 @@ def approx(value: float):
     return pytest.approx(value, rel=1e-6, abs=1e-7)
 
 
-# ---- bce: sigmoid(0) = 1/2 and sigmoid(ln 3) = 3/4 -------------------------------------------------
+# ---- bce: sigmoid(0) = 1/2 and sigmoid(ln 3) = 3/4 -----------------------------------------------
 def test_bce_on_logits_zero_and_ln3():
     bce = get_loss("bce")
     logits = torch.tensor([0.0, LN3])
@@ -49,7 +49,7 @@ def test_bce_gradient_is_sigmoid_minus_target():
     assert logits.grad.tolist() == [approx((0.5 - 1) / 2), approx((0.75 - 1) / 2)]
 
 
-# ---- hinge -----------------------------------------------------------------------------------------
+# ---- hinge ---------------------------------------------------------------------------------------
 def test_hinge_on_fixed_logits():
     hinge = get_loss("hinge")
     logits = torch.tensor([-2.0, 0.5, 3.0])
@@ -59,7 +59,7 @@ def test_hinge_on_fixed_logits():
     assert hinge.d_real(logits, 0.1).item() == approx((2.9 + 0.4 + 0.0) / 3)  # margin 1 - 0.1
 
 
-# ---- least squares ---------------------------------------------------------------------------------
+# ---- least squares -------------------------------------------------------------------------------
 def test_lsgan_on_fixed_logits():
     lsgan = get_loss("lsgan")
     logits = torch.tensor([-1.0, 0.5, 3.0])
@@ -88,7 +88,7 @@ def test_unknown_loss_is_a_config_error_naming_the_choices():
     assert all(name in message for name in ("bce", "hinge", "lsgan"))
 
 
-# ---- R1 --------------------------------------------------------------------------------------------
+# ---- R1 ------------------------------------------------------------------------------------------
 def test_r1_of_a_linear_discriminator_is_the_squared_weight_norm():
     """D(x) = w . x has gradient w at every image, so R1 = |w|^2 = 1 + 4 + 9 + 0.25."""
     w = torch.tensor([1.0, -2.0, 3.0, 0.5], requires_grad=True)
@@ -110,7 +110,7 @@ def test_r1_is_the_mean_over_images_of_each_squared_gradient_norm():
     assert r1_penalty(logits, images).item() == approx(8.0)
 
 
-# ---- the losses in a real iteration ----------------------------------------------------------------
+# ---- the losses in a real iteration --------------------------------------------------------------
 @pytest.mark.parametrize(
     "settings",
     [
@@ -133,7 +133,7 @@ def test_each_loss_and_regulariser_changes_what_training_does(train_tiny, settin
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-# ---- bce as Keras computes it ----------------------------------------------------------------------
+# ---- bce as Keras computes it --------------------------------------------------------------------
 def test_bce_keras_matches_bce_inside_the_clip_and_caps_outside():
     """Keras clips probabilities to [1e-7, 1 - 1e-7]: the loss stops near -ln(1e-7)
     and its gradient is zero past the clip, where plain bce keeps growing and pulling."""

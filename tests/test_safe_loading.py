@@ -57,8 +57,13 @@ FORMATS = ("raw-pickle", "torch-legacy", "torch-zip")
 
 def write_malicious(path: Path, fmt: str, payload: str, marker: Path) -> Path:
     """A file that looks like a ganforge checkpoint and carries a code-running payload."""
-    state = {"format": FORMAT, "step": 7, "generator": {"net.0.weight": torch.zeros(2, 2)},
-             "config": "{}", "payload": PAYLOADS[payload](marker)}
+    state = {
+        "format": FORMAT,
+        "step": 7,
+        "generator": {"net.0.weight": torch.zeros(2, 2)},
+        "config": "{}",
+        "payload": PAYLOADS[payload](marker),
+    }
     if fmt == "raw-pickle":
         path.write_bytes(pickle.dumps(state, protocol=2))
     elif fmt == "torch-legacy":
@@ -119,7 +124,7 @@ def test_environment_cannot_switch_the_safe_loader_off(cli, error_line, tmp_path
     assert not marker.exists()
 
 
-# ---- a real run to tamper with ---------------------------------------------------------------------
+# ---- a real run to tamper with -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_config) -> Path:
     """The demo recipe (dcgan, width 0.25, 32x32) on 64 noise images, cut to two iterations with
@@ -127,11 +132,24 @@ def tiny_run(tmp_path_factory, tiny_config) -> Path:
     images = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     for i in range(64):
-        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(images / f"{i:02d}.png")
-    config = tiny_config("demo", {
-        "data.dataset": "folder", "data.path": str(images), "data.cache": False, "iterations": 2,
-        "batch_size": 16, "checkpoint_every": 1, "sample_every": 2, "log_every": 1,
-        "out_dir": str(tmp_path_factory.mktemp("runs")), "run_name": "tiny"})
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
+            images / f"{i:02d}.png"
+        )
+    config = tiny_config(
+        "demo",
+        {
+            "data.dataset": "folder",
+            "data.path": str(images),
+            "data.cache": False,
+            "iterations": 2,
+            "batch_size": 16,
+            "checkpoint_every": 1,
+            "sample_every": 2,
+            "log_every": 1,
+            "out_dir": str(tmp_path_factory.mktemp("runs")),
+            "run_name": "tiny",
+        },
+    )
     return train(config, show_progress=False).run_dir
 
 
@@ -170,16 +188,22 @@ def test_exported_generator_loads_and_samples(tiny_run):
     assert generate(generator, info, 4, seed=1).shape == (4, 1, 32, 32)
 
 
-@pytest.mark.parametrize("changes, fragments", [
-    ({"options": {"width": 0.5}}, ["net.0.weight", "(100, 64, 4, 4)", "(100, 128, 4, 4)"]),
-    ({"latent_dim": 128}, ["net.0.weight", "(100, 64, 4, 4)", "(128, 64, 4, 4)"]),
-    ({"image_shape": [1, 64, 64]}, ["net."]),  # one stage more: a layer the file does not have
-    ({"image_shape": [3, 32, 32]}, ["net.9.weight", "(16, 1, 4, 4)", "(16, 3, 4, 4)"]),
-    ({"arch": "dcgan-mnist", "image_shape": [1, 28, 28], "options": {}}, ["generator"]),
-])
-def test_generator_from_another_architecture_or_size_names_the_mismatch(cli, error_line, tiny_run, tmp_path,
-                                                                        changes, fragments):
-    tampered = rewrite_generator_info(tiny_run / "generator.safetensors", tmp_path / "g.safetensors", **changes)
+@pytest.mark.parametrize(
+    "changes, fragments",
+    [
+        ({"options": {"width": 0.5}}, ["net.0.weight", "(100, 64, 4, 4)", "(100, 128, 4, 4)"]),
+        ({"latent_dim": 128}, ["net.0.weight", "(100, 64, 4, 4)", "(128, 64, 4, 4)"]),
+        ({"image_shape": [1, 64, 64]}, ["net."]),  # one stage more: a layer the file does not have
+        ({"image_shape": [3, 32, 32]}, ["net.9.weight", "(16, 1, 4, 4)", "(16, 3, 4, 4)"]),
+        ({"arch": "dcgan-mnist", "image_shape": [1, 28, 28], "options": {}}, ["generator"]),
+    ],
+)
+def test_generator_from_another_architecture_or_size_names_the_mismatch(
+    cli, error_line, tiny_run, tmp_path, changes, fragments
+):
+    tampered = rewrite_generator_info(
+        tiny_run / "generator.safetensors", tmp_path / "g.safetensors", **changes
+    )
     with pytest.raises(CheckpointError) as caught:
         load_generator(tampered)
     message = str(caught.value)
@@ -193,31 +217,47 @@ def test_generator_from_another_architecture_or_size_names_the_mismatch(cli, err
 
 def test_metadata_claiming_a_huge_model_is_refused_before_building_it(tiny_run, tmp_path):
     """width 1000 would allocate hundreds of GB of weights; the shapes are compared first."""
-    tampered = rewrite_generator_info(tiny_run / "generator.safetensors", tmp_path / "g.safetensors",
-                                      options={"width": 1000.0})
+    tampered = rewrite_generator_info(
+        tiny_run / "generator.safetensors", tmp_path / "g.safetensors", options={"width": 1000.0}
+    )
     with pytest.raises(CheckpointError, match="net.0.weight"):
         load_generator(tampered)
 
 
 def test_training_checkpoint_for_another_model_names_the_mismatch(tiny_run, tmp_path):
-    source = sorted((tiny_run / "checkpoints").glob("ckpt-*.pt"))[-1]
+    source = max((tiny_run / "checkpoints").glob("ckpt-*.pt"))
     state = load_checkpoint(source)
     config = json.loads(state["config"])
     config["model"]["options"]["width"] = 0.5
-    tampered = save_checkpoint(tmp_path / "ckpt-00000002.pt", {**{k: v for k, v in state.items() if k != "format"},
-                                                               "config": json.dumps(config)})
-    with pytest.raises(CheckpointError, match=r"net\.0\.weight.*\(100, 64, 4, 4\).*\(100, 128, 4, 4\)"):
+    tampered = save_checkpoint(
+        tmp_path / "ckpt-00000002.pt",
+        {**{k: v for k, v in state.items() if k != "format"}, "config": json.dumps(config)},
+    )
+    with pytest.raises(
+        CheckpointError, match=r"net\.0\.weight.*\(100, 64, 4, 4\).*\(100, 128, 4, 4\)"
+    ):
         load_generator(tampered)
     generator, info = load_generator(source)  # the untouched checkpoint still loads
     assert info.step == 2 and generate(generator, info, 2).shape == (2, 1, 32, 32)
 
 
-@pytest.mark.parametrize("flags, fragments", [
-    (["--set", "model.options.width=0.5"], ["net.0.weight", "(100, 64, 4, 4)", "(100, 128, 4, 4)"]),
-    (["--resolution", "64"], ["'dcgan' at (1, 32, 32)", "(1, 64, 64)"]),
-    (["--model", "dcgan-mnist", "--set", "model.options={}", "--resolution", "28"], ["'dcgan'", "'dcgan-mnist'"]),
-])
-def test_resuming_as_another_model_names_the_mismatch(cli, error_line, tiny_run, tmp_path, flags, fragments):
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (
+            ["--set", "model.options.width=0.5"],
+            ["net.0.weight", "(100, 64, 4, 4)", "(100, 128, 4, 4)"],
+        ),
+        (["--resolution", "64"], ["'dcgan' at (1, 32, 32)", "(1, 64, 64)"]),
+        (
+            ["--model", "dcgan-mnist", "--set", "model.options={}", "--resolution", "28"],
+            ["'dcgan'", "'dcgan-mnist'"],
+        ),
+    ],
+)
+def test_resuming_as_another_model_names_the_mismatch(
+    cli, error_line, tiny_run, tmp_path, flags, fragments
+):
     run = copy_run(tiny_run, tmp_path)
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
     code, _, stderr = cli("train", "--resume", str(run), "--quiet", *flags)
@@ -225,4 +265,6 @@ def test_resuming_as_another_model_names_the_mismatch(cli, error_line, tiny_run,
     assert code == 2
     for fragment in fragments:
         assert fragment in error
-    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before  # nothing overwritten
+    assert {
+        p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()
+    } == before  # nothing overwritten
