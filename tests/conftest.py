@@ -36,6 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     ganforge's own configure_threads() keep one thread in in-process training runs.
     """
     os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["GANFORGE_THREADS"] = "1"  # ganforge lets it win over OMP_NUM_THREADS
     import torch
 
     torch.set_num_threads(1)
