@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import signal
 import socket
@@ -216,6 +217,28 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path):
     assert code == 0, err
     final = load_checkpoint(checkpoints / f"ckpt-{step + 4:08d}.pt")
     assert final["world_size"] == 2 and final["rank_digests"][0] == final["rank_digests"][1]
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_process_at_one_iteration_with_a_checkpoint(tmp_path):
+    """A scheduler (or Ctrl-C) stopping the job: torchrun passes SIGTERM on to each process;
+    they agree at the next log interval and rank 0 saves there."""
+    out = tmp_path / "runs"
+    agent = torchrun(tmp_path, *TINY, "--iterations", "100000", "--set", "checkpoint_every=100000",
+                     "--out", str(out), "--name", "stopped")
+    metrics = out / "stopped" / "metrics.jsonl"
+    deadline = time.monotonic() + 90
+    while not (metrics.is_file() and '"step": 4,' in metrics.read_text()):
+        assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
+        time.sleep(0.2)
+    agent.send_signal(signal.SIGTERM)
+    _, err = finish(agent, timeout=60)
+    steps = re.findall(r"^stopped \(checkpoint saved.*\): (\d+) iterations", err, re.MULTILINE)
+    assert len(steps) == 2 and steps[0] == steps[1], err  # both processes, at one iteration
+    (checkpoint,) = (out / "stopped" / "checkpoints").glob("ckpt-*.pt")
+    state = load_checkpoint(checkpoint)
+    assert state["step"] == int(steps[0]) and state["step"] % 2 == 0  # a log step
+    assert state["rank_digests"][0] == state["rank_digests"][1]
 
 
 # ---- refused in one line, before anything starts (no processes needed) ----------------------

@@ -317,20 +317,38 @@ class _Forward:
         return self.local(*args)
 
 
-def _average_before_step(optimiser: torch.optim.Optimizer, world_size: int) -> None:
-    """Average the gradients over processes with one all_reduce before each step: for the
-    simultaneous step, whose torch.autograd.grad DDP cannot see."""
-    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        grads = [p.grad for group in opt.param_groups for p in group["params"]
-                 if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= world_size
-        for grad, average in zip(grads, flat.split([g.numel() for g in grads])):
-            grad.copy_(average.view_as(grad))
-    optimiser.register_step_pre_hook(hook)
+def _average_gradients(optimiser: torch.optim.Optimizer, world_size: int) -> None:
+    """Replace the gradients of `optimiser`'s parameters by their mean over processes (one
+    all_reduce of them all)."""
+    grads = [p.grad for group in optimiser.param_groups for p in group["params"]
+             if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    for grad, average in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(average.view_as(grad))
+
+
+def average_gradients_before_step(optimiser: torch.optim.Optimizer, world_size: int,
+                                  scaler: Any = None) -> None:
+    """For the simultaneous step, whose torch.autograd.grad DDP cannot see: average the
+    gradients just before `optimiser` steps. With a GradScaler (fp16) they are averaged
+    before it unscales them, so an overflow in any process makes every process skip the
+    step together (an all_reduce spreads inf)."""
+    if scaler is None:
+        def before_step(target: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            _average_gradients(target, world_size)
+        optimiser.register_step_pre_hook(before_step)
+        return
+    unscale = scaler.unscale_
+
+    def unscale_averaged(target: torch.optim.Optimizer) -> None:
+        if target is optimiser:
+            _average_gradients(target, world_size)
+        unscale(target)
+    scaler.unscale_ = unscale_averaged
 
 
 def _ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
@@ -375,8 +393,9 @@ class DistributedTrainer(Trainer):
         self.fake_batch //= world
         self.g_batch //= world
         if self.config.update == "simultaneous":
-            for optimiser in (self.state.opt_g, self.state.opt_d):
-                _average_before_step(optimiser, world)
+            scalers = getattr(self.step_fn, "scalers", None) or {}
+            for name, optimiser in (("g", self.state.opt_g), ("d", self.state.opt_d)):
+                average_gradients_before_step(optimiser, world, scalers.get(name))
 
     def forwards(self) -> tuple[Callable, Callable]:
         generator, discriminator = self.state.generator, self.state.discriminator
