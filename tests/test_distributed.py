@@ -241,6 +241,47 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_iteration_with_a_checkpo
     assert state["rank_digests"][0] == state["rank_digests"][1]
 
 
+EVALUATED_RUN = """
+import os, sys
+from pathlib import Path
+from ganforge.data import load_images
+from ganforge.presets import load_preset
+from ganforge.training import train
+
+out = Path(sys.argv[1])
+config = load_preset("demo").with_overrides({
+    "model.arch": "gan", "model.options": {"g_hidden": [32], "d_hidden": [32]},
+    "data.path": sys.argv[2], "data.limit": 256, "batch_size": 32, "device": "cpu",
+    "iterations": 6, "eval_every": 2, "log_every": 2, "checkpoint_every": 100,
+    "sample_every": 100, "dist_timeout_s": 30, "out_dir": str(out), "run_name": "evaluated"})
+
+def evaluator(generator, step):  # better at every evaluation: a new best each time
+    with open(out / f"evaluated-by-rank-{os.environ['RANK']}.txt", "a") as calls:
+        calls.write(f"{step}\\n")
+    return {"main": 100.0 - step}
+
+train(config, data=load_images(config.data), evaluator=evaluator, show_progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_path):
+    script = tmp_path / "evaluated_run.py"
+    script.write_text(EVALUATED_RUN)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
+               str(tmp_path), str(MNIST)]
+    done = subprocess.run(command, env=environment(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "evaluated-by-rank-0.txt").read_text().split() == ["2", "4", "6"]
+    assert not (tmp_path / "evaluated-by-rank-1.txt").exists()
+    run = tmp_path / "evaluated"
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == 6 and best["best_metric"] == 94.0
+    assert len((run / "eval.jsonl").read_text().splitlines()) == 3
+
+
 # ---- refused in one line, before anything starts (no processes needed) ----------------------
 @pytest.mark.parametrize(("settings", "world", "fragment"), [
     ({"batch_size": 32}, 3, "must split evenly over the 3 processes; use a multiple of 3, e.g. 33"),

@@ -595,11 +595,22 @@ def train_distributed(config: TrainConfig, *, data: ImageData | None = None,
     check(config)
     distributed = join(config)
     main = distributed.is_main
+    # Rank 0 alone evaluates, but every process must reach the same evaluation points (a new
+    # best checkpoint is saved by all): the others follow rank 0's evaluator, whatever theirs.
+    if distributed.from_main(lambda: evaluator is not None):
+        evaluator = evaluator if main else _rank_zero_evaluates
+    else:
+        evaluator = None
     result = _train(distributed, config, data, overwrite, resume, allow_data_change,
                     show_progress and main, evaluator, hooks if main else (),
                     log if main else (lambda message: None))
     dist.destroy_process_group()
     return result
+
+
+def _rank_zero_evaluates(generator: nn.Module, step: int) -> dict[str, float]:
+    """The evaluator of the processes other than rank 0: never called (rank 0 evaluates)."""
+    raise AssertionError("only rank 0 evaluates")
 
 
 def _train(distributed: Distributed, config: TrainConfig, data: ImageData | None, overwrite: bool,
