@@ -93,6 +93,9 @@ def _execution_problems(config: TrainConfig) -> list[str]:
     if config.cuda_graphs == "on" and config.optim.shared_counter:
         problems.append("cuda_graphs=on replays fixed Adam counts; it cannot be combined with "
                         "optim.shared_counter=true")
+    if config.cuda_graphs == "on" and config.optim.keras_epsilon:
+        problems.append("cuda_graphs=on replays a fixed Adam epsilon; it cannot be combined with "
+                        "optim.keras_epsilon=true")
     if config.cuda_graphs == "on" and config.r1_interval > 1:
         problems.append("cuda_graphs=on replays the same step every iteration; lazy R1 "
                         "(r1_interval > 1) needs cuda_graphs=off")

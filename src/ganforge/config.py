@@ -77,6 +77,7 @@ class OptimConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     eps: float = 1e-8  # PyTorch's default; Keras' Adam uses 1e-7
+    keras_epsilon: bool = False  # add eps where Keras does (before bias correction), not PyTorch
     # One Adam iteration counter for D and G, as when one Keras Adam object is passed to both
     # models (the notebook's GAN): bias correction then advances once per optimiser step of
     # either network.

@@ -707,8 +707,6 @@ def ganforge_iteration(preset: str, kg, kd, shape, real, z_d, z_g):
     copy_keras_weights(kg, g)
     copy_keras_weights(kd, d)
     set_dropout(kd, d, 0.0)
-    keras_epsilon(state.opt_g)
-    keras_epsilon(state.opt_d)
     g.train()
     d.train()
     build_step(config, state, runtime)(Batch(real, z_d, z_g))
@@ -720,10 +718,9 @@ def test_ganforges_own_step_with_the_presets_settings_is_the_documented_iteratio
     """ganforge's training state and step (training/state.py, training/step.py), set up from
     the preset as `train` does (model options, loss, update mode, separate D updates, fakes
     from G in inference mode, half batches, shared noise, Adam's settings and the shared
-    counter), against the document's iteration in Keras. optim.eps puts 1e-7 where PyTorch
-    adds it: that deviation is measured in test_pytorch_epsilon_placement_is_a_bounded_
-    deviation; here Keras' placement is patched in, so that everything else is held to
-    the tolerance of assert_same_step."""
+    counter, and Keras' epsilon placement: optim.keras_epsilon), against the document's
+    iteration in Keras. Without keras_epsilon the deviation is the one measured in
+    test_pytorch_epsilon_placement_is_a_bounded_deviation."""
     from ganforge.presets import load_preset
 
     builder, shape = PRESET_SYSTEMS[preset]

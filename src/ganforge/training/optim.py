@@ -28,7 +28,32 @@ def build_optimisers(generator: nn.Module, discriminator: nn.Module, optim: Opti
     opt_g = torch.optim.Adam(generator.parameters(), lr=optim.lr_g, **settings)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d, **settings)
     counter = SharedIterationCounter(opt_d, opt_g) if optim.shared_counter else None
+    if optim.keras_epsilon:  # registered after the counter: it reads the step the counter set
+        for optimiser in (opt_d, opt_g):
+            KerasEpsilon(optimiser, optim.eps)
     return opt_g, opt_d, counter
+
+
+class KerasEpsilon:
+    """Adam's epsilon where Keras adds it: to sqrt(v) before bias correction.
+
+    PyTorch divides by sqrt(v_hat) + eps, Keras by sqrt(v) + eps with the bias correction
+    folded into the step size; the two agree when PyTorch's eps is eps / sqrt(1 - beta2^t) at
+    update t (3.2e-6 at t = 1 for Keras' 1e-7, fading over thousands of updates). This sets it
+    before every update. It reads the parameters' step count (one host read per update on a
+    GPU), which the faithful presets accept and the fast recipes do not use.
+    """
+
+    def __init__(self, optimiser: torch.optim.Optimizer, eps: float):
+        self.eps = eps
+        optimiser.register_step_pre_hook(self._before_step)
+
+    def _before_step(self, optimiser: torch.optim.Optimizer, args, kwargs) -> None:
+        for group in optimiser.param_groups:
+            steps = [float(optimiser.state[p]["step"]) for p in group["params"]
+                     if "step" in optimiser.state[p]]
+            update = max(steps, default=0.0) + 1
+            group["eps"] = self.eps / (1.0 - group["betas"][1] ** update) ** 0.5
 
 
 class SharedIterationCounter:
