@@ -2,6 +2,7 @@
 
     python scripts/metric_floors.py                     # mnist, fashion-mnist, brain-mri
     python scripts/metric_floors.py --datasets mnist
+    python scripts/metric_floors.py --ladder            # the calibration ladder (docs table)
 
 For each dataset, set A is the reference subset that `ganforge eval` and the training
 evaluator use (``reference_subset``: 2,000 training images chosen by a fixed seed) and
@@ -9,11 +10,16 @@ set B is 2,000 *other* training images. A perfect generator would score like B, 
 these are the best values to expect at 2,000 samples. The same A is then compared with
 B plus Gaussian noise, B blurred, and one image of B repeated, to show the scale of a
 clearly bad result. Writes ``src/ganforge/metrics/weights/floors.json``.
+
+With ``--ladder`` it measures the calibration ladder instead (``ganforge.metrics.ladder``:
+1,000 test images as the reference, every damage applied to 1,000 other test images),
+writes ``weights/ladder.json`` and prints the sensitivity table of docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,8 +30,15 @@ import torch.nn.functional as F
 from ganforge.artefacts.files import write_text
 from ganforge.config import DataConfig
 from ganforge.data import load_images
-from ganforge.metrics import MetricContext, dataset_family, evaluate, reference_subset, resolve_metrics
+from ganforge.data.idx import load_idx_dataset
+from ganforge.metrics import (MetricContext, dataset_family, evaluate, evaluate_with_intervals,
+                              reference_subset, resolve_metrics)
 from ganforge.metrics.floors import FLOORS_FILE
+from ganforge.metrics.runs import TRAINING_SUBSET
+from ganforge.metrics.ladder import BLIND, LADDER_OUTPUTS, MILD_REWARD, ladder_sets
+
+LADDER_FILE = FLOORS_FILE.with_name("ladder.json")
+LADDER_COUNT = 1000
 
 DATASETS = {
     "mnist": DataConfig(dataset="mnist", split="train"),
@@ -63,32 +76,90 @@ def rounded(scores: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in scores.items()}
 
 
-def measure(name: str, count: int) -> dict:
-    data = load_images(DATASETS[name])
+def measure(name: str, count: int, split: str = "train") -> dict:
+    """Floors against the training split (as the training evaluator measures) or, with
+    split='test', against the test split as `ganforge eval` does for MNIST and Fashion-MNIST:
+    there set B is other *test* images (new images of the data, as a perfect generator would
+    make), and the memorisation figure is measured against the training images."""
+    data = load_images(dataclasses.replace(DATASETS[name], split=split))
     if len(data) < 2 * count:
         raise SystemExit(f"{name}: {len(data)} images, fewer than two disjoint sets of {count}")
-    context = MetricContext(data.name)
+    training = None
+    if split == "test":
+        training = reference_subset(load_images(DATASETS[name]).images, TRAINING_SUBSET)
+    context = MetricContext(data.name, training=training)
     names = resolve_metrics("auto", context)
     a, b = reference_subset(data.images, count), other_images(data.images, count)
     start = time.perf_counter()
-    floor = evaluate(a, b, names, context)
+    floor, intervals = evaluate_with_intervals(a, b, names, context)
     seconds = time.perf_counter() - start
     degraded = {kind: rounded(evaluate(a, images, names, context)) for kind, images in degrade(b).items()}
     print(f"{name}: floor {rounded(floor)} ({seconds:.1f} s)", flush=True)
     return {"dataset": data.name, "count": count, "image_shape": list(data.image_shape), "features": context.extractor,
-            "metrics": rounded(floor), "degraded": degraded, "seconds": round(seconds, 1),
-            "note": f"Real vs real: two disjoint sets of {count} {data.name} images."}
+            "metrics": rounded(floor), "intervals": intervals, "degraded": degraded, "seconds": round(seconds, 1),
+            "note": f"Real vs real: two disjoint sets of {count} {data.name} images."
+                    + (" Memorisation against the training split." if training is not None else "")}
+
+
+def measure_ladder(name: str, count: int = LADDER_COUNT) -> dict:
+    """Every ladder rung's scores for one labelled dataset (test split)."""
+    test = load_idx_dataset(name, "test", None, allow_bundled=False)
+    context = MetricContext(test.name)
+    names = resolve_metrics("auto", context)
+    reference, pool, labels = test.images[:count], test.images[count:], test.labels[count:]
+    ladders = {}
+    for ladder, rungs in ladder_sets(pool, labels, count).items():
+        ladders[ladder] = [{"rung": label, "metrics": rounded(evaluate(reference, images, names, context))}
+                           for label, images in rungs]
+        print(f"{name}: {ladder} done", flush=True)
+    return {"dataset": test.name, "count": count, "ladders": ladders}
+
+
+def sensitivity_table(record: dict) -> str:
+    """Markdown: one row per metric output, one column per ladder, the values rung by rung after
+    the real one; '(ignores)' marks damage the metric is blind to, '(mild: better)' a metric
+    that first improves (ganforge.metrics.ladder.BLIND and MILD_REWARD)."""
+    ladders = record["ladders"]
+    real = ladders["gaussian noise"][0]["metrics"]
+    keys = [k + s for s in ("", "_enc") for k in LADDER_OUTPUTS if k + s in real]
+    lines = ["| output | real | " + " | ".join(ladders) + " |", "| --- | ---: |" + " ---: |" * len(ladders)]
+    for key in keys:
+        cells = []
+        for ladder, rungs in ladders.items():
+            values = [r["metrics"][key] for r in rungs]
+            base = key.removesuffix("_enc")
+            mark = (" (ignores)" if (base, ladder) in BLIND
+                    else " (mild: better)" if (base, ladder) in MILD_REWARD
+                    else "")
+            cells.append(" → ".join(_short(v) for v in values[1:]) + mark)
+        lines.append(f"| {key} | {_short(real[key])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _short(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS))
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--ladder", action="store_true", help="measure the calibration ladder instead")
+    parser.add_argument("--split", default="train", choices=("train", "test"),
+                        help="reference split (test: as `ganforge eval` measures MNIST and Fashion-MNIST)")
     args = parser.parse_args(argv)
+    if args.ladder:
+        ladders = json.loads(LADDER_FILE.read_text()) if LADDER_FILE.is_file() else {}
+        for name in [d for d in args.datasets.split(",") if d != "brain-mri"]:
+            ladders[name] = measure_ladder(name)
+            write_text(LADDER_FILE, json.dumps(ladders, indent=2) + "\n")
+            print(sensitivity_table(ladders[name]))
+        return 0
     floors = json.loads(FLOORS_FILE.read_text()) if FLOORS_FILE.is_file() else {}
     for name in args.datasets.split(","):
-        record = measure(name, args.count)
-        floors[dataset_family(record["dataset"])] = record  # keyed as floor_for looks them up
+        record = measure(name, args.count, args.split)
+        key = record["dataset"] if args.split == "test" else dataset_family(record["dataset"])
+        floors[key] = record  # keyed as floor_for looks them up
         write_text(FLOORS_FILE, json.dumps(floors, indent=2) + "\n")
     return 0
 

@@ -7,7 +7,6 @@ import base64
 import io
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import torch
@@ -85,7 +84,8 @@ def test_eval_prints_a_table_and_writes_json_into_the_run(runs, capsys):
     table = capsys.readouterr().out
     assert "fid" in table and "lower is better" in table and "<- main" in table
     record = json.loads((gan.run_dir / "eval-3.json").read_text())
-    assert (record["count"], record["seed"], record["reference"], record["trained_on"]) == (500, 3, "mnist/train",
+    # measured against the test split (images the generator never saw) by default
+    assert (record["count"], record["seed"], record["reference"], record["trained_on"]) == (500, 3, "mnist/test",
                                                                                            "mnist/train")
     assert record["main"] == "fid" and record["metrics"]["fid"] > 0 and record["features"] == "mnist"
     assert {"kid", "precision", "recall", "class_coverage", "class_kl", "swd", "msssim", "msssim_real"} <= set(
@@ -199,3 +199,53 @@ def test_compare_flags_differences_inside_the_noise_and_spaces_that_disagree():
     assert "rank gan and demo differently on fid (" in order and "recall" not in order
     rows[1].values = [30.0, 40.0]  # the encoder now agrees with the classifier; both recalls differ clearly
     assert noise_and_disagreement(runs, rows) == [noise]
+
+
+def test_eval_measures_memorisation_against_the_test_split_and_train_by_flag(runs, capsys):
+    _, gan, _ = runs
+    out = gan.run_dir / "split.json"
+    assert main(["eval", str(gan.run_dir), "--count", "300", "--metrics", "memorisation,swd", "--resamples", "0",
+                 "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["reference"] == "mnist/test"
+    assert 0 <= record["metrics"]["memorised"] <= 1 and 0 <= record["metrics"]["memorised_pixels"] <= 1
+    assert main(["eval", str(gan.run_dir), "--count", "300", "--split", "train", "--metrics", "swd",
+                 "--resamples", "0", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["reference"] == "mnist/train"
+    assert main(["eval", str(gan.run_dir), "--count", "300", "--split", "train", "--metrics", "memorisation",
+                 "--out", str(out)]) == 2
+    assert "did not train on" in capsys.readouterr().err
+
+
+def test_eval_scores_images_from_any_tool_with_the_same_floors(tmp_path, mnist_test_split, mnist_dir, capsys):
+    """A folder of PNGs or an .npy array, made by any tool, scored like a generator; copies of
+    training images are caught by the memorisation figure."""
+    import numpy as np
+
+    from ganforge.data.idx import load_idx_dataset
+    from ganforge.metrics import reference_subset
+    from ganforge.metrics.runs import TRAINING_SUBSET
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(mnist_test_split.images[::20]):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i:04d}.png")
+    assert main(["eval", str(folder), "--dataset", "mnist", "--count", "500", "--resamples", "0",
+                 "--metrics", "fid,precision-recall,memorisation", "--out", str(tmp_path / "pngs.json")]) == 0
+    record = json.loads((tmp_path / "pngs.json").read_text())
+    assert record["reference"] == "mnist/test" and record["count"] == 500 and record["generator"] is None
+    assert record["metrics"]["recall"] > 0.8 and record["metrics"]["fid_enc"] < 5  # real digits score as real
+    assert record["metrics"]["memorised_pixels"] < 0.15  # new images: about the 5 % unseen images score
+    assert "images from" in capsys.readouterr().out
+    training = load_idx_dataset("mnist", "train", str(mnist_dir), allow_bundled=False).images
+    training = reference_subset(training, TRAINING_SUBSET)  # the training images the figure searches
+    copies = tmp_path / "copies.npy"
+    np.save(copies, training[:300, 0].numpy().astype(np.float32) / 255.0)  # floats in [0, 1], [N, H, W]
+    assert main(["eval", str(copies), "--dataset", "mnist", "--count", "300", "--resamples", "0",
+                 "--metrics", "memorisation", "--out", str(tmp_path / "copies.json")]) == 0
+    copied = json.loads((tmp_path / "copies.json").read_text())["metrics"]
+    assert copied["memorised_pixels"] > 0.9 and copied["memorised"] > 0.9
+    assert main(["eval", str(copies), "--count", "300"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+    np.save(copies, np.zeros((10, 5, 5, 5)))
+    assert main(["eval", str(copies), "--dataset", "mnist"]) == 2
+    assert "expected images" in capsys.readouterr().err

@@ -284,3 +284,50 @@ def test_the_encoder_script_is_deterministic(mnist_test_split):
     runs = [script.train_encoder(images, 3, 32, 2e-3, 0.2, 0, log=lambda _: None) for _ in range(2)]
     for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_every_metric_worsens_along_the_calibration_ladder_in_both_spaces(dataset, mnist_dir):
+    """Real test images damaged step by step (noise, salt and pepper, blur, shifts, classes taken
+    away, one image repeated): every metric, in both feature spaces, gets worse at every rung,
+    except where docs/metrics.md says it is blind or rewards mild smoothing. The numbers are the
+    ones in the docs table (weights/ladder.json)."""
+    from ganforge.data.idx import load_idx_dataset
+    from ganforge.metrics.ladder import LADDER_NAMES, LADDER_OUTPUTS, badness, ladder_sets, ladder_verdict
+    try:
+        test = load_idx_dataset(dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False)
+    except DataError:
+        pytest.skip(f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)")
+    count = 1000
+    recorded = json.loads((REPO / "src/ganforge/metrics/weights/ladder.json").read_text())[dataset]["ladders"]
+    context = MetricContext(test.name)
+    names = resolve_metrics("auto", context)
+    reference = test.images[:count]
+    ladders = ladder_sets(test.images[count:], test.labels[count:], count)
+    assert tuple(ladders) == LADDER_NAMES
+    problems = []
+    for ladder, rungs in ladders.items():
+        scores = [evaluate(reference, images, names, context) for _, images in rungs]
+        for measured, saved in zip(scores, recorded[ladder]):
+            assert {k: measured[k] for k in saved["metrics"]} == pytest.approx(saved["metrics"], rel=0.02, abs=0.01)
+        for key in [k + s for s in ("", "_enc") for k in LADDER_OUTPUTS if k + s in scores[0]]:
+            problem = ladder_verdict(key, ladder, [badness(key, s, direction(key)) for s in scores])
+            problems += [problem] if problem else []
+        if ladder == "repeated image":  # what "blind" means: precision does not drop, in either space
+            assert scores[1]["precision"] >= scores[0]["precision"] and scores[1]["precision_enc"] >= 0.99
+    assert not problems
+
+
+def test_memorisation_is_five_percent_for_new_images_and_one_for_copies(digits):
+    """Unseen real images score the 5 % the threshold is set at; copies of training images score 1."""
+    from ganforge.metrics.memorisation import memorisation
+    reference, fresh, pool, _ = digits
+    training = pool  # stands in for the generator's training set
+    context = MetricContext("mnist/test", training=training)
+    new = memorisation(reference, fresh, context)
+    copies = memorisation(reference, training[:N], context)
+    assert new["memorised_pixels"] < 0.12 and new["memorised"] < 0.12
+    assert copies["memorised_pixels"] == 1.0 and copies["memorised"] == 1.0
+    with pytest.raises(ConfigError, match="did not train on"):
+        evaluate(reference, fresh, ["memorisation"], MetricContext("mnist/test"))

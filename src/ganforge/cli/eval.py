@@ -17,7 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "SWD, ...)",
                        description="Generate --count images and compare them with the run's reference data. "
                                    "Writes eval-<seed>.json into the run folder and prints a table.")
-    p.add_argument("source", help="a run folder, a generator .safetensors or a checkpoint .pt")
+    p.add_argument("source", help="a run folder, a generator .safetensors or a checkpoint .pt; or images made "
+                                  "by any tool (a folder of PNGs or an .npy array) with --dataset")
+    p.add_argument("--dataset", default=None,
+                   help="for a folder of images or an .npy: the data they imitate (mnist, fashion-mnist, ...)")
+    p.add_argument("--split", default="auto", choices=("auto", "test", "train"),
+                   help="reference split: auto = the test split for MNIST and Fashion-MNIST (images the "
+                        "generator never saw; adds the memorisation figure), the training data otherwise")
     p.add_argument("--count", "-n", type=positive_int, default=2000,
                    help="generated images, and reference images at most (default 2000)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed for the generated images (default 0)")
@@ -77,8 +83,10 @@ def format_table(record: dict[str, Any]) -> str:
     intervals = record.get("intervals") or {}
     metrics = record["metrics"]
     width = max(len(key) for key in metrics)
-    head = (f"{record['arch']} at iteration {record['step']} vs {record['reference']}: {record['count']} generated "
-            f"(seed {record['seed']}), {record['reference_count']} reference images")
+    what = (f"images from {record['source']}" if record.get("generator") is None and record["arch"] == "images"
+            else f"{record['arch']} at iteration {record['step']}")
+    head = (f"{what} vs {record['reference']}: {record['count']} generated (seed {record['seed']}), "
+            f"{record['reference_count']} reference images")
     real = f"  {'real vs real':>12}" if floor else ""
     lines = [head, f"{'metric':<{width}}  {'value':>10}  {'95% interval':<20}{real}  better"]
     for title, keys in _groups(record):
@@ -101,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     record = evaluate_source(args.source, count=args.count, seed=args.seed, metrics=args.metrics, data=args.data,
                              device=resolve_device(args.device), features=args.features,
-                             resamples=args.resamples)
+                             resamples=args.resamples, split=args.split, dataset=args.dataset)
     out = Path(args.out) if args.out else default_output(args.source, args.seed)
     write_text(out, json.dumps(record, indent=2) + "\n")
     print(format_table(record))

@@ -29,6 +29,7 @@ import ganforge.metrics.classes  # noqa: F401
 import ganforge.metrics.swd  # noqa: F401
 import ganforge.metrics.msssim  # noqa: F401
 import ganforge.metrics.inception  # noqa: F401
+import ganforge.metrics.memorisation  # noqa: F401
 from ganforge.config import TrainConfig
 from ganforge.data.base import ImageData
 from ganforge.errors import ConfigError, DataError, unknown_name
@@ -37,8 +38,17 @@ from ganforge.metrics.registry import (HIGHER, INFO, LOWER, MATCH, METRICS, NOT_
                                        direction, main_metric, main_output_order, split_key)
 from ganforge.metrics.uncertainty import RESAMPLES, feature_intervals
 
-FREE_SET = tuple(n for n, m in METRICS.items() if m.needs == "nothing" and m.prerequisite is None)
-CLASSIFIER_SET = tuple(n for n, m in METRICS.items() if m.prerequisite is None)
+
+
+def usable(metric: Metric, context: MetricContext) -> bool:
+    """Whether the data and context give a metric what it needs (for the default set)."""
+    if metric.prerequisite is not None:
+        return False
+    if metric.needs in ("features", "classifier"):
+        return context.extractor != "none"
+    if metric.needs == "training":
+        return context.training is not None
+    return True
 TRAINING_SET = {True: ("fid", "precision-recall", "density-coverage", "class-balance"), False: ("swd", "msssim")}
 
 
@@ -55,7 +65,7 @@ def output_keys(names: list[str], context: MetricContext) -> list[str]:
 def resolve_metrics(spec: str | list[str] | None, context: MetricContext) -> list[str]:
     """Metric names from 'fid,recall,swd' (output names allowed) or the default set for the data."""
     if spec is None or spec in ("", "auto", "all"):
-        return list(CLASSIFIER_SET if context.extractor != "none" else FREE_SET)
+        return [name for name, metric in METRICS.items() if usable(metric, context)]
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for part in (p.strip() for p in parts if p.strip()):
@@ -78,6 +88,10 @@ def check_available(names: list[str], context: MetricContext) -> None:
             context.encoder(name)
         if metric.prerequisite is not None:
             metric.prerequisite()
+        if metric.needs == "training" and context.training is None:
+            raise ConfigError(f"metric {name!r} needs reference images the generator did not train on: "
+                              "evaluate MNIST or Fashion-MNIST against the test split (the default; not "
+                              f"--split train) or drop {name}")
 
 
 def check_samples(names: list[str], real_count: int, fake_count: int) -> None:

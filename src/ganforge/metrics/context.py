@@ -43,6 +43,7 @@ class MetricContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     features: str = "auto"  # a classifier name, "none", or "auto" (by dataset)
     spaces: tuple[str, ...] = tuple(SPACES)  # feature spaces for feature metrics, where the data has them
+    training: torch.Tensor | None = None  # the generator's training images, when the reference is unseen data
     _classifier: SmallClassifier | None = field(default=None, repr=False)
     _encoder: ContrastiveEncoder | None = field(default=None, repr=False)
     _features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)

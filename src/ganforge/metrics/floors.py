@@ -27,7 +27,13 @@ def floor_for(dataset: str, count: int, image_shape: tuple[int, ...] | None = No
     """The floor record for a dataset measured at exactly `count` images per set (and at
     `image_shape` when given), else None: FID and precision/recall depend on the count and
     every metric on the image size, so a floor from other settings would mislead."""
-    record = load_floors().get(dataset_family(dataset))
+    floors = load_floors()
+    if dataset in floors:  # e.g. "mnist/test": measured against the test split
+        record = floors[dataset]
+    elif dataset.endswith("/test"):
+        return None  # a training-split floor would not be the same comparison
+    else:
+        record = floors.get(dataset_family(dataset))
     if record is None or record.get("count") != count:
         return None
     if image_shape is not None and tuple(record.get("image_shape", ())) != tuple(image_shape):

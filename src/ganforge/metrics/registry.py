@@ -3,7 +3,7 @@
 A registration says everything a reader or a report needs to interpret the numbers:
 which outputs the metric produces and which way each is better, how many images per set
 it needs before its number means anything, what it needs (a feature space, the
-classifier's logits, nothing), and its rank as the run's main metric (1 is preferred;
+classifier's logits, the generator's training images, nothing), and its rank as the run's main metric (1 is preferred;
 None: never the main metric). Adding a metric is one decorated function in one module;
 the main-metric order, the help texts and the default sets are all read from here.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 LOWER, HIGHER, MATCH, INFO = "lower", "higher", "match", "info"  # MATCH: closest to the real-pairs value
-Needs = Literal["features", "classifier", "nothing"]
+Needs = Literal["features", "classifier", "training", "nothing"]
 
 
 @dataclass(frozen=True)

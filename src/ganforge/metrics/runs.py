@@ -1,11 +1,17 @@
-"""Evaluate a run folder, exported generator or checkpoint against its reference data.
+"""Evaluate a run folder, exported generator, checkpoint, or any images against reference data.
 
 The reference data is rebuilt the way the run was trained: from the run folder's
-config.json when there is one (same source, split, path, limit and shaping), else from
-the dataset name the generator file records (e.g. ``mnist/train``). ``data`` overrides
-it with a dataset name (``mnist/test``) or a local path. Reference images are always
-brought to the generator's channels and size, and a mismatch is an error, never a silent
-resize of numbers that mean something else.
+config.json when there is one (same source, path and shaping), else from the dataset
+name the generator file records (e.g. ``mnist/train``). For MNIST and Fashion-MNIST the
+reference is the **test split** by default (images the generator never saw, so copying the
+training set is not rewarded, and the memorisation figure can be measured); ``split="train"``
+keeps the run's training images. ``data`` overrides it with a dataset name
+(``mnist/test``) or a local path. Reference images are always brought to the generator's
+channels and size, and a mismatch is an error, never a silent resize of numbers that mean
+something else.
+
+Images made by any tool (a folder of PNGs, or an .npy array) are scored the same way
+with ``dataset`` naming the data they imitate.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from ganforge.metrics import (NOT_INCEPTION, SPACES, MetricContext, check_availa
 from ganforge.metrics.floors import floor_for
 
 SPLITS = ("train", "test", "all")
+TEST_SPLIT_DATASETS = ("mnist", "fashion-mnist")  # sources with a held-out test split to measure against
+SPLIT_CHOICES = ("auto", "test", "train")
+TRAINING_SUBSET = 10_000  # training images searched for the memorisation figure
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 EVAL_FORMAT = 2  # 2: two feature spaces, intervals, density/coverage, class_coverage (was coverage)
 
 
@@ -86,16 +96,30 @@ def _name_split(spec: str) -> tuple[str, str]:
     return name, split if split in SPLITS else "train"
 
 
-def reference_config(info: GeneratorInfo, config: TrainConfig | None, data: str | None) -> DataConfig:
-    """The DataConfig of the reference images: --data, else the run's config.json, else the recorded name."""
+def training_config(info: GeneratorInfo, config: TrainConfig | None) -> DataConfig | None:
+    """The DataConfig the generator was trained on (None when it cannot be rebuilt)."""
+    if config is not None:
+        return config.data
+    name, split = _name_split(info.dataset)
+    return DataConfig(dataset=name, split=split) if name in SOURCES else None
+
+
+def reference_config(info: GeneratorInfo, config: TrainConfig | None, data: str | None,
+                     split: str = "auto") -> DataConfig:
+    """The DataConfig of the reference images: --data, else the run's data (its test split for
+    MNIST and Fashion-MNIST unless split='train'), else the recorded name."""
+    if split not in SPLIT_CHOICES:
+        raise ConfigError(f"split must be one of {', '.join(SPLIT_CHOICES)} (got {split!r})")
     base = config.data if config is not None else None
     if data is None:
         if base is None:
-            name, split = _name_split(info.dataset)
-            if name not in SOURCES:
+            base = training_config(info, None)
+            if base is None:
                 raise ConfigError(f"the generator records dataset {info.dataset!r}, which ganforge cannot rebuild "
                                   "without its run folder; pass the reference images with --data")
-            base = DataConfig(dataset=name, split=split)
+        wanted = ("test" if base.dataset in TEST_SPLIT_DATASETS else base.split) if split == "auto" else split
+        if wanted != base.split:  # another split: all of it, not the training run's --limit
+            base = dataclasses.replace(base, split=wanted, limit=None)
     elif _name_split(data)[0] in SOURCES and not Path(data).exists():
         name, split = _name_split(data)
         base = DataConfig(dataset=name, split=split, fit=base.fit if base else "pad")
@@ -110,9 +134,10 @@ def reference_config(info: GeneratorInfo, config: TrainConfig | None, data: str 
     return dataclasses.replace(base, resolution=height, channels=channels)
 
 
-def load_reference(info: GeneratorInfo, config: TrainConfig | None, data: str | None) -> ImageData:
+def load_reference(info: GeneratorInfo, config: TrainConfig | None, data: str | None,
+                   split: str = "auto") -> ImageData:
     """Reference images shaped like the generator's output, or a DataError saying why not."""
-    reference = load_images(reference_config(info, config, data))
+    reference = load_images(reference_config(info, config, data, split))
     if reference.image_shape != tuple(info.image_shape):
         raise DataError(f"reference data {reference.name} is {reference.image_shape} but the generator makes "
                         f"{tuple(info.image_shape)} images; pass matching data with --data")
@@ -137,30 +162,110 @@ def default_output(source: str | Path, seed: int) -> Path:
     return path.with_name(f"{path.stem}-eval-{seed}.json")
 
 
+def is_image_source(source: str | Path) -> bool:
+    """A .npy array or a folder of image files (not a run or model folder): images to score as they are."""
+    path = Path(source)
+    if path.suffix.lower() == ".npy":
+        return True
+    if not path.is_dir() or (path / "config.json").is_file() or (path / "generator.safetensors").is_file():
+        return False
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+
+
+def read_images(source: str | Path) -> torch.Tensor:
+    """uint8 [N, C, H, W] from an .npy array ([N, H, W], [N, H, W, C] or [N, C, H, W]; uint8, or floats
+    in [0, 1] or [-1, 1]) or a folder of same-sized images (sorted by name; grayscale stays 1 channel)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(source)
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable .npy array ({str(exc)[:100]})") from None
+        if array.ndim == 3:
+            array = array[:, None]
+        elif array.ndim == 4 and array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
+            array = array.transpose(0, 3, 1, 2)
+        if array.ndim != 4 or array.shape[1] not in (1, 3) or not (
+                np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise DataError(f"{path}: expected images [N, H, W], [N, H, W, C] or [N, C, H, W] with 1 or 3 "
+                            f"channels, got an array of shape {array.shape} and type {array.dtype}")
+        if np.issubdtype(array.dtype, np.floating):
+            low = float(np.nanmin(array)) if array.size else 0.0
+            array = (array + 1) * 127.5 if low < 0 else array * 255 if float(np.nanmax(array)) <= 1 else array
+        return torch.from_numpy(np.ascontiguousarray(np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)))
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                images.append(np.array(image.convert(mode)))
+        except (OSError, UnidentifiedImageError):
+            raise DataError(f"{file}: not a readable image; remove it or convert it to PNG") from None
+    shapes = {a.shape for a in images}
+    if len(shapes) != 1:
+        raise DataError(f"{path}: images of different sizes or channels ({', '.join(map(str, sorted(shapes)))}); "
+                        "score one size at a time")
+    stacked = np.stack(images)
+    return torch.from_numpy(stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2).copy())
+
+
+def _training_images(info: GeneratorInfo, config: TrainConfig | None, reference: ImageData) -> torch.Tensor | None:
+    """The generator's training images (a fixed subset), when the reference is data it did not see."""
+    base = training_config(info, config)
+    if base is None or base.dataset not in TEST_SPLIT_DATASETS or not reference.name.endswith("/test"):
+        return None
+    channels, height, _ = info.image_shape
+    training = load_images(dataclasses.replace(base, split="train", resolution=height, channels=channels))
+    return reference_subset(training.images, TRAINING_SUBSET)
+
+
 def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metrics: str | None = None,
                     data: str | None = None, device: str | torch.device = "cpu", features: str = "auto",
-                    resamples: int = 100) -> dict[str, Any]:
-    """Generate `count` images with noise seed `seed`, score them, and return a JSON-ready record."""
+                    resamples: int = 100, split: str = "auto", dataset: str | None = None) -> dict[str, Any]:
+    """Generate `count` images with noise seed `seed` (or take a folder's or array's images), score
+    them, and return a JSON-ready record."""
     from ganforge import __version__
     from ganforge.generate import generate, load_generator, resolve_source
 
     start = time.perf_counter()
-    generator, info = load_generator(source, device)
-    config = run_config(find_run_dir(source))
-    reference = load_reference(info, config, data)
-    context = MetricContext(reference.name, seed=seed, device=torch.device(device), features=features)
+    images = None
+    if is_image_source(source):
+        if dataset is None:
+            raise ConfigError(f"{source} holds images, not a generator: say which data they imitate with "
+                              f"--dataset ({', '.join(sorted(SOURCES))})")
+        if dataset not in SOURCES:
+            raise ConfigError(f"unknown dataset {dataset!r}; choose from {', '.join(sorted(SOURCES))}")
+        images = read_images(source)
+        if len(images) == 0:
+            raise DataError(f"{source} holds no images")
+        count = min(count, len(images))
+        info = GeneratorInfo(arch="images", latent_dim=0, image_shape=tuple(images.shape[1:]), options={},
+                             dataset=f"{dataset}/train", step=0)
+        config = None
+    else:
+        generator, info = load_generator(source, device)
+        config = run_config(find_run_dir(source))
+    reference = load_reference(info, config, data, split)
+    training = _training_images(info, config, reference) if data is None else None
+    context = MetricContext(reference.name, seed=seed, device=torch.device(device), features=features,
+                            training=training)
     names = resolve_metrics(metrics, context)
     check_available(names, context)
     real = reference_subset(reference.images, count)
     check_samples(names, len(real), count)
-    fake = generate(generator, info, count, seed=seed)
+    fake = images[:count] if images is not None else generate(generator, info, count, seed=seed)
     scores, intervals = evaluate_with_intervals(real, fake, names, context, resamples)
     return {
         "format": EVAL_FORMAT,
-        "source": str(source), "generator": str(resolve_source(source)), "arch": info.arch, "step": info.step,
-        "trained_on": info.dataset, "reference": reference.name, "reference_source": reference.source,
-        "image_shape": list(info.image_shape), "count": count, "reference_count": len(real), "seed": seed,
-        "requested": metrics or "auto",
+        "source": str(source), "generator": None if images is not None else str(resolve_source(source)),
+        "arch": info.arch, "step": None if images is not None else info.step,
+        "trained_on": info.dataset if images is None else f"{dataset} (as stated)", "reference": reference.name,
+        "reference_source": reference.source, "image_shape": list(info.image_shape), "count": count,
+        "reference_count": len(real), "seed": seed, "requested": metrics or "auto",
         "features": context.extractor, "spaces": describe_spaces(context, list(scores)), "metrics": scores,
         "intervals": intervals, "resamples": resamples, "main": main_metric(names),
         "better": {key: direction(key) for key in scores},

@@ -93,7 +93,8 @@ def feature_intervals(f_real: torch.Tensor, f_fake: torch.Tensor, scores: dict[s
     if wanted:
         outcomes = per_image_outcomes(f_real, f_fake)
         spreads.update({k: mean_spread(outcomes[k], resamples, generator) for k in wanted})
-    bounds = {"precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0), "density": (0.0, None)}
+    bounds = {"fid": (0.0, None), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0),
+              "density": (0.0, None)}
     out = {}
     for key, spread in spreads.items():
         low, high = scores[key + suffix] - Z95 * spread, scores[key + suffix] + Z95 * spread
