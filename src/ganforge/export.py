@@ -38,7 +38,7 @@ from torch import nn
 
 from ganforge.artefacts.files import _UMASK, write_text
 from ganforge.checkpoint import GeneratorInfo, export_generator
-from ganforge.errors import ConfigError, GanforgeError
+from ganforge.errors import ConfigError, GanforgeError, first_line
 
 # Largest |ONNX - PyTorch| accepted on the [-1, 1] image scale. One uint8 grey level is
 # 2/255 = 7.8e-3, so at 1e-4 the two give the same 8-bit image except where a value sits
@@ -126,7 +126,7 @@ def export_onnx(generator: nn.Module, info: GeneratorInfo, out: str | Path,
                 dynamic_shapes={"z": {0: torch.export.Dim("batch", min=1, max=1 << 20)}},
                 opset_version=opset, dynamo=True, verbose=False)
         except Exception as exc:  # the exporter raises many types; its first line says which op
-            raise GanforgeError(f"ONNX export of {info.arch} failed ({_first_line(exc)}); "
+            raise GanforgeError(f"ONNX export of {info.arch} failed ({first_line(exc)}); "
                                 "try --format torchscript") from None
         program.save(str(tmp))
         model = onnx.load(str(tmp))
@@ -227,9 +227,6 @@ def _quiet() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
 # ---- model folder (Hugging Face layout) --------------------------------------------------

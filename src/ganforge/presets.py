@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from ganforge.config import TrainConfig
-from ganforge.errors import ConfigError, unknown_name
+from ganforge.errors import ConfigError, first_line, unknown_name
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "demo"
@@ -40,17 +40,14 @@ def load_config_file(path: str | Path) -> TrainConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{shown} is not a text file; --config wants a YAML or JSON file of settings") from None
     except ValueError as exc:  # a path with a NUL byte, or a number too long for Python in the YAML
-        raise ConfigError(f"cannot read config {shown}: {_first_line(exc)}") from None
+        raise ConfigError(f"cannot read config {shown}: {first_line(exc)}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{shown} is not valid YAML: {_first_line(exc)}") from None
+        raise ConfigError(f"{shown} is not valid YAML: {first_line(exc)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{shown} must hold a mapping of settings")
     return TrainConfig.from_dict(values)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__
 
 
 def describe_presets() -> list[tuple[str, str]]:

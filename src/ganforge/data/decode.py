@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ganforge.data.transforms import shape_to, to_channels
-from ganforge.errors import DataError
+from ganforge.errors import DataError, first_line
 
 MAX_UNREADABLE_FRACTION = 0.10  # more unreadable files than this: the copy is damaged, stop
 Spacing = tuple[float, float]  # (row, column) size of one pixel
@@ -70,8 +70,7 @@ def decode_image(path: Path) -> tuple[np.ndarray | None, str]:
         zlib.error,
         Image.DecompressionBombError,
     ) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, text[:80]
+        return None, first_line(exc, 80)
 
 
 def stack_fitted(

@@ -62,7 +62,7 @@ from ganforge.data.discovery import (
 )
 from ganforge.data.registry import register_source
 from ganforge.data.transforms import square_pixel_size, to_channels
-from ganforge.errors import ConfigError, DataError
+from ganforge.errors import ConfigError, DataError, first_line
 
 PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume (data.percentiles)
 NORMALISERS = ("percentile", "zscore", "minmax")
@@ -100,7 +100,7 @@ def load_volume(path: Path) -> Volume:
         image = nib.load(str(path))
         shape = tuple(int(s) for s in image.shape)
     except Exception as exc:  # a damaged header raises ImageFileError, HeaderDataError, ...
-        raise UnreadableVolume(_first_line(exc)) from None
+        raise UnreadableVolume(first_line(exc, 80)) from None
     if len(shape) < 3:
         raise DataError(
             f"{path}: a {len(shape)}-D NIfTI image {shape}, not a volume; ganforge cuts slices "
@@ -120,14 +120,11 @@ def load_volume(path: Path) -> Volume:
         data = np.asarray(canonical.get_fdata(dtype=np.float32)).reshape(canonical.shape[:3])
         sizes = nib.affines.voxel_sizes(canonical.affine)[:3]
     except Exception as exc:  # damaged data raises HeaderDataError, TypeError, ...
-        raise UnreadableVolume(_first_line(exc)) from None
+        raise UnreadableVolume(first_line(exc, 80)) from None
     spacing = tuple(float(s) if math.isfinite(s) and s > 0 else 1.0 for s in sizes)
     return Volume(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), spacing)  # type: ignore[arg-type]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:80]
 
 
 def normalise_volume(

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from ganforge.errors import ConfigError, unknown_name
+from ganforge.errors import ConfigError, first_line, unknown_name
 from ganforge.models.layers import ImageShape
 
 __all__ = [
@@ -136,7 +136,7 @@ def build_models(
     try:
         return arch.build(latent_dim, image_shape, options)
     except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # width=nan, too big, ...
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc, 200)
         raise ConfigError(f"bad option for model {name!r} ({options!r:.80}): {text}") from None
 
 

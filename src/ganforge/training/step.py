@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from ganforge.errors import first_line
 from ganforge.losses import GANLoss
 from ganforge.training.runtime import Runtime
 
@@ -344,7 +345,7 @@ class GraphedStep:
         except Exception as exc:  # e.g. an op that syncs, or a library that cannot be captured
             self.failed, self.static = True, ()
             torch.cuda.synchronize(self.runtime.device)
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            first = first_line(exc, 200)
             self.runtime.notes.append(f"cuda_graphs: capture failed ({type(exc).__name__}: {first}); "
                                       "running the step without CUDA graphs")
             return self.step(batch)
