@@ -181,6 +181,22 @@ def test_two_machines_over_loopback_through_torchruns_rendezvous(tmp_path):
     assert not (tmp_path / f"node{1 - written[0]}").exists()
 
 
+@pytest.mark.slow
+def test_a_machine_that_never_joins_ends_the_rendezvous_after_its_timeout(tmp_path):
+    """The second machine never comes (a wrong --rdzv_endpoint on it looks the same from
+    here): torchrun gives up after join_timeout, and nothing was written."""
+    agent = torchrun(tmp_path, *TINY, "--iterations", "2", "--out", str(tmp_path / "runs"),
+                     nproc=1, launcher=("--nnodes=2", "--rdzv_backend=c10d",
+                                        f"--rdzv_endpoint=127.0.0.1:{free_port()}",
+                                        "--rdzv_id=alone", "--local_addr=127.0.0.1",
+                                        "--rdzv_conf=join_timeout=5"))
+    start = time.monotonic()
+    code, err = finish(agent, timeout=90)
+    assert code != 0 and "RendezvousTimeoutError" in err
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "runs").exists()
+
+
 def _worker_with_local_rank(agent: int, local_rank: int) -> int:
     """The pid of the torchrun worker with this LOCAL_RANK (a child of the agent)."""
     for task in Path(f"/proc/{agent}/task").iterdir():
