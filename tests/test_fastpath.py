@@ -214,6 +214,7 @@ def test_compile_failure_with_compile_on_is_an_error(tmp_path, monkeypatch):
         _train(tmp_path, "required", monkeypatch, broken, required=True)
 
 
+@pytest.mark.slow  # tracing and compiling two models: the slowest test of the fast tier
 def test_torch_compile_through_dynamo_and_aot_autograd_trains_like_eager(tmp_path, monkeypatch):
     """Real torch.compile (dynamo + AOT autograd; the 'aot_eager' backend skips only code generation):
     G in train and eval mode, D with and without weight gradients, the probe, then training."""
