@@ -445,6 +445,7 @@ class DistributedTrainer(Trainer):
             return []
         note = (f"resumed a run of {saved_world} process(es) on {self.dist.world_size}: "
                 "re-sharded (the global batch, its order and its noise are unchanged)")
+        self.runtime.notes.append(note)  # in summary.json too
         return [note]
 
     def next_batch(self) -> Batch:
@@ -465,7 +466,8 @@ class DistributedTrainer(Trainer):
                                       else part(batch.fake_labels_g)))
 
     def images_per_step(self) -> int:
-        return super().images_per_step() * self.dist.world_size
+        """Images through D (real + fake) and G in one iteration, in all processes together."""
+        return (self.real_batch + self.fake_batch + self.g_batch) * self.dist.world_size
 
     def stop_requested(self, stop: Any) -> bool:
         """A signal stops every process at the same iteration: they agree at log time (one
