@@ -31,11 +31,17 @@ from ganforge.artefacts.files import write_text
 from ganforge.config import DataConfig
 from ganforge.data import load_images
 from ganforge.data.idx import load_idx_dataset
-from ganforge.metrics import (MetricContext, dataset_family, evaluate, evaluate_with_intervals,
-                              reference_subset, resolve_metrics)
+from ganforge.metrics import (
+    MetricContext,
+    dataset_family,
+    evaluate,
+    evaluate_with_intervals,
+    reference_subset,
+    resolve_metrics,
+)
 from ganforge.metrics.floors import FLOORS_FILE
-from ganforge.metrics.runs import TRAINING_SUBSET
 from ganforge.metrics.ladder import BLIND, LADDER_OUTPUTS, MILD_REWARD, ladder_sets
+from ganforge.metrics.runs import TRAINING_SUBSET
 
 LADDER_FILE = FLOORS_FILE.with_name("ladder.json")
 LADDER_COUNT = 1000
@@ -43,7 +49,9 @@ LADDER_COUNT = 1000
 DATASETS = {
     "mnist": DataConfig(dataset="mnist", split="train"),
     "fashion-mnist": DataConfig(dataset="fashion-mnist", split="train"),
-    "brain-mri": DataConfig(dataset="brain-mri", split="train", resolution=128, channels=1, fit="pad"),
+    "brain-mri": DataConfig(
+        dataset="brain-mri", split="train", resolution=128, channels=1, fit="pad"
+    ),
 }
 
 
@@ -52,24 +60,30 @@ def other_images(images: torch.Tensor, count: int) -> torch.Tensor:
     chosen = torch.zeros(len(images), dtype=torch.bool)
     chosen[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]] = True
     rest = torch.nonzero(~chosen).squeeze(1)
-    return images[rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(1))[:count]]]
+    return images[
+        rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(1))[:count]]
+    ]
 
 
 def degrade(images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Noise (std 50 grey levels), a Gaussian blur (sigma 1.2 px at 28 px, scaled with size), one image repeated."""
+    """Noise (std 50 grey levels), a Gaussian blur (sigma 1.2 px at 28 px, scaled with size), one
+    image repeated.
+    """
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(2)) * 50
     sigma = 1.2 * images.shape[-1] / 28
     radius = int(3 * sigma)
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-x**2 / (2 * sigma**2))
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel /= kernel.sum()
     c = images.shape[1]
     padded = F.pad(images.float(), (radius,) * 4, mode="replicate")
     blur = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     blur = F.conv2d(blur, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return {"noise": (images.float() + noise).round().clamp(0, 255).to(torch.uint8),
-            "blur": blur.round().clamp(0, 255).to(torch.uint8),
-            "repeated": images[:1].expand(len(images), -1, -1, -1).contiguous()}
+    return {
+        "noise": (images.float() + noise).round().clamp(0, 255).to(torch.uint8),
+        "blur": blur.round().clamp(0, 255).to(torch.uint8),
+        "repeated": images[:1].expand(len(images), -1, -1, -1).contiguous(),
+    }
 
 
 def rounded(scores: dict[str, float]) -> dict[str, float]:
@@ -93,12 +107,22 @@ def measure(name: str, count: int, split: str = "train") -> dict:
     start = time.perf_counter()
     floor, intervals = evaluate_with_intervals(a, b, names, context)
     seconds = time.perf_counter() - start
-    degraded = {kind: rounded(evaluate(a, images, names, context)) for kind, images in degrade(b).items()}
+    degraded = {
+        kind: rounded(evaluate(a, images, names, context)) for kind, images in degrade(b).items()
+    }
     print(f"{name}: floor {rounded(floor)} ({seconds:.1f} s)", flush=True)
-    return {"dataset": data.name, "count": count, "image_shape": list(data.image_shape), "features": context.extractor,
-            "metrics": rounded(floor), "intervals": intervals, "degraded": degraded, "seconds": round(seconds, 1),
-            "note": f"Real vs real: two disjoint sets of {count} {data.name} images."
-                    + (" Memorisation against the training split." if training is not None else "")}
+    return {
+        "dataset": data.name,
+        "count": count,
+        "image_shape": list(data.image_shape),
+        "features": context.extractor,
+        "metrics": rounded(floor),
+        "intervals": intervals,
+        "degraded": degraded,
+        "seconds": round(seconds, 1),
+        "note": f"Real vs real: two disjoint sets of {count} {data.name} images."
+        + (" Memorisation against the training split." if training is not None else ""),
+    }
 
 
 def measure_ladder(name: str, count: int = LADDER_COUNT) -> dict:
@@ -109,8 +133,10 @@ def measure_ladder(name: str, count: int = LADDER_COUNT) -> dict:
     reference, pool, labels = test.images[:count], test.images[count:], test.labels[count:]
     ladders = {}
     for ladder, rungs in ladder_sets(pool, labels, count).items():
-        ladders[ladder] = [{"rung": label, "metrics": rounded(evaluate(reference, images, names, context))}
-                           for label, images in rungs]
+        ladders[ladder] = [
+            {"rung": label, "metrics": rounded(evaluate(reference, images, names, context))}
+            for label, images in rungs
+        ]
         print(f"{name}: {ladder} done", flush=True)
     return {"dataset": test.name, "count": count, "ladders": ladders}
 
@@ -122,31 +148,52 @@ def sensitivity_table(record: dict) -> str:
     ladders = record["ladders"]
     real = ladders["gaussian noise"][0]["metrics"]
     keys = [k + s for s in ("", "_enc") for k in LADDER_OUTPUTS if k + s in real]
-    lines = ["| output | real | " + " | ".join(ladders) + " |", "| --- | ---: |" + " ---: |" * len(ladders)]
+    lines = [
+        "| output | real | " + " | ".join(ladders) + " |",
+        "| --- | ---: |" + " ---: |" * len(ladders),
+    ]
     for key in keys:
         cells = []
         for ladder, rungs in ladders.items():
             values = [r["metrics"][key] for r in rungs]
             base = key.removesuffix("_enc")
-            mark = (" (ignores)" if (base, ladder) in BLIND
-                    else " (mild: better)" if (base, ladder) in MILD_REWARD
-                    else "")
+            mark = (
+                " (ignores)"
+                if (base, ladder) in BLIND
+                else " (mild: better)"
+                if (base, ladder) in MILD_REWARD
+                else ""
+            )
             cells.append(" → ".join(_short(v) for v in values[1:]) + mark)
         lines.append(f"| {key} | {_short(real[key])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _short(value: float) -> str:
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return (
+        f"{value:.3f}"
+        if abs(value) < 10
+        else f"{value:.1f}"
+        if abs(value) < 1000
+        else f"{value:,.0f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS))
+    parser.add_argument(
+        "--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS)
+    )
     parser.add_argument("--count", type=int, default=2000)
-    parser.add_argument("--ladder", action="store_true", help="measure the calibration ladder instead")
-    parser.add_argument("--split", default="train", choices=("train", "test"),
-                        help="reference split (test: as `ganforge eval` measures MNIST and Fashion-MNIST)")
+    parser.add_argument(
+        "--ladder", action="store_true", help="measure the calibration ladder instead"
+    )
+    parser.add_argument(
+        "--split",
+        default="train",
+        choices=("train", "test"),
+        help="reference split (test: as `ganforge eval` measures MNIST and Fashion-MNIST)",
+    )
     args = parser.parse_args(argv)
     if args.ladder:
         ladders = json.loads(LADDER_FILE.read_text()) if LADDER_FILE.is_file() else {}

@@ -34,10 +34,23 @@ from safetensors.torch import save as safetensors_save
 from ganforge.artefacts.files import write_bytes, write_text
 from ganforge.data.idx import load_idx_dataset
 from ganforge.metrics.classifier import CLASSIFIER_DATASETS, prepare
-from ganforge.metrics.encoder import (ContrastiveEncoder, encode, encoder_record_path, encoder_weights_path,
-                                      knn_accuracy, load_encoder)
+from ganforge.metrics.encoder import (
+    ContrastiveEncoder,
+    encode,
+    encoder_record_path,
+    encoder_weights_path,
+    knn_accuracy,
+    load_encoder,
+)
 
-DEFAULTS = {"steps": 1500, "batch_size": 128, "lr": 2e-3, "temperature": 0.2, "seed": 0, "threads": 1}
+DEFAULTS = {
+    "steps": 1500,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "temperature": 0.2,
+    "seed": 0,
+    "threads": 1,
+}
 KNN_IMAGES = 2000  # test images for the recorded k-NN agreement
 CHECK_IMAGES = 64  # test images whose features' checksum is recorded
 
@@ -57,9 +70,13 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     scale = uniform(0.85, 1.15)  # > 1 zooms out, < 1 crops in
     shift = uniform(-3, 3) / 14, uniform(-3, 3) / 14  # pixels, in affine_grid's [-1, 1] units
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    view = F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1  # background stays -1
+    view = (
+        F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1
+    )  # background stays -1
     view = (view + 1) * uniform(0.6, 1.0).view(n, 1, 1, 1) - 1  # contrast
     noisy = (torch.rand(n, generator=generator) < 0.5).float().view(n, 1, 1, 1)
     view = view + noisy * 0.15 * torch.randn(x.shape, generator=generator)
@@ -76,8 +93,15 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
-def train_encoder(images: torch.Tensor, steps: int, batch_size: int, lr: float, temperature: float, seed: int,
-                  log=print) -> ContrastiveEncoder:
+def train_encoder(
+    images: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    temperature: float,
+    seed: int,
+    log=print,
+) -> ContrastiveEncoder:
     """Adam with a cosine decay; the same images, settings and seed give the same weights."""
     torch.manual_seed(seed)
     model = ContrastiveEncoder()
@@ -112,17 +136,25 @@ def measure(model: ContrastiveEncoder, test) -> dict[str, float | int]:
     """The numbers recorded next to the weights and re-measured by --check and the tests."""
     features = encode(model, test.images[:KNN_IMAGES])
     correct = knn_accuracy(features, test.labels[:KNN_IMAGES])
-    return {"knn_correct": correct, "knn_images": KNN_IMAGES, "knn_accuracy": round(correct / KNN_IMAGES, 4),
-            "feature_checksum": feature_checksum(model, test.images)}
+    return {
+        "knn_correct": correct,
+        "knn_images": KNN_IMAGES,
+        "knn_accuracy": round(correct / KNN_IMAGES, 4),
+        "feature_checksum": feature_checksum(model, test.images),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=CLASSIFIER_DATASETS, default="mnist")
     parser.add_argument("--check", action="store_true", help="re-measure the committed weights")
-    parser.add_argument("--data", default=None, help="folder with the four IDX gz files (default: search)")
+    parser.add_argument(
+        "--data", default=None, help="folder with the four IDX gz files (default: search)"
+    )
     for name, value in DEFAULTS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=type(value), default=value)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=type(value), default=value
+        )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -130,24 +162,49 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         model, record = load_encoder(args.dataset)
         now = measure(model, test)
-        print(f"{args.dataset}: k-NN agreement {now['knn_correct']}/{KNN_IMAGES}, checksum "
-              f"{now['feature_checksum']} (recorded {record.get('knn_correct')}, {record.get('feature_checksum')})")
+        print(
+            f"{args.dataset}: k-NN agreement {now['knn_correct']}/{KNN_IMAGES}, checksum "
+            f"{now['feature_checksum']} (recorded {record.get('knn_correct')}, "
+            f"{record.get('feature_checksum')})"
+        )
         same = now["knn_correct"] == record.get("knn_correct")
-        return 0 if same and abs(now["feature_checksum"] - record.get("feature_checksum", 0)) < 0.01 else 1
+        return (
+            0
+            if same and abs(now["feature_checksum"] - record.get("feature_checksum", 0)) < 0.01
+            else 1
+        )
     train = load_idx_dataset(args.dataset, "train", args.data, allow_bundled=False)
     start = time.perf_counter()
-    model = train_encoder(train.images, args.steps, args.batch_size, args.lr, args.temperature, args.seed)
+    model = train_encoder(
+        train.images, args.steps, args.batch_size, args.lr, args.temperature, args.seed
+    )
     seconds = time.perf_counter() - start
     path = encoder_weights_path(args.dataset)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    write_bytes(path, safetensors_save(tensors, metadata={"format": "ganforge-encoder-v1", "dataset": args.dataset}))
-    record = {"dataset": args.dataset, "kind": "SimCLR-style contrastive encoder, no labels", "dim": 64,
-              **measure(model, test), "test_split": test.name, "train_split": train.name,
-              "settings": {k: getattr(args, k) for k in DEFAULTS}, "train_seconds": round(seconds, 1),
-              "torch": torch.__version__, "weights_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-              "command": f"python scripts/train_encoder.py --dataset {args.dataset}"}
+    write_bytes(
+        path,
+        safetensors_save(
+            tensors, metadata={"format": "ganforge-encoder-v1", "dataset": args.dataset}
+        ),
+    )
+    record = {
+        "dataset": args.dataset,
+        "kind": "SimCLR-style contrastive encoder, no labels",
+        "dim": 64,
+        **measure(model, test),
+        "test_split": test.name,
+        "train_split": train.name,
+        "settings": {k: getattr(args, k) for k in DEFAULTS},
+        "train_seconds": round(seconds, 1),
+        "torch": torch.__version__,
+        "weights_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "command": f"python scripts/train_encoder.py --dataset {args.dataset}",
+    }
     write_text(encoder_record_path(args.dataset), json.dumps(record, indent=2) + "\n")
-    print(f"{args.dataset}: k-NN agreement {record['knn_accuracy']:.4f} after {seconds:.0f} s; wrote {path}")
+    print(
+        f"{args.dataset}: k-NN agreement {record['knn_accuracy']:.4f} after {seconds:.0f} s; "
+        f"wrote {path}"
+    )
     return 0
 
 

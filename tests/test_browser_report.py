@@ -16,30 +16,63 @@ import ganforge
 from ganforge.cli import main
 from ganforge.report.browser import check_in_browser, find_chromium, screenshot
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow,  # two tiny trainings, ~15 s idle
-              pytest.mark.skipif(find_chromium() is None,
-                                 reason="headless Chromium not installed (apt-get install chromium); "
-                                        ".ci/run installs it")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.slow,  # two tiny trainings, ~15 s idle
+    pytest.mark.skipif(
+        find_chromium() is None,
+        reason="headless Chromium not installed (apt-get install chromium); .ci/run installs it",
+    ),
+]
 
-TINY = {"data.limit": 2000, "batch_size": 32, "sample_every": 5, "log_every": 5, "checkpoint_every": 10,
-        "eval_samples": 500, "device": "cpu"}
+TINY = {
+    "data.limit": 2000,
+    "batch_size": 32,
+    "sample_every": 5,
+    "log_every": 5,
+    "checkpoint_every": 10,
+    "eval_samples": 500,
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, mnist_dir):
-    """A real compare report of two tiny MNIST runs (one evaluated during training), with metrics."""
+    """A real compare report of two tiny MNIST runs (one evaluated in training), with metrics."""
     out = tmp_path_factory.mktemp("browser")
     mp = pytest.MonkeyPatch()
     mp.setenv("GANFORGE_OFFLINE", "1")
     mp.setenv("GANFORGE_CACHE", str(out / "cache"))
     common = {**TINY, "out_dir": str(out), "data.path": str(mnist_dir)}
-    gan = ganforge.train(ganforge.load_preset("mnist-gan").with_overrides(
-        {**common, "iterations": 20, "eval_every": 10, "run_name": "gan"}), show_progress=False)
-    dcgan = ganforge.train(ganforge.load_preset("mnist-dcgan").with_overrides(
-        {**common, "iterations": 10, "model.options.width": 0.25, "run_name": "dcgan"}), show_progress=False)
+    gan = ganforge.train(
+        ganforge.load_preset("mnist-gan").with_overrides(
+            {**common, "iterations": 20, "eval_every": 10, "run_name": "gan"}
+        ),
+        show_progress=False,
+    )
+    dcgan = ganforge.train(
+        ganforge.load_preset("mnist-dcgan").with_overrides(
+            {**common, "iterations": 10, "model.options.width": 0.25, "run_name": "dcgan"}
+        ),
+        show_progress=False,
+    )
     html = out / "report.html"
-    assert main(["compare", str(gan.run_dir), str(dcgan.run_dir), "--out", str(html), "--count", "500",
-                 "--metrics", "fid,precision-recall,density-coverage"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(gan.run_dir),
+                str(dcgan.run_dir),
+                "--out",
+                str(html),
+                "--count",
+                "500",
+                "--metrics",
+                "fid,precision-recall,density-coverage",
+            ]
+        )
+        == 0
+    )
     yield html
     mp.undo()
 
@@ -60,7 +93,7 @@ def test_a_broken_image_is_caught(report, tmp_path):
     text = report.read_text()
     start = text.index("data:image/png;base64,") + len("data:image/png;base64,")
     broken = tmp_path / "broken.html"
-    broken.write_text(text[:start] + "iVBORw0KGgo" + text[start + 4000:])
+    broken.write_text(text[:start] + "iVBORw0KGgo" + text[start + 4000 :])
     seen = check_in_browser(broken)
     assert seen.loaded == seen.images - 1 and len(seen.broken) == 1
 

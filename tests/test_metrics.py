@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def digits(mnist_test_split):
     """Two disjoint real sets (A, B) and a pool of further real digits with their labels."""
     images, labels = mnist_test_split.images, mnist_test_split.labels
-    return images[:N], images[N:2 * N], images[2 * N:4 * N], labels[2 * N:4 * N]
+    return images[:N], images[N : 2 * N], images[2 * N : 4 * N], labels[2 * N : 4 * N]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def noisy(images: torch.Tensor, std: float = 50.0) -> torch.Tensor:
 
 def blurred(images: torch.Tensor, sigma: float = 1.2) -> torch.Tensor:
     x = torch.arange(7) - 3.0
-    kernel = torch.exp(-x**2 / (2 * sigma**2))
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = torch.outer(kernel, kernel) / kernel.sum() ** 2
     out = F.conv2d(F.pad(images.float(), (3, 3, 3, 3), mode="replicate"), kernel.view(1, 1, 7, 7))
     return out.round().clamp(0, 255).to(torch.uint8)
@@ -55,11 +55,23 @@ def blurred(images: torch.Tensor, sigma: float = 1.2) -> torch.Tensor:
 
 def test_identical_sets_score_the_ideal_value(digits, floor):
     a = digits[0]
-    scores = evaluate(a, a, ["fid", "kid", "precision-recall", "density-coverage", "class-balance", "msssim"],
-                      MetricContext("mnist/test"))
+    scores = evaluate(
+        a,
+        a,
+        ["fid", "kid", "precision-recall", "density-coverage", "class-balance", "msssim"],
+        MetricContext("mnist/test"),
+    )
     assert abs(scores["fid"]) < 1e-3
-    assert scores["kid"] < abs(floor["kid"]) + 0.5  # unbiased: an identical set can even score below 0
-    assert scores["precision"] == scores["recall"] == scores["coverage"] == scores["class_coverage"] == 1.0
+    assert (
+        scores["kid"] < abs(floor["kid"]) + 0.5
+    )  # unbiased: an identical set can even score below 0
+    assert (
+        scores["precision"]
+        == scores["recall"]
+        == scores["coverage"]
+        == scores["class_coverage"]
+        == 1.0
+    )
     assert scores["precision_enc"] == scores["recall_enc"] == scores["coverage_enc"] == 1.0
     assert abs(scores["fid_enc"]) < 1e-3
     assert scores["class_kl"] < 1e-9
@@ -79,8 +91,12 @@ def test_real_against_real_is_near_the_floor(floor):
 
 
 def test_noise_is_clearly_worse(digits, floor):
-    scores = evaluate(digits[0], noisy(digits[1]), ["fid", "kid", "precision-recall", "swd"],
-                      MetricContext("mnist/test"))
+    scores = evaluate(
+        digits[0],
+        noisy(digits[1]),
+        ["fid", "kid", "precision-recall", "swd"],
+        MetricContext("mnist/test"),
+    )
     assert scores["fid"] > 5 * floor["fid"] and scores["kid"] > 10
     assert scores["swd"] > 3 * floor["swd"]
     # Noisy digits still land among real ones in the classifier's embedding (precision stays
@@ -89,7 +105,12 @@ def test_noise_is_clearly_worse(digits, floor):
 
 
 def test_blur_is_clearly_worse(digits, floor):
-    scores = evaluate(digits[0], blurred(digits[1]), ["fid", "precision-recall", "swd"], MetricContext("mnist/test"))
+    scores = evaluate(
+        digits[0],
+        blurred(digits[1]),
+        ["fid", "precision-recall", "swd"],
+        MetricContext("mnist/test"),
+    )
     assert scores["fid"] > 5 * floor["fid"] and scores["recall"] < floor["recall"] - 0.3
     assert scores["swd"] > 2 * floor["swd"]
     assert scores["swd_28"] > 2 * floor["swd_28"]  # the finest pyramid level loses its detail
@@ -108,21 +129,38 @@ def test_a_single_repeated_image_is_clearly_worse(digits, floor):
 def test_a_dropped_class_lowers_coverage_and_recall(digits, floor):
     _, b, pool, pool_labels = digits
     without_sevens = pool[pool_labels != 7][:N]
-    scores = evaluate(digits[0], without_sevens, ["precision-recall", "class-balance", "fid"],
-                      MetricContext("mnist/test"))
+    scores = evaluate(
+        digits[0],
+        without_sevens,
+        ["precision-recall", "class-balance", "fid"],
+        MetricContext("mnist/test"),
+    )
     assert scores["class_coverage"] == pytest.approx(0.9)
     assert scores["recall"] < floor["recall"] - 0.03
     assert scores["class_kl"] > 5 * floor["class_kl"]
-    assert scores["precision"] > floor["precision"] - 0.05  # the digits that are there still look real
+    assert (
+        scores["precision"] > floor["precision"] - 0.05
+    )  # the digits that are there still look real
 
 
 def test_pretrained_free_metrics_work_on_brain_slices_and_rgb():
     from PIL import Image
-    folder = REPO.parent / "shared" / "datasets" / "brain-mri-slices" / "Alzheimer_s Dataset" / "train" / "NonDemented"
+
+    folder = (
+        REPO.parent
+        / "shared"
+        / "datasets"
+        / "brain-mri-slices"
+        / "Alzheimer_s Dataset"
+        / "train"
+        / "NonDemented"
+    )
     files = sorted(folder.glob("*.jpg"))[:240]
     if len(files) < 240:
         pytest.skip("brain MRI slices not found beside the repo")
-    slices = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("L").resize((64, 64)))) for f in files])
+    slices = torch.stack(
+        [torch.from_numpy(np.array(Image.open(f).convert("L").resize((64, 64)))) for f in files]
+    )
     slices = slices.unsqueeze(1)
     real, other = slices[:120], slices[120:]
     context = MetricContext("brain-mri/train")
@@ -130,7 +168,9 @@ def test_pretrained_free_metrics_work_on_brain_slices_and_rgb():
     floor = evaluate(real, other, ["swd", "msssim"], context)
     noise = evaluate(real, noisy(other, 40.0), ["swd", "msssim"], context)
     assert noise["swd"] > 3 * floor["swd"]
-    rgb = evaluate(real.expand(-1, 3, -1, -1), other.expand(-1, 3, -1, -1), ["swd", "msssim"], context)
+    rgb = evaluate(
+        real.expand(-1, 3, -1, -1), other.expand(-1, 3, -1, -1), ["swd", "msssim"], context
+    )
     assert rgb["swd"] == pytest.approx(floor["swd"], rel=0.3) and 0 < rgb["msssim"] < 1
 
 
@@ -188,11 +228,16 @@ def test_msssim_scales_fit_small_images():
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
 def test_committed_classifier_reproduces_its_recorded_test_accuracy(dataset, mnist_dir):
     from ganforge.data.idx import load_idx_dataset
+
     record = json.loads(record_path(dataset).read_text())
     try:
-        test = load_idx_dataset(dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False)
+        test = load_idx_dataset(
+            dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False
+        )
     except DataError:
-        pytest.skip(f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)")
+        pytest.skip(
+            f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)"
+        )
     model, info = load_classifier(dataset)
     assert (len(test), info.total) == (10_000, record["total"])
     assert count_correct(model, test.images, test.labels) == record["correct"]
@@ -200,11 +245,16 @@ def test_committed_classifier_reproduces_its_recorded_test_accuracy(dataset, mni
 
 
 def test_the_classifier_script_is_deterministic(mnist_test_split):
-    spec = importlib.util.spec_from_file_location("train_classifier", REPO / "scripts" / "train_classifier.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_classifier", REPO / "scripts" / "train_classifier.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     images, labels = mnist_test_split.images[:512], mnist_test_split.labels[:512]
-    runs = [script.train_classifier(images, labels, 1, 128, 2e-3, 0, 2, log=lambda _: None) for _ in range(2)]
+    runs = [
+        script.train_classifier(images, labels, 1, 128, 2e-3, 0, 2, log=lambda _: None)
+        for _ in range(2)
+    ]
     for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items()):
         assert torch.equal(a, b), name
 
@@ -212,26 +262,37 @@ def test_the_classifier_script_is_deterministic(mnist_test_split):
 def test_metrics_register_where_defined_with_direction_minimum_and_main_rank():
     from ganforge.metrics import main_metric
     from ganforge.metrics.registry import main_output_order
+
     assert METRICS["fid"].compute.__module__ == "ganforge.metrics.frechet"
     assert METRICS["density-coverage"].outputs == {"density": "higher", "coverage": "higher"}
     assert METRICS["fid"].min_samples == 500 and METRICS["fid"].needs == "features"
     ranks = [m.main_rank for m in METRICS.values() if m.main_rank is not None]
     assert len(ranks) == len(set(ranks))  # one order, kept in one place
     assert main_output_order() == ["fid", "swd", "fid_inception"]
-    assert main_metric(["swd", "msssim", "fid"]) == "fid" and main_metric(["msssim", "swd"]) == "swd"
+    assert (
+        main_metric(["swd", "msssim", "fid"]) == "fid" and main_metric(["msssim", "swd"]) == "swd"
+    )
     assert direction("fid_enc") == "lower" and direction("coverage_enc") == "higher"
     assert direction("class_coverage") == "higher"
-    assert resolve_metrics("fid_enc,coverage", MetricContext("mnist/test")) == ["fid", "density-coverage"]
+    assert resolve_metrics("fid_enc,coverage", MetricContext("mnist/test")) == [
+        "fid",
+        "density-coverage",
+    ]
 
 
 def test_density_and_coverage_resist_an_outlier_that_fools_recall(digits):
     """Naeem et al.'s point: one far-away generated image gets a huge k-NN ball that 'covers' the
     real data for recall; coverage only uses the real images' balls and is not fooled."""
     from ganforge.metrics.precision_recall import density_coverage, precision_recall
+
     context = MetricContext("mnist/test")
     real = torch.randn(400, 8, generator=torch.Generator().manual_seed(0)).double()
-    fake = torch.randn(400, 8, generator=torch.Generator().manual_seed(1)).double() * 0.1  # collapsed
-    for axis in range(4):  # eight lonely outliers, each with a k-NN ball reaching back to the centre
+    fake = (
+        torch.randn(400, 8, generator=torch.Generator().manual_seed(1)).double() * 0.1
+    )  # collapsed
+    for axis in range(
+        4
+    ):  # eight lonely outliers, each with a k-NN ball reaching back to the centre
         fake[2 * axis, axis], fake[2 * axis + 1, axis] = 10.0, -10.0
     pr, dc = precision_recall(real, fake, context), density_coverage(real, fake, context)
     assert pr["recall"] > 0.9  # fooled by the outliers' huge balls
@@ -241,14 +302,22 @@ def test_density_and_coverage_resist_an_outlier_that_fools_recall(digits):
 
 def test_bootstrap_intervals_surround_the_estimate_and_shrink_with_more_images(digits):
     from ganforge.metrics import evaluate_with_intervals
+
     a, b = digits[0], digits[1]
     names = ["fid", "kid", "precision-recall", "density-coverage"]
-    scores, intervals = evaluate_with_intervals(a, noisy(b), names, MetricContext("mnist/test"), resamples=50)
-    assert set(intervals) == {k + s for k in ("fid", "kid", "precision", "recall", "density", "coverage")
-                              for s in ("", "_enc")}
+    scores, intervals = evaluate_with_intervals(
+        a, noisy(b), names, MetricContext("mnist/test"), resamples=50
+    )
+    assert set(intervals) == {
+        k + s
+        for k in ("fid", "kid", "precision", "recall", "density", "coverage")
+        for s in ("", "_enc")
+    }
     for key, (low, high) in intervals.items():
         assert low < scores[key] < high, key
-    _, small = evaluate_with_intervals(a[:500], noisy(b)[:500], names, MetricContext("mnist/test"), resamples=50)
+    _, small = evaluate_with_intervals(
+        a[:500], noisy(b)[:500], names, MetricContext("mnist/test"), resamples=50
+    )
     width = {k: v[1] - v[0] for k, v in intervals.items()}
     assert small["fid"][1] - small["fid"][0] > width["fid"]
     assert small["recall_enc"][1] - small["recall_enc"][0] > width["recall_enc"]
@@ -260,24 +329,35 @@ def test_committed_encoder_reproduces_its_recorded_knn_agreement_and_checksum(da
     (a label-free network that groups images by class) and a checksum of 64 images' features."""
     from ganforge.data.idx import load_idx_dataset
     from ganforge.metrics.encoder import encoder_record_path, load_encoder
-    spec = importlib.util.spec_from_file_location("train_encoder", REPO / "scripts" / "train_encoder.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "train_encoder", REPO / "scripts" / "train_encoder.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     try:
-        test = load_idx_dataset(dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False)
+        test = load_idx_dataset(
+            dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False
+        )
     except DataError:
-        pytest.skip(f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)")
+        pytest.skip(
+            f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)"
+        )
     model, record = load_encoder(dataset)
     assert record == json.loads(encoder_record_path(dataset).read_text())
     now = script.measure(model, test)
     assert now["knn_correct"] == record["knn_correct"]
     assert now["feature_checksum"] == pytest.approx(record["feature_checksum"], abs=0.01)
-    assert record["knn_accuracy"] > (0.9 if dataset == "mnist" else 0.7)  # it learnt what the data shows
+    assert record["knn_accuracy"] > (
+        0.9 if dataset == "mnist" else 0.7
+    )  # it learnt what the data shows
     assert record["command"] == f"python scripts/train_encoder.py --dataset {dataset}"
 
 
 def test_the_encoder_script_is_deterministic(mnist_test_split):
-    spec = importlib.util.spec_from_file_location("train_encoder", REPO / "scripts" / "train_encoder.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_encoder", REPO / "scripts" / "train_encoder.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     images = mnist_test_split.images[:512]
@@ -294,13 +374,26 @@ def test_every_metric_worsens_along_the_calibration_ladder_in_both_spaces(datase
     except where docs/metrics.md says it is blind or rewards mild smoothing. The numbers are the
     ones in the docs table (weights/ladder.json)."""
     from ganforge.data.idx import load_idx_dataset
-    from ganforge.metrics.ladder import LADDER_NAMES, LADDER_OUTPUTS, badness, ladder_sets, ladder_verdict
+    from ganforge.metrics.ladder import (
+        LADDER_NAMES,
+        LADDER_OUTPUTS,
+        badness,
+        ladder_sets,
+        ladder_verdict,
+    )
+
     try:
-        test = load_idx_dataset(dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False)
+        test = load_idx_dataset(
+            dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False
+        )
     except DataError:
-        pytest.skip(f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)")
+        pytest.skip(
+            f"{dataset} test split not found (Fashion-MNIST: apt-get install dataset-fashion-mnist)"
+        )
     count = 1000
-    recorded = json.loads((REPO / "src/ganforge/metrics/weights/ladder.json").read_text())[dataset]["ladders"]
+    recorded = json.loads((REPO / "src/ganforge/metrics/weights/ladder.json").read_text())[dataset][
+        "ladders"
+    ]
     context = MetricContext(test.name)
     names = resolve_metrics("auto", context)
     reference = test.images[:count]
@@ -310,18 +403,26 @@ def test_every_metric_worsens_along_the_calibration_ladder_in_both_spaces(datase
     for ladder, rungs in ladders.items():
         scores = [evaluate(reference, images, names, context) for _, images in rungs]
         for measured, saved in zip(scores, recorded[ladder]):
-            assert {k: measured[k] for k in saved["metrics"]} == pytest.approx(saved["metrics"], rel=0.02, abs=0.01)
+            assert {k: measured[k] for k in saved["metrics"]} == pytest.approx(
+                saved["metrics"], rel=0.02, abs=0.01
+            )
         for key in [k + s for s in ("", "_enc") for k in LADDER_OUTPUTS if k + s in scores[0]]:
             problem = ladder_verdict(key, ladder, [badness(key, s, direction(key)) for s in scores])
             problems += [problem] if problem else []
-        if ladder == "repeated image":  # what "blind" means: precision does not drop, in either space
-            assert scores[1]["precision"] >= scores[0]["precision"] and scores[1]["precision_enc"] >= 0.99
+        if (
+            ladder == "repeated image"
+        ):  # what "blind" means: precision does not drop, in either space
+            assert (
+                scores[1]["precision"] >= scores[0]["precision"]
+                and scores[1]["precision_enc"] >= 0.99
+            )
     assert not problems
 
 
 def test_memorisation_is_five_percent_for_new_images_and_one_for_copies(digits):
-    """Unseen real images score the 5 % the threshold is set at; copies of training images score 1."""
+    """Unseen real images score the 5 % the threshold is set at; training images score 1."""
     from ganforge.metrics.memorisation import memorisation
+
     reference, fresh, pool, _ = digits
     training = pool  # stands in for the generator's training set
     context = MetricContext("mnist/test", training=training)

@@ -9,19 +9,49 @@ from ganforge.cli.common import positive_int, say, seed_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="compare runs in an HTML + Markdown report (grids, curves, metrics, GIFs)",
-                       description="Compare training runs side by side: sample grids at the same fractions of "
-                                   "training, loss curves, quality-versus-time curves, a metrics table and the "
-                                   "training GIFs, in one HTML file with everything embedded, plus a Markdown twin.")
-    p.add_argument("runs", nargs="+", help="run folders (two or more to compare; one gives a single-run report)")
-    p.add_argument("--out", "-o", default="report.html",
-                   help="HTML file; the Markdown twin is written next to it as .md (images in <name>_files/)")
-    p.add_argument("--count", "-n", type=positive_int, default=2000, help="images per run for the metrics table")
+    p = sub.add_parser(
+        "compare",
+        help="compare runs in an HTML + Markdown report (grids, curves, metrics, GIFs)",
+        description="Compare training runs side by side: sample grids at the same fractions of "
+        "training, loss curves, quality-versus-time curves, a metrics table and the "
+        "training GIFs, in one HTML file with everything embedded, plus a Markdown twin.",
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="run folders (two or more to compare; one gives a single-run report)",
+    )
+    p.add_argument(
+        "--out",
+        "-o",
+        default="report.html",
+        help="HTML file; the Markdown twin is written next to it as .md (images in <name>_files/)",
+    )
+    p.add_argument(
+        "--count",
+        "-n",
+        type=positive_int,
+        default=2000,
+        help="images per run for the metrics table",
+    )
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed for the metrics table")
-    p.add_argument("--metrics", default="auto", help="metrics for the table (as for `ganforge eval`)")
-    p.add_argument("--no-metrics", action="store_true", help="leave out the metrics table (no evaluation)")
-    p.add_argument("--allow-mixed", action="store_true",
-                   help="compare runs on different datasets or image sizes anyway, under a warning banner")
+    p.add_argument(
+        "--metrics", default="auto", help="metrics for the table (as for `ganforge eval`)"
+    )
+    p.add_argument(
+        "--no-metrics", action="store_true", help="leave out the metrics table (no evaluation)"
+    )
+    p.add_argument(
+        "--split",
+        default="auto",
+        choices=("auto", "test", "train"),
+        help="reference split for the metrics (auto: the test split for MNIST and Fashion-MNIST)",
+    )
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="compare runs on different datasets or image sizes anyway, under a warning banner",
+    )
     p.add_argument("--title", default=None, help="report title (default: the run names)")
     p.add_argument("--device", default="cpu", help="cpu or cuda, for the metrics")
     p.set_defaults(run=run)
@@ -32,7 +62,16 @@ def run(args: argparse.Namespace) -> int:
     from ganforge.training.runtime import resolve_device
 
     html_path, md_path = build_report(
-        args.runs, Path(args.out), count=args.count, seed=args.seed, metrics=None if args.no_metrics else args.metrics,
-        allow_mixed=args.allow_mixed, title=args.title, device=resolve_device(args.device), log=say)
+        args.runs,
+        Path(args.out),
+        count=args.count,
+        seed=args.seed,
+        metrics=None if args.no_metrics else args.metrics,
+        allow_mixed=args.allow_mixed,
+        title=args.title,
+        device=resolve_device(args.device),
+        log=say,
+        split=args.split,
+    )
     say(f"wrote {html_path} (self-contained) and {md_path}")
     return 0

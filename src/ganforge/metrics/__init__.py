@@ -1,4 +1,4 @@
-"""Image-quality metrics, registered by name where they are defined, and the evaluations built on them.
+"""Image-quality metrics, registered where they are defined, and the evaluations built on them.
 
 Every metric is a function over uint8 images [N, C, H, W] (or, for feature metrics, over
 two feature matrices) registered with :func:`ganforge.metrics.registry.register`, which
@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 # Importing the metric modules registers their metrics, in this order (the order of reports).
+# isort: off
 import ganforge.metrics.frechet  # noqa: F401
 import ganforge.metrics.precision_recall  # noqa: F401
 import ganforge.metrics.classes  # noqa: F401
@@ -30,14 +31,27 @@ import ganforge.metrics.swd  # noqa: F401
 import ganforge.metrics.msssim  # noqa: F401
 import ganforge.metrics.inception  # noqa: F401
 import ganforge.metrics.memorisation  # noqa: F401
+
+# isort: on
 from ganforge.config import TrainConfig
 from ganforge.data.base import ImageData
 from ganforge.errors import ConfigError, DataError, unknown_name
 from ganforge.metrics.context import MetricContext, dataset_family, default_features
-from ganforge.metrics.registry import (HIGHER, INFO, LOWER, MATCH, METRICS, NOT_INCEPTION, SPACES, Metric,
-                                       direction, main_metric, main_output_order, split_key)
+from ganforge.metrics.registry import (
+    HIGHER,
+    INFO,
+    LOWER,
+    MATCH,
+    METRICS,
+    NOT_INCEPTION,
+    SPACES,
+    Metric,
+    direction,
+    main_metric,
+    main_output_order,
+    split_key,
+)
 from ganforge.metrics.uncertainty import RESAMPLES, feature_intervals
-
 
 
 def usable(metric: Metric, context: MetricContext) -> bool:
@@ -49,11 +63,16 @@ def usable(metric: Metric, context: MetricContext) -> bool:
     if metric.needs == "training":
         return context.training is not None
     return True
-TRAINING_SET = {True: ("fid", "precision-recall", "density-coverage", "class-balance"), False: ("swd", "msssim")}
+
+
+TRAINING_SET = {
+    True: ("fid", "precision-recall", "density-coverage", "class-balance"),
+    False: ("swd", "msssim"),
+}
 
 
 def output_keys(names: list[str], context: MetricContext) -> list[str]:
-    """Every output key the named metrics produce in this context (feature metrics once per space)."""
+    """Every output key the named metrics produce here (feature metrics once per space)."""
     keys: list[str] = []
     for name in names:
         metric = METRICS[name]
@@ -89,9 +108,11 @@ def check_available(names: list[str], context: MetricContext) -> None:
         if metric.prerequisite is not None:
             metric.prerequisite()
         if metric.needs == "training" and context.training is None:
-            raise ConfigError(f"metric {name!r} needs reference images the generator did not train on: "
-                              "evaluate MNIST or Fashion-MNIST against the test split (the default; not "
-                              f"--split train) or drop {name}")
+            raise ConfigError(
+                f"metric {name!r} needs reference images the generator did not train on: "
+                "evaluate MNIST or Fashion-MNIST against the test split (the default; not "
+                f"--split train) or drop {name}"
+            )
 
 
 def check_samples(names: list[str], real_count: int, fake_count: int) -> None:
@@ -100,23 +121,35 @@ def check_samples(names: list[str], real_count: int, fake_count: int) -> None:
         need = METRICS[name].min_samples
         have = min(real_count, fake_count)
         if have < need:
-            raise ConfigError(f"metric {name!r} needs at least {need} generated and {need} reference images to be "
-                              f"meaningful (got {fake_count} generated, {real_count} reference); raise the count "
-                              f"(--count / eval_samples) or drop {name}")
+            raise ConfigError(
+                f"metric {name!r} needs at least {need} generated and {need} reference images to "
+                "be "
+                f"meaningful (got {fake_count} generated, {real_count} reference); raise the count "
+                f"(--count / eval_samples) or drop {name}"
+            )
 
 
-def evaluate(real: torch.Tensor, fake: torch.Tensor, names: list[str], context: MetricContext) -> dict[str, float]:
+def evaluate(
+    real: torch.Tensor, fake: torch.Tensor, names: list[str], context: MetricContext
+) -> dict[str, float]:
     """Run the named metrics on uint8 images [N, C, H, W]; one flat dict of floats, in order."""
     return evaluate_with_intervals(real, fake, names, context, resamples=0)[0]
 
 
-def evaluate_with_intervals(real: torch.Tensor, fake: torch.Tensor, names: list[str], context: MetricContext,
-                            resamples: int = RESAMPLES) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """The scores, and bootstrap 95 % intervals for FID, KID, precision, recall, density and coverage
-    in every feature space (none when resamples is 0)."""
+def evaluate_with_intervals(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    names: list[str],
+    context: MetricContext,
+    resamples: int = RESAMPLES,
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The scores, and bootstrap 95 % intervals for FID, KID, precision, recall, density and
+    coverage in every feature space (none when resamples is 0)."""
     if real.shape[1:] != fake.shape[1:]:
-        raise DataError(f"reference images are {tuple(real.shape[1:])} but generated images are "
-                        f"{tuple(fake.shape[1:])}; evaluate against data of the generator's size and channels")
+        raise DataError(
+            f"reference images are {tuple(real.shape[1:])} but generated images are "
+            f"{tuple(fake.shape[1:])}; evaluate against data of the generator's size and channels"
+        )
     check_available(names, context)
     check_samples(names, len(real), len(fake))
     scores: dict[str, float] = {}
@@ -126,7 +159,9 @@ def evaluate_with_intervals(real: torch.Tensor, fake: torch.Tensor, names: list[
             metric = METRICS[name]
             if metric.needs != "features":
                 value = metric(real, fake, context)
-                scores.update(value if isinstance(value, dict) else {next(iter(metric.outputs)): value})
+                scores.update(
+                    value if isinstance(value, dict) else {next(iter(metric.outputs)): value}
+                )
                 continue
             for space in context.active_spaces:
                 f_real = context.space_features(real, space, name)
@@ -137,9 +172,16 @@ def evaluate_with_intervals(real: torch.Tensor, fake: torch.Tensor, names: list[
         if resamples > 0:
             for offset, space in enumerate(context.active_spaces):
                 suffix = SPACES[space].suffix
-                intervals.update(feature_intervals(context.space_features(real, space, "fid"),
-                                                   context.space_features(fake, space, "fid"), scores, suffix,
-                                                   context.rng(101 + offset), resamples))
+                intervals.update(
+                    feature_intervals(
+                        context.space_features(real, space, "fid"),
+                        context.space_features(fake, space, "fid"),
+                        scores,
+                        suffix,
+                        context.rng(101 + offset),
+                        resamples,
+                    )
+                )
     finally:
         context.release(fake)
     return scores, intervals
@@ -158,19 +200,23 @@ def _cuda_devices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
 
-def training_evaluator(config: TrainConfig, data: ImageData,
-                       device: torch.device | str) -> Callable[[torch.nn.Module, int], dict[str, float]]:
+def training_evaluator(
+    config: TrainConfig, data: ImageData, device: torch.device | str
+) -> Callable[[torch.nn.Module, int], dict[str, float]]:
     """The default Evaluator for ``train()``: a cheap evaluation on ``config.eval_samples`` images.
 
     Main metric: FID on the classifier embedding for MNIST and Fashion-MNIST, SWD for
     data without a classifier (the registry's main rank). Only the classifier's space is
-    used here, to keep evaluation during training cheap; ``ganforge eval`` adds the encoder's. The generated images come from the same noise at every
-    evaluation, so the quality-versus-time curve shows the generator changing, not the noise.
+    used here, to keep evaluation during training cheap; ``ganforge eval`` adds the
+    encoder's. The generated images come from the same noise at every evaluation, so the
+    quality-versus-time curve shows the generator changing, not the noise.
     """
     from ganforge.checkpoint import GeneratorInfo
     from ganforge.generate import generate
 
-    context = MetricContext(data.name, seed=config.seed, device=torch.device(device), spaces=("classifier",))
+    context = MetricContext(
+        data.name, seed=config.seed, device=torch.device(device), spaces=("classifier",)
+    )
     names = list(TRAINING_SET[context.extractor != "none"])
     count = min(config.eval_samples, len(data))
     check_available(names, context)
@@ -180,7 +226,9 @@ def training_evaluator(config: TrainConfig, data: ImageData,
     main = main_metric(names)
 
     def evaluator(generator: torch.nn.Module, step: int) -> dict[str, float]:
-        with torch.random.fork_rng(devices=_cuda_devices(context.device)):  # training's RNG streams stay untouched
+        with torch.random.fork_rng(
+            devices=_cuda_devices(context.device)
+        ):  # training's RNG streams stay untouched
             fake = generate(generator, info, config.eval_samples, seed=config.seed + 7)
             scores = evaluate(real, fake, names, context)
         return {"main": scores[main], **{k: round(v, 6) for k, v in scores.items()}}
@@ -190,7 +238,28 @@ def training_evaluator(config: TrainConfig, data: ImageData,
 
 OUTPUT_INDEX = {key: m.name for m in METRICS.values() for key in m.outputs}
 
-__all__ = ["HIGHER", "INFO", "LOWER", "MATCH", "METRICS", "NOT_INCEPTION", "SPACES", "Metric", "MetricContext",
-           "check_available", "check_samples", "dataset_family", "default_features", "direction", "evaluate",
-           "evaluate_with_intervals", "main_metric", "main_output_order", "output_keys", "reference_subset",
-           "resolve_metrics", "split_key", "training_evaluator"]
+__all__ = [
+    "HIGHER",
+    "INFO",
+    "LOWER",
+    "MATCH",
+    "METRICS",
+    "NOT_INCEPTION",
+    "SPACES",
+    "Metric",
+    "MetricContext",
+    "check_available",
+    "check_samples",
+    "dataset_family",
+    "default_features",
+    "direction",
+    "evaluate",
+    "evaluate_with_intervals",
+    "main_metric",
+    "main_output_order",
+    "output_keys",
+    "reference_subset",
+    "resolve_metrics",
+    "split_key",
+    "training_evaluator",
+]

@@ -20,16 +20,27 @@ from ganforge.metrics.registry import HIGHER, INFO, LOWER, register
 COVERAGE_SHARE = 0.5  # a class counts as covered at half or more of its reference share
 
 
-@register("is", outputs={"is": HIGHER, "is_std": INFO}, min_samples=500, needs="classifier",
-          summary="Inception-Score analogue from the classifier's predictions")
-def inception_score(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
+@register(
+    "is",
+    outputs={"is": HIGHER, "is_std": INFO},
+    min_samples=500,
+    needs="classifier",
+    summary="Inception-Score analogue from the classifier's predictions",
+)
+def inception_score(
+    real: torch.Tensor, fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
     """exp(E KL(p(y|x) || p(y))) over 10 splits (higher is better; real MNIST scores about 9.9)."""
     _, logits = context.embedding(fake, "is")
-    with warnings.catch_warnings():  # its "features are kept in memory" note is moot for 2,000 x 10 logits
+    with (
+        warnings.catch_warnings()
+    ):  # its "features are kept in memory" note is moot for 2,000 x 10 logits
         warnings.simplefilter("ignore", UserWarning)
         metric = InceptionScore(feature=PrecomputedFeatures(logits.shape[1]), splits=10)
     metric.update(logits)
-    with torch.random.fork_rng(devices=[]):  # it shuffles with the global RNG: seed it, then restore
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # it shuffles with the global RNG: seed it, then restore
         torch.manual_seed(context.seed)
         mean, std = metric.compute()
     return {"is": float(mean), "is_std": float(std)}
@@ -40,11 +51,19 @@ def class_histogram(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1).mean(dim=0)
 
 
-@register("class-balance", outputs={"class_coverage": HIGHER, "class_kl": LOWER}, min_samples=200,
-          needs="classifier", summary="share of classes generated at least half as often as in the data; "
-                                      "KL to the class prior")
-def class_balance(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
-    """Class coverage (higher is better) and KL(generated classes || reference classes) (lower is better).
+@register(
+    "class-balance",
+    outputs={"class_coverage": HIGHER, "class_kl": LOWER},
+    min_samples=200,
+    needs="classifier",
+    summary="share of classes generated at least half as often as in the data; "
+    "KL to the class prior",
+)
+def class_balance(
+    real: torch.Tensor, fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
+    """Class coverage (higher is better) and KL(generated classes || reference classes) (lower is
+    better).
 
     Coverage is the fraction of classes whose share of the generated images (by the
     classifier's arg-max) is at least half their share of the reference images: a

@@ -37,10 +37,18 @@ class SmallClassifier(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7 -> 3
-            nn.Flatten(), nn.Linear(64 * 3 * 3, FEATURE_DIM), nn.ReLU(),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 28 -> 14
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 14 -> 7
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 7 -> 3
+            nn.Flatten(),
+            nn.Linear(64 * 3 * 3, FEATURE_DIM),
+            nn.ReLU(),
         )
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(FEATURE_DIM, num_classes)
@@ -63,9 +71,13 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
     """
     x = images.float()
     if x.shape[1] == 3:
-        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(
+            1, keepdim=True
+        )
     if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True, align_corners=False
+        )
     return x.div_(127.5).sub_(1.0)
 
 
@@ -88,31 +100,50 @@ def record_path(dataset: str) -> Path:
     return WEIGHTS_DIR / f"{dataset}-classifier.json"
 
 
-def load_classifier(dataset: str, device: str | torch.device = "cpu") -> tuple[SmallClassifier, ClassifierInfo]:
+def load_classifier(
+    dataset: str, device: str | torch.device = "cpu"
+) -> tuple[SmallClassifier, ClassifierInfo]:
     """The committed classifier for `dataset` (eval mode), or a one-line error naming the file."""
     if dataset not in CLASSIFIER_DATASETS:
-        raise ConfigError(f"no classifier for dataset {dataset!r}: ganforge ships classifiers for "
-                          f"{', '.join(CLASSIFIER_DATASETS)}; use the pretrained-free metrics (swd, msssim)")
+        raise ConfigError(
+            f"no classifier for dataset {dataset!r}: ganforge ships classifiers for "
+            f"{', '.join(CLASSIFIER_DATASETS)}; use the pretrained-free metrics (swd, msssim)"
+        )
     path, record_file = weights_path(dataset), record_path(dataset)
     if not path.is_file():
-        raise CheckpointError(f"classifier weights {path} are missing; recreate them with "
-                              f"'python scripts/train_classifier.py --dataset {dataset}' or reinstall ganforge")
+        raise CheckpointError(
+            f"classifier weights {path} are missing; recreate them with "
+            f"'python scripts/train_classifier.py --dataset {dataset}' or reinstall ganforge"
+        )
     try:
         state = load_file(str(path))
-        record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+        record = (
+            json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+        )
     except (OSError, SafetensorError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable classifier weights ({str(exc)[:120]}); recreate them with "
-                              f"'python scripts/train_classifier.py --dataset {dataset}'") from None
-    with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift a training run's RNG
+        raise CheckpointError(
+            f"{path}: unreadable classifier weights ({str(exc)[:120]}); recreate them with "
+            f"'python scripts/train_classifier.py --dataset {dataset}'"
+        ) from None
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # the throw-away random init must not shift a training run's RNG
         model = SmallClassifier(int(record.get("num_classes", 10)))
     model.load_state_dict(state)
-    info = ClassifierInfo(dataset, float(record.get("test_accuracy", float("nan"))), int(record.get("correct", 0)),
-                          int(record.get("total", 0)), record)
+    info = ClassifierInfo(
+        dataset,
+        float(record.get("test_accuracy", float("nan"))),
+        int(record.get("correct", 0)),
+        int(record.get("total", 0)),
+        record,
+    )
     return model.to(device).eval(), info
 
 
 @torch.no_grad()
-def embed(model: SmallClassifier, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(
+    model: SmallClassifier, images: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features [N, 128] and logits [N, K] (float64, CPU) of uint8 images, in batches."""
     device = next(model.parameters()).device
     features, logits = [], []
@@ -124,8 +155,12 @@ def embed(model: SmallClassifier, images: torch.Tensor, batch_size: int = 1000) 
 
 
 @torch.no_grad()
-def count_correct(model: SmallClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> int:
-    """How many of `images` the classifier labels correctly (the recorded test accuracy's numerator)."""
+def count_correct(
+    model: SmallClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> int:
+    """How many of `images` the classifier labels correctly (the recorded test accuracy's
+    numerator).
+    """
     model.eval()
     device = next(model.parameters()).device
     correct = 0

@@ -24,7 +24,9 @@ FEATURE_CHOICES = ("auto", *CLASSIFIER_DATASETS, "none")
 
 
 def dataset_family(name: str) -> str:
-    """'mnist/train' -> 'mnist'; 'fashion-mnist/test' -> 'fashion-mnist'; 'folder:...' -> 'folder:...'."""
+    """'mnist/train' -> 'mnist'; 'fashion-mnist/test' -> 'fashion-mnist'; 'folder:...' ->
+    'folder:...'.
+    """
     return name.split("/", 1)[0]
 
 
@@ -42,20 +44,32 @@ class MetricContext:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     features: str = "auto"  # a classifier name, "none", or "auto" (by dataset)
-    spaces: tuple[str, ...] = tuple(SPACES)  # feature spaces for feature metrics, where the data has them
-    training: torch.Tensor | None = None  # the generator's training images, when the reference is unseen data
+    spaces: tuple[str, ...] = tuple(
+        SPACES
+    )  # feature spaces for feature metrics, where the data has them
+    training: torch.Tensor | None = (
+        None  # the generator's training images, when the reference is unseen data
+    )
     _classifier: SmallClassifier | None = field(default=None, repr=False)
     _encoder: ContrastiveEncoder | None = field(default=None, repr=False)
-    _features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
-    _cache: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict, repr=False)
+    _features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, repr=False
+    )
+    _cache: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = field(
+        default_factory=dict, repr=False
+    )
     _memo: dict[tuple[str, int], tuple[torch.Tensor, Any]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.features not in FEATURE_CHOICES:
-            raise ConfigError(f"features must be one of {', '.join(FEATURE_CHOICES)} (got {self.features!r})")
+            raise ConfigError(
+                f"features must be one of {', '.join(FEATURE_CHOICES)} (got {self.features!r})"
+            )
         unknown = [s for s in self.spaces if s not in SPACES]
         if unknown:
-            raise ConfigError(f"unknown feature space {unknown[0]!r}; choose from {', '.join(SPACES)}")
+            raise ConfigError(
+                f"unknown feature space {unknown[0]!r}; choose from {', '.join(SPACES)}"
+            )
         self.device = torch.device(self.device)
 
     @property
@@ -66,12 +80,17 @@ class MetricContext:
     def classifier(self, metric: str) -> SmallClassifier:
         """The feature network, loaded once; a clear error when the data has none."""
         if self.features == "none":
-            raise ConfigError(f"metric {metric!r} needs a classifier, but features 'none' was asked for; "
-                              "drop --features none or ask only for swd and msssim")
+            raise ConfigError(
+                f"metric {metric!r} needs a classifier, but features 'none' was asked for; "
+                "drop --features none or ask only for swd and msssim"
+            )
         if self.extractor == "none":
-            raise ConfigError(f"metric {metric!r} needs a classifier and ganforge has none for {self.dataset!r} "
-                              f"(classifiers: {', '.join(CLASSIFIER_DATASETS)}); use swd and msssim, which need no "
-                              "pretrained network, or fid-inception with local Inception weights")
+            raise ConfigError(
+                f"metric {metric!r} needs a classifier and ganforge has none for {self.dataset!r} "
+                f"(classifiers: {', '.join(CLASSIFIER_DATASETS)}); use swd and msssim, which need "
+                "no "
+                "pretrained network, or fid-inception with local Inception weights"
+            )
         if self._classifier is None:
             self._classifier, _ = load_classifier(self.extractor, self.device)
         return self._classifier

@@ -42,10 +42,14 @@ class ContrastiveEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.1),   # 28 -> 14
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 14 -> 7
-            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 7 -> 4
-            nn.Flatten(), nn.Linear(64 * 4 * 4, ENCODER_DIM),
+            nn.Conv2d(1, 32, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.1),  # 28 -> 14
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.1),  # 14 -> 7
+            nn.Conv2d(64, 64, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.1),  # 7 -> 4
+            nn.Flatten(),
+            nn.Linear(64 * 4 * 4, ENCODER_DIM),
         )
         self.projection = nn.Sequential(nn.LeakyReLU(0.1), nn.Linear(ENCODER_DIM, PROJECTION_DIM))
 
@@ -62,22 +66,34 @@ def encoder_record_path(dataset: str) -> Path:
     return WEIGHTS_DIR / f"{dataset}-encoder.json"
 
 
-def load_encoder(dataset: str, device: str | torch.device = "cpu") -> tuple[ContrastiveEncoder, dict]:
+def load_encoder(
+    dataset: str, device: str | torch.device = "cpu"
+) -> tuple[ContrastiveEncoder, dict]:
     """The committed encoder for `dataset` (eval mode) and its training record."""
     if dataset not in CLASSIFIER_DATASETS:
-        raise ConfigError(f"no contrastive encoder for dataset {dataset!r}: ganforge ships encoders for "
-                          f"{', '.join(CLASSIFIER_DATASETS)}; use the pretrained-free metrics (swd, msssim)")
+        raise ConfigError(
+            f"no contrastive encoder for dataset {dataset!r}: ganforge ships encoders for "
+            f"{', '.join(CLASSIFIER_DATASETS)}; use the pretrained-free metrics (swd, msssim)"
+        )
     path, record_file = encoder_weights_path(dataset), encoder_record_path(dataset)
     if not path.is_file():
-        raise CheckpointError(f"encoder weights {path} are missing; recreate them with "
-                              f"'python scripts/train_encoder.py --dataset {dataset}' or reinstall ganforge")
+        raise CheckpointError(
+            f"encoder weights {path} are missing; recreate them with "
+            f"'python scripts/train_encoder.py --dataset {dataset}' or reinstall ganforge"
+        )
     try:
         state = load_file(str(path))
-        record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+        record = (
+            json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+        )
     except (OSError, SafetensorError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable encoder weights ({str(exc)[:120]}); recreate them with "
-                              f"'python scripts/train_encoder.py --dataset {dataset}'") from None
-    with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift a training run's RNG
+        raise CheckpointError(
+            f"{path}: unreadable encoder weights ({str(exc)[:120]}); recreate them with "
+            f"'python scripts/train_encoder.py --dataset {dataset}'"
+        ) from None
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # the throw-away random init must not shift a training run's RNG
         model = ContrastiveEncoder()
     model.load_state_dict(state)
     return model.to(device).eval(), record
@@ -87,7 +103,9 @@ def load_encoder(dataset: str, device: str | torch.device = "cpu") -> tuple[Cont
 def encode(model: ContrastiveEncoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Representations [N, 64] (float64, CPU) of uint8 images, in batches."""
     device = next(model.parameters()).device
-    return torch.cat([model(prepare(chunk.to(device))).double().cpu() for chunk in images.split(batch_size)])
+    return torch.cat(
+        [model(prepare(chunk.to(device))).double().cpu() for chunk in images.split(batch_size)]
+    )
 
 
 @torch.no_grad()

@@ -23,7 +23,9 @@ def load_floors() -> dict[str, Any]:
     return json.loads(FLOORS_FILE.read_text(encoding="utf-8"))
 
 
-def floor_for(dataset: str, count: int, image_shape: tuple[int, ...] | None = None) -> dict[str, Any] | None:
+def floor_for(
+    dataset: str, count: int, image_shape: tuple[int, ...] | None = None
+) -> dict[str, Any] | None:
     """The floor record for a dataset measured at exactly `count` images per set (and at
     `image_shape` when given), else None: FID and precision/recall depend on the count and
     every metric on the image size, so a floor from other settings would mislead."""

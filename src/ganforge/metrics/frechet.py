@@ -31,8 +31,14 @@ class PrecomputedFeatures(nn.Module):
         return features
 
 
-@register("fid", outputs={"fid": LOWER}, min_samples=500, needs="features", main_rank=1,
-          summary="Fréchet distance of embeddings (not Inception FID)")
+@register(
+    "fid",
+    outputs={"fid": LOWER},
+    min_samples=500,
+    needs="features",
+    main_rank=1,
+    summary="Fréchet distance of embeddings (not Inception FID)",
+)
 def frechet_distance(f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext) -> float:
     """FID: distance between Gaussians fitted to real and generated embeddings (lower is better)."""
     metric = FrechetInceptionDistance(feature=PrecomputedFeatures(f_real.shape[1]))
@@ -41,21 +47,34 @@ def frechet_distance(f_real: torch.Tensor, f_fake: torch.Tensor, context: Metric
     return float(metric.compute())
 
 
-@register("kid", outputs={"kid": LOWER, "kid_std": INFO}, min_samples=100, needs="features",
-          summary="kernel (MMD) distance of embeddings; unbiased in the sample count")
-def kernel_distance(f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
+@register(
+    "kid",
+    outputs={"kid": LOWER, "kid_std": INFO},
+    min_samples=100,
+    needs="features",
+    summary="kernel (MMD) distance of embeddings; unbiased in the sample count",
+)
+def kernel_distance(
+    f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
     """KID: unbiased MMD with a cubic kernel, mean and spread over 20 subsets (lower is better).
 
     Unlike FID it has no bias from the sample count, so it is the number to trust when
     comparing evaluations of different sizes.
     """
     size = min(1000, len(f_real), len(f_fake))
-    with warnings.catch_warnings():  # its "features are kept in memory" note is moot for 2,000 x 128 floats
+    with (
+        warnings.catch_warnings()
+    ):  # its "features are kept in memory" note is moot for 2,000 x 128 floats
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=PrecomputedFeatures(f_real.shape[1]), subsets=20, subset_size=size)
+        metric = KernelInceptionDistance(
+            feature=PrecomputedFeatures(f_real.shape[1]), subsets=20, subset_size=size
+        )
     metric.update(f_real.float(), real=True)
     metric.update(f_fake.float(), real=False)
-    with torch.random.fork_rng(devices=[]):  # its subsets come from the global RNG: seed it, then restore
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # its subsets come from the global RNG: seed it, then restore
         torch.manual_seed(context.seed)
         mean, std = metric.compute()
     return {"kid": float(mean), "kid_std": float(std)}

@@ -36,24 +36,35 @@ def check_inception_available() -> Path:
     """The weights file, or an error naming what is missing and where it goes."""
     path = inception_weights_path()
     if not path.is_file():
-        raise CheckpointError(f"fid-inception needs the Inception-v3 FID weights file {WEIGHTS_NAME}, not found at "
-                              f"{path}; download it on a machine with internet ({WEIGHTS_URL}) and put it there, "
-                              f"or set {ENV_VAR} to its location")
+        raise CheckpointError(
+            f"fid-inception needs the Inception-v3 FID weights file {WEIGHTS_NAME}, not found at "
+            f"{path}; download it on a machine with internet ({WEIGHTS_URL}) and put it there, "
+            f"or set {ENV_VAR} to its location"
+        )
     if importlib.util.find_spec("torch_fidelity") is None:
-        raise ConfigError("fid-inception needs the torch-fidelity package for the Inception-v3 network "
-                          "(pip install 'ganforge[inception]' or pip install torch-fidelity)")
+        raise ConfigError(
+            "fid-inception needs the torch-fidelity package for the Inception-v3 network "
+            "(pip install 'ganforge[inception]' or pip install torch-fidelity)"
+        )
     return path
 
 
-@register("fid-inception", outputs={"fid_inception": LOWER}, min_samples=2048, main_rank=3,
-          summary="standard FID on Inception-v3 features (needs local weights)",
-          prerequisite=check_inception_available)
+@register(
+    "fid-inception",
+    outputs={"fid_inception": LOWER},
+    min_samples=2048,
+    main_rank=3,
+    summary="standard FID on Inception-v3 features (needs local weights)",
+    prerequisite=check_inception_available,
+)
 def inception_fid(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> float:
     """FID on Inception-v3 pool features (2048-d), images upsampled to 299x299 as RGB."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     path = check_inception_available()
-    metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path)).to(context.device)
+    metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path)).to(
+        context.device
+    )
     for images, is_real in ((real, True), (fake, False)):
         for chunk in images.split(100):
             rgb = chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk

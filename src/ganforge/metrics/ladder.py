@@ -36,6 +36,7 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
 def gaussian_noise(std: float) -> Damage:
     def damage(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         return _uint8(images.float() + std * torch.randn(images.shape, generator=rng))
+
     return damage
 
 
@@ -44,26 +45,30 @@ def salt_and_pepper(fraction: float) -> Damage:
         hit = torch.rand(images.shape, generator=rng) < fraction
         value = (torch.rand(images.shape, generator=rng) < 0.5).to(torch.uint8) * 255
         return torch.where(hit, value, images)
+
     return damage
 
 
 def blur(sigma: float) -> Damage:
     """Gaussian blur; sigma in pixels at 28 px, scaled with the image size."""
+
     def damage(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         s = sigma * images.shape[-1] / 28
         radius = max(1, int(3 * s))
         x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-x**2 / (2 * s**2))
+        kernel = torch.exp(-(x**2) / (2 * s**2))
         kernel /= kernel.sum()
         c = images.shape[1]
         out = F.pad(images.float(), (radius,) * 4, mode="replicate")
         out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
         return _uint8(F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c))
+
     return damage
 
 
 def translation(pixels: int) -> Damage:
     """Shift each image by `pixels` along both axes, in a random diagonal direction (zero fill)."""
+
     def damage(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         n = len(images)
         signs = torch.randint(0, 2, (n, 2), generator=rng) * 2 - 1
@@ -71,15 +76,23 @@ def translation(pixels: int) -> Damage:
         h, w = images.shape[-2:]
         out = torch.empty_like(images)
         for i, (sy, sx) in enumerate((signs * pixels).tolist()):
-            out[i] = padded[i, :, pixels - sy:pixels - sy + h, pixels - sx:pixels - sx + w]
+            out[i] = padded[i, :, pixels - sy : pixels - sy + h, pixels - sx : pixels - sx + w]
         return out
+
     return damage
 
 
 LADDERS: dict[str, list[tuple[str, Damage]]] = {
-    "gaussian noise": [("std 16", gaussian_noise(16)), ("std 40", gaussian_noise(40)), ("std 80", gaussian_noise(80))],
-    "salt and pepper": [("2 %", salt_and_pepper(0.02)), ("6 %", salt_and_pepper(0.06)),
-                        ("15 %", salt_and_pepper(0.15))],
+    "gaussian noise": [
+        ("std 16", gaussian_noise(16)),
+        ("std 40", gaussian_noise(40)),
+        ("std 80", gaussian_noise(80)),
+    ],
+    "salt and pepper": [
+        ("2 %", salt_and_pepper(0.02)),
+        ("6 %", salt_and_pepper(0.06)),
+        ("15 %", salt_and_pepper(0.15)),
+    ],
     "blur": [("sigma 0.5", blur(0.5)), ("sigma 1.0", blur(1.0)), ("sigma 1.6", blur(1.6))],
     "translation": [("1 px", translation(1)), ("2 px", translation(2)), ("3 px", translation(3))],
 }
@@ -89,10 +102,18 @@ LADDER_NAMES = (*LADDERS, *LABELLED_LADDERS)
 # (output without space suffix, ladder): damage the metric does not penalise, measured on MNIST
 # and Fashion-MNIST at 1,000 images (the docs table). The test requires no worsening here.
 BLIND = {
-    ("precision", "classes dropped"), ("precision", "repeated image"),  # judges each image alone
-    ("precision", "blur"),  # rewards mild blur; on MNIST the classifier's is barely lower even at sigma 1.6
-    ("density", "classes dropped"),  # ditto; a repeated image scores by how typical that one image is
-    ("class_coverage", "translation"), ("class_kl", "translation"),  # classes survive a shift
+    ("precision", "classes dropped"),
+    ("precision", "repeated image"),  # judges each image alone
+    (
+        "precision",
+        "blur",
+    ),  # rewards mild blur; on MNIST the classifier's is barely lower even at sigma 1.6
+    (
+        "density",
+        "classes dropped",
+    ),  # ditto; a repeated image scores by how typical that one image is
+    ("class_coverage", "translation"),
+    ("class_kl", "translation"),  # classes survive a shift
     ("msssim", "classes dropped"),  # pair similarity barely depends on which classes are present
 }
 # Metrics that *improve* under the mildest damage and only get worse further up the ladder:
@@ -102,16 +123,41 @@ MILD_REWARD = {("density", "blur"), ("density", "gaussian noise")}
 # How much a step may go the wrong way and still count as "not better": about the bootstrap
 # noise of each output at 1,000 images (0 for the class counts, which move in steps of 0.1);
 # the encoder's FID and KID live on a smaller scale than the classifier's.
-TOLERANCE = {"precision": 0.03, "recall": 0.03, "coverage": 0.03, "density": 0.06, "class_coverage": 0.0,
-             "class_kl": 0.003, "kid": 0.5, "kid_enc": 0.02, "fid": 0.5, "fid_enc": 0.1, "is": 0.1,
-             "swd": 2.0, "msssim": 0.02}
-LADDER_OUTPUTS = ("fid", "kid", "precision", "recall", "density", "coverage", "is", "class_coverage", "class_kl",
-                  "swd", "msssim")
+TOLERANCE = {
+    "precision": 0.03,
+    "recall": 0.03,
+    "coverage": 0.03,
+    "density": 0.06,
+    "class_coverage": 0.0,
+    "class_kl": 0.003,
+    "kid": 0.5,
+    "kid_enc": 0.02,
+    "fid": 0.5,
+    "fid_enc": 0.1,
+    "is": 0.1,
+    "swd": 2.0,
+    "msssim": 0.02,
+}
+LADDER_OUTPUTS = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "is",
+    "class_coverage",
+    "class_kl",
+    "swd",
+    "msssim",
+)
 
 
-def ladder_sets(pool: torch.Tensor, labels: torch.Tensor | None, count: int, seed: int = 0
-                ) -> dict[str, list[tuple[str, torch.Tensor]]]:
-    """Every ladder's rungs, each `count` images made from `pool` (real images outside the reference).
+def ladder_sets(
+    pool: torch.Tensor, labels: torch.Tensor | None, count: int, seed: int = 0
+) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """Every ladder's rungs, each `count` images made from `pool` (real images outside the
+    reference).
 
     The first rung of every ladder is the undamaged real set; class ladders need `labels`.
     """
@@ -121,12 +167,20 @@ def ladder_sets(pool: torch.Tensor, labels: torch.Tensor | None, count: int, see
         rng = torch.Generator().manual_seed(seed * 1000 + offset)
         out[name] = [("real", base)] + [(label, damage(base, rng)) for label, damage in rungs]
     if labels is not None:
+
         def without(classes: tuple[int, ...]) -> torch.Tensor:
             keep = ~torch.isin(labels, torch.tensor(classes))
             return pool[keep][:count]
-        out["classes dropped"] = [("real", base), ("one class", without(DROP_ONE)),
-                                  ("half the classes", without(DROP_HALF))]
-    out["repeated image"] = [("real", base), ("one image", base[:1].expand(count, -1, -1, -1).contiguous())]
+
+        out["classes dropped"] = [
+            ("real", base),
+            ("one class", without(DROP_ONE)),
+            ("half the classes", without(DROP_HALF)),
+        ]
+    out["repeated image"] = [
+        ("real", base),
+        ("one image", base[:1].expand(count, -1, -1, -1).contiguous()),
+    ]
     return out
 
 

@@ -25,7 +25,9 @@ QUANTILE = 0.05  # share of unseen real images below the threshold, by construct
 
 
 def memorised_share(real: torch.Tensor, fake: torch.Tensor, training: torch.Tensor) -> float:
-    """Share of `fake` rows nearer to a `training` row than the 5 % closest `real` (unseen) rows are."""
+    """Share of `fake` rows nearer to a `training` row than the 5 % closest `real` (unseen) rows
+    are.
+    """
     threshold = torch.quantile(nearest_distance(real, training), QUANTILE)
     return float((nearest_distance(fake, training) < threshold).double().mean())
 
@@ -34,19 +36,30 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1).float().div_(255.0)
 
 
-@register("memorisation", outputs={"memorised": LOWER, "memorised_pixels": LOWER}, min_samples=200,
-          needs="training", summary="share of generated images closer to a training image than the 5 % "
-                                    "closest unseen (test) images are; 0.05 for new images of the data")
-def memorisation(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
+@register(
+    "memorisation",
+    outputs={"memorised": LOWER, "memorised_pixels": LOWER},
+    min_samples=200,
+    needs="training",
+    summary="share of generated images closer to a training image than the 5 % "
+    "closest unseen (test) images are; 0.05 for new images of the data",
+)
+def memorisation(
+    real: torch.Tensor, fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
     """`memorised` in the classifier's feature space (where the data has one), `memorised_pixels`
     in pixel space; `real` must be images the generator did not train on."""
     training = context.training
     if training is None:  # check_available refuses this before any work; here for direct calls
-        raise ConfigError("metric 'memorisation' needs the generator's training images (context.training)")
+        raise ConfigError(
+            "metric 'memorisation' needs the generator's training images (context.training)"
+        )
     out = {}
     if context.extractor != "none":
-        features = [context.space_features(x, "classifier", "memorisation").float()
-                    for x in (real, fake, training)]
+        features = [
+            context.space_features(x, "classifier", "memorisation").float()
+            for x in (real, fake, training)
+        ]
         out["memorised"] = memorised_share(*features)
     out["memorised_pixels"] = memorised_share(_pixels(real), _pixels(fake), _pixels(training))
     return out

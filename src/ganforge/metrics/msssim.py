@@ -17,7 +17,9 @@ from ganforge.metrics.context import MetricContext
 from ganforge.metrics.registry import INFO, MATCH, register
 
 MAX_PAIRS, MIN_PAIRS = 1000, 250
-PIXEL_BUDGET = 1000 * 32 * 32  # pixels per image x pairs: 1,000 pairs of digits, 250 pairs of 128x128 slices
+PIXEL_BUDGET = (
+    1000 * 32 * 32
+)  # pixels per image x pairs: 1,000 pairs of digits, 250 pairs of 128x128 slices
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -31,8 +33,11 @@ def msssim_settings(size: int) -> tuple[int, float, tuple[float, ...]]:
     for kernels in ((11, 7), (5, 3)):
         for scales in (5, 4, 3, 2, 1):
             for kernel in kernels:
-                if (size >= 2**scales and size // max(1, scales - 1) ** 2 > kernel - 1
-                        and size // 2 ** (scales - 1) > kernel // 2):
+                if (
+                    size >= 2**scales
+                    and size // max(1, scales - 1) ** 2 > kernel - 1
+                    and size // 2 ** (scales - 1) > kernel // 2
+                ):
                     betas = STANDARD_BETAS[:scales]
                     return kernel, 1.5 * kernel / 11, tuple(b / sum(betas) for b in betas)
     raise ValueError(f"images of {size} pixels are too small for MS-SSIM")
@@ -46,7 +51,9 @@ def random_pairs(count: int, pairs: int, rng: torch.Generator) -> tuple[torch.Te
 
 
 def pair_count(height: int, width: int) -> int:
-    """Fewer pairs for larger images keeps the cost to seconds; 250 pairs still pin the mean to about +-0.01."""
+    """Fewer pairs for larger images keeps the cost to seconds; 250 pairs still pin the mean to
+    about +-0.01.
+    """
     return max(MIN_PAIRS, min(MAX_PAIRS, PIXEL_BUDGET // (height * width)))
 
 
@@ -60,16 +67,32 @@ def mean_pair_msssim(images: torch.Tensor, rng: torch.Generator) -> float:
         # oneDNN's grouped 7x7/11x11 convolution is about twice as slow as PyTorch's own here
         with torch.backends.mkldnn.flags(enabled=False):
             for a, b in zip(first.split(250), second.split(250)):
-                scores.append(multiscale_structural_similarity_index_measure(
-                    images[a].float(), images[b].float(), kernel_size=kernel, sigma=sigma, betas=betas,
-                    data_range=255.0, reduction="none", normalize="relu"))
+                scores.append(
+                    multiscale_structural_similarity_index_measure(
+                        images[a].float(),
+                        images[b].float(),
+                        kernel_size=kernel,
+                        sigma=sigma,
+                        betas=betas,
+                        data_range=255.0,
+                        reduction="none",
+                        normalize="relu",
+                    )
+                )
     return float(torch.cat(scores).mean())
 
 
-@register("msssim", outputs={"msssim": MATCH, "msssim_real": INFO}, min_samples=50,
-          summary="mean MS-SSIM of random pairs (diversity); compare with msssim_real")
-def msssim_diversity(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
-    """msssim (generated pairs) next to msssim_real (real pairs); closer to the real value is better.
+@register(
+    "msssim",
+    outputs={"msssim": MATCH, "msssim_real": INFO},
+    min_samples=50,
+    summary="mean MS-SSIM of random pairs (diversity); compare with msssim_real",
+)
+def msssim_diversity(
+    real: torch.Tensor, fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
+    """msssim (generated pairs) next to msssim_real (real pairs); closer to the real value is
+    better.
 
     The real value is computed once per reference set (it does not change between the
     evaluations of a training run)."""

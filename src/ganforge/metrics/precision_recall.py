@@ -33,7 +33,9 @@ def knn_radii(points: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
     radii = []
     for chunk in points.split(CHUNK):
         distances = torch.cdist(chunk, points)
-        radii.append(distances.kthvalue(k + 1, dim=1).values)  # +1: the point itself is at distance 0
+        radii.append(
+            distances.kthvalue(k + 1, dim=1).values
+        )  # +1: the point itself is at distance 0
     return torch.cat(radii)
 
 
@@ -47,10 +49,14 @@ def balls_hit(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor)
 
 def nearest_distance(queries: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """Distance from each query to its nearest `support` point."""
-    return torch.cat([torch.cdist(chunk, support).min(dim=1).values for chunk in queries.split(CHUNK)])
+    return torch.cat(
+        [torch.cdist(chunk, support).min(dim=1).values for chunk in queries.split(CHUNK)]
+    )
 
 
-def inside_manifold(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+def inside_manifold(
+    queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor
+) -> torch.Tensor:
     """Fraction of `queries` within the k-NN ball of at least one `support` point."""
     return (balls_hit(queries, support, radii) > 0).double().mean()
 
@@ -62,14 +68,18 @@ def real_radii(f_real: torch.Tensor, k: int, context: MetricContext | None) -> t
     return context.memo(f"radii{k}", f_real, lambda: knn_radii(f_real.float(), k))
 
 
-def per_image_outcomes(f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext | None = None
-                       ) -> dict[str, torch.Tensor]:
+def per_image_outcomes(
+    f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext | None = None
+) -> dict[str, torch.Tensor]:
     """The per-image terms whose means are precision, recall, density and coverage.
 
     precision and density are averaged over generated images, recall and coverage over
     real ones; the bootstrap intervals resample these terms.
     """
-    real_k3, real_k5 = real_radii(f_real, NEIGHBOURS, context), real_radii(f_real, DC_NEIGHBOURS, context)
+    real_k3, real_k5 = (
+        real_radii(f_real, NEIGHBOURS, context),
+        real_radii(f_real, DC_NEIGHBOURS, context),
+    )
     f_real, f_fake = f_real.float(), f_fake.float()
     return {
         "precision": (balls_hit(f_fake, f_real, real_k3) > 0).double(),
@@ -79,9 +89,16 @@ def per_image_outcomes(f_real: torch.Tensor, f_fake: torch.Tensor, context: Metr
     }
 
 
-@register("precision-recall", outputs={"precision": HIGHER, "recall": HIGHER}, min_samples=200,
-          needs="features", summary="improved precision (realism) and recall (coverage of the data), k=3")
-def precision_recall(f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
+@register(
+    "precision-recall",
+    outputs={"precision": HIGHER, "recall": HIGHER},
+    min_samples=200,
+    needs="features",
+    summary="improved precision (realism) and recall (coverage of the data), k=3",
+)
+def precision_recall(
+    f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
     """Precision and recall with k=3 (both higher is better; identical sets score 1, 1)."""
     radii = real_radii(f_real, NEIGHBOURS, context)
     f_real, f_fake = f_real.float(), f_fake.float()
@@ -90,10 +107,17 @@ def precision_recall(f_real: torch.Tensor, f_fake: torch.Tensor, context: Metric
     return {"precision": float(precision), "recall": float(recall)}
 
 
-@register("density-coverage", outputs={"density": HIGHER, "coverage": HIGHER}, min_samples=200,
-          needs="features", summary="density (realism, about 1 for real data) and coverage (share of real "
-                                    "images with a generated neighbour), k=5, outlier-robust")
-def density_coverage(f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
+@register(
+    "density-coverage",
+    outputs={"density": HIGHER, "coverage": HIGHER},
+    min_samples=200,
+    needs="features",
+    summary="density (realism, about 1 for real data) and coverage (share of real "
+    "images with a generated neighbour), k=5, outlier-robust",
+)
+def density_coverage(
+    f_real: torch.Tensor, f_fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
     """Density and coverage with k=5 from the real images' balls only (Naeem et al. 2020)."""
     radii = real_radii(f_real, DC_NEIGHBOURS, context)
     f_real, f_fake = f_real.float(), f_fake.float()

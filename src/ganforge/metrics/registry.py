@@ -3,9 +3,10 @@
 A registration says everything a reader or a report needs to interpret the numbers:
 which outputs the metric produces and which way each is better, how many images per set
 it needs before its number means anything, what it needs (a feature space, the
-classifier's logits, the generator's training images, nothing), and its rank as the run's main metric (1 is preferred;
-None: never the main metric). Adding a metric is one decorated function in one module;
-the main-metric order, the help texts and the default sets are all read from here.
+classifier's logits, the generator's training images, nothing), and its rank as the run's
+main metric (1 is preferred; None: never the main metric). Adding a metric is one
+decorated function in one module; the main-metric order, the help texts and the default
+sets are all read from here.
 
 Feature metrics (``needs="features"``) are functions of two feature matrices and run
 once in every feature space the data has: the classifier's embedding (output keys as
@@ -18,7 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-LOWER, HIGHER, MATCH, INFO = "lower", "higher", "match", "info"  # MATCH: closest to the real-pairs value
+LOWER, HIGHER, MATCH, INFO = (
+    "lower",
+    "higher",
+    "match",
+    "info",
+)  # MATCH: closest to the real-pairs value
 Needs = Literal["features", "classifier", "training", "nothing"]
 
 
@@ -49,7 +55,9 @@ class Metric:
     needs: Needs
     main_rank: int | None  # the main metric is the available one with the lowest rank
     summary: str
-    prerequisite: Callable[[], object] | None = None  # raises when an optional dependency is missing
+    prerequisite: Callable[[], object] | None = (
+        None  # raises when an optional dependency is missing
+    )
 
     @property
     def needs_classifier(self) -> bool:
@@ -67,20 +75,33 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
-def register(name: str, *, outputs: dict[str, str], min_samples: int, needs: Needs = "nothing",
-             main_rank: int | None = None, summary: str,
-             prerequisite: Callable[[], object] | None = None) -> Callable[[Callable], Callable]:
+def register(
+    name: str,
+    *,
+    outputs: dict[str, str],
+    min_samples: int,
+    needs: Needs = "nothing",
+    main_rank: int | None = None,
+    summary: str,
+    prerequisite: Callable[[], object] | None = None,
+) -> Callable[[Callable], Callable]:
     """Decorator: add the function below it to :data:`METRICS` under `name`."""
+
     def decorate(compute: Callable) -> Callable:
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = Metric(name, compute, outputs, min_samples, needs, main_rank, summary, prerequisite)
+        METRICS[name] = Metric(
+            name, compute, outputs, min_samples, needs, main_rank, summary, prerequisite
+        )
         return compute
+
     return decorate
 
 
 def split_key(key: str) -> tuple[str, str | None]:
-    """'fid_enc' -> ('fid', 'encoder'); 'fid' -> ('fid', 'classifier'); 'swd_28' -> ('swd_28', None)."""
+    """'fid_enc' -> ('fid', 'encoder'); 'fid' -> ('fid', 'classifier'); 'swd_28' -> ('swd_28',
+    None).
+    """
     for space in SPACES.values():
         if space.suffix and key.endswith(space.suffix):
             base = key[: -len(space.suffix)]

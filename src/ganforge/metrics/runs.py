@@ -29,13 +29,27 @@ from ganforge.checkpoint import GeneratorInfo
 from ganforge.config import DataConfig, TrainConfig
 from ganforge.data import SOURCES, ImageData, load_images
 from ganforge.errors import ConfigError, DataError
-from ganforge.metrics import (NOT_INCEPTION, SPACES, MetricContext, check_available, check_samples, dataset_family,
-                              direction, evaluate_with_intervals, main_metric, reference_subset, resolve_metrics,
-                              split_key)
+from ganforge.metrics import (
+    NOT_INCEPTION,
+    SPACES,
+    MetricContext,
+    check_available,
+    check_samples,
+    dataset_family,
+    direction,
+    evaluate_with_intervals,
+    main_metric,
+    reference_subset,
+    resolve_metrics,
+    split_key,
+)
 from ganforge.metrics.floors import floor_for
 
 SPLITS = ("train", "test", "all")
-TEST_SPLIT_DATASETS = ("mnist", "fashion-mnist")  # sources with a held-out test split to measure against
+TEST_SPLIT_DATASETS = (
+    "mnist",
+    "fashion-mnist",
+)  # sources with a held-out test split to measure against
 SPLIT_CHOICES = ("auto", "test", "train")
 TRAINING_SUBSET = 10_000  # training images searched for the memorisation figure
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -43,7 +57,7 @@ EVAL_FORMAT = 2  # 2: two feature spaces, intervals, density/coverage, class_cov
 
 
 def describe_spaces(context: MetricContext, keys: list[str]) -> dict[str, str]:
-    """What each feature space used is, in words every report shows (never mistaken for Inception)."""
+    """What each feature space used is, in the words every report shows (never 'Inception')."""
     from ganforge.metrics.classifier import record_path
     from ganforge.metrics.encoder import encoder_record_path
 
@@ -55,11 +69,14 @@ def describe_spaces(context: MetricContext, keys: list[str]) -> dict[str, str]:
         dataset = context.extractor
         if space == "classifier":
             record = _json(record_path(dataset))
-            detail = f"ganforge's {dataset} classifier, {record.get('test_accuracy', 0):.2%} test accuracy"
+            accuracy = record.get("test_accuracy", 0)
+            detail = f"ganforge's {dataset} classifier, {accuracy:.2%} test accuracy"
         else:
             record = _json(encoder_record_path(dataset))
-            detail = (f"ganforge's {dataset} SimCLR-style encoder trained without labels, "
-                      f"{record.get('knn_accuracy', 0):.1%} 5-NN label agreement")
+            detail = (
+                f"ganforge's {dataset} SimCLR-style encoder trained without labels, "
+                f"{record.get('knn_accuracy', 0):.1%} 5-NN label agreement"
+            )
         out[space] = f"{SPACES[space].label} ({detail}; {NOT_INCEPTION})"
     return out
 
@@ -72,7 +89,7 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def find_run_dir(source: str | Path) -> Path | None:
-    """The run folder a source belongs to (the folder itself, a file in it, or a checkpoint in it)."""
+    """The run folder of a source (the folder itself, a file in it, or a checkpoint in it)."""
     path = Path(source)
     for candidate in (path, path.parent, path.parent.parent):
         if candidate.is_dir() and (candidate / "config.json").is_file():
@@ -85,10 +102,13 @@ def run_config(run_dir: Path | None) -> TrainConfig | None:
     if run_dir is None:
         return None
     try:
-        return TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        return TrainConfig.from_dict(
+            json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        )
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{run_dir / 'config.json'}: unreadable ({exc}); "
-                          "pass the reference data with --data") from None
+        raise ConfigError(
+            f"{run_dir / 'config.json'}: unreadable ({exc}); pass the reference data with --data"
+        ) from None
 
 
 def _name_split(spec: str) -> tuple[str, str]:
@@ -104,8 +124,9 @@ def training_config(info: GeneratorInfo, config: TrainConfig | None) -> DataConf
     return DataConfig(dataset=name, split=split) if name in SOURCES else None
 
 
-def reference_config(info: GeneratorInfo, config: TrainConfig | None, data: str | None,
-                     split: str = "auto") -> DataConfig:
+def reference_config(
+    info: GeneratorInfo, config: TrainConfig | None, data: str | None, split: str = "auto"
+) -> DataConfig:
     """The DataConfig of the reference images: --data, else the run's data (its test split for
     MNIST and Fashion-MNIST unless split='train'), else the recorded name."""
     if split not in SPLIT_CHOICES:
@@ -115,9 +136,16 @@ def reference_config(info: GeneratorInfo, config: TrainConfig | None, data: str 
         if base is None:
             base = training_config(info, None)
             if base is None:
-                raise ConfigError(f"the generator records dataset {info.dataset!r}, which ganforge cannot rebuild "
-                                  "without its run folder; pass the reference images with --data")
-        wanted = ("test" if base.dataset in TEST_SPLIT_DATASETS else base.split) if split == "auto" else split
+                raise ConfigError(
+                    f"the generator records dataset {info.dataset!r}, which ganforge cannot "
+                    "rebuild "
+                    "without its run folder; pass the reference images with --data"
+                )
+        wanted = (
+            ("test" if base.dataset in TEST_SPLIT_DATASETS else base.split)
+            if split == "auto"
+            else split
+        )
         if wanted != base.split:  # another split: all of it, not the training run's --limit
             base = dataclasses.replace(base, split=wanted, limit=None)
     elif _name_split(data)[0] in SOURCES and not Path(data).exists():
@@ -126,21 +154,28 @@ def reference_config(info: GeneratorInfo, config: TrainConfig | None, data: str 
     elif Path(data).exists():
         family = dataset_family(info.dataset)
         dataset = base.dataset if base else (family if family in SOURCES else "folder")
-        base = dataclasses.replace(base or DataConfig(), dataset=dataset, path=str(data), limit=None)
+        base = dataclasses.replace(
+            base or DataConfig(), dataset=dataset, path=str(data), limit=None
+        )
     else:
-        raise ConfigError(f"--data {data!r} is neither a dataset ({', '.join(sorted(SOURCES))}, optionally "
-                          "with /train or /test) nor an existing path")
+        raise ConfigError(
+            f"--data {data!r} is neither a dataset ({', '.join(sorted(SOURCES))}, optionally "
+            "with /train or /test) nor an existing path"
+        )
     channels, height, _ = info.image_shape
     return dataclasses.replace(base, resolution=height, channels=channels)
 
 
-def load_reference(info: GeneratorInfo, config: TrainConfig | None, data: str | None,
-                   split: str = "auto") -> ImageData:
+def load_reference(
+    info: GeneratorInfo, config: TrainConfig | None, data: str | None, split: str = "auto"
+) -> ImageData:
     """Reference images shaped like the generator's output, or a DataError saying why not."""
     reference = load_images(reference_config(info, config, data, split))
     if reference.image_shape != tuple(info.image_shape):
-        raise DataError(f"reference data {reference.name} is {reference.image_shape} but the generator makes "
-                        f"{tuple(info.image_shape)} images; pass matching data with --data")
+        raise DataError(
+            f"reference data {reference.name} is {reference.image_shape} but the generator makes "
+            f"{tuple(info.image_shape)} images; pass matching data with --data"
+        )
     return reference
 
 
@@ -163,18 +198,24 @@ def default_output(source: str | Path, seed: int) -> Path:
 
 
 def is_image_source(source: str | Path) -> bool:
-    """A .npy array or a folder of image files (not a run or model folder): images to score as they are."""
+    """A .npy array or a folder of image files (not a run or model folder): images to score
+    as they are."""
     path = Path(source)
     if path.suffix.lower() == ".npy":
         return True
-    if not path.is_dir() or (path / "config.json").is_file() or (path / "generator.safetensors").is_file():
+    if (
+        not path.is_dir()
+        or (path / "config.json").is_file()
+        or (path / "generator.safetensors").is_file()
+    ):
         return False
     return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
 
 
 def read_images(source: str | Path) -> torch.Tensor:
-    """uint8 [N, C, H, W] from an .npy array ([N, H, W], [N, H, W, C] or [N, C, H, W]; uint8, or floats
-    in [0, 1] or [-1, 1]) or a folder of same-sized images (sorted by name; grayscale stays 1 channel)."""
+    """uint8 [N, C, H, W] from an .npy array ([N, H, W], [N, H, W, C] or [N, C, H, W]; uint8,
+    or floats in [0, 1] or [-1, 1]) or a folder of same-sized images (sorted by name;
+    grayscale stays one channel)."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -188,14 +229,29 @@ def read_images(source: str | Path) -> torch.Tensor:
             array = array[:, None]
         elif array.ndim == 4 and array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
             array = array.transpose(0, 3, 1, 2)
-        if array.ndim != 4 or array.shape[1] not in (1, 3) or not (
-                np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            raise DataError(f"{path}: expected images [N, H, W], [N, H, W, C] or [N, C, H, W] with 1 or 3 "
-                            f"channels, got an array of shape {array.shape} and type {array.dtype}")
+        if (
+            array.ndim != 4
+            or array.shape[1] not in (1, 3)
+            or not (
+                np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            )
+        ):
+            raise DataError(
+                f"{path}: expected images [N, H, W], [N, H, W, C] or [N, C, H, W] with 1 or 3 "
+                f"channels, got an array of shape {array.shape} and type {array.dtype}"
+            )
         if np.issubdtype(array.dtype, np.floating):
             low = float(np.nanmin(array)) if array.size else 0.0
-            array = (array + 1) * 127.5 if low < 0 else array * 255 if float(np.nanmax(array)) <= 1 else array
-        return torch.from_numpy(np.ascontiguousarray(np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)))
+            array = (
+                (array + 1) * 127.5
+                if low < 0
+                else array * 255
+                if float(np.nanmax(array)) <= 1
+                else array
+            )
+        return torch.from_numpy(
+            np.ascontiguousarray(np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8))
+        )
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     images = []
     for file in files:
@@ -204,28 +260,52 @@ def read_images(source: str | Path) -> torch.Tensor:
                 mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
                 images.append(np.array(image.convert(mode)))
         except (OSError, UnidentifiedImageError):
-            raise DataError(f"{file}: not a readable image; remove it or convert it to PNG") from None
+            raise DataError(
+                f"{file}: not a readable image; remove it or convert it to PNG"
+            ) from None
     shapes = {a.shape for a in images}
     if len(shapes) != 1:
-        raise DataError(f"{path}: images of different sizes or channels ({', '.join(map(str, sorted(shapes)))}); "
-                        "score one size at a time")
+        raise DataError(
+            f"{path}: images of different sizes or channels "
+            f"({', '.join(map(str, sorted(shapes)))}); "
+            "score one size at a time"
+        )
     stacked = np.stack(images)
-    return torch.from_numpy(stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2).copy())
+    return torch.from_numpy(
+        stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2).copy()
+    )
 
 
-def _training_images(info: GeneratorInfo, config: TrainConfig | None, reference: ImageData) -> torch.Tensor | None:
-    """The generator's training images (a fixed subset), when the reference is data it did not see."""
+def _training_images(
+    info: GeneratorInfo, config: TrainConfig | None, reference: ImageData
+) -> torch.Tensor | None:
+    """The generator's training images (a fixed subset) when the reference is unseen data."""
     base = training_config(info, config)
-    if base is None or base.dataset not in TEST_SPLIT_DATASETS or not reference.name.endswith("/test"):
+    if (
+        base is None
+        or base.dataset not in TEST_SPLIT_DATASETS
+        or not reference.name.endswith("/test")
+    ):
         return None
     channels, height, _ = info.image_shape
-    training = load_images(dataclasses.replace(base, split="train", resolution=height, channels=channels))
+    training = load_images(
+        dataclasses.replace(base, split="train", resolution=height, channels=channels)
+    )
     return reference_subset(training.images, TRAINING_SUBSET)
 
 
-def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metrics: str | None = None,
-                    data: str | None = None, device: str | torch.device = "cpu", features: str = "auto",
-                    resamples: int = 100, split: str = "auto", dataset: str | None = None) -> dict[str, Any]:
+def evaluate_source(
+    source: str | Path,
+    count: int = 2000,
+    seed: int = 0,
+    metrics: str | None = None,
+    data: str | None = None,
+    device: str | torch.device = "cpu",
+    features: str = "auto",
+    resamples: int = 100,
+    split: str = "auto",
+    dataset: str | None = None,
+) -> dict[str, Any]:
     """Generate `count` images with noise seed `seed` (or take a folder's or array's images), score
     them, and return a JSON-ready record."""
     from ganforge import __version__
@@ -235,24 +315,35 @@ def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metric
     images = None
     if is_image_source(source):
         if dataset is None:
-            raise ConfigError(f"{source} holds images, not a generator: say which data they imitate with "
-                              f"--dataset ({', '.join(sorted(SOURCES))})")
+            raise ConfigError(
+                f"{source} holds images, not a generator: say which data they imitate with "
+                f"--dataset ({', '.join(sorted(SOURCES))})"
+            )
         if dataset not in SOURCES:
-            raise ConfigError(f"unknown dataset {dataset!r}; choose from {', '.join(sorted(SOURCES))}")
+            raise ConfigError(
+                f"unknown dataset {dataset!r}; choose from {', '.join(sorted(SOURCES))}"
+            )
         images = read_images(source)
         if len(images) == 0:
             raise DataError(f"{source} holds no images")
         count = min(count, len(images))
-        info = GeneratorInfo(arch="images", latent_dim=0, image_shape=tuple(images.shape[1:]), options={},
-                             dataset=f"{dataset}/train", step=0)
+        info = GeneratorInfo(
+            arch="images",
+            latent_dim=0,
+            image_shape=tuple(images.shape[1:]),
+            options={},
+            dataset=f"{dataset}/train",
+            step=0,
+        )
         config = None
     else:
         generator, info = load_generator(source, device)
         config = run_config(find_run_dir(source))
     reference = load_reference(info, config, data, split)
     training = _training_images(info, config, reference) if data is None else None
-    context = MetricContext(reference.name, seed=seed, device=torch.device(device), features=features,
-                            training=training)
+    context = MetricContext(
+        reference.name, seed=seed, device=torch.device(device), features=features, training=training
+    )
     names = resolve_metrics(metrics, context)
     check_available(names, context)
     real = reference_subset(reference.images, count)
@@ -261,15 +352,28 @@ def evaluate_source(source: str | Path, count: int = 2000, seed: int = 0, metric
     scores, intervals = evaluate_with_intervals(real, fake, names, context, resamples)
     return {
         "format": EVAL_FORMAT,
-        "source": str(source), "generator": None if images is not None else str(resolve_source(source)),
-        "arch": info.arch, "step": None if images is not None else info.step,
-        "trained_on": info.dataset if images is None else f"{dataset} (as stated)", "reference": reference.name,
-        "reference_source": reference.source, "image_shape": list(info.image_shape), "count": count,
-        "reference_count": len(real), "seed": seed, "requested": metrics or "auto",
-        "features": context.extractor, "spaces": describe_spaces(context, list(scores)), "metrics": scores,
-        "intervals": intervals, "resamples": resamples, "main": main_metric(names),
+        "source": str(source),
+        "generator": None if images is not None else str(resolve_source(source)),
+        "arch": info.arch,
+        "step": None if images is not None else info.step,
+        "trained_on": info.dataset if images is None else f"{dataset} (as stated)",
+        "reference": reference.name,
+        "reference_source": reference.source,
+        "image_shape": list(info.image_shape),
+        "count": count,
+        "reference_count": len(real),
+        "seed": seed,
+        "requested": metrics or "auto",
+        "split": split,
+        "features": context.extractor,
+        "spaces": describe_spaces(context, list(scores)),
+        "metrics": scores,
+        "intervals": intervals,
+        "resamples": resamples,
+        "main": main_metric(names),
         "better": {key: direction(key) for key in scores},
         "floor": _floor(reference, count) if context.features == "auto" else None,
         "seconds": round(time.perf_counter() - start, 2),
-        "ganforge": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "ganforge": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -33,13 +33,19 @@ _KERNEL = torch.outer(_BINOMIAL, _BINOMIAL) / 256.0
 
 
 def pyramid_down(x: torch.Tensor) -> torch.Tensor:
-    """Binomial 5x5 blur and 2x subsampling in one strided convolution (only kept pixels are computed)."""
+    """Binomial 5x5 blur and 2x subsampling in one strided convolution (only kept pixels are
+    computed).
+    """
     c = x.shape[1]
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), _KERNEL.to(x).expand(c, 1, 5, 5), stride=2, groups=c)
+    return F.conv2d(
+        F.pad(x, (2, 2, 2, 2), mode="reflect"), _KERNEL.to(x).expand(c, 1, 5, 5), stride=2, groups=c
+    )
 
 
 def _upsample_last_axis(x: torch.Tensor) -> torch.Tensor:
-    """Zero insertion + [1 4 6 4 1]/8 along the last axis, in polyphase form (no multiplications by zero)."""
+    """Zero insertion + [1 4 6 4 1]/8 along the last axis, in polyphase form (no multiplications by
+    zero).
+    """
     before = torch.cat([x[..., :1], x[..., :-1]], dim=-1)
     after = torch.cat([x[..., 1:], x[..., -1:]], dim=-1)
     even = (before + 6 * x + after) / 8
@@ -48,7 +54,7 @@ def _upsample_last_axis(x: torch.Tensor) -> torch.Tensor:
 
 
 def pyramid_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The inverse step: 2x upsampling with the same binomial filter, separably, cropped to `size`."""
+    """The inverse step: 2x upsampling with the same binomial filter, cropped to `size`."""
     wide = _upsample_last_axis(x)
     tall = _upsample_last_axis(wide.transpose(-1, -2)).transpose(-1, -2)
     return tall[:, :, : size[0], : size[1]]
@@ -85,19 +91,29 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: torch.Generator) -
     for _ in range(REPEATS):
         directions = torch.randn(a.shape[1], DIRECTIONS, generator=rng)
         directions /= directions.norm(dim=0, keepdim=True)
-        pa = np.sort((directions.T @ a.T).numpy(), axis=1)  # numpy sorts rows ~10x faster than torch on CPU
+        pa = np.sort(
+            (directions.T @ a.T).numpy(), axis=1
+        )  # numpy sorts rows ~10x faster than torch on CPU
         pb = np.sort((directions.T @ b.T).numpy(), axis=1)
         total += float(np.abs(pa - pb).mean())
     return total / REPEATS
 
 
-def _normalise(descriptors: torch.Tensor, channels: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def _normalise(
+    descriptors: torch.Tensor, channels: int, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
     shaped = descriptors.view(len(descriptors), channels, -1)
     return ((shaped - mean.view(1, -1, 1)) / std.view(1, -1, 1)).view(len(descriptors), -1)
 
 
-@register("swd", outputs={"swd": LOWER}, min_samples=100, main_rank=2,
-          summary="sliced Wasserstein distance of Laplacian-pyramid patches (x1000), per level swd_<size>")
+@register(
+    "swd",
+    outputs={"swd": LOWER},
+    min_samples=100,
+    main_rank=2,
+    summary="sliced Wasserstein distance of Laplacian-pyramid patches (x1000), per level "
+    "swd_<size>",
+)
 def pyramid_swd(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) -> dict[str, float]:
     """SWD x 1000 per pyramid level (swd_<size>) and their mean (swd); lower is better."""
     rng = context.rng(17)
@@ -111,7 +127,9 @@ def pyramid_swd(real: torch.Tensor, fake: torch.Tensor, context: MetricContext) 
         b = random_patches(fake_level, count, rng)
         per_channel = a.view(count, channels, -1).transpose(0, 1).reshape(channels, -1)
         mean, std = per_channel.mean(dim=1), per_channel.std(dim=1).clamp_min(1e-6)
-        distance = sliced_wasserstein(_normalise(a, channels, mean, std), _normalise(b, channels, mean, std), rng)
+        distance = sliced_wasserstein(
+            _normalise(a, channels, mean, std), _normalise(b, channels, mean, std), rng
+        )
         result[f"swd_{real_level.shape[-1]}"] = distance * 1000
     result["swd"] = sum(result.values()) / len(result)
     return {"swd": result.pop("swd"), **result}

@@ -31,8 +31,9 @@ INTERVAL_OUTPUTS = ("fid", "kid", "precision", "recall", "density", "coverage")
 def _weights(n: int, resamples: int, generator: torch.Generator) -> torch.Tensor:
     """[B, n] bootstrap counts: how often each row is drawn in each resample."""
     index = torch.randint(0, n, (resamples, n), generator=generator)
-    return torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(1, index, torch.ones_like(index,
-                                                                                        dtype=torch.float64))
+    return torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(
+        1, index, torch.ones_like(index, dtype=torch.float64)
+    )
 
 
 def _moments(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,16 +43,25 @@ def _moments(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return mu, (centred * w.unsqueeze(1)).T @ centred / (n - 1)
 
 
-def frechet_from_moments(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
-    """||mu1 - mu2||² + tr(S1 + S2 - 2 (S1 S2)^½), the trace of the root from S1 S2's eigenvalues."""
+def frechet_from_moments(
+    mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor
+) -> float:
+    """||mu1 - mu2||² + tr(S1 + S2 - 2 (S1 S2)^½), the root's trace from S1 S2's eigenvalues."""
     root = torch.linalg.eigvals(s1 @ s2).real.clamp_min(0).sqrt().sum()
     return float((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * root)
 
 
-def fid_spread(f_real: torch.Tensor, f_fake: torch.Tensor, resamples: int, generator: torch.Generator) -> float:
+def fid_spread(
+    f_real: torch.Tensor, f_fake: torch.Tensor, resamples: int, generator: torch.Generator
+) -> float:
     """Standard deviation of FID over bootstrap resamples of both sets."""
-    wr, wf = _weights(len(f_real), resamples, generator), _weights(len(f_fake), resamples, generator)
-    values = [frechet_from_moments(*_moments(f_real, a), *_moments(f_fake, b)) for a, b in zip(wr, wf)]
+    wr, wf = (
+        _weights(len(f_real), resamples, generator),
+        _weights(len(f_fake), resamples, generator),
+    )
+    values = [
+        frechet_from_moments(*_moments(f_real, a), *_moments(f_fake, b)) for a, b in zip(wr, wf)
+    ]
     return float(torch.tensor(values).std())
 
 
@@ -65,9 +75,14 @@ def _within(k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (((w @ k) * w).sum(1) - w @ k.diagonal()) / (n * (n - 1))
 
 
-def kid_spread(f_real: torch.Tensor, f_fake: torch.Tensor, resamples: int, generator: torch.Generator) -> float:
+def kid_spread(
+    f_real: torch.Tensor, f_fake: torch.Tensor, resamples: int, generator: torch.Generator
+) -> float:
     """Standard deviation of the full-set unbiased MMD² over bootstrap resamples of both sets."""
-    wr, wf = _weights(len(f_real), resamples, generator), _weights(len(f_fake), resamples, generator)
+    wr, wf = (
+        _weights(len(f_real), resamples, generator),
+        _weights(len(f_fake), resamples, generator),
+    )
     k_rr, k_ff, k_rf = _kernel(f_real, f_real), _kernel(f_fake, f_fake), _kernel(f_real, f_fake)
     cross = ((wr @ k_rf) * wf).sum(1) / (wr.sum(1) * wf.sum(1))
     return float((_within(k_rr, wr) + _within(k_ff, wf) - 2 * cross).std())
@@ -79,8 +94,14 @@ def mean_spread(values: torch.Tensor, resamples: int, generator: torch.Generator
     return float((w @ values.double() / len(values)).std())
 
 
-def feature_intervals(f_real: torch.Tensor, f_fake: torch.Tensor, scores: dict[str, float], suffix: str,
-                      generator: torch.Generator, resamples: int = RESAMPLES) -> dict[str, list[float]]:
+def feature_intervals(
+    f_real: torch.Tensor,
+    f_fake: torch.Tensor,
+    scores: dict[str, float],
+    suffix: str,
+    generator: torch.Generator,
+    resamples: int = RESAMPLES,
+) -> dict[str, list[float]]:
     """[low, high] for each of fid, kid, precision, recall, density, coverage present in `scores`
     (keys with the space's suffix), computed on one feature space's features."""
     f_real, f_fake = f_real.double(), f_fake.double()
@@ -93,8 +114,13 @@ def feature_intervals(f_real: torch.Tensor, f_fake: torch.Tensor, scores: dict[s
     if wanted:
         outcomes = per_image_outcomes(f_real, f_fake)
         spreads.update({k: mean_spread(outcomes[k], resamples, generator) for k in wanted})
-    bounds = {"fid": (0.0, None), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0),
-              "density": (0.0, None)}
+    bounds = {
+        "fid": (0.0, None),
+        "precision": (0.0, 1.0),
+        "recall": (0.0, 1.0),
+        "coverage": (0.0, 1.0),
+        "density": (0.0, None),
+    }
     out = {}
     for key, spread in spreads.items():
         low, high = scores[key + suffix] - Z95 * spread, scores[key + suffix] + Z95 * spread
@@ -105,8 +131,12 @@ def feature_intervals(f_real: torch.Tensor, f_fake: torch.Tensor, scores: dict[s
     return out
 
 
-def within_noise(a: float, b: float, interval_a: list[float] | None, interval_b: list[float] | None) -> bool | None:
-    """Whether two runs' values differ by less than their combined 95 % half-widths (None: no intervals)."""
+def within_noise(
+    a: float, b: float, interval_a: list[float] | None, interval_b: list[float] | None
+) -> bool | None:
+    """Whether two runs' values differ by less than their combined 95 % half-widths (None: no
+    intervals).
+    """
     if not interval_a or not interval_b:
         return None
     half_a, half_b = (interval_a[1] - interval_a[0]) / 2, (interval_b[1] - interval_b[0]) / 2

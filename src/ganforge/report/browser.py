@@ -21,8 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--allow-file-access-from-files",
-         "--no-first-run", "--disable-dev-shm-usage")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--allow-file-access-from-files",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+)
 PROBE = """<script>
 window.addEventListener('load', function () {
   var images = Array.prototype.slice.call(document.images);
@@ -34,11 +41,14 @@ window.addEventListener('load', function () {
   var marker = document.createElement('div');
   marker.id = 'ganforge-browser-check';
   marker.textContent = 'images=' + images.length + ';loaded=' + loaded + ';tables=' + tables +
-      ';metric_rows=' + rows + ';height=' + document.body.scrollHeight + ';broken=' + broken + ';end';
+      ';metric_rows=' + rows + ';height=' + document.body.scrollHeight +
+      ';broken=' + broken + ';end';
   document.body.appendChild(marker);
 });
 </script>"""
-MARKER = re.compile(r"images=(\d+);loaded=(\d+);tables=(\d+);metric_rows=(\d+);height=(\d+);broken=(.*?);end")
+MARKER = re.compile(
+    r"images=(\d+);loaded=(\d+);tables=(\d+);metric_rows=(\d+);height=(\d+);broken=(.*?);end"
+)
 
 
 @dataclass(frozen=True)
@@ -63,12 +73,19 @@ def find_chromium() -> str | None:
 
 def _run(browser: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="ganforge-chromium-") as profile:
-        return subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [browser, *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
-def check_in_browser(html_path: Path, browser: str | None = None, timeout: float = 120) -> BrowserCheck:
-    """Load a copy of the report with the probe script; the counts the browser wrote into the page."""
+def check_in_browser(
+    html_path: Path, browser: str | None = None, timeout: float = 120
+) -> BrowserCheck:
+    """Load a copy of the report with the probe; the counts the browser wrote into the page."""
     browser = browser or find_chromium()
     if browser is None:
         raise FileNotFoundError("no Chromium found (apt-get install chromium)")
@@ -76,24 +93,47 @@ def check_in_browser(html_path: Path, browser: str | None = None, timeout: float
     with tempfile.TemporaryDirectory(prefix="ganforge-report-") as folder:
         probed = Path(folder) / "probed.html"
         probed.write_text(text.replace("</body>", PROBE + "</body>", 1), encoding="utf-8")
-        result = _run(browser, ["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()], timeout)
+        result = _run(
+            browser, ["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()], timeout
+        )
     match = MARKER.search(result.stdout)
     if match is None:
-        raise RuntimeError(f"Chromium did not run the report's check (exit {result.returncode}): "
-                           f"{result.stderr.strip()[-300:]}")
+        raise RuntimeError(
+            f"Chromium did not run the report's check (exit {result.returncode}): "
+            f"{result.stderr.strip()[-300:]}"
+        )
     images, loaded, tables, rows, height = (int(match.group(i)) for i in range(1, 6))
-    return BrowserCheck(images, loaded, tables, rows, height, [b for b in match.group(6).split("|") if b])
+    return BrowserCheck(
+        images, loaded, tables, rows, height, [b for b in match.group(6).split("|") if b]
+    )
 
 
-def screenshot(html_path: Path, png_path: Path, width: int = 1400, height: int = 2400,
-               browser: str | None = None, timeout: float = 120) -> Path:
+def screenshot(
+    html_path: Path,
+    png_path: Path,
+    width: int = 1400,
+    height: int = 2400,
+    browser: str | None = None,
+    timeout: float = 120,
+) -> Path:
     """Draw the report at `width` x `height` CSS pixels into a PNG."""
     browser = browser or find_chromium()
     if browser is None:
         raise FileNotFoundError("no Chromium found (apt-get install chromium)")
     png_path = Path(png_path).resolve()
-    result = _run(browser, [f"--window-size={width},{height}", "--virtual-time-budget=10000",
-                            f"--screenshot={png_path}", Path(html_path).resolve().as_uri()], timeout)
+    result = _run(
+        browser,
+        [
+            f"--window-size={width},{height}",
+            "--virtual-time-budget=10000",
+            f"--screenshot={png_path}",
+            Path(html_path).resolve().as_uri(),
+        ],
+        timeout,
+    )
     if not png_path.is_file():
-        raise RuntimeError(f"Chromium wrote no screenshot (exit {result.returncode}): {result.stderr.strip()[-300:]}")
+        raise RuntimeError(
+            f"Chromium wrote no screenshot (exit {result.returncode}): "
+            f"{result.stderr.strip()[-300:]}"
+        )
     return png_path

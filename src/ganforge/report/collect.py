@@ -69,12 +69,22 @@ def read_run(path: str | Path) -> RunRecord:
     """A finished (or stopped) run folder; a clear error for anything else."""
     run = RunDirectory(path)
     if not run.config_file.is_file() or not run.summary_file.is_file():
-        raise ConfigError(f"{run.path} is not a finished ganforge run folder (it needs config.json and "
-                          "summary.json, written when training ends or stops)")
+        raise ConfigError(
+            f"{run.path} is not a finished ganforge run folder (it needs config.json and "
+            "summary.json, written when training ends or stops)"
+        )
     config = TrainConfig.from_dict(json.loads(run.config_file.read_text(encoding="utf-8")))
     summary = json.loads(run.summary_file.read_text(encoding="utf-8"))
-    record = RunRecord(run.path, run.path.name, config, summary, run.read_jsonl(run.metrics_file),
-                       run.read_jsonl(run.eval_file), [], run.gif_file if run.gif_file.is_file() else None)
+    record = RunRecord(
+        run.path,
+        run.path.name,
+        config,
+        summary,
+        run.read_jsonl(run.metrics_file),
+        run.read_jsonl(run.eval_file),
+        [],
+        run.gif_file if run.gif_file.is_file() else None,
+    )
     record.frames = _frames(run, record)
     return record
 
@@ -98,8 +108,15 @@ def frame_at(record: RunRecord, fraction: float) -> Frame | None:
     return min(record.frames, key=lambda f: (abs(f.fraction - fraction), -f.step))
 
 
-def attach_evaluation(record: RunRecord, count: int, seed: int, metrics: str, device: Any,
-                      log: Callable[[str], None]) -> None:
+def attach_evaluation(
+    record: RunRecord,
+    count: int,
+    seed: int,
+    metrics: str,
+    device: Any,
+    log: Callable[[str], None],
+    split: str = "auto",
+) -> None:
     """Fill record.evaluation from a matching eval-<seed>.json, or evaluate and save one."""
     from ganforge.metrics.runs import EVAL_FORMAT, default_output, evaluate_source
 
@@ -109,11 +126,19 @@ def attach_evaluation(record: RunRecord, count: int, seed: int, metrics: str, de
             saved = json.loads(out.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             saved = {}
-        if (saved.get("format"), saved.get("count"), saved.get("seed"), saved.get("step"),
-                saved.get("requested")) == (EVAL_FORMAT, count, seed, record.summary.get("steps"), metrics or "auto"):
+        if (
+            saved.get("format"),
+            saved.get("count"),
+            saved.get("seed"),
+            saved.get("step"),
+            saved.get("requested"),
+            saved.get("split"),
+        ) == (EVAL_FORMAT, count, seed, record.summary.get("steps"), metrics or "auto", split):
             record.evaluation = saved
             return
     log(f"evaluating {record.name} on {count} images ...")
-    evaluation = evaluate_source(record.path, count=count, seed=seed, metrics=metrics, device=device)
+    evaluation = evaluate_source(
+        record.path, count=count, seed=seed, metrics=metrics, device=device, split=split
+    )
     write_text(out, json.dumps(evaluation, indent=2) + "\n")
     record.evaluation = evaluation

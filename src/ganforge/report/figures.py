@@ -18,7 +18,16 @@ from ganforge.artefacts.plots import smooth  # noqa: E402
 from ganforge.metrics.registry import main_output_order  # noqa: E402
 from ganforge.report.collect import RunRecord  # noqa: E402
 
-COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+)
 
 
 def _png(fig) -> bytes:
@@ -53,7 +62,7 @@ def loss_figure(runs: list[RunRecord]) -> bytes | None:
 
 
 def main_key(evals: list[dict]) -> str:
-    """Which logged number is the run's main metric (the one `main` copies), by the registry's rank."""
+    """Which logged number is the main metric (the one `main` copies), by the registry's rank."""
     for key in main_output_order():
         if evals and key in evals[0]:
             return key
@@ -71,9 +80,20 @@ def quality_figure(runs: list[RunRecord]) -> bytes | None:
         key = main_key(run.evals)
         keys.add(key)
         values = [r["main"] for r in run.evals]
-        axes[0].plot([r["elapsed_s"] for r in run.evals], values, "o-", color=colour, label=f"{run.name} ({key})")
-        axes[1].plot([100 * r["step"] / run.total_steps for r in run.evals], values, "o-", color=colour,
-                     label=f"{run.name} ({key})")
+        axes[0].plot(
+            [r["elapsed_s"] for r in run.evals],
+            values,
+            "o-",
+            color=colour,
+            label=f"{run.name} ({key})",
+        )
+        axes[1].plot(
+            [100 * r["step"] / run.total_steps for r in run.evals],
+            values,
+            "o-",
+            color=colour,
+            label=f"{run.name} ({key})",
+        )
     label = " / ".join(sorted(keys)) + " (lower is better)"
     axes[0].set_xlabel("wall-clock seconds since the start of training")
     axes[1].set_xlabel("% of training")

@@ -17,15 +17,19 @@ BETTER_TEXT = {"lower": "↓ lower", "higher": "↑ higher", "match": "≈ real 
 STYLE = """
 :root { --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --panel: #f6f8fa; --accent: #0969da; }
 * { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: var(--ink);
+body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
+       color: var(--ink);
        background: #fff; }
 main { max-width: 1320px; margin: 0 auto; padding: 28px 32px 48px; }
 h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 6px;
+       border-bottom: 1px solid var(--line); }
 p.meta, p.note, figcaption, .caption { color: var(--muted); font-size: 13px; }
-code { font: 12.5px ui-monospace, SFMono-Regular, Menlo, monospace; background: var(--panel); padding: 1px 5px;
+code { font: 12.5px ui-monospace, SFMono-Regular, Menlo, monospace; background: var(--panel);
+       padding: 1px 5px;
        border-radius: 4px; }
-.banner { margin: 18px 0; padding: 12px 16px; border: 1px solid #cf222e; background: #ffebe9; color: #82071e;
+.banner { margin: 18px 0; padding: 12px 16px; border: 1px solid #cf222e; background: #ffebe9;
+       color: #82071e;
           border-radius: 6px; font-weight: 600; }
 table { border-collapse: collapse; font-size: 14px; }
 th, td { border: 1px solid var(--line); padding: 6px 10px; text-align: left; vertical-align: top; }
@@ -33,11 +37,13 @@ th { background: var(--panel); font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { font-weight: 700; background: #dafbe1; }
 .grids td { text-align: center; }
-.grids img { width: 200px; height: auto; image-rendering: pixelated; display: block; margin: 0 auto 4px;
+.grids img { width: 200px; height: auto; image-rendering: pixelated; display: block;
+       margin: 0 auto 4px;
              border: 1px solid var(--line); }
 .plot { max-width: 100%; border: 1px solid var(--line); border-radius: 6px; }
 .gifs { display: flex; flex-wrap: wrap; gap: 24px; }
-.gifs figure { margin: 0; padding: 12px; border: 1px solid var(--line); border-radius: 8px; background: var(--panel); }
+.gifs figure { margin: 0; padding: 12px; border: 1px solid var(--line); border-radius: 8px;
+       background: var(--panel); }
 .gifs img { width: 300px; image-rendering: pixelated; display: block; }
 tr.space th { background: #ddf4ff; font-weight: 600; }
 span.ci { display: block; color: var(--muted); font-size: 11.5px; }
@@ -50,20 +56,32 @@ def data_uri(data: bytes, mime: str) -> str:
 
 
 def image_tag(data: bytes, mime: str, alt: str, css: str = "") -> str:
-    return f'<img src="{data_uri(data, mime)}" alt="{escape(alt)}"{f" class={css!r}" if css else ""}>'
+    return (
+        f'<img src="{data_uri(data, mime)}" alt="{escape(alt)}"{f" class={css!r}" if css else ""}>'
+    )
 
 
 def format_value(value: float | None) -> str:
     if value is None:
         return "–"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return (
+        f"{value:.4f}"
+        if abs(value) < 10
+        else f"{value:.2f}"
+        if abs(value) < 1000
+        else f"{value:,.0f}"
+    )
 
 
 def _runs_table(report: Report) -> str:
     facts = [run_facts(run) for run in report.runs]
     head = "".join(f"<th>{escape(run.name)}</th>" for run in report.runs)
-    rows = "".join(f"<tr><th>{escape(label)}</th>" + "".join(f"<td>{escape(f[i][1])}</td>" for f in facts) + "</tr>"
-                   for i, (label, _) in enumerate(facts[0]))
+    rows = "".join(
+        f"<tr><th>{escape(label)}</th>"
+        + "".join(f"<td>{escape(f[i][1])}</td>" for f in facts)
+        + "</tr>"
+        for i, (label, _) in enumerate(facts[0])
+    )
     return f"<table><tr><th></th>{head}</tr>{rows}</table>"
 
 
@@ -77,8 +95,10 @@ def _grids(report: Report) -> str:
                 tds.append("<td class='caption'>no grid</td>")
                 continue
             caption = f"iteration {frame.step} ({100 * frame.fraction:.0f}%)"
-            tds.append(f"<td>{image_tag(frame.path.read_bytes(), 'image/png', f'{run.name} {caption}')}"
-                       f"<span class='caption'>{caption}</span></td>")
+            tds.append(
+                f"<td>{image_tag(frame.path.read_bytes(), 'image/png', f'{run.name} {caption}')}"
+                f"<span class='caption'>{caption}</span></td>"
+            )
         rows.append(f"<tr><th>{escape(run.name)}</th>{''.join(tds)}</tr>")
     return f"<table class='grids'><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 
@@ -95,7 +115,7 @@ def _metric_cell(row: MetricRow, index: int) -> str:
 
 
 def space_title(report: Report, space: str | None) -> str:
-    """The group heading of a metrics table: the feature network by name, or 'no feature network'."""
+    """The group heading of a metrics table: the feature network by name, or 'other'."""
     if space is None:
         return "other metrics (classifier predictions, pixels)"
     return report.spaces.get(space, f"{space} features")
@@ -120,56 +140,99 @@ def _metrics(report: Report) -> str:
     rows = []
     for title, group in grouped_rows(report):
         rows.append(f"<tr class='space'><th colspan='{columns}'>{escape(title)}</th></tr>")
-        rows += [f"<tr><th>{escape(row.key)}</th>" + "".join(_metric_cell(row, i) for i in range(len(report.runs)))
-                 + (f"<td class='num'>{format_value(row.floor)}</td>" if show_floor else "")
-                 + f"<td>{BETTER_TEXT[row.better]}</td></tr>" for row in group]
+        rows += [
+            f"<tr><th>{escape(row.key)}</th>"
+            + "".join(_metric_cell(row, i) for i in range(len(report.runs)))
+            + (f"<td class='num'>{format_value(row.floor)}</td>" if show_floor else "")
+            + f"<td>{BETTER_TEXT[row.better]}</td></tr>"
+            for row in group
+        ]
     floor_head = "<th>real vs real</th>" if show_floor else ""
     refs = ", ".join(sorted({f"{r.evaluation['reference']}" for r in report.runs if r.evaluation}))
-    note = (f"{first['count']} generated images per run (noise seed {first['seed']}) against {refs}. "
-            "Small grey ranges: 95 % bootstrap intervals. Best value per row in bold green.")
+    note = (
+        f"{first['count']} generated images per run (noise seed {first['seed']}) against {refs}. "
+        "Small grey ranges: 95 % bootstrap intervals. Best value per row in bold green."
+    )
     if report.floor_note:
         note += " " + report.floor_note
     flags = "".join(f"<li>{escape(flag)}</li>" for flag in report.flags)
-    flags_html = (f"<h3>Noise and agreement</h3><ul class='flags'>{flags}</ul>" if flags else
-                  "<p class='note'>Every difference between runs is larger than the bootstrap noise, and both "
-                  "feature spaces order the runs alike.</p>" if len(report.runs) > 1 else "")
-    return (f"<table class='metrics'><tr><th>metric</th>{head}{floor_head}<th>better</th></tr>{''.join(rows)}"
-            f"</table><p class='note'>{escape(note)}</p>{flags_html}")
+    flags_html = (
+        f"<h3>Noise and agreement</h3><ul class='flags'>{flags}</ul>"
+        if flags
+        else "<p class='note'>Every difference between runs is larger than the bootstrap noise, "
+        "and both "
+        "feature spaces order the runs alike.</p>"
+        if len(report.runs) > 1
+        else ""
+    )
+    return (
+        "<table "
+        f"class='metrics'><tr><th>metric</th>{head}{floor_head}<th>better</th></tr>{''.join(rows)}"
+        f"</table><p class='note'>{escape(note)}</p>{flags_html}"
+    )
 
 
 def _figure(png: bytes | None, alt: str, missing: str) -> str:
-    return image_tag(png, "image/png", alt, "plot") if png else f"<p class='note'>{escape(missing)}</p>"
+    return (
+        image_tag(png, "image/png", alt, "plot")
+        if png
+        else f"<p class='note'>{escape(missing)}</p>"
+    )
 
 
 def _gifs(report: Report) -> str:
-    figures = [f"<figure>{image_tag(run.gif.read_bytes(), 'image/gif', f'{run.name} training')}"
-               f"<figcaption>{escape(run.name)}: grids over training</figcaption></figure>"
-               for run in report.runs if run.gif]
-    return f"<div class='gifs'>{''.join(figures)}</div>" if figures else "<p class='note'>No training GIFs.</p>"
+    figures = [
+        f"<figure>{image_tag(run.gif.read_bytes(), 'image/gif', f'{run.name} training')}"
+        f"<figcaption>{escape(run.name)}: grids over training</figcaption></figure>"
+        for run in report.runs
+        if run.gif
+    ]
+    return (
+        f"<div class='gifs'>{''.join(figures)}</div>"
+        if figures
+        else "<p class='note'>No training GIFs.</p>"
+    )
 
 
 def render_html(report: Report) -> str:
     banner = f"<div class='banner'>⚠ {escape(report.banner)}</div>" if report.banner else ""
     sections = [
         ("Runs", _runs_table(report)),
-        ("Samples at the same fractions of training", _grids(report)
-         + "<p class='note'>Each run's grid nearest to the stated fraction of its planned length, from the fixed "
-           "noise the run drew for its grids.</p>"),
+        (
+            "Samples at the same fractions of training",
+            _grids(report)
+            + "<p class='note'>Each run's grid nearest to the stated fraction of its planned "
+            "length, from the fixed "
+            "noise the run drew for its grids.</p>",
+        ),
         ("Loss curves", _figure(report.loss_png, "loss curves", "No training log.")),
-        ("Quality versus time", _figure(report.quality_png, "quality versus time",
-                                        "No evaluation during training: train with --eval-every N to get this curve.")),
+        (
+            "Quality versus time",
+            _figure(
+                report.quality_png,
+                "quality versus time",
+                "No evaluation during training: train with --eval-every N to get this curve.",
+            ),
+        ),
         ("Metrics", _metrics(report)),
         ("Training GIFs", _gifs(report)),
     ]
-    body = "".join(f"<section><h2>{escape(title)}</h2>{content}</section>" for title, content in sections)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{escape(report.title)}</title>"
-            f"<style>{STYLE}</style></head><body><main><h1>{escape(report.title)}</h1>"
-            f"<p class='meta'>Made {escape(report.created)} by <code>{escape(report.command)}</code></p>"
-            f"{banner}{body}</main></body></html>\n")
+    body = "".join(
+        f"<section><h2>{escape(title)}</h2>{content}</section>" for title, content in sections
+    )
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, "
+        f"initial-scale=1'><title>{escape(report.title)}</title>"
+        f"<style>{STYLE}</style></head><body><main><h1>{escape(report.title)}</h1>"
+        f"<p class='meta'>Made {escape(report.created)} by "
+        f"<code>{escape(report.command)}</code></p>"
+        f"{banner}{body}</main></body></html>\n"
+    )
 
 
 def write_html(report: Report, path: Path) -> Path:
     from ganforge.artefacts.files import write_text
+
     write_text(path, render_html(report))
     return path

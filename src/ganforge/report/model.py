@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ganforge.errors import ConfigError
 from ganforge.metrics import direction, split_key
-from ganforge.metrics.uncertainty import within_noise
 from ganforge.metrics.floors import floor_for
+from ganforge.metrics.uncertainty import within_noise
 from ganforge.report.collect import Frame, RunRecord, frame_at
 from ganforge.report.figures import loss_figure, quality_figure
 
@@ -28,7 +28,9 @@ class MetricRow:
     values: list[float | None]  # one per run
     best: set[int]  # indices of the runs with the best value
     floor: float | None  # real-vs-real value at the same count, where documented
-    intervals: list[list[float] | None] = field(default_factory=list)  # 95 % bootstrap interval per run
+    intervals: list[list[float] | None] = field(
+        default_factory=list
+    )  # 95 % bootstrap interval per run
     space: str | None = None  # the feature space that produced it (None: needs no features)
 
 
@@ -45,34 +47,51 @@ class Report:
     command: str
     spaces: dict[str, str] = field(default_factory=dict)  # feature space -> how reports name it
     flags: list[str] = field(default_factory=list)  # within-noise and disagreement findings
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    )
 
 
 def mixing_banner(runs: list[RunRecord], allow_mixed: bool) -> str | None:
-    """None when every run trained on the same data at the same size; else an error or, if allowed, a banner."""
+    """None when every run trained on the same data at the same size; else an error or, if allowed,
+    a banner.
+    """
     datasets = sorted({r.dataset for r in runs})
     shapes = sorted({"x".join(map(str, r.image_shape)) for r in runs})
     if len(datasets) == 1 and len(shapes) == 1:
         return None
     what = "; ".join(f"{r.name}: {r.dataset} at {'x'.join(map(str, r.image_shape))}" for r in runs)
     if not allow_mixed:
-        raise ConfigError(f"these runs were trained on different data or image sizes ({what}); their numbers are not "
-                          "comparable. Compare runs of one dataset, or pass --allow-mixed for a report with a warning")
-    return (f"These runs were trained on different data or image sizes ({what}). Each run is measured against its "
-            "own reference data: compare numbers within a run's column, not across columns.")
+        raise ConfigError(
+            f"these runs were trained on different data or image sizes ({what}); their numbers "
+            "are not "
+            "comparable. Compare runs of one dataset, or pass --allow-mixed for a report with a "
+            "warning"
+        )
+    return (
+        f"These runs were trained on different data or image sizes ({what}). Each run is measured "
+        "against its "
+        "own reference data: compare numbers within a run's column, not across columns."
+    )
 
 
 def _best(values: list[float | None], better: str, target: list[float | None]) -> set[int]:
     scored = [(i, v) for i, v in enumerate(values) if v is not None]
     if better == "match":
-        scored = [(i, abs(v - t)) for (i, v), t in zip(scored, [target[i] for i, _ in scored]) if t is not None]
+        scored = [
+            (i, abs(v - t))
+            for (i, v), t in zip(scored, [target[i] for i, _ in scored])
+            if t is not None
+        ]
         better = "lower"
     if better not in ("lower", "higher") or len(scored) < 2:
         return set()
     pick = min if better == "lower" else max
     best = pick(v for _, v in scored)
     winners = {i for i, v in scored if v == best}
-    return set() if len(winners) == len(scored) else winners  # a tie between all runs singles out nobody
+    return (
+        set() if len(winners) == len(scored) else winners
+    )  # a tie between all runs singles out nobody
 
 
 def metric_rows(runs: list[RunRecord], mixed: bool) -> tuple[list[MetricRow], str | None]:
@@ -82,21 +101,40 @@ def metric_rows(runs: list[RunRecord], mixed: bool) -> tuple[list[MetricRow], st
     for evaluation in evaluations:
         keys += [k for k in evaluation.get("metrics", {}) if k not in keys]
     first = next((e for e in evaluations if e), {})
-    floors = None if mixed or not first else floor_for(first.get("reference", ""), first.get("count", 0),
-                                                       first.get("image_shape"))
+    floors = (
+        None
+        if mixed or not first
+        else floor_for(first.get("reference", ""), first.get("count", 0), first.get("image_shape"))
+    )
     rows = []
     for key in keys:
         values = [e.get("metrics", {}).get(key) for e in evaluations]
         targets = [e.get("metrics", {}).get("msssim_real") for e in evaluations]
         best = set() if mixed else _best(values, direction(key), targets)
         intervals = [(e.get("intervals") or {}).get(key) for e in evaluations]
-        rows.append(MetricRow(key, direction(key), values, best, (floors or {}).get("metrics", {}).get(key),
-                              intervals, split_key(key)[1]))
+        rows.append(
+            MetricRow(
+                key,
+                direction(key),
+                values,
+                best,
+                (floors or {}).get("metrics", {}).get(key),
+                intervals,
+                split_key(key)[1],
+            )
+        )
     note = floors.get("note") if floors else None
     return rows, note
 
 
-RANKED = ("fid", "kid", "precision", "recall", "density", "coverage")  # outputs checked for disagreement
+RANKED = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+)  # outputs checked for disagreement
 
 
 def noise_and_disagreement(runs: list[RunRecord], rows: list[MetricRow]) -> list[str]:
@@ -107,24 +145,38 @@ def noise_and_disagreement(runs: list[RunRecord], rows: list[MetricRow]) -> list
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
             a, b = runs[i].name, runs[j].name
-            tied = [row.key for row in rows if row.intervals and row.values[i] is not None
-                    and row.values[j] is not None
-                    and within_noise(row.values[i], row.values[j], row.intervals[i], row.intervals[j])]
+            tied = [
+                row.key
+                for row in rows
+                if row.intervals
+                and row.values[i] is not None
+                and row.values[j] is not None
+                and within_noise(row.values[i], row.values[j], row.intervals[i], row.intervals[j])
+            ]
             if tied:
-                flags.append(f"{a} and {b} differ by less than the noise (95 % bootstrap intervals) on "
-                             f"{', '.join(tied)}: this count cannot tell them apart there.")
+                flags.append(
+                    f"{a} and {b} differ by less than the noise (95 % bootstrap intervals) on "
+                    f"{', '.join(tied)}: this count cannot tell them apart there."
+                )
             opposite = []
             for key in RANKED:
                 first, second = by_key.get(key), by_key.get(key + "_enc")
-                if first is None or second is None or None in (first.values[i], first.values[j],
-                                                                second.values[i], second.values[j]):
+                if (
+                    first is None
+                    or second is None
+                    or None
+                    in (first.values[i], first.values[j], second.values[i], second.values[j])
+                ):
                     continue
                 if (first.values[i] - first.values[j]) * (second.values[i] - second.values[j]) < 0:
                     opposite.append(key)
             if opposite:
-                flags.append(f"The two feature spaces rank {a} and {b} differently on {', '.join(opposite)} "
-                             "(classifier features vs contrastive encoder features): one network's opinion is "
-                             "not enough to call a winner there.")
+                flags.append(
+                    f"The two feature spaces rank {a} and {b} differently on {', '.join(opposite)} "
+                    "(classifier features vs contrastive encoder features): one network's opinion "
+                    "is "
+                    "not enough to call a winner there."
+                )
     return flags
 
 
@@ -137,8 +189,19 @@ def assemble(runs: list[RunRecord], allow_mixed: bool, title: str | None, comman
     for run in runs:
         spaces.update((run.evaluation or {}).get("spaces") or {})
     flags = [] if banner else noise_and_disagreement(runs, rows)
-    return Report(title, runs, banner, grids, loss_figure(runs), quality_figure(runs), rows, floor_note, command,
-                  spaces=spaces, flags=flags)
+    return Report(
+        title,
+        runs,
+        banner,
+        grids,
+        loss_figure(runs),
+        quality_figure(runs),
+        rows,
+        floor_note,
+        command,
+        spaces=spaces,
+        flags=flags,
+    )
 
 
 def describe_schedule(run: RunRecord) -> str:
@@ -154,14 +217,22 @@ def run_facts(run: RunRecord) -> list[tuple[str, str]]:
     speeds = [r["images_per_s"] for r in run.log if "images_per_s" in r]
     best = s.get("best_metric")
     return [
-        ("preset", c.preset or "(custom)"), ("model", c.model.arch),
+        ("preset", c.preset or "(custom)"),
+        ("model", c.model.arch),
         ("data", f"{run.dataset} ({s.get('images', '?')} images)"),
-        ("image", "x".join(map(str, run.image_shape))), ("schedule", describe_schedule(run)),
+        ("image", "x".join(map(str, run.image_shape))),
+        ("schedule", describe_schedule(run)),
         ("batch", str(c.batch_size)),
-        ("iterations done", f"{s.get('steps')}" + (" (stopped early)" if s.get("stopped_early") else "")),
+        (
+            "iterations done",
+            f"{s.get('steps')}" + (" (stopped early)" if s.get("stopped_early") else ""),
+        ),
         ("wall-clock", f"{s.get('seconds', 0):.0f} s on {s.get('device', '?')}"),
         ("images/s", f"{sum(speeds) / len(speeds):,.0f}" if speeds else "?"),
-        ("best main metric in training", f"{best:.2f}" if isinstance(best, (int, float)) else "not evaluated"),
+        (
+            "best main metric in training",
+            f"{best:.2f}" if isinstance(best, (int, float)) else "not evaluated",
+        ),
     ]
 
 
