@@ -65,27 +65,40 @@ def fid_spread(
     return float(torch.tensor(values).std())
 
 
+KERNEL_ROWS = 1024  # kernel-matrix rows held at once: 10,000 images never need a 10,000² matrix
+
+
 def _kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a @ b.T / a.shape[1] + 1) ** 3  # torchmetrics' KID kernel (degree 3, gamma 1/d, coef 1)
+    # torchmetrics' KID kernel: polynomial, degree 3, gamma 1/d, coefficient 1
+    return (a @ b.T / a.shape[1] + 1) ** 3
 
 
-def _within(k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _weighted_sum(
+    x: torch.Tensor, wx: torch.Tensor, y: torch.Tensor, wy: torch.Tensor
+) -> torch.Tensor:
+    """sum_pq wx_p k(x_p, y_q) wy_q per resample, the kernel built a block of rows at a time."""
+    total = torch.zeros(len(wx), dtype=torch.float64)
+    for start in range(0, len(x), KERNEL_ROWS):
+        rows = slice(start, start + KERNEL_ROWS)
+        total += ((wx[:, rows] @ _kernel(x[rows], y)) * wy).sum(1)
+    return total
+
+
+def _within(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Sum over pairs of distinct draws: w K w - sum_p w_p K_pp, per resample, / (n (n-1))."""
     n = w.sum(1)
-    return (((w @ k) * w).sum(1) - w @ k.diagonal()) / (n * (n - 1))
+    diagonal = ((x * x).sum(1) / x.shape[1] + 1) ** 3
+    return (_weighted_sum(x, w, x, w) - w @ diagonal) / (n * (n - 1))
 
 
 def kid_spread(
     f_real: torch.Tensor, f_fake: torch.Tensor, resamples: int, generator: torch.Generator
 ) -> float:
     """Standard deviation of the full-set unbiased MMD² over bootstrap resamples of both sets."""
-    wr, wf = (
-        _weights(len(f_real), resamples, generator),
-        _weights(len(f_fake), resamples, generator),
-    )
-    k_rr, k_ff, k_rf = _kernel(f_real, f_real), _kernel(f_fake, f_fake), _kernel(f_real, f_fake)
-    cross = ((wr @ k_rf) * wf).sum(1) / (wr.sum(1) * wf.sum(1))
-    return float((_within(k_rr, wr) + _within(k_ff, wf) - 2 * cross).std())
+    wr = _weights(len(f_real), resamples, generator)
+    wf = _weights(len(f_fake), resamples, generator)
+    cross = _weighted_sum(f_real, wr, f_fake, wf) / (wr.sum(1) * wf.sum(1))
+    return float((_within(f_real, wr) + _within(f_fake, wf) - 2 * cross).std())
 
 
 def mean_spread(values: torch.Tensor, resamples: int, generator: torch.Generator) -> float:
