@@ -513,3 +513,34 @@ def test_eval_scores_images_from_any_tool_with_the_same_floors(
     np.save(copies, np.zeros((10, 5, 5, 5)))
     assert main(["eval", str(copies), "--dataset", "mnist"]) == 2
     assert "expected images" in capsys.readouterr().err
+
+
+def test_eval_falls_back_to_the_training_data_without_a_local_test_split(tmp_path, mnist_dir):
+    """A run trained from a local copy that holds only the training files is still evaluated
+    (against its training data, as the record says), not refused."""
+    local = tmp_path / "mnist-train-only"
+    local.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (local / name).symlink_to(mnist_dir / name)
+    run = ganforge.train(
+        ganforge.load_preset("mnist-gan").with_overrides(
+            {
+                **TINY,
+                "iterations": 5,
+                "out_dir": str(tmp_path),
+                "data.path": str(local),
+                "run_name": "local",
+            }
+        ),
+        show_progress=False,
+    )
+    out = tmp_path / "eval.json"
+    assert (
+        main(["eval", str(run.run_dir), "--count", "200", "--metrics", "swd", "--out", str(out)])
+        == 0
+    )
+    assert json.loads(out.read_text())["reference"] == "mnist/train"
+    assert (
+        main(["eval", str(run.run_dir), "--count", "200", "--split", "test", "--metrics", "swd"])
+        == 2
+    )

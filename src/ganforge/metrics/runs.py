@@ -169,8 +169,18 @@ def reference_config(
 def load_reference(
     info: GeneratorInfo, config: TrainConfig | None, data: str | None, split: str = "auto"
 ) -> ImageData:
-    """Reference images shaped like the generator's output, or a DataError saying why not."""
-    reference = load_images(reference_config(info, config, data, split))
+    """Reference images shaped like the generator's output, or a DataError saying why not.
+
+    With split 'auto' a test split that cannot be found (a local copy without the test files)
+    falls back to the training data, as evaluation did before test splits were the default;
+    the record's reference name says which was used.
+    """
+    try:
+        reference = load_images(reference_config(info, config, data, split))
+    except DataError:
+        if split != "auto" or data is not None:
+            raise
+        reference = load_images(reference_config(info, config, data, "train"))
     if reference.image_shape != tuple(info.image_shape):
         raise DataError(
             f"reference data {reference.name} is {reference.image_shape} but the generator makes "
