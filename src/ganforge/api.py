@@ -7,6 +7,7 @@ curve, so the CLI and ``ganforge.train`` behave the same.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from ganforge.check import check
@@ -28,7 +29,8 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
     With ``eval_every > 0`` and no evaluator given, the default one scores the generator. The
     run's loggers (``config.loggers``, plus the CSV twin of metrics.jsonl) are added as hooks.
     """
-    if evaluator is None and config.eval_every > 0:
+    if evaluator is None and config.eval_every > 0 and os.environ.get("RANK", "0") == "0":
+        # under torchrun only rank 0 evaluates (training/distributed.py)
         check(config)
         data = data if data is not None else load_images(config.data)
         from ganforge.metrics import training_evaluator

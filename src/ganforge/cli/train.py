@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 
@@ -140,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     from ganforge.api import train
     result = train(config, overwrite=args.overwrite, resume=bool(args.resume), show_progress=not args.quiet,
                    allow_data_change=args.allow_data_change, log=say)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports for all processes
+        return 128 + (result.stop_signal or signal.SIGINT) if result.stopped_early else 0
     if result.nothing_to_do:
         say(f"nothing to do: {result.run_dir} already reached iteration {result.steps}, the end of its "
             "schedule; extend it with --resume RUN --iterations N (or --epochs N)")
