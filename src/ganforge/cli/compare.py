@@ -7,6 +7,16 @@ from pathlib import Path
 
 from ganforge.cli.common import positive_int, say, seed_int
 
+EXAMPLES = """\
+examples:
+  ganforge compare runs/gan-001 runs/dcgan-001 --out report.html   # + report.md, report_files/
+  ganforge compare runs/a runs/b runs/c --count 5000 --title "three seeds"
+  ganforge compare runs/a runs/b --no-metrics                        # grids and curves only
+
+The metrics table shows both feature spaces with 95 % intervals and flags runs that differ
+by less than the noise or that the two spaces order differently. See docs/metrics.md.
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Compare training runs side by side: sample grids at the same fractions of "
         "training, loss curves, quality-versus-time curves, a metrics table and the "
         "training GIFs, in one HTML file with everything embedded, plus a Markdown twin.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "runs",
@@ -53,7 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compare runs on different datasets or image sizes anyway, under a warning banner",
     )
     p.add_argument("--title", default=None, help="report title (default: the run names)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda, for the metrics")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: a GPU when present), cpu or cuda"
+    )
     p.set_defaults(run=run)
 
 

@@ -9,6 +9,17 @@ from typing import Any
 
 from ganforge.cli.common import positive_int, say, seed_int
 
+EXAMPLES = """\
+examples:
+  ganforge eval runs/demo-001                          # vs the MNIST test split, both spaces
+  ganforge eval runs/demo-001/checkpoints/best.pt --count 10000 --seed 1
+  ganforge eval runs/demo-001 --split train --metrics fid,recall,coverage
+  ganforge eval my-digits/ --dataset mnist             # a folder of PNGs made by any tool
+  ganforge eval samples.npy --dataset fashion-mnist    # or an .npy array
+
+Feature metrics are computed in ganforge's own classifier and contrastive encoder, not
+Inception: compare numbers only with each other at the same count. See docs/metrics.md.
+"""
 ARROWS = {
     "lower": "lower is better",
     "higher": "higher is better",
@@ -24,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "SWD, ...)",
         description="Generate --count images and compare them with the run's reference data. "
         "Writes eval-<seed>.json into the run folder and prints a table.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "source",
@@ -82,7 +95,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", "-o", default=None, help="JSON file (default: eval-<seed>.json in the run folder)"
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: a GPU when present), cpu or cuda"
+    )
     p.set_defaults(run=run)
 
 
