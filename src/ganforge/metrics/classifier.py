@@ -148,9 +148,9 @@ def embed(
     device = next(model.parameters()).device
     features, logits = [], []
     for chunk in images.split(batch_size):
-        f, l = model.features_and_logits(prepare(chunk.to(device)))
-        features.append(f.double().cpu())
-        logits.append(l.double().cpu())
+        feature, logit = model.features_and_logits(prepare(chunk.to(device)))
+        features.append(feature.double().cpu())
+        logits.append(logit.double().cpu())
     return torch.cat(features), torch.cat(logits)
 
 

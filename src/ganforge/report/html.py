@@ -90,7 +90,7 @@ def _grids(report: Report) -> str:
     rows = []
     for run, cells in report.grids:
         tds = []
-        for fraction, frame in cells:
+        for _fraction, frame in cells:
             if frame is None:
                 tds.append("<td class='caption'>no grid</td>")
                 continue
