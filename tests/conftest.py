@@ -31,9 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """One intra-op thread for the whole suite, in process and in every subprocess.
 
     The kernels in these tests are tiny; on a shared 2-core machine a second thread only
-    fights the other processes (the issue measured the demo fixture at 95 s with two
-    threads and 30 s with one). The environment variable reaches subprocesses and makes
-    ganforge's own configure_threads() keep one thread in in-process training runs.
+    fights the other processes. Measured on such a machine (load 4-6): tests/test_training.py
+    took 128 s wall and 82 s CPU with two threads, 50 s and 17 s with one (its demo run
+    95 s -> 25 s). The environment variables reach subprocesses and make ganforge's own
+    configure_threads() keep one thread in in-process training runs.
     """
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["GANFORGE_THREADS"] = "1"  # ganforge lets it win over OMP_NUM_THREADS
