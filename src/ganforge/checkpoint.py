@@ -79,6 +79,8 @@ def generator_from_checkpoint(state: dict[str, Any], path: Path,
                   "noise": config["noise"], "noise_std": config["noise_std"],
                   "dataset": state["dataset"], "step": state["step"]}
         ema = state["ema"]
+        if not (ema is None or isinstance(ema, dict)):  # forged or damaged: never skipped silently
+            raise TypeError("ema")
         tensors = ema if (use_ema and isinstance(ema, dict) and ema) else state["generator"]
     except (KeyError, TypeError, ValueError) as exc:
         what = f"no {str(exc)[:60]}" if isinstance(exc, KeyError) else "a malformed model description"
