@@ -47,7 +47,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `import ganforge` does; before torch loads OpenMP
+os.environ.setdefault(
+    "OMP_WAIT_POLICY", "PASSIVE"
+)  # as `import ganforge` does; before torch loads OpenMP
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
@@ -64,8 +66,8 @@ from ganforge.artefacts.rundir import RunDirectory
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_unit_range
 from ganforge.errors import GanforgeError
-from ganforge.presets import load_preset, preset_names
 from ganforge.noise import draw_noise
+from ganforge.presets import load_preset, preset_names
 from ganforge.training import Trainer, TrainerHook, TrainingState
 from ganforge.training.loop import build_step
 from ganforge.training.runtime import Runtime, resolve_runtime
@@ -73,8 +75,14 @@ from ganforge.training.state import real_batch_size
 from ganforge.training.step import Batch
 from ganforge.training.threads import configure_threads, seed_everything, usable_cpus
 
-PLAIN = {"precision": "fp32", "compile": "off", "channels_last": "off", "fused_optim": "off",
-         "async_artefacts": "off", "cuda_graphs": "off"}
+PLAIN = {
+    "precision": "fp32",
+    "compile": "off",
+    "channels_last": "off",
+    "fused_optim": "off",
+    "async_artefacts": "off",
+    "cuda_graphs": "off",
+}
 # name -> (config overrides, plain DataLoader input?)
 VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
     "fast": ({}, False),
@@ -85,16 +93,46 @@ VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
     "fast-unfused": ({"fused_optim": "off"}, False),
     "fast-sync-io": ({"async_artefacts": "off"}, False),
     "fast-dataloader": ({}, True),  # the plain input pipeline, everything else fast
-    "fast-reduce-overhead": ({"compile_mode": "reduce-overhead"}, False),  # CUDA graphs per model (compile)
+    "fast-reduce-overhead": (
+        {"compile_mode": "reduce-overhead"},
+        False,
+    ),  # CUDA graphs per model (compile)
     "fast-autotune": ({"compile_mode": "max-autotune-no-cudagraphs"}, False),
     "fast-graphs": ({"cuda_graphs": "on"}, False),  # the whole iteration as one CUDA graph
-    "fast-eager-graphs": ({"compile": "off", "cuda_graphs": "on"}, False),  # no compile time, no launch cost
+    "fast-eager-graphs": (
+        {"compile": "off", "cuda_graphs": "on"},
+        False,
+    ),  # no compile time, no launch cost
 }
 DEFAULT_VARIANTS = ("fast", "plain")
-CUDA_ONLY = {"fast-reduce-overhead", "fast-graphs", "fast-eager-graphs", "fast-autotune", "fast-unfused", "fast-sync-io", "fast-fp32",
-             "fast-contiguous", "fast-eager"}  # identical to "fast" (or impossible) off a CUDA GPU
-FIELDS = ("ms_per_step", "best_ms_per_step", "cpu_ms_per_step", "images_per_s", "steps_measured", "startup_s", "setup_s", "compile_s", "grid_s",
-          "checkpoint_s", "finish_s", "recipe_s", "recipe_time_kind", "peak_gpu_mib", "achieved_tflops")
+CUDA_ONLY = {
+    "fast-reduce-overhead",
+    "fast-graphs",
+    "fast-eager-graphs",
+    "fast-autotune",
+    "fast-unfused",
+    "fast-sync-io",
+    "fast-fp32",
+    "fast-contiguous",
+    "fast-eager",
+}  # identical to "fast" (or impossible) off a CUDA GPU
+FIELDS = (
+    "ms_per_step",
+    "best_ms_per_step",
+    "cpu_ms_per_step",
+    "images_per_s",
+    "steps_measured",
+    "startup_s",
+    "setup_s",
+    "compile_s",
+    "grid_s",
+    "checkpoint_s",
+    "finish_s",
+    "recipe_s",
+    "recipe_time_kind",
+    "peak_gpu_mib",
+    "achieved_tflops",
+)
 
 
 # ---- the trainer, instrumented through its public hooks ------------------------------------------------
@@ -122,16 +160,27 @@ class LoaderBatches:
     device every iteration (what most training scripts do)."""
 
     def __init__(self, config: TrainConfig, data: ImageData, runtime: Runtime):
-        images = data.images.float().div_(127.5).sub_(1.0)  # float32 [N, C, H, W] in [-1, 1], host memory
+        images = (
+            data.images.float().div_(127.5).sub_(1.0)
+        )  # float32 [N, C, H, W] in [-1, 1], host memory
         dataset = TensorDataset(images)
         real_batch = real_batch_size(config)
         generator = torch.Generator().manual_seed(config.seed + 1)
         if config.batch_order == "random":
-            sampler = RandomSampler(dataset, replacement=True, num_samples=10**9, generator=generator)
-            self.loader = DataLoader(dataset, batch_size=real_batch, sampler=sampler, drop_last=True)
+            sampler = RandomSampler(
+                dataset, replacement=True, num_samples=10**9, generator=generator
+            )
+            self.loader = DataLoader(
+                dataset, batch_size=real_batch, sampler=sampler, drop_last=True
+            )
         else:
-            self.loader = DataLoader(dataset, batch_size=real_batch, shuffle=config.batch_order == "shuffle",
-                                     drop_last=True, generator=generator)
+            self.loader = DataLoader(
+                dataset,
+                batch_size=real_batch,
+                shuffle=config.batch_order == "shuffle",
+                drop_last=True,
+                generator=generator,
+            )
         self.runtime = runtime
         self._batches = iter(self.loader)
 
@@ -147,8 +196,9 @@ class LoaderBatches:
         return batch, None
 
 
-def make_trainer(config: TrainConfig, data: ImageData, runtime: Runtime, plain_input: bool
-                 ) -> tuple[Trainer, Marks]:
+def make_trainer(
+    config: TrainConfig, data: ImageData, runtime: Runtime, plain_input: bool
+) -> tuple[Trainer, Marks]:
     """The real Trainer on a fresh state and run folder, instrumented; the plain variant reads
     its real batches from a DataLoader."""
     state = TrainingState.create(config, data.image_shape, len(data), runtime)
@@ -156,7 +206,9 @@ def make_trainer(config: TrainConfig, data: ImageData, runtime: Runtime, plain_i
     run.write_json(run.config_file, config.to_dict())
     marks = Marks()
     batches = LoaderBatches(config, data, runtime) if plain_input else None
-    trainer = Trainer(config, data, state, run, runtime, hooks=(marks,), batches=batches, show_progress=False)
+    trainer = Trainer(
+        config, data, state, run, runtime, hooks=(marks,), batches=batches, show_progress=False
+    )
     return trainer, marks
 
 
@@ -186,26 +238,45 @@ def units_hit(length: int, every: int) -> int:
 def startup_seconds() -> float:
     """A fresh Python process importing torch and ganforge's training and CLI code."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import ganforge.cli, ganforge.training"], check=True,
-                   env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])})
+    subprocess.run(
+        [sys.executable, "-c", "import ganforge.cli, ganforge.training"],
+        check=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
     return time.perf_counter() - start
 
 
 def environment(device: torch.device) -> dict[str, Any]:
     env: dict[str, Any] = {
-        "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "ganforge": getattr(ganforge, "__version__", "?"),
-        "cpu_model": _cpu_model(), "usable_cpus": usable_cpus(), "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "ganforge": getattr(ganforge, "__version__", "?"),
+        "cpu_model": _cpu_model(),
+        "usable_cpus": usable_cpus(),
+        "torch_threads": torch.get_num_threads(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": _git_commit(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update({"gpu": props.name, "gpu_capability": f"{props.major}.{props.minor}",
-                    "gpu_memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda,
-                    "cudnn": torch.backends.cudnn.version(), "bf16_supported": torch.cuda.is_bf16_supported()})
+        env.update(
+            {
+                "gpu": props.name,
+                "gpu_capability": f"{props.major}.{props.minor}",
+                "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "bf16_supported": torch.cuda.is_bf16_supported(),
+            }
+        )
         try:
             import triton
+
             env["triton"] = triton.__version__
         except ImportError:
             env["triton"] = None
@@ -226,16 +297,26 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def load_data(config: TrainConfig, mode: str, synthetic_size: int) -> tuple[ImageData, float, str | None]:
+def load_data(
+    config: TrainConfig, mode: str, synthetic_size: int
+) -> tuple[ImageData, float, str | None]:
     """(data, seconds, note). mode: real (fail if missing), auto (synthetic if missing), synthetic."""
     if mode != "synthetic":
         start = time.perf_counter()
@@ -251,7 +332,9 @@ def load_data(config: TrainConfig, mode: str, synthetic_size: int) -> tuple[Imag
     res = config.data.resolution or 28
     channels = config.data.channels or 1
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (synthetic_size, channels, res, res), dtype=torch.uint8, generator=generator)
+    images = torch.randint(
+        0, 256, (synthetic_size, channels, res, res), dtype=torch.uint8, generator=generator
+    )
     return ImageData(images, f"synthetic/{res}", "random uint8"), 0.0, note
 
 
@@ -265,25 +348,46 @@ def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> t
     rng = torch.Generator(device=device).manual_seed(0)
     real = to_unit_range(data.images[:real_batch].to(device))
     z_d = draw_noise(real_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
-    z_g = z_d if c.shared_noise else draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, rng,
-                                                device)
+    z_g = (
+        z_d
+        if c.shared_noise
+        else draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+    )
     with FlopCounterMode(display=False) as counter:
         step(Batch(real, z_d, z_g))
     return int(counter.get_total_flops()), 2 * real_batch + c.batch_size
 
 
 # ---- one variant of one preset --------------------------------------------------------------------------
-def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: str, args: argparse.Namespace,
-                    workdir: Path, flops_per_step: int, data_load_s: float, startup_s: float) -> dict[str, Any]:
+def measure_variant(
+    preset: str,
+    base: TrainConfig,
+    data: ImageData,
+    variant: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    flops_per_step: int,
+    data_load_s: float,
+    startup_s: float,
+) -> dict[str, Any]:
     overrides, plain_input = VARIANTS[variant]
     device_name = args.device
     window = args.window or max(1, min(base.log_every, args.steps // 5))
     warmup = math.ceil(args.warmup / window) * window
     measured = math.ceil(args.steps / window) * window
-    config = base.with_overrides({**overrides, "device": device_name, "out_dir": str(workdir),
-                                  "run_name": f"{preset}-{variant}", "iterations": warmup + measured,
-                                  "log_every": window, "sample_every": 10**9, "checkpoint_every": 10**9,
-                                  "eval_every": 0}).validate()
+    config = base.with_overrides(
+        {
+            **overrides,
+            "device": device_name,
+            "out_dir": str(workdir),
+            "run_name": f"{preset}-{variant}",
+            "iterations": warmup + measured,
+            "log_every": window,
+            "sample_every": 10**9,
+            "checkpoint_every": 10**9,
+            "eval_every": 0,
+        }
+    ).validate()
     runtime = resolve_runtime(config)
     configure_threads()
     seed_everything(config.seed, config.deterministic)
@@ -312,7 +416,9 @@ def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: st
 
     # Fixed costs, measured on the trained state (the grid is what the recipe writes).
     repeats = args.fixed_repeats
-    grid_blocking_s = timed(trainer.save_sample_grid, torch.device("cpu"), repeats)  # what the loop waits for
+    grid_blocking_s = timed(
+        trainer.save_sample_grid, torch.device("cpu"), repeats
+    )  # what the loop waits for
     grid_s = timed(lambda: (trainer.save_sample_grid(), trainer.writer.drain()), device, repeats)
     checkpoint_s = timed(lambda: trainer.save_checkpoint(), device, repeats)
     trainer.writer.close()
@@ -320,25 +426,50 @@ def measure_variant(preset: str, base: TrainConfig, data: ImageData, variant: st
     recipe = recipe_shape(base, trainer)
     frames = trainer.run.sample_frames()
     gif_measured = timed(lambda: save_gif(frames, workdir / "gif-now.gif"), torch.device("cpu"))
-    gif_recipe = timed(lambda: save_gif(frames[-1:] * recipe["grids"], workdir / "gif-recipe.gif"), torch.device("cpu"))
+    gif_recipe = timed(
+        lambda: save_gif(frames[-1:] * recipe["grids"], workdir / "gif-recipe.gif"),
+        torch.device("cpu"),
+    )
     finish_s = (marks.finish_s or 0.0) + max(0.0, gif_recipe - gif_measured)
     grid_cost = grid_blocking_s if runtime.async_artefacts else grid_s
-    breakdown = {"startup_s": startup_s, "data_load_s": data_load_s, "setup_s": setup_s, "compile_s": compile_s,
-                 "training_s": recipe["steps"] * step_s, "grids_s": recipe["grids"] * grid_cost,
-                 "checkpoints_s": recipe["checkpoints"] * checkpoint_s, "finish_s": finish_s}
+    breakdown = {
+        "startup_s": startup_s,
+        "data_load_s": data_load_s,
+        "setup_s": setup_s,
+        "compile_s": compile_s,
+        "training_s": recipe["steps"] * step_s,
+        "grids_s": recipe["grids"] * grid_cost,
+        "checkpoints_s": recipe["checkpoints"] * checkpoint_s,
+        "finish_s": finish_s,
+    }
     images_per_step = trainer.images_per_step()
     result = {
-        "overrides": overrides, "plain_input": plain_input, "settings": runtime.describe(), "notes": list(runtime.notes),
-        "ms_per_step": 1e3 * step_s, "ms_per_step_windows": [round(1e3 * s, 4) for s in per_step],
-        "images_per_s": images_per_step / step_s, "steps_measured": len(per_step) * window,
+        "overrides": overrides,
+        "plain_input": plain_input,
+        "settings": runtime.describe(),
+        "notes": list(runtime.notes),
+        "ms_per_step": 1e3 * step_s,
+        "ms_per_step_windows": [round(1e3 * s, 4) for s in per_step],
+        "images_per_s": images_per_step / step_s,
+        "steps_measured": len(per_step) * window,
         "cpu_ms_per_step": 1e3 * statistics.median(cpu_per_step),  # process CPU time (all threads)
         "best_ms_per_step": 1e3 * min(per_step),  # the least disturbed window (shared machines)
-        "window": window, "warmup_steps": warmup, "fit_s": fit_s,
-        "startup_s": startup_s, "setup_s": setup_s, "compile_s": compile_s, "grid_s": grid_s,
-        "grid_blocking_s": grid_blocking_s, "checkpoint_s": checkpoint_s, "finish_s": finish_s,
-        "recipe_s": sum(breakdown.values()), "recipe_time_kind": "extrapolated", "recipe_breakdown": breakdown,
+        "window": window,
+        "warmup_steps": warmup,
+        "fit_s": fit_s,
+        "startup_s": startup_s,
+        "setup_s": setup_s,
+        "compile_s": compile_s,
+        "grid_s": grid_s,
+        "grid_blocking_s": grid_blocking_s,
+        "checkpoint_s": checkpoint_s,
+        "finish_s": finish_s,
+        "recipe_s": sum(breakdown.values()),
+        "recipe_time_kind": "extrapolated",
+        "recipe_breakdown": breakdown,
         "recipe": recipe,
-        "peak_gpu_mib": peak, "host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mib": peak,
+        "host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "achieved_tflops": flops_per_step / step_s / 1e12,
     }
     trainer = None  # free the models before the next variant
@@ -354,17 +485,24 @@ def merge_rounds(results: list[dict[str, Any]], flops_per_step: int) -> dict[str
         return merged
     windows = [w for r in results for w in r["ms_per_step_windows"]]
     step_ms = statistics.median(windows)
-    merged.update(ms_per_step=step_ms, ms_per_step_windows=windows, rounds=len(results),
-                  steps_measured=sum(r["steps_measured"] for r in results),
-                  cpu_ms_per_step=statistics.median(r["cpu_ms_per_step"] for r in results),
-                  best_ms_per_step=min(r["best_ms_per_step"] for r in results),
-                  images_per_s=results[-1]["images_per_s"] * results[-1]["ms_per_step"] / step_ms,
-                  achieved_tflops=flops_per_step / (step_ms / 1e3) / 1e12)
+    merged.update(
+        ms_per_step=step_ms,
+        ms_per_step_windows=windows,
+        rounds=len(results),
+        steps_measured=sum(r["steps_measured"] for r in results),
+        cpu_ms_per_step=statistics.median(r["cpu_ms_per_step"] for r in results),
+        best_ms_per_step=min(r["best_ms_per_step"] for r in results),
+        images_per_s=results[-1]["images_per_s"] * results[-1]["ms_per_step"] / step_ms,
+        achieved_tflops=flops_per_step / (step_ms / 1e3) / 1e12,
+    )
     for key in ("setup_s", "compile_s", "grid_s", "grid_blocking_s", "checkpoint_s", "finish_s"):
         merged[key] = statistics.median(r[key] for r in results)
     peaks = [r["peak_gpu_mib"] for r in results if r["peak_gpu_mib"] is not None]
     merged["peak_gpu_mib"] = max(peaks) if peaks else None
-    breakdown = {key: statistics.median(r["recipe_breakdown"][key] for r in results) for key in results[-1]["recipe_breakdown"]}
+    breakdown = {
+        key: statistics.median(r["recipe_breakdown"][key] for r in results)
+        for key in results[-1]["recipe_breakdown"]
+    }
     breakdown["training_s"] = results[-1]["recipe"]["steps"] * step_ms / 1e3
     merged.update(recipe_breakdown=breakdown, recipe_s=sum(breakdown.values()))
     return merged
@@ -374,17 +512,36 @@ def recipe_shape(config: TrainConfig, trainer: Trainer) -> dict[str, int]:
     """Iterations, grids and checkpoints of the documented recipe on this data."""
     length = config.schedule_length
     steps = length * trainer.state.steps_per_epoch if config.schedule_unit == "epoch" else length
-    return {"steps": steps, "grids": 1 + units_hit(length, config.sample_every),
-            "checkpoints": units_hit(length, config.checkpoint_every),
-            "evaluations_not_timed": units_hit(length, config.eval_every) if config.eval_every else 0}
+    return {
+        "steps": steps,
+        "grids": 1 + units_hit(length, config.sample_every),
+        "checkpoints": units_hit(length, config.checkpoint_every),
+        "evaluations_not_timed": units_hit(length, config.eval_every) if config.eval_every else 0,
+    }
 
 
-def run_full(preset: str, base: TrainConfig, data: ImageData, variant: str, seed: int, args: argparse.Namespace,
-             workdir: Path, data_load_s: float, startup_s: float) -> dict[str, Any]:
+def run_full(
+    preset: str,
+    base: TrainConfig,
+    data: ImageData,
+    variant: str,
+    seed: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    data_load_s: float,
+    startup_s: float,
+) -> dict[str, Any]:
     """The whole recipe, end to end, timed; optionally evaluated with ganforge.metrics."""
     overrides, plain_input = VARIANTS[variant]
-    config = base.with_overrides({**overrides, "device": args.device, "out_dir": str(workdir), "seed": seed,
-                                  "run_name": f"{preset}-{variant}-full-s{seed}"}).validate()
+    config = base.with_overrides(
+        {
+            **overrides,
+            "device": args.device,
+            "out_dir": str(workdir),
+            "seed": seed,
+            "run_name": f"{preset}-{variant}-full-s{seed}",
+        }
+    ).validate()
     runtime = resolve_runtime(config)
     configure_threads()
     seed_everything(config.seed, config.deterministic)
@@ -397,9 +554,16 @@ def run_full(preset: str, base: TrainConfig, data: ImageData, variant: str, seed
     result = trainer.fit()
     sync(device)
     wall = time.perf_counter() - start
-    out: dict[str, Any] = {"seed": seed, "run_dir": str(run.path), "steps": result.steps, "train_and_artefacts_s": wall,
-                           "recipe_s": startup_s + data_load_s + wall, "recipe_time_kind": "measured",
-                           "final_stats": result.final_stats, "notes": list(runtime.notes)}
+    out: dict[str, Any] = {
+        "seed": seed,
+        "run_dir": str(run.path),
+        "steps": result.steps,
+        "train_and_artefacts_s": wall,
+        "recipe_s": startup_s + data_load_s + wall,
+        "recipe_time_kind": "measured",
+        "final_stats": result.final_stats,
+        "notes": list(runtime.notes),
+    }
     if args.quality:
         out["quality"] = evaluate_generator(config, data, trainer, device)
     trainer = None  # free the models before the next variant
@@ -407,7 +571,9 @@ def run_full(preset: str, base: TrainConfig, data: ImageData, variant: str, seed
     return out
 
 
-def evaluate_generator(config: TrainConfig, data: ImageData, trainer: Trainer, device: torch.device) -> dict[str, Any]:
+def evaluate_generator(
+    config: TrainConfig, data: ImageData, trainer: Trainer, device: torch.device
+) -> dict[str, Any]:
     try:
         from ganforge.metrics import training_evaluator
     except ImportError as exc:
@@ -416,8 +582,10 @@ def evaluate_generator(config: TrainConfig, data: ImageData, trainer: Trainer, d
         evaluator = training_evaluator(config, data, device)
         start = time.perf_counter()
         scores = evaluator(trainer.state.sampling_generator.eval(), trainer.state.step)
-        return {**{k: float(v) for k, v in scores.items() if isinstance(v, (int, float))},
-                "eval_s": time.perf_counter() - start}
+        return {
+            **{k: float(v) for k, v in scores.items() if isinstance(v, (int, float))},
+            "eval_s": time.perf_counter() - start,
+        }
     except GanforgeError as exc:
         return {"error": str(exc)}
 
@@ -435,8 +603,13 @@ def compare_quality(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         a, b = [q[key] for q in fast], [q[key] for q in plain]
         spread = max(_spread(a), _spread(b))
         gap = abs(statistics.mean(a) - statistics.mean(b))
-        out[key] = {"fast": a, "plain": b, "gap": gap, "seed_spread": spread,
-                    "within_noise": (gap <= 2 * spread) if len(a) > 1 and len(b) > 1 else None}
+        out[key] = {
+            "fast": a,
+            "plain": b,
+            "gap": gap,
+            "seed_spread": spread,
+            "within_noise": (gap <= 2 * spread) if len(a) > 1 and len(b) > 1 else None,
+        }
     return out
 
 
@@ -456,30 +629,86 @@ def _release(device: torch.device) -> None:
 
 # ---- driver --------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="variants: " + ", ".join(VARIANTS) + "  ('all' = every one that applies)")
-    p.add_argument("--presets", default="all", help="comma-separated preset names (default: every preset)")
-    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated variants, or 'all'")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (as ganforge train --device)")
-    p.add_argument("--steps", type=int, default=None, help="iterations measured per variant (GPU 600, CPU 12)")
-    p.add_argument("--warmup", type=int, default=None, help="iterations run before measuring (GPU 100, CPU 2)")
-    p.add_argument("--window", type=int, default=None,
-                   help="iterations per timed window, each ended by the loop's stats read (default: the preset's "
-                        "log_every, at most steps/5)")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="measure every variant this many times, interleaved (noisy, shared machines: 3)")
-    p.add_argument("--fixed-repeats", type=int, default=3, help="times each fixed cost (grid, checkpoint) is measured")
-    p.add_argument("--full", default="", help="comma-separated variants to also run end to end (whole recipe, measured)")
-    p.add_argument("--quality", action="store_true", help="with --full: evaluate each run with ganforge.metrics")
-    p.add_argument("--seeds", default="0", help="seeds for --full runs, e.g. 0,1 (two or more give run-to-run noise)")
-    p.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto",
-                   help="auto: the preset's data, random images of its shape if not found (labelled); real: fail "
-                        "if missing; synthetic: always random images (timing only)")
-    p.add_argument("--synthetic-size", type=int, default=10_000, help="images in the synthetic dataset")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config override for every variant and preset (repeatable)")
-    p.add_argument("--json", default=None, help="where to write the JSON (default: runs/bench/train_speed-<device>-<time>.json)")
-    p.add_argument("--workdir", default=None, help="where the runs go (default: a temporary folder, removed)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="variants: " + ", ".join(VARIANTS) + "  ('all' = every one that applies)",
+    )
+    p.add_argument(
+        "--presets", default="all", help="comma-separated preset names (default: every preset)"
+    )
+    p.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated variants, or 'all'"
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N (as ganforge train --device)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="iterations measured per variant (GPU 600, CPU 12)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=None, help="iterations run before measuring (GPU 100, CPU 2)"
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="iterations per timed window, each ended by the loop's stats read (default: the preset's "
+        "log_every, at most steps/5)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every variant this many times, interleaved (noisy, shared machines: 3)",
+    )
+    p.add_argument(
+        "--fixed-repeats",
+        type=int,
+        default=3,
+        help="times each fixed cost (grid, checkpoint) is measured",
+    )
+    p.add_argument(
+        "--full",
+        default="",
+        help="comma-separated variants to also run end to end (whole recipe, measured)",
+    )
+    p.add_argument(
+        "--quality",
+        action="store_true",
+        help="with --full: evaluate each run with ganforge.metrics",
+    )
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="seeds for --full runs, e.g. 0,1 (two or more give run-to-run noise)",
+    )
+    p.add_argument(
+        "--data",
+        choices=("auto", "real", "synthetic"),
+        default="auto",
+        help="auto: the preset's data, random images of its shape if not found (labelled); real: fail "
+        "if missing; synthetic: always random images (timing only)",
+    )
+    p.add_argument(
+        "--synthetic-size", type=int, default=10_000, help="images in the synthetic dataset"
+    )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every variant and preset (repeatable)",
+    )
+    p.add_argument(
+        "--json",
+        default=None,
+        help="where to write the JSON (default: runs/bench/train_speed-<device>-<time>.json)",
+    )
+    p.add_argument(
+        "--workdir", default=None, help="where the runs go (default: a temporary folder, removed)"
+    )
     args = p.parse_args(argv)
     for item in args.settings:
         if "=" not in item:
@@ -490,13 +719,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from ganforge.training.runtime import resolve_device
+
     device = resolve_device(args.device)
     args.device = str(device)
     gpu = device.type == "cuda"
     args.steps = args.steps or (600 if gpu else 12)
     args.warmup = args.warmup if args.warmup is not None else (100 if gpu else 2)
-    names = preset_names() if args.presets == "all" else [n.strip() for n in args.presets.split(",") if n.strip()]
-    variants = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    names = (
+        preset_names()
+        if args.presets == "all"
+        else [n.strip() for n in args.presets.split(",") if n.strip()]
+    )
+    variants = (
+        list(VARIANTS)
+        if args.variants == "all"
+        else [v.strip() for v in args.variants.split(",") if v.strip()]
+    )
     for v in variants + [v for v in args.full.split(",") if v]:
         if v not in VARIANTS:
             raise SystemExit(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
@@ -508,13 +746,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     configure_threads()
     report: dict[str, Any] = {
-        "benchmark": "ganforge bench/train_speed.py", "format": 1,
+        "benchmark": "ganforge bench/train_speed.py",
+        "format": 1,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "command": " ".join(
+            [Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])
+        ),
         "environment": environment(device),
-        "settings": {"steps": args.steps, "warmup": args.warmup, "window": args.window, "rounds": args.rounds,
-                     "variants": variants,
-                     "full": full, "seeds": seeds, "data": args.data, "sets": sets},
+        "settings": {
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "window": args.window,
+            "rounds": args.rounds,
+            "variants": variants,
+            "full": full,
+            "seeds": seeds,
+            "data": args.data,
+            "sets": sets,
+        },
         "presets": {},
     }
     startup_s = startup_seconds()
@@ -532,40 +781,73 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"[bench] {name}: skipped ({exc})", file=sys.stderr)
                 continue
             entry: dict[str, Any] = {
-                "arch": base.model.arch, "dataset": data.name, "images": len(data), "image_shape": list(data.image_shape),
-                "batch_size": base.batch_size, "schedule": f"{base.schedule_length} {base.schedule_unit}s",
-                "data_note": data_note, "data_load_s": load_s, "flops_per_step": flops,
-                "images_per_step": images_per_step, "flops_per_image": flops / images_per_step, "variants": {},
+                "arch": base.model.arch,
+                "dataset": data.name,
+                "images": len(data),
+                "image_shape": list(data.image_shape),
+                "batch_size": base.batch_size,
+                "schedule": f"{base.schedule_length} {base.schedule_unit}s",
+                "data_note": data_note,
+                "data_load_s": load_s,
+                "flops_per_step": flops,
+                "images_per_step": images_per_step,
+                "flops_per_image": flops / images_per_step,
+                "variants": {},
             }
             report["presets"][name] = entry
             rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-            for round_index in range(args.rounds):  # variants interleaved, so drifting load hits them alike
+            for round_index in range(
+                args.rounds
+            ):  # variants interleaved, so drifting load hits them alike
                 for variant in variants:
-                    print(f"[bench] {name}: {variant} (round {round_index + 1}/{args.rounds})", file=sys.stderr,
-                          flush=True)
-                    rounds[variant].append(measure_variant(name, base, data, variant, args, workdir, flops, load_s,
-                                                           startup_s))
+                    print(
+                        f"[bench] {name}: {variant} (round {round_index + 1}/{args.rounds})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    rounds[variant].append(
+                        measure_variant(
+                            name, base, data, variant, args, workdir, flops, load_s, startup_s
+                        )
+                    )
             for variant, results in rounds.items():
                 entry["variants"][variant] = merge_rounds(results, flops)
             plain = entry["variants"].get("plain")
             for result in entry["variants"].values():
-                result["speedup_vs_plain"] = (plain["ms_per_step"] / result["ms_per_step"]) if plain else None
-                result["recipe_speedup_vs_plain"] = (plain["recipe_s"] / result["recipe_s"]) if plain else None
+                result["speedup_vs_plain"] = (
+                    (plain["ms_per_step"] / result["ms_per_step"]) if plain else None
+                )
+                result["recipe_speedup_vs_plain"] = (
+                    (plain["recipe_s"] / result["recipe_s"]) if plain else None
+                )
             if full:
                 runs: dict[str, list[dict[str, Any]]] = {}
                 for variant in full:
                     for seed in seeds:
-                        print(f"[bench] {name}: {variant} full recipe, seed {seed}", file=sys.stderr, flush=True)
+                        print(
+                            f"[bench] {name}: {variant} full recipe, seed {seed}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         runs.setdefault(variant, []).append(
-                            run_full(name, base, data, variant, seed, args, workdir, load_s, startup_s))
+                            run_full(
+                                name, base, data, variant, seed, args, workdir, load_s, startup_s
+                            )
+                        )
                 entry["full_runs"] = runs
                 if args.quality:
                     entry["quality_fast_vs_plain"] = compare_quality(runs)
             del data
             gc.collect()
     report["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    path = Path(args.json) if args.json else ROOT / "runs" / "bench" / (
-        f"train_speed-{device.type}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json")
+    path = (
+        Path(args.json)
+        if args.json
+        else ROOT
+        / "runs"
+        / "bench"
+        / (f"train_speed-{device.type}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json")
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
     print(format_table(report))
@@ -582,43 +864,103 @@ def _jsonable(value: Any) -> Any:
 def format_table(report: dict[str, Any]) -> str:
     env = report["environment"]
     where = env["gpu"] or f"CPU: {env['cpu_model']}, {env['torch_threads']} threads"
-    lines = [f"ganforge training speed on {env['device']} ({where}); torch {env['torch']}"
-             + (f", CUDA {env.get('cuda')}" if env.get("cuda") else "")
-             + f"; load average {env['load_average_start']} -> {env.get('load_average_end')}",
-             f"ms/step: median over windows of iterations (wall); CPU ms: process CPU time per iteration, all threads; "
-             f"recipe time = process start + data + set-up + compile + "
-             f"iterations x ms/step + grids + checkpoints + final artefacts ({'extrapolated'} unless marked 'meas.')",
-             ""]
-    head = ("preset", "variant", "autocast", "compile", "img/s", "ms/step", "x plain", "CPU ms", "recipe s", "x plain",
-            "GFLOP/img", "TFLOP/s", "peak MiB")
+    lines = [
+        f"ganforge training speed on {env['device']} ({where}); torch {env['torch']}"
+        + (f", CUDA {env.get('cuda')}" if env.get("cuda") else "")
+        + f"; load average {env['load_average_start']} -> {env.get('load_average_end')}",
+        f"ms/step: median over windows of iterations (wall); CPU ms: process CPU time per iteration, all threads; "
+        f"recipe time = process start + data + set-up + compile + "
+        f"iterations x ms/step + grids + checkpoints + final artefacts ({'extrapolated'} unless marked 'meas.')",
+        "",
+    ]
+    head = (
+        "preset",
+        "variant",
+        "autocast",
+        "compile",
+        "img/s",
+        "ms/step",
+        "x plain",
+        "CPU ms",
+        "recipe s",
+        "x plain",
+        "GFLOP/img",
+        "TFLOP/s",
+        "peak MiB",
+    )
     rows = [head]
     for name, entry in report["presets"].items():
         if "error" in entry:
-            rows.append((name, "skipped", entry["error"][:60], "", "", "", "", "", "", "", "", "", ""))
+            rows.append(
+                (name, "skipped", entry["error"][:60], "", "", "", "", "", "", "", "", "", "")
+            )
             continue
         for variant, r in entry["variants"].items():
             s = r["settings"]
-            rows.append((name, variant, s["autocast"], s["compile"], f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}",
-                         _ratio(r.get("speedup_vs_plain")), f"{r['cpu_ms_per_step']:.1f}", f"~{r['recipe_s']:,.0f}", _ratio(r.get("recipe_speedup_vs_plain")),
-                         f"{entry['flops_per_image'] / 1e9:.3f}", f"{r['achieved_tflops']:.3f}",
-                         "-" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:,.0f}"))
+            rows.append(
+                (
+                    name,
+                    variant,
+                    s["autocast"],
+                    s["compile"],
+                    f"{r['images_per_s']:,.0f}",
+                    f"{r['ms_per_step']:.2f}",
+                    _ratio(r.get("speedup_vs_plain")),
+                    f"{r['cpu_ms_per_step']:.1f}",
+                    f"~{r['recipe_s']:,.0f}",
+                    _ratio(r.get("recipe_speedup_vs_plain")),
+                    f"{entry['flops_per_image'] / 1e9:.3f}",
+                    f"{r['achieved_tflops']:.3f}",
+                    "-" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:,.0f}",
+                )
+            )
         for variant, runs in entry.get("full_runs", {}).items():
             for run in runs:
-                rows.append((name, f"{variant} full s{run['seed']}", "", "", "", "", "", "",
-                             f"{run['recipe_s']:,.1f} meas.", "", "", "", ""))
+                rows.append(
+                    (
+                        name,
+                        f"{variant} full s{run['seed']}",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        f"{run['recipe_s']:,.1f} meas.",
+                        "",
+                        "",
+                        "",
+                        "",
+                    )
+                )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     for i, row in enumerate(rows):
-        lines.append("  ".join(str(cell).ljust(w) if j < 4 else str(cell).rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(
+                str(cell).ljust(w) if j < 4 else str(cell).rjust(w)
+                for j, (cell, w) in enumerate(zip(row, widths))
+            )
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    notes = [f"{name}: {entry['data_note']}" for name, entry in report["presets"].items() if entry.get("data_note")]
+    notes = [
+        f"{name}: {entry['data_note']}"
+        for name, entry in report["presets"].items()
+        if entry.get("data_note")
+    ]
     for name, entry in report["presets"].items():
         for variant, r in entry.get("variants", {}).items():
-            notes += [f"{name}/{variant}: {note}" for note in r["notes"] if not note.startswith("precision: fp32")]
+            notes += [
+                f"{name}/{variant}: {note}"
+                for note in r["notes"]
+                if not note.startswith("precision: fp32")
+            ]
         for key, q in entry.get("quality_fast_vs_plain", {}).items():
             if isinstance(q, dict):
-                notes.append(f"{name} quality {key}: fast {q['fast']} vs plain {q['plain']} "
-                             f"(gap {q['gap']:.4g}, seed spread {q['seed_spread']:.4g}, within noise: {q['within_noise']})")
+                notes.append(
+                    f"{name} quality {key}: fast {q['fast']} vs plain {q['plain']} "
+                    f"(gap {q['gap']:.4g}, seed spread {q['seed_spread']:.4g}, within noise: {q['within_noise']})"
+                )
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)

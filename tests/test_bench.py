@@ -33,10 +33,30 @@ def report(tmp_path_factory):
     """Every preset, fast and plain, 3 timed iterations each on small synthetic data."""
     out = tmp_path_factory.mktemp("bench")
     bench = _bench_module()
-    result = bench.main(["--device", "cpu", "--steps", "3", "--warmup", "1", "--window", "1", "--data", "synthetic",
-                         "--synthetic-size", "32", "--set", "batch_size=4",
-                         "--fixed-repeats", "1", "--json", str(out / "bench.json"),
-                         "--workdir", str(out / "runs")])
+    result = bench.main(
+        [
+            "--device",
+            "cpu",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--window",
+            "1",
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "32",
+            "--set",
+            "batch_size=4",
+            "--fixed-repeats",
+            "1",
+            "--json",
+            str(out / "bench.json"),
+            "--workdir",
+            str(out / "runs"),
+        ]
+    )
     return result, json.loads((out / "bench.json").read_text())
 
 
@@ -44,8 +64,17 @@ def test_json_is_the_report_and_names_the_environment(report):
     result, written = report
     assert written["presets"].keys() == result["presets"].keys()
     env = written["environment"]
-    for key in ("device", "torch", "python", "cpu_model", "torch_threads", "load_average_start", "load_average_end",
-                "startup_s", "gpu"):
+    for key in (
+        "device",
+        "torch",
+        "python",
+        "cpu_model",
+        "torch_threads",
+        "load_average_start",
+        "load_average_end",
+        "startup_s",
+        "gpu",
+    ):
         assert key in env, key
     assert env["device"] == "cpu" and env["gpu"] is None
     assert env["startup_s"] > 0
@@ -53,6 +82,7 @@ def test_json_is_the_report_and_names_the_environment(report):
 
 def test_every_preset_has_fast_and_plain_with_every_field(report):
     from ganforge.presets import preset_names
+
     _, written = report
     bench = _bench_module()
     assert {"demo", "mnist-gan", "mnist-dcgan"} <= set(written["presets"]) <= set(preset_names())
@@ -67,13 +97,20 @@ def test_every_preset_has_fast_and_plain_with_every_field(report):
                 assert field in r, (name, variant, field)
             assert r["steps_measured"] >= 3
             assert 0 < r["ms_per_step"] < 600_000
-            assert math.isclose(r["images_per_s"], entry["images_per_step"] / (r["ms_per_step"] / 1e3), rel_tol=1e-6)
-            assert math.isclose(r["achieved_tflops"], entry["flops_per_step"] / (r["ms_per_step"] / 1e3) / 1e12,
-                                rel_tol=1e-6)
+            assert math.isclose(
+                r["images_per_s"], entry["images_per_step"] / (r["ms_per_step"] / 1e3), rel_tol=1e-6
+            )
+            assert math.isclose(
+                r["achieved_tflops"],
+                entry["flops_per_step"] / (r["ms_per_step"] / 1e3) / 1e12,
+                rel_tol=1e-6,
+            )
             assert r["recipe_time_kind"] == "extrapolated"
             parts = r["recipe_breakdown"]
             assert math.isclose(r["recipe_s"], sum(parts.values()), rel_tol=1e-9)
-            assert parts["training_s"] > 0 and r["recipe"]["steps"] > 0 and r["recipe"]["grids"] >= 2
+            assert (
+                parts["training_s"] > 0 and r["recipe"]["steps"] > 0 and r["recipe"]["grids"] >= 2
+            )
             assert r["grid_s"] > 0 and r["checkpoint_s"] > 0 and r["finish_s"] > 0
             assert r["peak_gpu_mib"] is None  # no GPU in this test
             assert r["settings"]["autocast"] == "fp32" and r["settings"]["compile"] == "off"
@@ -85,7 +122,12 @@ def test_every_preset_has_fast_and_plain_with_every_field(report):
 def test_recipe_shape_follows_the_preset(report):
     _, written = report
     gan = written["presets"]["mnist-gan"]["variants"]["fast"]["recipe"]
-    assert gan == {"steps": 30_000, "grids": 1 + 150, "checkpoints": 6, "evaluations_not_timed": 0}  # 30k iterations, grid every 200, ckpt 5k
+    assert gan == {
+        "steps": 30_000,
+        "grids": 1 + 150,
+        "checkpoints": 6,
+        "evaluations_not_timed": 0,
+    }  # 30k iterations, grid every 200, ckpt 5k
     dcgan = written["presets"]["mnist-dcgan"]["variants"]["fast"]["recipe"]
     assert dcgan["steps"] == 60 * (32 // 4) and dcgan["grids"] == 61 and dcgan["checkpoints"] == 12
 
@@ -100,8 +142,12 @@ def test_flops_are_those_of_a_real_training_iteration(report):
     g, d = sum(i * o for i, o in g_layers), sum(i * o for i, o in d_layers)
     g_first, d_first = 100 * 256, 784 * 512
     macs = half * g  # G makes D's fakes (no grad)
-    macs += 2 * (half * d + half * d + half * (d - d_first))  # D on real, D on fake: forward, weight and input grads
-    macs += batch * g + batch * d + batch * d + batch * g + batch * (g - g_first)  # G step; D frozen (input grads only)
+    macs += 2 * (
+        half * d + half * d + half * (d - d_first)
+    )  # D on real, D on fake: forward, weight and input grads
+    macs += (
+        batch * g + batch * d + batch * d + batch * g + batch * (g - g_first)
+    )  # G step; D frozen (input grads only)
     assert entry["flops_per_step"] == 2 * macs
     assert entry["images_per_step"] == half + half + batch
 
@@ -114,7 +160,9 @@ def test_table_is_printed(report, capsys):
 
 
 def test_command_line_help_runs_with_the_projects_python():
-    out = subprocess.run([sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "--variants" in out.stdout and "--full" in out.stdout
 

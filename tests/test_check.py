@@ -12,18 +12,27 @@ from ganforge.check import check
 from ganforge.errors import ConfigError
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--loss", "foo"], "unknown loss 'foo'; choose one of: bce, bce-keras, hinge, lsgan"),
-    (["--model", "resnet-nosuch"], "unknown model 'resnet-nosuch'"),
-    (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
-    (["--resolution", "100"], "resolution 100 is not a power of two"),
-    (["--set", "model.options.widht=0.5"], "has no option 'widht'"),
-    (["--dataset", "nifti", "--set", "data.nifti_axis=3"], "data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial)"),
-    (["--set", "precision=fp8"], "precision must be one of auto, fp32, bf16"),
-    (["--set", "update=sometimes"], "update must be one of alternating, simultaneous"),
-    (["--epochs", "2", "--iterations", "5"], "give only one of --epochs and --iterations"),
-    (["--preset", "mnist-dcgan", "--set", "update=simultaneous"], "set d_separate_updates=false"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--loss", "foo"], "unknown loss 'foo'; choose one of: bce, bce-keras, hinge, lsgan"),
+        (["--model", "resnet-nosuch"], "unknown model 'resnet-nosuch'"),
+        (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+        (["--resolution", "100"], "resolution 100 is not a power of two"),
+        (["--set", "model.options.widht=0.5"], "has no option 'widht'"),
+        (
+            ["--dataset", "nifti", "--set", "data.nifti_axis=3"],
+            "data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial)",
+        ),
+        (["--set", "precision=fp8"], "precision must be one of auto, fp32, bf16"),
+        (["--set", "update=sometimes"], "update must be one of alternating, simultaneous"),
+        (["--epochs", "2", "--iterations", "5"], "give only one of --epochs and --iterations"),
+        (
+            ["--preset", "mnist-dcgan", "--set", "update=simultaneous"],
+            "set d_separate_updates=false",
+        ),
+    ],
+)
 def test_dry_run_rejects_each_bad_setting_in_one_line(cli, user_error, tmp_path, args, fragment):
     result = cli("train", "--dry-run", "--out", tmp_path, *args)
     user_error(result, fragment)
@@ -44,7 +53,9 @@ def test_a_group_set_merges_instead_of_resetting_the_other_settings():
 
 
 def test_every_problem_is_reported_at_once():
-    config = load_preset("demo").with_overrides({"loss": "foo", "model.arch": "nosuch", "batch_size": 0})
+    config = load_preset("demo").with_overrides(
+        {"loss": "foo", "model.arch": "nosuch", "batch_size": 0}
+    )
     with pytest.raises(ConfigError) as caught:
         check(config)
     message = str(caught.value)
@@ -55,6 +66,7 @@ def test_every_problem_is_reported_at_once():
 def test_a_failed_set_up_leaves_no_run_folder(tmp_path, tiny_config, tiny_images):
     """A model that cannot make the data's images is found before the run folder is made."""
     from ganforge.training import train
+
     config = tiny_config("demo", out_dir=str(tmp_path / "runs"), run_name="never")
     with pytest.raises(ConfigError, match="cannot make images of shape"):
         train(config, data=tiny_images(size=28), show_progress=False)  # dcgan wants 32, not 28

@@ -11,12 +11,23 @@ from ganforge.presets import load_config_file, load_preset, preset_names
 
 def test_documented_recipes_are_presets_with_the_notebook_settings():
     gan = load_preset("mnist-gan").validate()
-    assert (gan.iterations, gan.batch_size, gan.d_half_batch, gan.sample_every, gan.grid_size) == (30000, 64, True, 200, 5)
+    assert (gan.iterations, gan.batch_size, gan.d_half_batch, gan.sample_every, gan.grid_size) == (
+        30000,
+        64,
+        True,
+        200,
+        5,
+    )
     assert (gan.optim.lr_g, gan.optim.lr_d, gan.optim.beta1) == (2e-4, 2e-4, 0.5)
     assert gan.model.arch == "gan" and gan.batch_order == "random"
     dcgan = load_preset("mnist-dcgan").validate()
     assert (dcgan.epochs, dcgan.batch_size, dcgan.grid_size, dcgan.sample_every) == (60, 128, 7, 1)
-    assert (dcgan.noise, dcgan.noise_std, dcgan.grid_noise, dcgan.batch_order) == ("normal", 0.5, "uniform", "sequential")
+    assert (dcgan.noise, dcgan.noise_std, dcgan.grid_noise, dcgan.batch_order) == (
+        "normal",
+        0.5,
+        "uniform",
+        "sequential",
+    )
 
 
 def test_every_preset_is_valid():
@@ -42,26 +53,32 @@ def test_model_options_can_be_set_one_by_one():
     assert config.model.options["width"] == 0.25
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("batch_size", 0, "batch_size must be a positive number"),
-    ("optim.lr_g", -1e-4, "optim.lr_g must be a positive number"),
-    ("model.latent_dim", 0, "model.latent_dim must be a positive number"),
-    ("optim.beta1", 1.5, r"optim.beta1 must be in \[0, 1\)"),
-    ("noise", "cauchy", "noise must be one of normal, uniform"),
-    ("data.channels", 2, "data.channels must be 1 or 3"),
-    ("device", "tpu", "device must be auto"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_size", 0, "batch_size must be a positive number"),
+        ("optim.lr_g", -1e-4, "optim.lr_g must be a positive number"),
+        ("model.latent_dim", 0, "model.latent_dim must be a positive number"),
+        ("optim.beta1", 1.5, r"optim.beta1 must be in \[0, 1\)"),
+        ("noise", "cauchy", "noise must be one of normal, uniform"),
+        ("data.channels", 2, "data.channels must be 1 or 3"),
+        ("device", "tpu", "device must be auto"),
+    ],
+)
 def test_impossible_settings_are_refused_before_any_work(key, value, message):
     with pytest.raises(ConfigError, match=message):
         load_preset("demo").with_overrides({key: value}).validate()
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("batch_sise", "64", "unknown setting 'batch_sise'.*batch_size"),
-    ("optim.lr", "1", "unknown setting 'optim.lr'.*lr_g"),
-    ("batch_size", "many", "batch_size expects int, got 'many'"),
-    ("deterministic", "perhaps", "deterministic expects bool"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_sise", "64", "unknown setting 'batch_sise'.*batch_size"),
+        ("optim.lr", "1", "unknown setting 'optim.lr'.*lr_g"),
+        ("batch_size", "many", "batch_size expects int, got 'many'"),
+        ("deterministic", "perhaps", "deterministic expects bool"),
+    ],
+)
 def test_bad_overrides_say_what_is_wrong(key, value, message):
     with pytest.raises(ConfigError, match=message):
         load_preset("demo").with_overrides({key: value})

@@ -40,15 +40,36 @@ from ganforge.training.sampler import BatchSampler
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 # The notebook's MLP GAN, shrunk: BatchNorm in G (synchronised with sync_bn), none in D.
-TINY = ["--model", "gan", "--set", "model.options={g_hidden: [32], d_hidden: [32]}",
-        "--data", str(MNIST), "--limit", "256", "--batch-size", "32", "--device", "cpu",
-        "--quiet", "--set", "log_every=2", "--set", "sample_every=3",
-        "--set", "checkpoint_every=3", "--set", "dist_timeout_s=30"]
+TINY = [
+    "--model",
+    "gan",
+    "--set",
+    "model.options={g_hidden: [32], d_hidden: [32]}",
+    "--data",
+    str(MNIST),
+    "--limit",
+    "256",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--set",
+    "log_every=2",
+    "--set",
+    "sample_every=3",
+    "--set",
+    "checkpoint_every=3",
+    "--set",
+    "dist_timeout_s=30",
+]
 # Two processes against one: weights after 6 iterations agree to float32 rounding (measured
 # 1.8e-7); the tolerance leaves room for the order of the all-reduce sums.
 SAME_RUN_ATOL = 1e-5
-pytestmark = pytest.mark.skipif(not (MNIST / "train-images-idx3-ubyte.gz").is_file(),
-                                reason="real MNIST not found (../shared/datasets/mnist)")
+pytestmark = pytest.mark.skipif(
+    not (MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason="real MNIST not found (../shared/datasets/mnist)",
+)
 
 
 def free_port() -> int:
@@ -58,22 +79,38 @@ def free_port() -> int:
 
 
 def environment(tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANFORGE_OFFLINE": "1",
-           "GANFORGE_CACHE": str(tmp / "cache"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GANFORGE_OFFLINE": "1",
+        "GANFORGE_CACHE": str(tmp / "cache"),
+        "PYTHONUNBUFFERED": "1",
+    }
     if Path("/sys/class/net/lo").exists():
         env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's connections stay on loopback
     return env
 
 
-def torchrun(tmp: Path, *args: str, nproc: int = 2, launcher: tuple[str, ...] = ()
-             ) -> subprocess.Popen:
+def torchrun(
+    tmp: Path, *args: str, nproc: int = 2, launcher: tuple[str, ...] = ()
+) -> subprocess.Popen:
     """`torchrun --nproc_per_node=N -m ganforge train ...` on 127.0.0.1, not waited for."""
     if not launcher:
         launcher = ("--master_addr", "127.0.0.1", "--master_port", str(free_port()))
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               *launcher, "-m", "ganforge", "train", *args]
-    return subprocess.Popen(command, env=environment(tmp), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        *launcher,
+        "-m",
+        "ganforge",
+        "train",
+        *args,
+    ]
+    return subprocess.Popen(
+        command, env=environment(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
@@ -83,24 +120,40 @@ def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
 
 def networks(checkpoint: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The checkpoint's G and D, rebuilt and loaded (to digest their weights)."""
-    generator, discriminator = build_models("gan", 100, (1, 32, 32),
-                                            {"g_hidden": [32], "d_hidden": [32]})
+    generator, discriminator = build_models(
+        "gan", 100, (1, 32, 32), {"g_hidden": [32], "d_hidden": [32]}
+    )
     generator.load_state_dict(checkpoint["generator"])
     discriminator.load_state_dict(checkpoint["discriminator"])
     return generator, discriminator
 
 
 def max_difference(a: dict, b: dict) -> float:
-    return max((a[net][key].float() - b[net][key].float()).abs().max().item()
-               for net in ("generator", "discriminator") for key in a[net])
+    return max(
+        (a[net][key].float() - b[net][key].float()).abs().max().item()
+        for net in ("generator", "discriminator")
+        for key in a[net]
+    )
 
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory) -> tuple[Path, str]:
     """6 iterations of the tiny GAN on 2 processes with sync_bn, started by torchrun."""
     tmp = tmp_path_factory.mktemp("two")
-    code, err = finish(torchrun(tmp, *TINY, "--iterations", "6", "--set", "sync_bn=true",
-                                "--out", str(tmp / "runs"), "--name", "two"))
+    code, err = finish(
+        torchrun(
+            tmp,
+            *TINY,
+            "--iterations",
+            "6",
+            "--set",
+            "sync_bn=true",
+            "--out",
+            str(tmp / "runs"),
+            "--name",
+            "two",
+        )
+    )
     assert code == 0, err
     return tmp / "runs" / "two", err
 
@@ -119,17 +172,28 @@ def test_two_processes_hold_identical_weights_and_write_each_artefact_once(two_p
     metrics = [line for line in lines if '"d_loss"' in line]
     assert len(metrics) == 3
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
-        "iteration_000000.png", "iteration_000003.png", "iteration_000006.png"]
-    for name in ("generator.safetensors", "training.gif", "losses.png", "summary.json",
-                 "reals.png"):
+        "iteration_000000.png",
+        "iteration_000003.png",
+        "iteration_000006.png",
+    ]
+    for name in (
+        "generator.safetensors",
+        "training.gif",
+        "losses.png",
+        "summary.json",
+        "reals.png",
+    ):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "ckpt-00000003.pt", "ckpt-00000006.pt"]
+        "ckpt-00000003.pt",
+        "ckpt-00000006.pt",
+    ]
 
 
 @pytest.mark.slow
-def test_two_processes_train_as_one_process_with_the_same_global_batch(two_process_run, cli,
-                                                                       tmp_path):
+def test_two_processes_train_as_one_process_with_the_same_global_batch(
+    two_process_run, cli, tmp_path
+):
     run, _ = two_process_run
     result = cli("train", *TINY, "--iterations", "6", "--out", tmp_path, "--name", "one")
     assert result.code == 0, result.err
@@ -140,8 +204,7 @@ def test_two_processes_train_as_one_process_with_the_same_global_batch(two_proce
 
 
 @pytest.mark.slow
-def test_a_two_process_checkpoint_resumes_on_one_process_resharded(two_process_run, cli,
-                                                                   tmp_path):
+def test_a_two_process_checkpoint_resumes_on_one_process_resharded(two_process_run, cli, tmp_path):
     """A different world size re-shards: the global batch, its order and its noise do not
     depend on the number of processes, so 6 iterations on 2 then 6 on 1 = 12 on 1."""
     run, _ = two_process_run
@@ -162,13 +225,29 @@ def test_two_machines_over_loopback_through_torchruns_rendezvous(tmp_path):
     """Two torchrun agents (one process each) meet through the c10d rendezvous, as on two
     machines; each has its own --out, and only the one that became rank 0 writes."""
     endpoint = f"127.0.0.1:{free_port()}"
-    agents = [torchrun(tmp_path, *TINY, "--iterations", "4", "--out", str(tmp_path / f"node{n}"),
-                       "--name", "pair", nproc=1,
-                       launcher=("--nnodes=2", f"--node_rank={n}", "--rdzv_backend=c10d",
-                                 f"--rdzv_endpoint={endpoint}", "--rdzv_id=ganforge-test",
-                                 "--local_addr=127.0.0.1",
-                                 "--rdzv_conf=join_timeout=60"))
-              for n in (0, 1)]
+    agents = [
+        torchrun(
+            tmp_path,
+            *TINY,
+            "--iterations",
+            "4",
+            "--out",
+            str(tmp_path / f"node{n}"),
+            "--name",
+            "pair",
+            nproc=1,
+            launcher=(
+                "--nnodes=2",
+                f"--node_rank={n}",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={endpoint}",
+                "--rdzv_id=ganforge-test",
+                "--local_addr=127.0.0.1",
+                "--rdzv_conf=join_timeout=60",
+            ),
+        )
+        for n in (0, 1)
+    ]
     results = [finish(agent) for agent in agents]
     assert [code for code, _ in results] == [0, 0], results
     written = [n for n in (0, 1) if (tmp_path / f"node{n}" / "pair" / "checkpoints").is_dir()]
@@ -185,11 +264,23 @@ def test_two_machines_over_loopback_through_torchruns_rendezvous(tmp_path):
 def test_a_machine_that_never_joins_ends_the_rendezvous_after_its_timeout(tmp_path):
     """The second machine never comes (a wrong --rdzv_endpoint on it looks the same from
     here): torchrun gives up after join_timeout, and nothing was written."""
-    agent = torchrun(tmp_path, *TINY, "--iterations", "2", "--out", str(tmp_path / "runs"),
-                     nproc=1, launcher=("--nnodes=2", "--rdzv_backend=c10d",
-                                        f"--rdzv_endpoint=127.0.0.1:{free_port()}",
-                                        "--rdzv_id=alone", "--local_addr=127.0.0.1",
-                                        "--rdzv_conf=join_timeout=5"))
+    agent = torchrun(
+        tmp_path,
+        *TINY,
+        "--iterations",
+        "2",
+        "--out",
+        str(tmp_path / "runs"),
+        nproc=1,
+        launcher=(
+            "--nnodes=2",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{free_port()}",
+            "--rdzv_id=alone",
+            "--local_addr=127.0.0.1",
+            "--rdzv_conf=join_timeout=5",
+        ),
+    )
     start = time.monotonic()
     code, err = finish(agent, timeout=90)
     assert code != 0 and "RendezvousTimeoutError" in err
@@ -211,8 +302,18 @@ def _worker_with_local_rank(agent: int, local_rank: int) -> int:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker pids from /proc")
 def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path):
     out = tmp_path / "runs"
-    agent = torchrun(tmp_path, *TINY, "--iterations", "100000", "--set", "checkpoint_every=10",
-                     "--out", str(out), "--name", "killed")
+    agent = torchrun(
+        tmp_path,
+        *TINY,
+        "--iterations",
+        "100000",
+        "--set",
+        "checkpoint_every=10",
+        "--out",
+        str(out),
+        "--name",
+        "killed",
+    )
     checkpoints = out / "killed" / "checkpoints"
     deadline = time.monotonic() + 90
     while not list(checkpoints.glob("ckpt-*.pt")):
@@ -227,8 +328,9 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path):
     assert "process 0 of 2 lost contact with the others" in line and "--resume" in line
     latest = max(checkpoints.glob("ckpt-*.pt"))
     step = load_checkpoint(latest)["step"]  # intact: it loads
-    resumed = torchrun(tmp_path, "--resume", str(out / "killed"), "--iterations", str(step + 4),
-                       "--quiet")
+    resumed = torchrun(
+        tmp_path, "--resume", str(out / "killed"), "--iterations", str(step + 4), "--quiet"
+    )
     code, err = finish(resumed)
     assert code == 0, err
     final = load_checkpoint(checkpoints / f"ckpt-{step + 4:08d}.pt")
@@ -240,8 +342,18 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_iteration_with_a_checkpo
     """A scheduler (or Ctrl-C) stopping the job: torchrun passes SIGTERM on to each process;
     they agree at the next log interval and rank 0 saves there."""
     out = tmp_path / "runs"
-    agent = torchrun(tmp_path, *TINY, "--iterations", "100000", "--set", "checkpoint_every=100000",
-                     "--out", str(out), "--name", "stopped")
+    agent = torchrun(
+        tmp_path,
+        *TINY,
+        "--iterations",
+        "100000",
+        "--set",
+        "checkpoint_every=100000",
+        "--out",
+        str(out),
+        "--name",
+        "stopped",
+    )
     metrics = out / "stopped" / "metrics.jsonl"
     deadline = time.monotonic() + 90
     while not (metrics.is_file() and '"step": 4,' in metrics.read_text()):
@@ -284,11 +396,22 @@ train(config, data=load_images(config.data), evaluator=evaluator, show_progress=
 def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_path):
     script = tmp_path / "evaluated_run.py"
     script.write_text(EVALUATED_RUN)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
-               str(tmp_path), str(MNIST)]
-    done = subprocess.run(command, env=environment(tmp_path), capture_output=True, text=True,
-                          timeout=120)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        str(tmp_path),
+        str(MNIST),
+    ]
+    done = subprocess.run(
+        command, env=environment(tmp_path), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "evaluated-by-rank-0.txt").read_text().split() == ["2", "4", "6"]
     assert not (tmp_path / "evaluated-by-rank-1.txt").exists()
@@ -299,13 +422,20 @@ def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_
 
 
 # ---- refused in one line, before anything starts (no processes needed) ----------------------
-@pytest.mark.parametrize(("settings", "world", "fragment"), [
-    ({"batch_size": 32}, 3, "must split evenly over the 3 processes; use a multiple of 3, e.g. 33"),
-    ({"batch_size": 4, "d_half_batch": True}, 4, "use a batch_size that is a multiple of 8"),
-    ({"cuda_graphs": "on"}, 2, "cuda_graphs=on cannot capture DDP"),
-    ({"device": "cuda:1"}, 2, "each one uses the GPU of its LOCAL_RANK"),
-    ({"dist_timeout_s": 0}, 1, "dist_timeout_s must be a positive number"),
-])
+@pytest.mark.parametrize(
+    ("settings", "world", "fragment"),
+    [
+        (
+            {"batch_size": 32},
+            3,
+            "must split evenly over the 3 processes; use a multiple of 3, e.g. 33",
+        ),
+        ({"batch_size": 4, "d_half_batch": True}, 4, "use a batch_size that is a multiple of 8"),
+        ({"cuda_graphs": "on"}, 2, "cuda_graphs=on cannot capture DDP"),
+        ({"device": "cuda:1"}, 2, "each one uses the GPU of its LOCAL_RANK"),
+        ({"dist_timeout_s": 0}, 1, "dist_timeout_s must be a positive number"),
+    ],
+)
 def test_settings_a_world_size_cannot_run_are_refused(settings, world, fragment):
     config = TrainConfig(iterations=1).with_overrides(settings)
     found = problems(config, world)
@@ -315,8 +445,11 @@ def test_settings_a_world_size_cannot_run_are_refused(settings, world, fragment)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")
 def test_nccl_without_gpus_is_refused_by_the_dry_run(cli, monkeypatch, user_error):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    user_error(cli("train", "--set", "dist_backend=nccl", "--dry-run"),
-               "dist_backend=nccl needs CUDA GPUs", "dist_backend=gloo")
+    user_error(
+        cli("train", "--set", "dist_backend=nccl", "--dry-run"),
+        "dist_backend=nccl needs CUDA GPUs",
+        "dist_backend=gloo",
+    )
     user_error(cli("train", "--batch-size", "33", "--dry-run"), "multiple of 2")
 
 
@@ -336,8 +469,11 @@ def test_a_wrong_rendezvous_address_fails_within_the_timeout(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", str(free_port()))  # nobody listens there
     config = TrainConfig(iterations=1, device="cpu", dist_timeout_s=1)
     start = time.monotonic()
-    with pytest.raises(ConfigError, match=r"could not join the run at 127\.0\.0\.1:\d+ within "
-                                          r"dist_timeout_s=1 s") as caught:
+    with pytest.raises(
+        ConfigError,
+        match=r"could not join the run at 127\.0\.0\.1:\d+ within "
+        r"dist_timeout_s=1 s",
+    ) as caught:
         join(config)
     assert "\n" not in str(caught.value)
     assert time.monotonic() - start < 15  # the timeout (1 s) and the store's retry delay

@@ -26,8 +26,14 @@ def run_dir(tmp_path_factory, tiny_config, tiny_images) -> Path:
     from ganforge import train
 
     out = tmp_path_factory.mktemp("export-runs")
-    config = tiny_config("demo", {"model.options.width": 0.125}, iterations=2, batch_size=16,
-                         out_dir=str(out), run_name="tiny")
+    config = tiny_config(
+        "demo",
+        {"model.options.width": 0.125},
+        iterations=2,
+        batch_size=16,
+        out_dir=str(out),
+        run_name="tiny",
+    )
     return train(config, data=tiny_images(size=32), show_progress=False).run_dir
 
 
@@ -89,13 +95,17 @@ def test_a_file_that_disagrees_with_pytorch_is_not_written(run_dir, tmp_path, mo
     assert list(tmp_path.iterdir()) == []  # no file, and no temporary left behind
 
 
-def test_onnx_without_the_extra_says_what_to_install(run_dir, tmp_path, monkeypatch, cli,
-                                                      user_error):
+def test_onnx_without_the_extra_says_what_to_install(
+    run_dir, tmp_path, monkeypatch, cli, user_error
+):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxscript" else real(name, *a),
+    )
     result = cli("export", run_dir, "--out", tmp_path / "g.onnx")
     user_error(result, "onnxscript", "ganforge[export]")
     assert not (tmp_path / "g.onnx").exists()
@@ -105,12 +115,19 @@ def test_onnx_example_generates_with_numpy_and_onnxruntime_only(onnx_export, tmp
     from PIL import Image
 
     # The example runs in a fresh interpreter; afterwards neither torch nor ganforge was imported.
-    probe = (f"import runpy, sys; sys.argv = ['onnx_generate.py', {str(onnx_export.path)!r}, "
-             f"'--count', '6', '--out', {str(tmp_path / 'grid.png')!r}]; "
-             f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__'); "
-             "assert 'torch' not in sys.modules and 'ganforge' not in sys.modules")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    probe = (
+        f"import runpy, sys; sys.argv = ['onnx_generate.py', {str(onnx_export.path)!r}, "
+        f"'--count', '6', '--out', {str(tmp_path / 'grid.png')!r}]; "
+        f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__'); "
+        "assert 'torch' not in sys.modules and 'ganforge' not in sys.modules"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert "wrote 6 images of 1x32x32" in done.stdout
     with Image.open(tmp_path / "grid.png") as grid:
@@ -142,17 +159,27 @@ def test_model_folder_has_the_hugging_face_layout_and_a_model_card(run_dir, tmp_
     out = tmp_path / "model"
     result = cli("export", run_dir, "--format", "folder", "--out", out)
     assert result.code == 0, result.err
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md",
-                                               "samples.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "samples.png",
+    }
     config = json.loads((out / "config.json").read_text())
     assert config["library_name"] == "ganforge" and config["architecture"] == "dcgan"
     assert config["latent_dim"] == 100 and config["image_shape"] == [1, 32, 32]
     assert config["training_config"]["preset"] == "demo"
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: ganforge\n")
-    for section in ("## Training data", "licence / terms", "## Recipe",
-                    "ganforge train --preset demo", "--set iterations=2", "## Evaluation",
-                    "## Intended use"):
+    for section in (
+        "## Training data",
+        "licence / terms",
+        "## Recipe",
+        "ganforge train --preset demo",
+        "--set iterations=2",
+        "## Evaluation",
+        "## Intended use",
+    ):
         assert section in card, section
     assert "Not evaluated" in card  # the run has no eval JSON
     assert "clinical" not in card  # random "synthetic/32" images are not medical
@@ -175,7 +202,10 @@ def test_model_folder_loads_offline_without_its_run(run_dir, tmp_path, cli):
     result = cli("sample", tmp_path / "model", "--seeds", "0-2", "--out", tmp_path / "seeds")
     assert result.code == 0, result.err
     assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == [
-        "seed-0000.png", "seed-0001.png", "seed-0002.png"]
+        "seed-0000.png",
+        "seed-0001.png",
+        "seed-0002.png",
+    ]
     assert ganforge.sample(tmp_path / "model", count=4).shape == (4, 32, 32, 1)
 
 
@@ -184,10 +214,17 @@ def test_model_card_shows_metrics_with_their_floors(run_dir, tmp_path):
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    record = {"count": 2000, "seed": 0, "reference": "mnist/test", "reference_count": 2000,
-              "features": "ganforge mnist classifier (not Inception)",
-              "metrics": {"fid": 12.5, "recall": 0.61}, "floor": {"fid": 0.9, "recall": 0.8},
-              "better": {"fid": "lower", "recall": "higher"}, "main": "fid"}
+    record = {
+        "count": 2000,
+        "seed": 0,
+        "reference": "mnist/test",
+        "reference_count": 2000,
+        "features": "ganforge mnist classifier (not Inception)",
+        "metrics": {"fid": 12.5, "recall": 0.61},
+        "floor": {"fid": 0.9, "recall": 0.8},
+        "better": {"fid": "lower", "recall": "higher"},
+        "main": "fid",
+    }
     (copy / "eval-0.json").write_text(json.dumps(record))
     export(copy, tmp_path / "model", "folder")
     card = (tmp_path / "model" / "README.md").read_text()
@@ -196,11 +233,14 @@ def test_model_card_shows_metrics_with_their_floors(run_dir, tmp_path):
     assert "ganforge mnist classifier (not Inception)" in card
 
 
-@pytest.mark.parametrize("data, medical", [
-    ({"dataset": "brain-mri", "path": None}, True),
-    ({"dataset": "nifti", "path": "/data/sub-01_T1w.nii.gz"}, True),
-    ({"dataset": "mnist", "path": None}, False),
-])
+@pytest.mark.parametrize(
+    "data, medical",
+    [
+        ({"dataset": "brain-mri", "path": None}, True),
+        ({"dataset": "nifti", "path": "/data/sub-01_T1w.nii.gz"}, True),
+        ({"dataset": "mnist", "path": None}, False),
+    ],
+)
 def test_model_card_of_medical_data_says_not_for_clinical_use(data, medical):
     from ganforge.checkpoint import GeneratorInfo
     from ganforge.export import model_card

@@ -15,27 +15,36 @@ import time
 import pytest
 import torch
 
+from ganforge.artefacts.writer import BackgroundWriter
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.losses import get_loss
 from ganforge.models import build_models
 from ganforge.presets import load_preset
-from ganforge.training import runtime as rt
 from ganforge.training import oom, transfer
+from ganforge.training import runtime as rt
 from ganforge.training import threads as cpu_threads
 from ganforge.training.step import AdversarialStep, Batch, StepOptions
-from ganforge.artefacts.writer import BackgroundWriter
 
 
 def _config(**overrides) -> TrainConfig:
-    values = {"device": "cpu", "iterations": 6, "batch_size": 8, "log_every": 2, "sample_every": 3,
-              "checkpoint_every": 6, **overrides}
+    values = {
+        "device": "cpu",
+        "iterations": 6,
+        "batch_size": 8,
+        "log_every": 2,
+        "sample_every": 3,
+        "checkpoint_every": 6,
+        **overrides,
+    }
     return load_preset("mnist-dcgan").with_overrides({k: str(v) for k, v in values.items()})
 
 
 def _tiny_data(count: int = 64) -> ImageData:
-    images = torch.randint(0, 256, (count, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (count, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     return ImageData(images, "synthetic/28", "test")
 
 
@@ -43,19 +52,29 @@ def _tiny_data(count: int = 64) -> ImageData:
 def test_auto_on_cpu_is_the_plain_path_and_says_so():
     runtime = rt.resolve_runtime(_config())
     assert runtime.device.type == "cpu" and runtime.dtype is None
-    assert not (runtime.compile or runtime.channels_last or runtime.fused_optim or runtime.cuda_graphs
-                or runtime.async_artefacts)
+    assert not (
+        runtime.compile
+        or runtime.channels_last
+        or runtime.fused_optim
+        or runtime.cuda_graphs
+        or runtime.async_artefacts
+    )
     assert any("fp32" in note for note in runtime.notes)
     assert runtime.describe()["autocast"] == "fp32"
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("precision", "bf16", "use --precision fp32"),
-    ("fused_optim", "on", "needs a CUDA GPU"),
-    ("cuda_graphs", "on", "needs a CUDA GPU"),
-    ("device", "cuda", "sees no CUDA GPU"),
-])
-def test_explicit_requests_the_machine_cannot_meet_are_errors_with_the_fallback(key, value, message):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("precision", "bf16", "use --precision fp32"),
+        ("fused_optim", "on", "needs a CUDA GPU"),
+        ("cuda_graphs", "on", "needs a CUDA GPU"),
+        ("device", "cuda", "sees no CUDA GPU"),
+    ],
+)
+def test_explicit_requests_the_machine_cannot_meet_are_errors_with_the_fallback(
+    key, value, message
+):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match=message):
@@ -73,7 +92,9 @@ def test_cuda_graph_compile_modes_are_noted_off_gpu():
     if rt.compile_unavailable(torch.device("cpu")):
         pytest.skip("no C compiler for torch.compile on this machine")
     runtime = rt.resolve_runtime(_config(compile="on", compile_mode="reduce-overhead"))
-    assert runtime.compile and any("CUDA graphs apply on a CUDA GPU only" in n for n in runtime.notes)
+    assert runtime.compile and any(
+        "CUDA graphs apply on a CUDA GPU only" in n for n in runtime.notes
+    )
 
 
 def test_fast_path_settings_are_validated_and_yaml_booleans_read_as_on_off(tmp_path):
@@ -84,6 +105,7 @@ def test_fast_path_settings_are_validated_and_yaml_booleans_read_as_on_off(tmp_p
     path = tmp_path / "c.yaml"
     path.write_text("iterations: 5\ncompile: off\nchannels_last: on\nasync_artefacts: off\n")
     from ganforge.presets import load_config_file
+
     config = load_config_file(path)
     assert (config.compile, config.channels_last, config.async_artefacts) == ("off", "on", "off")
 
@@ -106,9 +128,15 @@ def test_threads_follow_the_user_then_the_usable_physical_cores(monkeypatch):
 def test_importing_ganforge_makes_openmp_wait_passively():
     import subprocess
     import sys
+
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", "import ganforge, os; print(os.environ['OMP_WAIT_POLICY'])"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", "import ganforge, os; print(os.environ['OMP_WAIT_POLICY'])"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.stdout.strip() == "PASSIVE", out.stderr
 
 
@@ -118,8 +146,15 @@ def _step(runtime: rt.Runtime, seed: int = 0):
     G, D = build_models("dcgan-mnist", 16, (1, 28, 28), {"width": 0.25})
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), runtime,
-                           StepOptions(separate_d_updates=True, fakes_from_eval_g=True))
+    step = AdversarialStep(
+        G,
+        D,
+        opt_g,
+        opt_d,
+        get_loss("bce"),
+        runtime,
+        StepOptions(separate_d_updates=True, fakes_from_eval_g=True),
+    )
     return step, G, D
 
 
@@ -142,20 +177,26 @@ def test_bf16_autocast_keeps_batchnorm_statistics_losses_and_weights_in_fp32():
             assert tensor.grad is None or tensor.grad.dtype == torch.float32, name
     bn32 = [m for m in G32.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     bn16 = [m for m in G16.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for a, b in zip(bn32, bn16):  # running statistics updated from bf16 activations, accumulated in fp32
+    for a, b in zip(
+        bn32, bn16
+    ):  # running statistics updated from bf16 activations, accumulated in fp32
         torch.testing.assert_close(b.running_mean, a.running_mean, atol=2e-2, rtol=5e-2)
         torch.testing.assert_close(b.running_var, a.running_var, atol=2e-2, rtol=5e-2)
-    torch.testing.assert_close(stats16, stats32, atol=3e-2, rtol=3e-2)  # the losses agree to bf16 accuracy
+    torch.testing.assert_close(
+        stats16, stats32, atol=3e-2, rtol=3e-2
+    )  # the losses agree to bf16 accuracy
 
 
 # ---- compile probe and fallback -----------------------------------------------------------------------
 def _weights(run_dir) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+
     return load_file(str(run_dir / "generator.safetensors"))
 
 
 def _train(tmp_path, name, monkeypatch=None, compile_module=None, required=False, **overrides):
     from ganforge.training import loop
+
     config = _config(out_dir=str(tmp_path), run_name=name, **overrides)
     if compile_module is not None:
         original = rt.resolve_runtime
@@ -164,6 +205,7 @@ def _train(tmp_path, name, monkeypatch=None, compile_module=None, required=False
             runtime = original(c)
             runtime.compile, runtime.compile_required = True, required
             return runtime
+
         monkeypatch.setattr(loop, "resolve_runtime", resolve)
         monkeypatch.setattr(loop, "compile_module", compile_module)
     notes: list[str] = []
@@ -180,7 +222,9 @@ def test_compile_probe_is_undone_without_a_trace(tmp_path, monkeypatch):
         def forward(*args):
             calls.append(1)
             return module(*args)
+
         return forward
+
     probed, notes = _train(tmp_path, "probed", monkeypatch, passthrough)
     assert calls, "the compiled forwards were used"
     assert not any("fell back" in n for n in notes)
@@ -195,10 +239,15 @@ def test_compile_failure_at_the_first_call_falls_back_to_eager_and_says_so(tmp_p
     def broken(module, runtime):
         def forward(*args):
             raise RuntimeError("inductor: simulated compiler crash")
+
         return forward
+
     result, notes = _train(tmp_path, "fallback", monkeypatch, broken)
-    assert any("compile: failed at the first iteration" in n and "fell back to eager" in n for n in notes)
+    assert any(
+        "compile: failed at the first iteration" in n and "fell back to eager" in n for n in notes
+    )
     import json
+
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert any("fell back to eager" in n for n in summary["notes"])
     for key, value in _weights(eager.run_dir).items():  # the failed attempt changed nothing
@@ -209,8 +258,12 @@ def test_compile_failure_with_compile_on_is_an_error(tmp_path, monkeypatch):
     def broken(module, runtime):
         def forward(*args):
             raise RuntimeError("simulated")
+
         return forward
-    with pytest.raises(GanforgeError, match="torch.compile failed at the first iteration.*compile=off"):
+
+    with pytest.raises(
+        GanforgeError, match="torch.compile failed at the first iteration.*compile=off"
+    ):
         _train(tmp_path, "required", monkeypatch, broken, required=True)
 
 
@@ -222,6 +275,7 @@ def test_torch_compile_through_dynamo_and_aot_autograd_trains_like_eager(tmp_pat
 
     def aot_eager(module, runtime):
         return torch.compile(module, backend="aot_eager")
+
     compiled, notes = _train(tmp_path, "compiled", monkeypatch, aot_eager, required=True)
     assert not any("fell back" in n for n in notes)
     for key, value in _weights(eager.run_dir).items():
@@ -234,9 +288,12 @@ def test_out_of_memory_becomes_a_message_with_batch_size_and_what_to_change(tmp_
 
     def oom(self):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
     monkeypatch.setattr(loop.Trainer, "fit", oom)
     with pytest.raises(GanforgeError) as info:
-        loop.train(_config(out_dir=str(tmp_path), run_name="oom"), data=_tiny_data(), show_progress=False)
+        loop.train(
+            _config(out_dir=str(tmp_path), run_name="oom"), data=_tiny_data(), show_progress=False
+        )
     message = str(info.value)
     assert "out of memory on cpu while training" in message
     assert "batch 8 of 1x28x28 images" in message and "lower --batch-size (now 8)" in message
@@ -259,6 +316,7 @@ def test_background_writer_keeps_order_and_reports_errors():
         time.sleep(0.01)
         seen.append(i)
         threads.add(threading.get_ident())
+
     for i in range(5):
         writer.submit(work, i)
     writer.drain()
@@ -266,6 +324,7 @@ def test_background_writer_keeps_order_and_reports_errors():
 
     def fail():
         raise OSError("disk full")
+
     writer.submit(fail)
     with pytest.raises(OSError, match="disk full"):
         writer.drain()
@@ -281,6 +340,7 @@ def test_background_writer_disabled_runs_inline():
 
 def test_async_grids_on_cpu_write_every_grid_before_the_gif(tmp_path):
     from ganforge.training import loop
+
     config = _config(out_dir=str(tmp_path), run_name="async", async_artefacts="on")
     result = loop.train(config, data=_tiny_data(), show_progress=False)
     frames = sorted(p.name for p in (result.run_dir / "samples").glob("*.png"))
@@ -305,15 +365,29 @@ def test_fp16_step_scales_gradients_and_keeps_weights_fp32():
     G, D = build_models("dcgan-mnist", 16, (1, 28, 28), {"width": 0.25})
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    scalers = {name: torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1) for name in "dg"}
+    scalers = {
+        name: torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1) for name in "dg"
+    }
     for update in ("alternating", "simultaneous"):
-        step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), runtime,
-                               StepOptions(update=update, separate_d_updates=update == "alternating"),
-                               scalers=scalers)
+        step = AdversarialStep(
+            G,
+            D,
+            opt_g,
+            opt_d,
+            get_loss("bce"),
+            runtime,
+            StepOptions(update=update, separate_d_updates=update == "alternating"),
+            scalers=scalers,
+        )
         before = {name: scaler.get_scale() for name, scaler in scalers.items()}
-        stats = step(Batch(torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 16), torch.randn(8, 16)))
+        stats = step(
+            Batch(torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 16), torch.randn(8, 16))
+        )
         assert torch.isfinite(stats).all()
-        for name, scaler in scalers.items():  # clean steps: each scale grew, so the updates were applied
+        for (
+            name,
+            scaler,
+        ) in scalers.items():  # clean steps: each scale grew, so the updates were applied
             assert scaler.get_scale() > before[name]
     # D's two updates (real, fake) and G's one each moved their own scale
     assert scalers["d"].get_scale() == 2.0**10 * 2**3 and scalers["g"].get_scale() == 2.0**10 * 2**2

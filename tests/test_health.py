@@ -25,6 +25,8 @@ def test_collapsed_samples_are_reported_but_not_during_warm_up():
     real = torch.rand(64, 1, 28, 28) * 2 - 1
     monitor = HealthMonitor(real_spread=spread(real), dominance_steps=500)
     one_image_repeated = real[:1].repeat(64, 1, 1, 1) + 0.01 * torch.randn(64, 1, 28, 28)
-    assert monitor.check_samples(100, one_image_repeated) is None  # a fresh generator: not a collapse
+    assert (
+        monitor.check_samples(100, one_image_repeated) is None
+    )  # a fresh generator: not a collapse
     assert "mode collapse at iteration 600" in monitor.check_samples(600, one_image_repeated)
     assert monitor.check_samples(700, real) is None

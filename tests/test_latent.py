@@ -19,8 +19,14 @@ def run_dir(tmp_path_factory, tiny_config, tiny_images) -> Path:
     from ganforge import train
 
     out = tmp_path_factory.mktemp("latent-runs")
-    config = tiny_config("demo", {"model.options.width": 0.125}, iterations=2, batch_size=16,
-                         out_dir=str(out), run_name="tiny")
+    config = tiny_config(
+        "demo",
+        {"model.options.width": 0.125},
+        iterations=2,
+        batch_size=16,
+        out_dir=str(out),
+        run_name="tiny",
+    )
     return train(config, data=tiny_images(size=32), show_progress=False).run_dir
 
 
@@ -86,8 +92,14 @@ def test_truncation_is_refused_for_uniform_noise_in_one_line(tmp_path, cli, user
     generator, _ = build_models("gan", 16, (1, 28, 28), options)
     info = GeneratorInfo("gan", 16, (1, 28, 28), options, noise="uniform")
     export_generator(tmp_path / "uniform.safetensors", generator, info)
-    result = cli("sample", tmp_path / "uniform.safetensors", "--truncation", "0.7", "--out",
-                 tmp_path / "x.png")
+    result = cli(
+        "sample",
+        tmp_path / "uniform.safetensors",
+        "--truncation",
+        "0.7",
+        "--out",
+        tmp_path / "x.png",
+    )
     user_error(result, "Gaussian latents only", "uniform")
     assert not (tmp_path / "x.png").exists()
 
@@ -95,10 +107,27 @@ def test_truncation_is_refused_for_uniform_noise_in_one_line(tmp_path, cli, user
 def test_truncation_with_count_uses_the_seeds_from_seed(run_dir, tmp_path, cli):
     import numpy as np
 
-    assert cli("sample", run_dir, "--seed", "4", "-n", "3", "--truncation", "0.5",
-               "--out", tmp_path / "a.npy").code == 0
-    assert cli("sample", run_dir, "--seeds", "4-6", "--truncation", "0.5",
-               "--out", tmp_path / "b.npy").code == 0
+    assert (
+        cli(
+            "sample",
+            run_dir,
+            "--seed",
+            "4",
+            "-n",
+            "3",
+            "--truncation",
+            "0.5",
+            "--out",
+            tmp_path / "a.npy",
+        ).code
+        == 0
+    )
+    assert (
+        cli(
+            "sample", run_dir, "--seeds", "4-6", "--truncation", "0.5", "--out", tmp_path / "b.npy"
+        ).code
+        == 0
+    )
     assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
@@ -135,8 +164,16 @@ def test_walk_passes_through_each_seed_and_loops_back():
 def test_interpolate_writes_a_looping_gif(run_dir, tmp_path, cli):
     from PIL import Image
 
-    result = cli("interpolate", run_dir, "--seeds", "3,7,12", "--frames", "12", "--out",
-                 tmp_path / "walk.gif")
+    result = cli(
+        "interpolate",
+        run_dir,
+        "--seeds",
+        "3,7,12",
+        "--frames",
+        "12",
+        "--out",
+        tmp_path / "walk.gif",
+    )
     assert result.code == 0, result.err
     with Image.open(tmp_path / "walk.gif") as gif:
         assert gif.n_frames == 12 and gif.size == (256, 256)  # 32 px enlarged 8x
@@ -147,8 +184,9 @@ def test_interpolate_writes_mp4_when_imageio_ffmpeg_is_installed(run_dir, tmp_pa
     pytest.importorskip("imageio_ffmpeg")
     import imageio.v2 as imageio
 
-    result = cli("interpolate", run_dir, "--seeds", "0,1", "--frames", "8", "--out",
-                 tmp_path / "walk.mp4")
+    result = cli(
+        "interpolate", run_dir, "--seeds", "0,1", "--frames", "8", "--out", tmp_path / "walk.mp4"
+    )
     assert result.code == 0, result.err
     reader = imageio.get_reader(tmp_path / "walk.mp4")
     try:
@@ -158,23 +196,33 @@ def test_interpolate_writes_mp4_when_imageio_ffmpeg_is_installed(run_dir, tmp_pa
     assert len(frames) == 8 and frames[0].shape == (256, 256, 3)
 
 
-def test_mp4_without_the_extra_names_it_in_one_line(run_dir, tmp_path, cli, user_error,
-                                                    monkeypatch):
+def test_mp4_without_the_extra_names_it_in_one_line(
+    run_dir, tmp_path, cli, user_error, monkeypatch
+):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "imageio_ffmpeg" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "imageio_ffmpeg" else real(name, *a),
+    )
     result = cli("interpolate", run_dir, "--seeds", "0,1", "--out", tmp_path / "walk.mp4")
     user_error(result, "imageio_ffmpeg", "ganforge[video]")
     assert not (tmp_path / "walk.mp4").exists()
 
 
 def test_interpolate_needs_two_seeds_and_enough_frames(run_dir, tmp_path, cli, user_error):
-    user_error(cli("interpolate", run_dir, "--seeds", "3", "--out", tmp_path / "w.gif"),
-               "at least two seeds")
-    user_error(cli("interpolate", run_dir, "--seeds", "1,2,3", "--frames", "2", "--out",
-                   tmp_path / "w.gif"), "too few")
+    user_error(
+        cli("interpolate", run_dir, "--seeds", "3", "--out", tmp_path / "w.gif"),
+        "at least two seeds",
+    )
+    user_error(
+        cli(
+            "interpolate", run_dir, "--seeds", "1,2,3", "--frames", "2", "--out", tmp_path / "w.gif"
+        ),
+        "too few",
+    )
     assert list(tmp_path.iterdir()) == []  # refused before any file was made
 
 
@@ -184,8 +232,16 @@ def test_sample_writes_slices_as_a_nifti_volume_with_its_spacing(run_dir, tmp_pa
     import numpy as np
     from PIL import Image
 
-    result = cli("sample", run_dir, "--seeds", "0-3", "--out", tmp_path / "slices.nii.gz",
-                 "--spacing", "0.5,0.5,2")
+    result = cli(
+        "sample",
+        run_dir,
+        "--seeds",
+        "0-3",
+        "--out",
+        tmp_path / "slices.nii.gz",
+        "--spacing",
+        "0.5,0.5,2",
+    )
     assert result.code == 0, result.err
     volume = nib.load(tmp_path / "slices.nii.gz")
     assert volume.shape == (32, 32, 4)  # [W, H, slices]
@@ -198,6 +254,7 @@ def test_sample_writes_slices_as_a_nifti_volume_with_its_spacing(run_dir, tmp_pa
 
 
 def test_bad_nifti_spacing_is_refused_before_generating(run_dir, tmp_path, cli, user_error):
-    user_error(cli("sample", run_dir, "--out", tmp_path / "s.nii.gz", "--spacing", "1,0"),
-               "--spacing")
+    user_error(
+        cli("sample", run_dir, "--out", tmp_path / "s.nii.gz", "--spacing", "1,0"), "--spacing"
+    )
     assert list(tmp_path.iterdir()) == []

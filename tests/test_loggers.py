@@ -59,16 +59,22 @@ def test_tensorboard_resume_hides_what_the_interrupted_run_logged_later(tmp_path
 
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("d_loss")] == [(10, 10.0), (20, 20.0),
-                                                                     (30, -1.0)]
+    assert [(e.step, e.value) for e in events.Scalars("d_loss")] == [
+        (10, 10.0),
+        (20, 20.0),
+        (30, -1.0),
+    ]
 
 
 def test_tensorboard_without_the_package_is_one_clear_line(tmp_path, monkeypatch):
     from ganforge.loggers import logger_problems, make_loggers
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
     with pytest.raises(ConfigError, match=r"ganforge\[tensorboard\]") as caught:
         make_loggers(["csv", "tensorboard"], tmp_path)
     assert "\n" not in str(caught.value)
@@ -124,8 +130,11 @@ def test_csv_resume_drops_rows_after_the_checkpoint(tmp_path):
     resumed = CsvLogger(tmp_path, resume_step=20)
     resumed.log_scalars(30, {"d_loss": -3.0})
     rows = _read_csv(tmp_path / "metrics.csv")
-    assert [(r["step"], r["d_loss"]) for r in rows] == [("10", "10.0"), ("20", "20.0"),
-                                                        ("30", "-3.0")]
+    assert [(r["step"], r["d_loss"]) for r in rows] == [
+        ("10", "10.0"),
+        ("20", "20.0"),
+        ("30", "-3.0"),
+    ]
 
 
 def test_csv_without_resume_step_still_replaces_a_rewound_tail(tmp_path):
@@ -162,5 +171,7 @@ def test_a_training_run_with_logger_tensorboard_writes_events_and_a_csv_twin(tra
     assert [e.step for e in events.Scalars("d_loss")] == [2, 4, 6]
     assert events.Tags()["images"]
     rows = (result.run_dir / "metrics.csv").read_text().splitlines()
-    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 1 + len([r for r in logged if "d_loss" in r])

@@ -20,9 +20,26 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.errors import TrainingDiverged
 
 ITERATIONS = 400
-TINY_GAN = ["--preset", "mnist-gan", "--iterations", str(ITERATIONS), "--limit", "512", "--checkpoint-every", "10",
-            "--sample-every", "100", "--set", "log_every=10", "--set", "deterministic=true",
-            "--set", "model.options.g_hidden=[32,64]", "--set", "model.options.d_hidden=[64,32]"]
+TINY_GAN = [
+    "--preset",
+    "mnist-gan",
+    "--iterations",
+    str(ITERATIONS),
+    "--limit",
+    "512",
+    "--checkpoint-every",
+    "10",
+    "--sample-every",
+    "100",
+    "--set",
+    "log_every=10",
+    "--set",
+    "deterministic=true",
+    "--set",
+    "model.options.g_hidden=[32,64]",
+    "--set",
+    "model.options.d_hidden=[64,32]",
+]
 
 
 def _cli(*args: str) -> list[str]:
@@ -36,7 +53,11 @@ def _env() -> dict[str, str]:
 def _wait_for_checkpoint(run: Path, process: subprocess.Popen, at_least: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        steps = [int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*.pt")] if run.exists() else []
+        steps = (
+            [int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*.pt")]
+            if run.exists()
+            else []
+        )
         if steps and max(steps) >= at_least:
             return
         time.sleep(0.01)
@@ -67,8 +88,13 @@ def _losses(run: Path) -> list[tuple]:
 @pytest.fixture(scope="module")
 def reference_run(mnist_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference")
-    done = subprocess.run(_cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(out), "--name", "ref"),
-                          env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(out), "--name", "ref"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return out / "ref"
 
@@ -76,13 +102,19 @@ def reference_run(mnist_dir, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_bitwise_equal(reference_run, mnist_dir, tmp_path):
     run = tmp_path / "killed"
-    process = subprocess.Popen(_cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(tmp_path), "--name", "killed"),
-                               env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(tmp_path), "--name", "killed"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for_checkpoint(run, process, at_least=40)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "generator.safetensors").exists(), "the kill came too late to test anything"
-    resumed = subprocess.run(_cli("--resume", str(run)), env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _cli("--resume", str(run)), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     _assert_same_weights(reference_run, run)
@@ -90,19 +122,30 @@ def test_sigkill_then_resume_ends_bitwise_equal(reference_run, mnist_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_sigterm_stops_after_saving_and_resume_finishes_identically(reference_run, mnist_dir, tmp_path):
+def test_sigterm_stops_after_saving_and_resume_finishes_identically(
+    reference_run, mnist_dir, tmp_path
+):
     run = tmp_path / "stopped"
-    process = subprocess.Popen(_cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(tmp_path), "--name", "stopped"),
-                               env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _cli(*TINY_GAN, "--data", str(mnist_dir), "--out", str(tmp_path), "--name", "stopped"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_checkpoint(run, process, at_least=20)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr  # the shell's code for a stop by SIGTERM
+    assert process.returncode == 128 + signal.SIGTERM, (
+        stderr
+    )  # the shell's code for a stop by SIGTERM
     assert "stopped (checkpoint saved; continue with: ganforge train --resume" in stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_early"] and summary["steps"] < ITERATIONS
     assert (run / "checkpoints" / f"ckpt-{summary['steps']:08d}.pt").is_file()
-    resumed = subprocess.run(_cli("--resume", str(run)), env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _cli("--resume", str(run)), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_weights(reference_run, run)
 
@@ -110,27 +153,45 @@ def test_sigterm_stops_after_saving_and_resume_finishes_identically(reference_ru
 @pytest.mark.slow
 def test_resume_skips_a_damaged_latest_checkpoint(reference_run, tmp_path):
     import shutil
+
     run = tmp_path / "damaged"
     shutil.copytree(reference_run, run)
     for later in sorted((run / "checkpoints").glob("ckpt-*.pt"))[-2:-1]:
         later.unlink()
     latest = sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]
-    latest.write_bytes(latest.read_bytes()[:1000])  # cut short, as by a disk failure outside ganforge
-    resumed = subprocess.run(_cli("--resume", str(run), "--iterations", str(ITERATIONS + 10)), env=_env(),
-                             capture_output=True, text=True, timeout=300)
+    latest.write_bytes(
+        latest.read_bytes()[:1000]
+    )  # cut short, as by a disk failure outside ganforge
+    resumed = subprocess.run(
+        _cli("--resume", str(run), "--iterations", str(ITERATIONS + 10)),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "skipping damaged checkpoint" in resumed.stderr
     assert (run / "checkpoints" / f"ckpt-{ITERATIONS + 10:08d}.pt").is_file()
 
 
 def test_divergence_stops_with_the_last_good_checkpoint_intact(mnist_test_split, tmp_path):
-    config = load_preset("mnist-gan").with_overrides({
-        "iterations": 10, "out_dir": str(tmp_path), "run_name": "diverge", "log_every": 1, "checkpoint_every": 5,
-        "loss": "lsgan", "model.options": {"g_hidden": [32], "d_hidden": [32]}})
+    config = load_preset("mnist-gan").with_overrides(
+        {
+            "iterations": 10,
+            "out_dir": str(tmp_path),
+            "run_name": "diverge",
+            "log_every": 1,
+            "checkpoint_every": 5,
+            "loss": "lsgan",
+            "model.options": {"g_hidden": [32], "d_hidden": [32]},
+        }
+    )
     data = mnist_test_split.subset(256)
     train(config, data=data, show_progress=False)
     exploding = config.with_overrides({"iterations": 20, "optim.lr_g": 1e20, "optim.lr_d": 1e20})
-    with pytest.raises(TrainingDiverged, match="iteration 11.*ckpt-00000010.pt, is intact.*--resume"):
+    with pytest.raises(
+        TrainingDiverged, match="iteration 11.*ckpt-00000010.pt, is intact.*--resume"
+    ):
         train(exploding, data=data, resume=True, show_progress=False)
     survivors = sorted((tmp_path / "diverge" / "checkpoints").glob("ckpt-*.pt"))
     assert survivors[-1].name == "ckpt-00000010.pt"
@@ -154,17 +215,23 @@ def test_failed_write_leaves_the_previous_file_intact(tmp_path):
 
 def test_artefacts_get_ordinary_file_permissions(tmp_path):
     from ganforge.artefacts.files import write_text
+
     write_text(tmp_path / "report.html", "<html></html>")
     mode = (tmp_path / "report.html").stat().st_mode & 0o777
-    assert mode & 0o044, oct(mode)  # readable by group and others under the usual umask, not mkstemp's 0600
+    assert mode & 0o044, oct(
+        mode
+    )  # readable by group and others under the usual umask, not mkstemp's 0600
 
 
 def test_resume_refuses_data_that_changed_unless_asked(train_tiny, tiny_images):
     from ganforge.errors import CheckpointError
+
     first = train_tiny("moved", iterations=4, data=tiny_images(seed=0))
     with pytest.raises(CheckpointError, match="the data changed since ckpt-00000004.pt"):
         train_tiny("moved", iterations=6, data=tiny_images(seed=1), resume=True)
-    result = train_tiny("moved", iterations=6, data=tiny_images(seed=1), resume=True, allow_data_change=True)
+    result = train_tiny(
+        "moved", iterations=6, data=tiny_images(seed=1), resume=True, allow_data_change=True
+    )
     assert result.steps == 6 and first.run_dir == result.run_dir
 
 

@@ -20,10 +20,17 @@ CPU = Runtime(torch.device("cpu"), None, False, False)
 
 def _tiny_models(seed: int = 0) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(seed)
-    generator = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 8), nn.Tanh(),
-                              nn.Unflatten(1, (1, 2, 4)))
-    discriminator = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1),
-                                  nn.Flatten(0))
+    generator = nn.Sequential(
+        nn.Linear(4, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 8),
+        nn.Tanh(),
+        nn.Unflatten(1, (1, 2, 4)),
+    )
+    discriminator = nn.Sequential(
+        nn.Flatten(), nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0)
+    )
     return generator, discriminator
 
 
@@ -39,9 +46,19 @@ def test_simultaneous_step_is_the_gradient_tape_update():
     Adams step: the same as computing it by hand."""
     G, D = _tiny_models()
     G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
-    opt_g, opt_d = torch.optim.Adam(G.parameters(), lr=1e-3), torch.optim.Adam(D.parameters(), lr=1e-3)
-    step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), CPU,
-                           StepOptions(update="simultaneous", separate_d_updates=False))
+    opt_g, opt_d = (
+        torch.optim.Adam(G.parameters(), lr=1e-3),
+        torch.optim.Adam(D.parameters(), lr=1e-3),
+    )
+    step = AdversarialStep(
+        G,
+        D,
+        opt_g,
+        opt_d,
+        get_loss("bce"),
+        CPU,
+        StepOptions(update="simultaneous", separate_d_updates=False),
+    )
     batch = _batch()
     stats = step(batch)
 
@@ -59,7 +76,9 @@ def test_simultaneous_step_is_the_gradient_tape_update():
     for mine, reference in ((G, G_ref), (D, D_ref)):
         for a, b in zip(mine.state_dict().values(), reference.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
-    assert stats[1].item() == pytest.approx(g_loss.item(), abs=1e-6)  # G's loss on the same fakes D saw
+    assert stats[1].item() == pytest.approx(
+        g_loss.item(), abs=1e-6
+    )  # G's loss on the same fakes D saw
 
 
 def test_alternating_step_trains_g_through_the_updated_d():
@@ -68,9 +87,19 @@ def test_alternating_step_trains_g_through_the_updated_d():
     results = []
     for update, separate in (("alternating", False), ("simultaneous", False)):
         G, D = _tiny_models()
-        opt_g, opt_d = torch.optim.Adam(G.parameters(), lr=1e-2), torch.optim.Adam(D.parameters(), lr=1e-2)
-        step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), CPU,
-                               StepOptions(update=update, separate_d_updates=separate))
+        opt_g, opt_d = (
+            torch.optim.Adam(G.parameters(), lr=1e-2),
+            torch.optim.Adam(D.parameters(), lr=1e-2),
+        )
+        step = AdversarialStep(
+            G,
+            D,
+            opt_g,
+            opt_d,
+            get_loss("bce"),
+            CPU,
+            StepOptions(update=update, separate_d_updates=separate),
+        )
         step(_batch(shared=True))
         results.append(torch.cat([p.detach().flatten() for p in G.parameters()]))
     assert not torch.equal(results[0], results[1])
@@ -81,10 +110,14 @@ def test_shared_counter_counts_updates_of_both_networks_like_one_keras_adam():
     n-th update of any network uses bias correction t = n overall (1, 2, 3, 4, ...)."""
     G, D = _tiny_models()
     opt_g, opt_d, counter = build_optimisers(G, D, OptimConfig(shared_counter=True), CPU)
-    step = AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), CPU, StepOptions(separate_d_updates=True))
+    step = AdversarialStep(
+        G, D, opt_g, opt_d, get_loss("bce"), CPU, StepOptions(separate_d_updates=True)
+    )
     step(_batch())
     assert counter.count() == 3
-    assert {float(s["step"]) for s in opt_d.state.values()} == {2.0}  # D's second update was the 2nd overall
+    assert {float(s["step"]) for s in opt_d.state.values()} == {
+        2.0
+    }  # D's second update was the 2nd overall
     assert {float(s["step"]) for s in opt_g.state.values()} == {3.0}  # G's first update was the 3rd
     step(_batch(seed=2))
     assert {float(s["step"]) for s in opt_d.state.values()} == {5.0}
@@ -119,7 +152,9 @@ def test_shared_counter_makes_generator_updates_about_1_7x_larger_early_then_fad
     shared = _generator_update_sizes(True, 4000)
 
     def expected(n: int) -> float:
-        return (1 - 0.5**n) / (1 - 0.5 ** (3 * n)) * math.sqrt((1 - 0.999 ** (3 * n)) / (1 - 0.999**n))
+        return (
+            (1 - 0.5**n) / (1 - 0.5 ** (3 * n)) * math.sqrt((1 - 0.999 ** (3 * n)) / (1 - 0.999**n))
+        )
 
     for n in (1, 10, 100):
         assert shared[n - 1] / plain[n - 1] == pytest.approx(expected(n), rel=1e-3)
@@ -133,8 +168,9 @@ def test_shared_noise_uses_one_batch_for_both_updates():
     seen = []
     G.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
     opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
-    AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), CPU,
-                    StepOptions(fakes_from_eval_g=True))(_batch(shared=True))
+    AdversarialStep(G, D, opt_g, opt_d, get_loss("bce"), CPU, StepOptions(fakes_from_eval_g=True))(
+        _batch(shared=True)
+    )
     assert len(seen) == 2 and seen[0] is seen[1]
 
 

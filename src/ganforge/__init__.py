@@ -16,15 +16,29 @@ import os as _os
 # 3.5x the CPU time with spinning (bench/README.md, "CPU threads").
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from ganforge.api import train
 from ganforge.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from ganforge.data import ImageData, load_images
 from ganforge.errors import GanforgeError
 from ganforge.generate import generate, load_generator, sample
 from ganforge.presets import load_config_file, load_preset, preset_names
-from ganforge.api import train
 from ganforge.training import TrainResult
 
 __version__ = "0.1.0"
-__all__ = ["DataConfig", "GanforgeError", "ImageData", "ModelConfig", "OptimConfig", "TrainConfig", "TrainResult",
-           "generate", "load_config_file", "load_generator", "load_images", "load_preset", "preset_names", "sample",
-           "train"]
+__all__ = [
+    "DataConfig",
+    "GanforgeError",
+    "ImageData",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "TrainResult",
+    "generate",
+    "load_config_file",
+    "load_generator",
+    "load_images",
+    "load_preset",
+    "preset_names",
+    "sample",
+    "train",
+]

@@ -20,10 +20,18 @@ from ganforge.training.loop import Evaluator, Hook
 from ganforge.training.runtime import resolve_device
 
 
-def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool = False,
-          resume: bool = False, show_progress: bool = True, evaluator: Evaluator | None = None,
-          hooks: tuple[Hook, ...] = (), allow_data_change: bool = False,
-          log: Callable[[str], None] = lambda message: None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    evaluator: Evaluator | None = None,
+    hooks: tuple[Hook, ...] = (),
+    allow_data_change: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> TrainResult:
     """Train a GAN as `config` says; see :func:`ganforge.training.train` for the arguments.
 
     With ``eval_every > 0`` and no evaluator given, the default one scores the generator. The
@@ -34,8 +42,17 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
         check(config)
         data = data if data is not None else load_images(config.data)
         from ganforge.metrics import training_evaluator
+
         evaluator = training_evaluator(config, data, resolve_device(config.device))
     hooks = (LoggingHook(config.loggers), *hooks)  # metrics.csv always; TensorBoard when asked
-    return train_loop(config, data=data, overwrite=overwrite, resume=resume,
-                      show_progress=show_progress, evaluator=evaluator, hooks=hooks,
-                      allow_data_change=allow_data_change, log=log)
+    return train_loop(
+        config,
+        data=data,
+        overwrite=overwrite,
+        resume=resume,
+        show_progress=show_progress,
+        evaluator=evaluator,
+        hooks=hooks,
+        allow_data_change=allow_data_change,
+        log=log,
+    )

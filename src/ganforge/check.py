@@ -31,13 +31,16 @@ def check(config: TrainConfig) -> TrainConfig:
     if config.loss not in LOSSES:
         problems.append(f"unknown loss {config.loss!r}; choose one of: {', '.join(sorted(LOSSES))}")
     problems += source_problems(config.data)
-    augment_problem = names_problem([n.strip() for n in str(config.augment).split(",") if n.strip()])
+    augment_problem = names_problem(
+        [n.strip() for n in str(config.augment).split(",") if n.strip()]
+    )
     if augment_problem:
         problems.append(augment_problem)
     problems += _model_problems(config)
     problems += _execution_problems(config)
     problems += logger_problems(config.loggers)
     from ganforge.training.distributed import problems as distributed_problems
+
     problems += distributed_problems(config)  # batch split over WORLD_SIZE processes, backend
     if problems:
         raise ConfigError("; ".join(problems))
@@ -49,14 +52,18 @@ def check_against_data(config: TrainConfig, data: ImageData) -> None:
     problems = _build_problems(config, data.image_shape)
     if not problems:
         with torch.device("meta"):
-            generator, _ = build_models(config.model.arch, config.model.latent_dim,
-                                        data.image_shape, config.model.options)
-        problems += data_problems(int(getattr(generator, "num_classes", 0) or 0), data.labels,
-                                  data.name)
+            generator, _ = build_models(
+                config.model.arch, config.model.latent_dim, data.image_shape, config.model.options
+            )
+        problems += data_problems(
+            int(getattr(generator, "num_classes", 0) or 0), data.labels, data.name
+        )
     real_batch = config.batch_size // 2 if config.d_half_batch else config.batch_size
     if len(data) < real_batch:
-        problems.append(f"the dataset has {len(data)} images, fewer than one batch of {real_batch}; "
-                        "lower --batch-size or add data")
+        problems.append(
+            f"the dataset has {len(data)} images, fewer than one batch of {real_batch}; "
+            "lower --batch-size or add data"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -69,7 +76,9 @@ def _model_problems(config: TrainConfig) -> list[str]:
     valid = list(ARCHITECTURES[name].options)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        return [f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid) or 'none'}"]
+        return [
+            f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid) or 'none'}"
+        ]
     shape = expected_shape(config.data)
     return _build_problems(config, shape) if shape is not None else []
 
@@ -78,8 +87,9 @@ def _build_problems(config: TrainConfig, shape: tuple[int, int, int]) -> list[st
     """Build both networks on the meta device: shapes and option values, with no memory used."""
     try:
         with torch.device("meta"):
-            _, discriminator = build_models(config.model.arch, config.model.latent_dim, shape,
-                                            config.model.options)
+            _, discriminator = build_models(
+                config.model.arch, config.model.latent_dim, shape, config.model.options
+            )
     except ConfigError as exc:
         return [str(exc)]
     if config.spectral_norm == "d":
@@ -91,12 +101,18 @@ def _build_problems(config: TrainConfig, shape: tuple[int, int, int]) -> list[st
 def _execution_problems(config: TrainConfig) -> list[str]:
     problems = []
     if config.cuda_graphs == "on" and config.optim.shared_counter:
-        problems.append("cuda_graphs=on replays fixed Adam counts; it cannot be combined with "
-                        "optim.shared_counter=true")
+        problems.append(
+            "cuda_graphs=on replays fixed Adam counts; it cannot be combined with "
+            "optim.shared_counter=true"
+        )
     if config.cuda_graphs == "on" and config.optim.keras_epsilon:
-        problems.append("cuda_graphs=on replays a fixed Adam epsilon; it cannot be combined with "
-                        "optim.keras_epsilon=true")
+        problems.append(
+            "cuda_graphs=on replays a fixed Adam epsilon; it cannot be combined with "
+            "optim.keras_epsilon=true"
+        )
     if config.cuda_graphs == "on" and config.r1_interval > 1:
-        problems.append("cuda_graphs=on replays the same step every iteration; lazy R1 "
-                        "(r1_interval > 1) needs cuda_graphs=off")
+        problems.append(
+            "cuda_graphs=on replays the same step every iteration; lazy R1 "
+            "(r1_interval > 1) needs cuda_graphs=off"
+        )
     return problems

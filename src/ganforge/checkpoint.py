@@ -50,42 +50,74 @@ class GeneratorInfo:
     step: int = 0
 
     @classmethod
-    def from_config(cls, config: Any, image_shape: tuple[int, int, int], dataset: str, step: int) -> "GeneratorInfo":
-        return cls(config.model.arch, config.model.latent_dim, tuple(image_shape), dict(config.model.options),
-                   config.noise, config.noise_std, dataset, step)
+    def from_config(
+        cls, config: Any, image_shape: tuple[int, int, int], dataset: str, step: int
+    ) -> "GeneratorInfo":
+        return cls(
+            config.model.arch,
+            config.model.latent_dim,
+            tuple(image_shape),
+            dict(config.model.options),
+            config.noise,
+            config.noise_std,
+            dataset,
+            step,
+        )
 
 
-def training_checkpoint(config: Any, state: dict[str, Any], image_shape: tuple[int, ...],
-                        dataset: str, data_fingerprint: str = "", world_size: int = 1
-                        ) -> dict[str, Any]:
+def training_checkpoint(
+    config: Any,
+    state: dict[str, Any],
+    image_shape: tuple[int, ...],
+    dataset: str,
+    data_fingerprint: str = "",
+    world_size: int = 1,
+) -> dict[str, Any]:
     """The contents of a training checkpoint: the run's config and what the model is, beside
     ``TrainingState.state_dict()`` (models, optimisers, EMA, sampler, random streams, step).
 
     This and :func:`generator_from_checkpoint` are the one place that knows the layout.
     """
-    return {"config": config.to_json(), "arch": config.model.arch, "image_shape": list(image_shape),
-            "dataset": dataset, "data_fingerprint": data_fingerprint,
-            "world_size": world_size, **state}  # processes that trained it (distributed runs)
+    return {
+        "config": config.to_json(),
+        "arch": config.model.arch,
+        "image_shape": list(image_shape),
+        "dataset": dataset,
+        "data_fingerprint": data_fingerprint,
+        "world_size": world_size,
+        **state,
+    }  # processes that trained it (distributed runs)
 
 
-def generator_from_checkpoint(state: dict[str, Any], path: Path,
-                              use_ema: bool = True) -> tuple[GeneratorInfo, dict[str, torch.Tensor]]:
+def generator_from_checkpoint(
+    state: dict[str, Any], path: Path, use_ema: bool = True
+) -> tuple[GeneratorInfo, dict[str, torch.Tensor]]:
     """The generator's description and weights in a training checkpoint (the EMA copy when kept)."""
     try:
         config = json.loads(state["config"])
         model = config["model"]
-        values = {"arch": model["arch"], "latent_dim": model["latent_dim"],
-                  "image_shape": state["image_shape"], "options": model["options"],
-                  "noise": config["noise"], "noise_std": config["noise_std"],
-                  "dataset": state["dataset"], "step": state["step"]}
+        values = {
+            "arch": model["arch"],
+            "latent_dim": model["latent_dim"],
+            "image_shape": state["image_shape"],
+            "options": model["options"],
+            "noise": config["noise"],
+            "noise_std": config["noise_std"],
+            "dataset": state["dataset"],
+            "step": state["step"],
+        }
         ema = state["ema"]
         if not (ema is None or isinstance(ema, dict)):  # forged or damaged: never skipped silently
             raise TypeError("ema")
         tensors = ema if (use_ema and isinstance(ema, dict) and ema) else state["generator"]
     except (KeyError, TypeError, ValueError) as exc:
-        what = f"no {str(exc)[:60]}" if isinstance(exc, KeyError) else "a malformed model description"
-        raise CheckpointError(f"{path}: damaged ganforge checkpoint ({what}); use an earlier "
-                              "checkpoint or the run's generator.safetensors") from None
+        what = (
+            f"no {str(exc)[:60]}" if isinstance(exc, KeyError) else "a malformed model description"
+        )
+        raise CheckpointError(
+            f"{path}: damaged ganforge checkpoint ({what}); use an earlier "
+            "checkpoint or the run's generator.safetensors"
+        ) from None
     return generator_info(values, path), tensors
 
 
@@ -103,15 +135,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        with warnings.catch_warnings():  # torch's pickle-protocol notices about a foreign file would only confuse
+        with (
+            warnings.catch_warnings()
+        ):  # torch's pickle-protocol notices about a foreign file would only confuse
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's own text is long and about torch, not this file
-        raise CheckpointError(f"{path}: refused to load: it holds Python objects besides tensors and plain "
-                              "data, which could run code; only open ganforge checkpoints you trust") from None
+        raise CheckpointError(
+            f"{path}: refused to load: it holds Python objects besides tensors and plain "
+            "data, which could run code; only open ganforge checkpoints you trust"
+        ) from None
     except Exception as exc:  # torch.load raises many types on foreign or damaged files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)}); "
-                              "it may be truncated or from another program") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({first_line(exc)}); "
+            "it may be truncated or from another program"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a ganforge training checkpoint")
     return state
@@ -133,9 +171,13 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Gene
         header_len = int.from_bytes(raw[:8], "little")
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
     except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({first_line(exc)})"
+        ) from None
     if metadata.get("format") != GENERATOR_FORMAT:
-        raise CheckpointError(f"{path}: a safetensors file, but not a ganforge generator (no ganforge metadata)")
+        raise CheckpointError(
+            f"{path}: a safetensors file, but not a ganforge generator (no ganforge metadata)"
+        )
     try:
         values = json.loads(metadata["info"])
     except (KeyError, TypeError, ValueError):
@@ -146,9 +188,12 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Gene
 def generator_info(values: Any, source: str | Path) -> GeneratorInfo:
     """GeneratorInfo from stored metadata, checked field by field: a damaged or forged file
     becomes a CheckpointError here, not a crash (or a huge allocation) while building the model."""
+
     def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{source}: damaged ganforge metadata ({what}); the file was altered or corrupted "
-                               "after ganforge wrote it")
+        return CheckpointError(
+            f"{source}: damaged ganforge metadata ({what}); the file was altered or corrupted "
+            "after ganforge wrote it"
+        )
 
     if not isinstance(values, dict):
         raise bad("no generator description")
@@ -163,8 +208,12 @@ def generator_info(values: Any, source: str | Path) -> GeneratorInfo:
     checks = (
         ("arch", isinstance(info.arch, str)),
         ("latent_dim", _whole(info.latent_dim) and 0 < info.latent_dim <= MAX_LATENT_DIM),
-        ("image_shape", isinstance(shape, (list, tuple)) and len(shape) == 3
-         and all(_whole(n) and 0 < n <= MAX_IMAGE_SIDE for n in shape)),
+        (
+            "image_shape",
+            isinstance(shape, (list, tuple))
+            and len(shape) == 3
+            and all(_whole(n) and 0 < n <= MAX_IMAGE_SIDE for n in shape),
+        ),
         ("options", isinstance(info.options, dict)),
         ("noise", info.noise in ("normal", "uniform")),
         ("noise_std", _finite(info.noise_std)),
@@ -191,15 +240,20 @@ def _shown(value: Any) -> str:
 
 def _finite(value: Any) -> bool:
     try:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(float(value))
+        )
     except OverflowError:  # an int beyond float range
         return False
 
 
 def state_problem(module: nn.Module, state: Any) -> str | None:
     """What keeps `state` from loading into `module` (names and shapes), or None if it fits."""
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         return "it holds no tensor state for it"
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
@@ -219,11 +273,15 @@ def check_state_fits(module: nn.Module, state: Any, what: str, source: str | Pat
     on the meta device, so a forged file is compared before any real weights are allocated."""
     problem = state_problem(module, state)
     if problem:
-        raise CheckpointError(f"{source}: the {what} in this checkpoint does not fit the model being built "
-                              f"({problem}); it is from another architecture, size or option set")
+        raise CheckpointError(
+            f"{source}: the {what} in this checkpoint does not fit the model being built "
+            f"({problem}); it is from another architecture, size or option set"
+        )
 
 
-def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, source: str | Path) -> None:
+def load_state_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], what: str, source: str | Path
+) -> None:
     """load_state_dict, but a mismatch becomes a one-line message naming what differs."""
     check_state_fits(module, state, what, source)
     module.load_state_dict(state)
@@ -232,5 +290,8 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: s
 def find_latest(checkpoints_dir: str | Path) -> Path | None:
     """The newest readable-looking ckpt-<step>.pt in a folder, by step number."""
     folder = Path(checkpoints_dir)
-    candidates = sorted(folder.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]) if p.stem.split("-")[1].isdigit() else -1)
+    candidates = sorted(
+        folder.glob("ckpt-*.pt"),
+        key=lambda p: int(p.stem.split("-")[1]) if p.stem.split("-")[1].isdigit() else -1,
+    )
     return candidates[-1] if candidates else None

@@ -201,7 +201,9 @@ class TrainConfig:
         values = self.to_dict()
         for key, raw in overrides.items():
             if not isinstance(key, str):
-                raise ConfigError(f"setting names are dotted strings such as 'optim.lr_g', got {_show(key)}")
+                raise ConfigError(
+                    f"setting names are dotted strings such as 'optim.lr_g', got {_show(key)}"
+                )
             _set_dotted(values, key, raw, type(self))
             if key == "epochs" and values["epochs"] is not None:
                 values["iterations"] = None
@@ -214,19 +216,29 @@ def _problems(c: TrainConfig):
     def positive(name: str, value: float | int | None, allow_none: bool = False):
         if value is None and allow_none:
             return
-        if (value is None or not isinstance(value, (int, float)) or value <= 0
-                or (isinstance(value, float) and not math.isfinite(value))):  # math.isfinite(10**400) overflows
+        if (
+            value is None
+            or not isinstance(value, (int, float))
+            or value <= 0
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):  # math.isfinite(10**400) overflows
             yield f"{name} must be a positive number (got {_show(value)})"
 
     if c.update == "simultaneous" and c.d_separate_updates:
-        yield ("update=simultaneous takes one D step on the real and fake losses together; "
-               "set d_separate_updates=false")
+        yield (
+            "update=simultaneous takes one D step on the real and fake losses together; "
+            "set d_separate_updates=false"
+        )
     if c.update == "simultaneous" and c.d_fakes_from_eval_g:
-        yield ("update=simultaneous trains G through the fakes D saw, which must come from G in "
-               "training mode; set d_fakes_from_eval_g=false")
+        yield (
+            "update=simultaneous trains G through the fakes D saw, which must come from G in "
+            "training mode; set d_fakes_from_eval_g=false"
+        )
     if c.shared_noise and c.d_half_batch:
-        yield ("shared_noise feeds the same noise batch to D and G, which d_half_batch sizes "
-               "differently; drop one of them")
+        yield (
+            "shared_noise feeds the same noise batch to D and G, which d_half_batch sizes "
+            "differently; drop one of them"
+        )
     if (c.epochs is None) == (c.iterations is None):
         yield "give exactly one of epochs or iterations"
     yield from positive("epochs", c.epochs, allow_none=True)
@@ -278,7 +290,9 @@ def _problems(c: TrainConfig):
         json.dumps(c.model.options)
     except (TypeError, ValueError, RecursionError):
         yield f"model.options must hold numbers, strings, lists and mappings only (got {_show(c.model.options)})"
-    if not c.device or not (c.device in ("auto", "cpu", "cuda", "mps") or c.device.startswith("cuda:")):
+    if not c.device or not (
+        c.device in ("auto", "cpu", "cuda", "mps") or c.device.startswith("cuda:")
+    ):
         yield f"device must be auto, cpu, cuda, cuda:N or mps (got {c.device!r})"
 
 
@@ -298,7 +312,9 @@ def _show(value: Any) -> str:
     try:
         text = repr(value)
     except ValueError:
-        return f"a {value.bit_length()}-bit number" if isinstance(value, int) else type(value).__name__
+        return (
+            f"a {value.bit_length()}-bit number" if isinstance(value, int) else type(value).__name__
+        )
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -312,7 +328,9 @@ def _set_dotted(values: dict[str, Any], key: str, raw: Any, cls: type) -> None:
     if key.startswith("model.options."):  # free-form architecture options
         options = values["model"].setdefault("options", {})
         if not isinstance(options, dict):
-            raise ConfigError(f"model.options must be a mapping of option names to values (got {_show(options)})")
+            raise ConfigError(
+                f"model.options must be a mapping of option names to values (got {_show(options)})"
+            )
         options[key.removeprefix("model.options.")] = _parse_scalar(raw)
         return
     parts = key.split(".")
@@ -327,8 +345,10 @@ def _set_dotted(values: dict[str, Any], key: str, raw: Any, cls: type) -> None:
             # settings not named keep their values; from_dict checks the names
             group = _parse_scalar(raw)
             if not isinstance(group, dict):
-                raise ConfigError(f"{key} is a group of settings: give a mapping, or set one of "
-                                  f"them ({key}.NAME=VALUE), got {_show(raw)}")
+                raise ConfigError(
+                    f"{key} is a group of settings: give a mapping, or set one of "
+                    f"them ({key}.NAME=VALUE), got {_show(raw)}"
+                )
             current = target.get(part)
             target[part] = {**current, **group} if isinstance(current, dict) else group
         elif depth == len(parts) - 1:
@@ -343,7 +363,9 @@ def _parse_scalar(raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
     try:
-        return float(raw) if any(ch in raw for ch in ".eE") and _is_float(raw) else yaml.safe_load(raw)
+        return (
+            float(raw) if any(ch in raw for ch in ".eE") and _is_float(raw) else yaml.safe_load(raw)
+        )
     except (yaml.YAMLError, ValueError):  # ValueError: an integer too long for Python to convert
         return raw
 
@@ -420,11 +442,14 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
             try:  # it is stored as JSON (config.json, checkpoints); a YAML date or a self-reference is not
                 json.dumps(raw)
             except (TypeError, ValueError, RecursionError):
-                raise ConfigError(f"{key} must hold numbers, strings, lists and mappings only "
-                                  f"(got {_show(raw)})") from None
+                raise ConfigError(
+                    f"{key} must hold numbers, strings, lists and mappings only (got {_show(raw)})"
+                ) from None
             return {str(k): v for k, v in raw.items()}
     except (ValueError, TypeError, OverflowError, yaml.YAMLError):
-        raise ConfigError(f"{key} expects {getattr(hint, '__name__', hint)}, got {_show(raw)}") from None
+        raise ConfigError(
+            f"{key} expects {getattr(hint, '__name__', hint)}, got {_show(raw)}"
+        ) from None
     return raw
 
 

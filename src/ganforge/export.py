@@ -63,8 +63,9 @@ def infer_format(out: str | Path, given: str = "auto") -> str:
     """--format, or the one --out's name implies: .onnx, .pt/.ts (TorchScript), else a folder."""
     if given != "auto":
         if given not in FORMATS:
-            raise ConfigError(f"unknown export format {given!r}; "
-                              f"choose one of: {', '.join(FORMATS)}")
+            raise ConfigError(
+                f"unknown export format {given!r}; choose one of: {', '.join(FORMATS)}"
+            )
         return given
     suffix = Path(out).suffix.lower()
     if suffix == ".onnx":
@@ -73,12 +74,15 @@ def infer_format(out: str | Path, given: str = "auto") -> str:
         return "torchscript"
     if suffix == "":
         return "folder"
-    raise ConfigError(f"cannot tell the format from --out {out}; name it .onnx or .pt, "
-                      "or give --format onnx|torchscript|folder")
+    raise ConfigError(
+        f"cannot tell the format from --out {out}; name it .onnx or .pt, "
+        "or give --format onnx|torchscript|folder"
+    )
 
 
-def export(source: str | Path, out: str | Path, format: str = "auto",
-           opset: int | None = None) -> ExportResult:
+def export(
+    source: str | Path, out: str | Path, format: str = "auto", opset: int | None = None
+) -> ExportResult:
     """Export the generator of a run folder, generator file, checkpoint or model folder."""
     from ganforge.generate import load_generator
 
@@ -95,24 +99,34 @@ def export(source: str | Path, out: str | Path, format: str = "auto",
 
 # ---- ONNX ------------------------------------------------------------------------------
 
+
 def _require_onnx() -> None:
     """Refuse early, in one line, when the export extra is missing."""
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConfigError(f"ONNX export needs {' and '.join(missing)} (the export extra): "
-                          f"{EXTRA_HINT}")
+        raise ConfigError(
+            f"ONNX export needs {' and '.join(missing)} (the export extra): {EXTRA_HINT}"
+        )
 
 
 def onnx_metadata(info: GeneratorInfo) -> dict[str, str]:
     """What a program needs to use the ONNX file without ganforge: how to draw z, what comes out."""
-    description = {"latent_dim": info.latent_dim, "noise": info.noise, "noise_std": info.noise_std,
-                   "image_shape": list(info.image_shape), "output_range": [-1.0, 1.0],
-                   "arch": info.arch, "dataset": info.dataset, "step": info.step}
+    description = {
+        "latent_dim": info.latent_dim,
+        "noise": info.noise,
+        "noise_std": info.noise_std,
+        "image_shape": list(info.image_shape),
+        "output_range": [-1.0, 1.0],
+        "arch": info.arch,
+        "dataset": info.dataset,
+        "step": info.step,
+    }
     return {"ganforge": json.dumps(description)}
 
 
-def export_onnx(generator: nn.Module, info: GeneratorInfo, out: str | Path,
-                opset: int | None = None) -> ExportResult:
+def export_onnx(
+    generator: nn.Module, info: GeneratorInfo, out: str | Path, opset: int | None = None
+) -> ExportResult:
     """Write the generator as ONNX with a free batch size, then check it in onnxruntime."""
     _require_onnx()
     import onnx
@@ -122,12 +136,19 @@ def export_onnx(generator: nn.Module, info: GeneratorInfo, out: str | Path,
     with _quiet(), _temporary(out) as tmp:
         try:
             program = torch.onnx.export(
-                generator, (example,), input_names=["z"], output_names=["images"],
+                generator,
+                (example,),
+                input_names=["z"],
+                output_names=["images"],
                 dynamic_shapes={"z": {0: torch.export.Dim("batch", min=1, max=1 << 20)}},
-                opset_version=opset, dynamo=True, verbose=False)
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
         except Exception as exc:  # the exporter raises many types; its first line says which op
-            raise GanforgeError(f"ONNX export of {info.arch} failed ({first_line(exc)}); "
-                                "try --format torchscript") from None
+            raise GanforgeError(
+                f"ONNX export of {info.arch} failed ({first_line(exc)}); try --format torchscript"
+            ) from None
         program.save(str(tmp))
         model = onnx.load(str(tmp))
         for key, value in onnx_metadata(info).items():
@@ -143,8 +164,10 @@ def check_onnx(path: str | Path, generator: nn.Module, info: GeneratorInfo) -> f
     """Largest |onnxruntime - PyTorch| over seeds 0-7; GanforgeError above TOLERANCE.
     None when onnxruntime is not installed (the file is then written unchecked)."""
     if importlib.util.find_spec("onnxruntime") is None:
-        warnings.warn("onnxruntime is not installed, so the ONNX file was not checked; "
-                      f"{EXTRA_HINT}", stacklevel=2)
+        warnings.warn(
+            f"onnxruntime is not installed, so the ONNX file was not checked; {EXTRA_HINT}",
+            stacklevel=2,
+        )
         return None
     import onnxruntime
 
@@ -155,6 +178,7 @@ def check_onnx(path: str | Path, generator: nn.Module, info: GeneratorInfo) -> f
 
 
 # ---- TorchScript -----------------------------------------------------------------------
+
 
 def export_torchscript(generator: nn.Module, info: GeneratorInfo, out: str | Path) -> ExportResult:
     """Trace the generator and save it with its description as an extra file (ganforge.json)."""
@@ -175,8 +199,10 @@ def export_torchscript(generator: nn.Module, info: GeneratorInfo, out: str | Pat
 
 # ---- shared helpers --------------------------------------------------------------------
 
+
 def _check_latents(info: GeneratorInfo) -> torch.Tensor:
     from ganforge.latent import seed_latents
+
     return seed_latents(info, list(CHECK_SEEDS))
 
 
@@ -184,12 +210,16 @@ def _compare(got: np.ndarray, generator: nn.Module, z: torch.Tensor, what: str) 
     with torch.no_grad():
         want = generator(z).numpy()
     if got.shape != want.shape:
-        raise GanforgeError(f"the {what} file makes {got.shape} from {tuple(z.shape)} latents, "
-                            f"PyTorch {want.shape}; the export is wrong and was not written")
+        raise GanforgeError(
+            f"the {what} file makes {got.shape} from {tuple(z.shape)} latents, "
+            f"PyTorch {want.shape}; the export is wrong and was not written"
+        )
     diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
     if not diff <= TOLERANCE:  # also catches NaN
-        raise GanforgeError(f"the {what} file differs from PyTorch by {diff:.2e} (more than "
-                            f"{TOLERANCE:.0e}) on the same latents; it was not written")
+        raise GanforgeError(
+            f"the {what} file differs from PyTorch by {diff:.2e} (more than "
+            f"{TOLERANCE:.0e}) on the same latents; it was not written"
+        )
     return diff
 
 
@@ -200,8 +230,9 @@ def _temporary(out: Path) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}; "
-                          "choose another --out") from None
+        raise ConfigError(
+            f"cannot write {out}: {exc.strerror or exc}; choose another --out"
+        ) from None
     os.close(fd)
     tmp = Path(name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an export gets ordinary permissions
@@ -227,8 +258,6 @@ def _quiet() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-
-
 # ---- model folder (Hugging Face layout) --------------------------------------------------
 
 # What ganforge knows of each data source's terms. Family = the dataset name before "/".
@@ -236,41 +265,54 @@ DATA_TERMS: dict[str, dict[str, Any]] = {
     "mnist": {
         "name": "MNIST handwritten digits (Y. LeCun, C. Cortes, C. J. C. Burges)",
         "terms": "Creative Commons Attribution-Share Alike 3.0 (CC BY-SA 3.0), as stated with the "
-                 "copy ganforge reads; credit the authors (http://yann.lecun.com/exdb/mnist/).",
-        "hub": "ylecun/mnist", "medical": False},
+        "copy ganforge reads; credit the authors (http://yann.lecun.com/exdb/mnist/).",
+        "hub": "ylecun/mnist",
+        "medical": False,
+    },
     "fashion-mnist": {
         "name": "Fashion-MNIST (Zalando Research)",
         "terms": "MIT licence; cite H. Xiao, K. Rasul, R. Vollgraf, arXiv:1708.07747 (2017).",
-        "hub": "zalando-datasets/fashion_mnist", "medical": False},
+        "hub": "zalando-datasets/fashion_mnist",
+        "medical": False,
+    },
     "brain-mri": {
         "name": "Brain MRI slices (OASIS-1 keras_png_slices, or the Kaggle \"Alzheimer's Dataset "
-                "(4 class of Images)\", S. Dubey, 2020)",
+        '(4 class of Images)", S. Dubey, 2020)',
         "terms": "OASIS-1 data are used under the OASIS Data Use Agreement "
-                 "(https://sites.wustl.edu/oasisbrains/); cite D. S. Marcus et al., J. Cognitive "
-                 "Neuroscience 19(9):1498-1507 (2007). The Kaggle set's licence is unverified: "
-                 "check its page before redistributing; if it is OASIS-derived, the OASIS terms "
-                 "apply too.",
-        "hub": None, "medical": True},
+        "(https://sites.wustl.edu/oasisbrains/); cite D. S. Marcus et al., J. Cognitive "
+        "Neuroscience 19(9):1498-1507 (2007). The Kaggle set's licence is unverified: "
+        "check its page before redistributing; if it is OASIS-derived, the OASIS terms "
+        "apply too.",
+        "hub": None,
+        "medical": True,
+    },
     "nifti": {
         "name": "NIfTI volumes supplied by the user",
         "terms": "set by the owner of the volumes; ganforge does not know them. State them here "
-                 "before sharing this model.",
-        "hub": None, "medical": True},
+        "before sharing this model.",
+        "hub": None,
+        "medical": True,
+    },
     "folder": {
         "name": "a folder of images supplied by the user",
         "terms": "set by the owner of the images; ganforge does not know them. State them here "
-                 "before sharing this model.",
-        "hub": None, "medical": None},
+        "before sharing this model.",
+        "hub": None,
+        "medical": None,
+    },
 }
-MNI152_TERMS = ("The MNI152 ICBM 2009 template: Copyright (C) 1993-2004 Louis Collins, "
-                "McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill "
-                "University; keep this notice with any copy. Cite V. S. Fonov et al., "
-                "NeuroImage 47 Suppl. 1 (2009) S102.")
+MNI152_TERMS = (
+    "The MNI152 ICBM 2009 template: Copyright (C) 1993-2004 Louis Collins, "
+    "McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill "
+    "University; keep this notice with any copy. Cite V. S. Fonov et al., "
+    "NeuroImage 47 Suppl. 1 (2009) S102."
+)
 CARD_EXCLUDED = ("out_dir", "run_name", "device")  # where and on what it ran, not the recipe
 
 
-def export_folder(source: str | Path, generator: nn.Module, info: GeneratorInfo,
-                  out: str | Path) -> ExportResult:
+def export_folder(
+    source: str | Path, generator: nn.Module, info: GeneratorInfo, out: str | Path
+) -> ExportResult:
     """Write model.safetensors, config.json, README.md and samples.png into `out`."""
     from ganforge.artefacts.images import save_grid
     from ganforge.latent import images_for_seeds
@@ -279,8 +321,9 @@ def export_folder(source: str | Path, generator: nn.Module, info: GeneratorInfo,
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder name for --format folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "model.safetensors").is_file():
-        raise ConfigError(f"--out {out} is a folder with other files in it; "
-                          "give a new or empty folder")
+        raise ConfigError(
+            f"--out {out} is a folder with other files in it; give a new or empty folder"
+        )
     run = _run_record(source)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -290,8 +333,9 @@ def export_folder(source: str | Path, generator: nn.Module, info: GeneratorInfo,
         # written last: its presence marks a finished folder
         export_generator(out / "model.safetensors", generator, info)
     except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}; "
-                          "choose another --out") from None
+        raise ConfigError(
+            f"cannot write {out}: {exc.strerror or exc}; choose another --out"
+        ) from None
     return ExportResult(out, "folder", None)
 
 
@@ -299,12 +343,24 @@ def folder_config(info: GeneratorInfo, run: dict[str, Any]) -> dict[str, Any]:
     """config.json: the generator's description, and the full training config when known."""
     from ganforge import __version__
     from ganforge.checkpoint import GENERATOR_FORMAT
-    return {"library_name": "ganforge", "ganforge_version": __version__, "format": GENERATOR_FORMAT,
-            "model_type": "ganforge-generator", "architecture": info.arch,
-            "latent_dim": info.latent_dim, "noise": info.noise, "noise_std": info.noise_std,
-            "image_shape": list(info.image_shape), "output_range": [-1.0, 1.0],
-            "output_layout": "NCHW", "options": info.options, "dataset": info.dataset,
-            "step": info.step, "training_config": run.get("config")}
+
+    return {
+        "library_name": "ganforge",
+        "ganforge_version": __version__,
+        "format": GENERATOR_FORMAT,
+        "model_type": "ganforge-generator",
+        "architecture": info.arch,
+        "latent_dim": info.latent_dim,
+        "noise": info.noise,
+        "noise_std": info.noise_std,
+        "image_shape": list(info.image_shape),
+        "output_range": [-1.0, 1.0],
+        "output_layout": "NCHW",
+        "options": info.options,
+        "dataset": info.dataset,
+        "step": info.step,
+        "training_config": run.get("config"),
+    }
 
 
 def _run_record(source: str | Path) -> dict[str, Any]:
@@ -318,8 +374,12 @@ def _run_record(source: str | Path) -> dict[str, Any]:
             return {"config": config.get("training_config"), "folder": folder}
         if isinstance(config, dict) and "model" in config:
             evals = sorted(folder.glob("eval-*.json"), key=lambda p: p.stat().st_mtime)
-            return {"config": config, "summary": _read_json(folder / "summary.json"),
-                    "eval": _read_json(evals[-1]) if evals else None, "folder": folder}
+            return {
+                "config": config,
+                "summary": _read_json(folder / "summary.json"),
+                "eval": _read_json(evals[-1]) if evals else None,
+                "folder": folder,
+            }
     return {}
 
 
@@ -350,6 +410,7 @@ def reproduce_command(config: dict[str, Any] | None) -> str | None:
     if not config or not config.get("preset"):
         return None
     from ganforge.presets import load_preset
+
     try:
         base = load_preset(config["preset"]).to_dict()
     except GanforgeError:
@@ -381,39 +442,63 @@ def model_card(info: GeneratorInfo, run: dict[str, Any], generator: nn.Module) -
     name = Path(str(run.get("folder", "") or info.arch)).name
     params = sum(p.numel() for p in generator.parameters())
     c, h, w = info.image_shape
-    noise = (f"normal, std {info.noise_std:g}" if info.noise == "normal" else "uniform in [-1, 1]")
-    front = ["---", "library_name: ganforge", "pipeline_tag: unconditional-image-generation",
-             "tags:", "- gan", "- ganforge", f"- {info.arch}"]
+    noise = f"normal, std {info.noise_std:g}" if info.noise == "normal" else "uniform in [-1, 1]"
+    front = [
+        "---",
+        "library_name: ganforge",
+        "pipeline_tag: unconditional-image-generation",
+        "tags:",
+        "- gan",
+        "- ganforge",
+        f"- {info.arch}",
+    ]
     if terms.get("medical"):
         front.append("- medical-imaging")
     if terms.get("hub"):
         front += ["datasets:", f"- {terms['hub']}"]
     front.append("---")
     lines = front + [
-        "", f"# {name}: a {info.arch} generator trained with ganforge", "",
-        "![64 samples, seeds 0-63](samples.png)", "",
+        "",
+        f"# {name}: a {info.arch} generator trained with ganforge",
+        "",
+        "![64 samples, seeds 0-63](samples.png)",
+        "",
     ]
     if terms.get("medical"):
-        lines += [("> **Not for clinical use.** These are synthetic images. They show no real "
-                   "patient and must not be used for diagnosis, treatment or any decision about "
-                   "a person."), ""]
+        lines += [
+            (
+                "> **Not for clinical use.** These are synthetic images. They show no real "
+                "patient and must not be used for diagnosis, treatment or any decision about "
+                "a person."
+            ),
+            "",
+        ]
     lines += [
-        "## Model", "",
+        "## Model",
+        "",
         f"- architecture: `{info.arch}`, options {json.dumps(info.options)}, "
         f"{params:,} generator parameters",
         f"- input: latent z of size {info.latent_dim}, {noise}",
         f"- output: {c}x{h}x{w} images (C x H x W) in [-1, 1]; 8-bit: (x + 1) * 127.5",
-        f"- trained for {info.step} iterations on {info.dataset or 'unrecorded data'}", "",
-        "## Use (offline)", "",
-        "With ganforge installed; nothing is downloaded.", "", "```bash",
+        f"- trained for {info.step} iterations on {info.dataset or 'unrecorded data'}",
+        "",
+        "## Use (offline)",
+        "",
+        "With ganforge installed; nothing is downloaded.",
+        "",
+        "```bash",
         "ganforge sample path/to/this/folder --count 64 --out samples.png",
         "ganforge sample path/to/this/folder --seeds 0-35 --out seeds/   # seed-0000.png ...",
-        "```", "",
-        "```python", "import ganforge",
-        "generator, info = ganforge.load_generator(\"path/to/this/folder\")",
-        "images = ganforge.sample(\"path/to/this/folder\", count=16)  # uint8 [16, H, W, C]",
-        "```", "",
-        "## Training data", "",
+        "```",
+        "",
+        "```python",
+        "import ganforge",
+        'generator, info = ganforge.load_generator("path/to/this/folder")',
+        'images = ganforge.sample("path/to/this/folder", count=16)  # uint8 [16, H, W, C]',
+        "```",
+        "",
+        "## Training data",
+        "",
         f"- data: {terms['name']}",
         f"- licence / terms: {terms['terms']}",
     ]
@@ -421,31 +506,48 @@ def model_card(info: GeneratorInfo, run: dict[str, Any], generator: nn.Module) -
     if summary.get("images"):
         used = summary.get("dataset", info.dataset)
         lines.append(f"- images used: {summary['images']:,} ({used})")
-    lines += ["", "The weights are derived from this data: its terms may limit how they can be "
-              "shared. Choose a licence for the weights with that in mind before publishing.", ""]
+    lines += [
+        "",
+        "The weights are derived from this data: its terms may limit how they can be "
+        "shared. Choose a licence for the weights with that in mind before publishing.",
+        "",
+    ]
     lines += _recipe_section(config) + _metrics_section(run.get("eval")) + _use_section(terms)
-    lines += ["## Files", "",
-              "- `model.safetensors`: weights and ganforge metadata (no pickle; safe to open)",
-              "- `config.json`: the architecture, latent law and the full training configuration",
-              "- `samples.png`: seeds 0-63", ""]
+    lines += [
+        "## Files",
+        "",
+        "- `model.safetensors`: weights and ganforge metadata (no pickle; safe to open)",
+        "- `config.json`: the architecture, latent law and the full training configuration",
+        "- `samples.png`: seeds 0-63",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def _recipe_section(config: dict[str, Any]) -> list[str]:
     if not config:
-        return ["## Recipe", "",
-                "Not recorded: exported from a generator file without its run folder.", ""]
+        return [
+            "## Recipe",
+            "",
+            "Not recorded: exported from a generator file without its run folder.",
+            "",
+        ]
     optim = config.get("optim", {})
-    schedule = (f"{config['epochs']} epochs" if config.get("epochs") is not None
-                else f"{config.get('iterations')} iterations")
+    schedule = (
+        f"{config['epochs']} epochs"
+        if config.get("epochs") is not None
+        else f"{config.get('iterations')} iterations"
+    )
     lines = ["## Recipe", ""]
     if config.get("preset"):
         lines.append(f"Preset `{config['preset']}`: {config.get('description', '').strip()}")
         lines.append("")
-    lines += [f"- loss `{config.get('loss')}`, batch {config.get('batch_size')}, {schedule}, "
-              f"seed {config.get('seed')}",
-              f"- Adam: lr G {optim.get('lr_g')}, lr D {optim.get('lr_d')}, betas "
-              f"({optim.get('beta1')}, {optim.get('beta2')})"]
+    lines += [
+        f"- loss `{config.get('loss')}`, batch {config.get('batch_size')}, {schedule}, "
+        f"seed {config.get('seed')}",
+        f"- Adam: lr G {optim.get('lr_g')}, lr D {optim.get('lr_d')}, betas "
+        f"({optim.get('beta1')}, {optim.get('beta2')})",
+    ]
     command = reproduce_command(config)
     if command:
         lines += ["", "Command that repeats this run:", "", "```bash", command, "```"]
@@ -455,19 +557,30 @@ def _recipe_section(config: dict[str, Any]) -> list[str]:
 
 def _metrics_section(record: dict[str, Any] | None) -> list[str]:
     if not record or not isinstance(record.get("metrics"), dict):
-        return ["## Evaluation", "", "Not evaluated when exported. Measure it with "
-                "`ganforge eval RUN` and export again to include the numbers.", ""]
+        return [
+            "## Evaluation",
+            "",
+            "Not evaluated when exported. Measure it with "
+            "`ganforge eval RUN` and export again to include the numbers.",
+            "",
+        ]
     floor = record.get("floor") or {}
     better = record.get("better") or {}
-    lines = ["## Evaluation", "",
-             f"{record.get('count')} generated images (seed {record.get('seed')}) against "
-             f"{record.get('reference_count')} images of {record.get('reference')}; feature "
-             f"network: {record.get('features')}. The real-vs-real floor is what two disjoint "
-             "sets of real images score: the best a generator can be expected to reach.", "",
-             "| metric | value | real vs real | better |", "|---|---|---|---|"]
+    lines = [
+        "## Evaluation",
+        "",
+        f"{record.get('count')} generated images (seed {record.get('seed')}) against "
+        f"{record.get('reference_count')} images of {record.get('reference')}; feature "
+        f"network: {record.get('features')}. The real-vs-real floor is what two disjoint "
+        "sets of real images score: the best a generator can be expected to reach.",
+        "",
+        "| metric | value | real vs real | better |",
+        "|---|---|---|---|",
+    ]
     for key, value in record["metrics"].items():
-        lines.append(f"| {key} | {_number(value)} | {_number(floor.get(key))} | "
-                     f"{better.get(key, '')} |")
+        lines.append(
+            f"| {key} | {_number(value)} | {_number(floor.get(key))} | {better.get(key, '')} |"
+        )
     return lines + [""]
 
 
@@ -478,16 +591,25 @@ def _number(value: Any) -> str:
 
 
 def _use_section(terms: dict[str, Any]) -> list[str]:
-    lines = ["## Intended use", "",
-             "Research and teaching: studying GAN training, benchmarking generative models, "
-             "and making example images. The images are synthetic; the generator may also "
-             "reproduce parts of its training images, so treat its output with the same care "
-             "as the training data."]
+    lines = [
+        "## Intended use",
+        "",
+        "Research and teaching: studying GAN training, benchmarking generative models, "
+        "and making example images. The images are synthetic; the generator may also "
+        "reproduce parts of its training images, so treat its output with the same care "
+        "as the training data.",
+    ]
     if terms.get("medical"):
-        lines += ["", "**Not for clinical use.** Do not use it for diagnosis, treatment, screening "
-                  "or as a stand-in for patient data in any clinical system. Its images have not "
-                  "been validated by clinicians and can contain anatomy that does not exist."]
+        lines += [
+            "",
+            "**Not for clinical use.** Do not use it for diagnosis, treatment, screening "
+            "or as a stand-in for patient data in any clinical system. Its images have not "
+            "been validated by clinicians and can contain anatomy that does not exist.",
+        ]
     elif terms.get("medical") is None:
-        lines += ["", "If the training images are medical: **not for clinical use**; the images "
-                  "are synthetic and unvalidated."]
+        lines += [
+            "",
+            "If the training images are medical: **not for clinical use**; the images "
+            "are synthetic and unvalidated.",
+        ]
     return lines + [""]

@@ -13,8 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganforge.checkpoint import (GeneratorInfo, check_state_fits, find_latest, generator_from_checkpoint,
-                                 load_checkpoint, load_state_strict, read_generator_file)
+from ganforge.checkpoint import (
+    GeneratorInfo,
+    check_state_fits,
+    find_latest,
+    generator_from_checkpoint,
+    load_checkpoint,
+    load_state_strict,
+    read_generator_file,
+)
 from ganforge.data import to_uint8
 from ganforge.errors import CheckpointError
 from ganforge.models import build_models
@@ -31,15 +38,20 @@ def resolve_source(source: str | Path) -> Path:
         latest = find_latest(path / "checkpoints")
         if latest is not None:
             return latest
-        raise CheckpointError(f"{path} holds no generator.safetensors, model.safetensors or "
-                              "checkpoints/ckpt-*.pt; is it a ganforge run or model folder?")
+        raise CheckpointError(
+            f"{path} holds no generator.safetensors, model.safetensors or "
+            "checkpoints/ckpt-*.pt; is it a ganforge run or model folder?"
+        )
     if not path.exists():
-        raise CheckpointError(f"{path} not found: give a run folder, a generator .safetensors or a checkpoint .pt")
+        raise CheckpointError(
+            f"{path} not found: give a run folder, a generator .safetensors or a checkpoint .pt"
+        )
     return path
 
 
-def load_generator(source: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
-                   ) -> tuple[nn.Module, GeneratorInfo]:
+def load_generator(
+    source: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
+) -> tuple[nn.Module, GeneratorInfo]:
     """Rebuild the generator from the registry and load its weights; eval mode, on `device`."""
     path = resolve_source(source)
     if path.suffix == ".safetensors":
@@ -56,9 +68,15 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu", use_e
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, info: GeneratorInfo, count: int, seed: int = 0,
-             batch_size: int = 500, device: str | torch.device | None = None,
-             labels: torch.Tensor | None = None) -> torch.Tensor:
+def generate(
+    generator: nn.Module,
+    info: GeneratorInfo,
+    count: int,
+    seed: int = 0,
+    batch_size: int = 500,
+    device: str | torch.device | None = None,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """`count` images as uint8 [N, C, H, W], the same for the same seed on the same device.
 
     `labels` [count] asks a conditional generator for these classes (see
@@ -73,7 +91,7 @@ def generate(generator: nn.Module, info: GeneratorInfo, count: int, seed: int = 
         if labels is None:
             images = generator(z)
         else:
-            images = generator(z, labels[start:start + n].to(device))
+            images = generator(z, labels[start : start + n].to(device))
         out.append(to_uint8(images).cpu())
     return torch.cat(out)
 

@@ -37,8 +37,10 @@ def parse_seeds(text: str) -> list[int]:
     for part in str(text).replace(" ", "").split(","):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not match:
-            raise ConfigError(f"--seeds {text[:40]!r}: give non-negative whole numbers and ranges "
-                              "such as 3,7,12 or 0-35")
+            raise ConfigError(
+                f"--seeds {text[:40]!r}: give non-negative whole numbers and ranges "
+                "such as 3,7,12 or 0-35"
+            )
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:
@@ -56,11 +58,14 @@ def check_truncation(info: GeneratorInfo, psi: float | None) -> None:
     if psi is None:
         return
     if info.noise != "normal":
-        raise ConfigError("--truncation works on Gaussian latents only; this generator was "
-                          f"trained on {info.noise} noise, so leave --truncation out")
+        raise ConfigError(
+            "--truncation works on Gaussian latents only; this generator was "
+            f"trained on {info.noise} noise, so leave --truncation out"
+        )
     if not (math.isfinite(psi) and psi > 0):
-        raise ConfigError("--truncation must be a positive number of standard deviations, "
-                          f"got {psi}")
+        raise ConfigError(
+            f"--truncation must be a positive number of standard deviations, got {psi}"
+        )
 
 
 def seed_latent(info: GeneratorInfo, seed: int, truncation: float | None = None) -> torch.Tensor:
@@ -88,8 +93,9 @@ def _truncate(z: torch.Tensor, psi: float, rng: torch.Generator) -> torch.Tensor
     return torch.where(z.abs() > psi, redrawn, z)
 
 
-def seed_latents(info: GeneratorInfo, seeds: list[int],
-                 truncation: float | None = None) -> torch.Tensor:
+def seed_latents(
+    info: GeneratorInfo, seeds: list[int], truncation: float | None = None
+) -> torch.Tensor:
     """Latents [len(seeds), latent_dim], one row per seed (each row independent of the others)."""
     check_truncation(info, truncation)
     return torch.stack([seed_latent(info, seed, truncation) for seed in seeds])
@@ -106,8 +112,9 @@ def images_for_latents(generator: nn.Module, latents: torch.Tensor) -> torch.Ten
     return torch.cat([to_uint8(generator(z[None].to(device))).cpu() for z in latents])
 
 
-def images_for_seeds(generator: nn.Module, info: GeneratorInfo, seeds: list[int],
-                     truncation: float | None = None) -> torch.Tensor:
+def images_for_seeds(
+    generator: nn.Module, info: GeneratorInfo, seeds: list[int], truncation: float | None = None
+) -> torch.Tensor:
     """uint8 images [len(seeds), C, H, W]; the image of a seed does not depend on the others."""
     return images_for_latents(generator, seed_latents(info, seeds, truncation))
 
@@ -131,8 +138,13 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return a + (b - a) * t
 
 
-def walk(info: GeneratorInfo, seeds: list[int], frames: int, loop: bool = True,
-         truncation: float | None = None) -> torch.Tensor:
+def walk(
+    info: GeneratorInfo,
+    seeds: list[int],
+    frames: int,
+    loop: bool = True,
+    truncation: float | None = None,
+) -> torch.Tensor:
     """Latents [frames, latent_dim] that pass through each seed's latent in order.
 
     slerp for Gaussian latents, lerp for uniform ones. With `loop`, the walk returns to the
@@ -143,8 +155,10 @@ def walk(info: GeneratorInfo, seeds: list[int], frames: int, loop: bool = True,
     keys = seed_latents(info, seeds, truncation)
     segments = len(seeds) if loop else len(seeds) - 1
     if frames < segments + (0 if loop else 1):
-        raise ConfigError(f"--frames {frames} is too few for {len(seeds)} seeds; give at least "
-                          f"{segments + (0 if loop else 1)}")
+        raise ConfigError(
+            f"--frames {frames} is too few for {len(seeds)} seeds; give at least "
+            f"{segments + (0 if loop else 1)}"
+        )
     mix = slerp if info.noise == "normal" else lerp
     out = []
     # position along the path in segment units; a loop stops one step short of the start

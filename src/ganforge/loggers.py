@@ -36,8 +36,9 @@ class Logger(Protocol):
 
     def log_scalars(self, step: int, values: dict[str, float]) -> None: ...
 
-    def log_image(self, step: int, name: str, images_uint8_nchw: torch.Tensor,
-                  rows: int) -> None: ...
+    def log_image(
+        self, step: int, name: str, images_uint8_nchw: torch.Tensor, rows: int
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -152,8 +153,9 @@ def logger_problems(names: Iterable[str]) -> list[str]:
     return found
 
 
-def make_loggers(names: list[str], run_dir: str | Path,
-                 resume_step: int | None = None) -> list[Logger]:
+def make_loggers(
+    names: list[str], run_dir: str | Path, resume_step: int | None = None
+) -> list[Logger]:
     """The named loggers for a run folder, each once, in the order given."""
     problems = logger_problems(names)
     if problems:
@@ -193,7 +195,9 @@ class LoggingHook:
         self.loggers: list[Logger] = []
 
     def on_start(self, trainer: Any) -> None:
-        self.loggers = make_loggers(self.names, trainer.run.path, resume_step=trainer.state.step or None)
+        self.loggers = make_loggers(
+            self.names, trainer.run.path, resume_step=trainer.state.step or None
+        )
 
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
         for logger in self.loggers:

@@ -43,17 +43,39 @@ def _bce_keras(logits: torch.Tensor, target: float) -> torch.Tensor:
     return _bce(torch.log(probability / (1.0 - probability)), target)
 
 
-LOSSES: dict[str, GANLoss] = {loss.name: loss for loss in (
-    GANLoss("bce", lambda x, s: _bce(x, 1.0 - s), lambda x: _bce(x, 0.0), lambda x: _bce(x, 1.0),
-            "binary cross-entropy with the non-saturating G loss (the documented recipes)"),
-    GANLoss("bce-keras", lambda x, s: _bce_keras(x, 1.0 - s), lambda x: _bce_keras(x, 0.0),
+LOSSES: dict[str, GANLoss] = {
+    loss.name: loss
+    for loss in (
+        GANLoss(
+            "bce",
+            lambda x, s: _bce(x, 1.0 - s),
+            lambda x: _bce(x, 0.0),
+            lambda x: _bce(x, 1.0),
+            "binary cross-entropy with the non-saturating G loss (the documented recipes)",
+        ),
+        GANLoss(
+            "bce-keras",
+            lambda x, s: _bce_keras(x, 1.0 - s),
+            lambda x: _bce_keras(x, 0.0),
             lambda x: _bce_keras(x, 1.0),
-            "bce as Keras 2 computes it: probabilities clipped to [1e-7, 1-1e-7] (faithful presets)"),
-    GANLoss("hinge", lambda x, s: F.relu(1.0 - s - x.float()).mean(), lambda x: F.relu(1.0 + x.float()).mean(),
-            lambda x: -x.float().mean(), "hinge loss (SAGAN, BigGAN)"),
-    GANLoss("lsgan", lambda x, s: 0.5 * (x.float() - (1.0 - s)).pow(2).mean(), lambda x: 0.5 * x.float().pow(2).mean(),
-            lambda x: 0.5 * (x.float() - 1.0).pow(2).mean(), "least squares (Mao et al. 2017)"),
-)}
+            "bce as Keras 2 computes it: probabilities clipped to [1e-7, 1-1e-7] (faithful presets)",
+        ),
+        GANLoss(
+            "hinge",
+            lambda x, s: F.relu(1.0 - s - x.float()).mean(),
+            lambda x: F.relu(1.0 + x.float()).mean(),
+            lambda x: -x.float().mean(),
+            "hinge loss (SAGAN, BigGAN)",
+        ),
+        GANLoss(
+            "lsgan",
+            lambda x, s: 0.5 * (x.float() - (1.0 - s)).pow(2).mean(),
+            lambda x: 0.5 * x.float().pow(2).mean(),
+            lambda x: 0.5 * (x.float() - 1.0).pow(2).mean(),
+            "least squares (Mao et al. 2017)",
+        ),
+    )
+}
 
 
 def get_loss(name: str) -> GANLoss:
@@ -84,7 +106,9 @@ class R1:
     def __init__(self, gamma: float, interval: int = 1):
         self.gamma, self.interval = gamma, interval
 
-    def penalty(self, real: torch.Tensor, real_logits: torch.Tensor, index: int) -> torch.Tensor | None:
+    def penalty(
+        self, real: torch.Tensor, real_logits: torch.Tensor, index: int
+    ) -> torch.Tensor | None:
         if index % self.interval:
             return None
         return (0.5 * self.gamma * self.interval) * r1_penalty(real_logits, real)

@@ -10,8 +10,14 @@ from __future__ import annotations
 import torch
 
 
-def draw_noise(count: int, latent_dim: int, law: str, std: float, generator: torch.Generator,
-               device: torch.device | str) -> torch.Tensor:
+def draw_noise(
+    count: int,
+    latent_dim: int,
+    law: str,
+    std: float,
+    generator: torch.Generator,
+    device: torch.device | str,
+) -> torch.Tensor:
     """Latent vectors [count, latent_dim]: N(0, std^2) for law "normal", U(-1, 1) for "uniform"."""
     if law == "uniform":
         return torch.rand(count, latent_dim, generator=generator, device=device).mul_(2).sub_(1)

@@ -38,7 +38,9 @@ def load_config_file(path: str | Path) -> TrainConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config {shown}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{shown} is not a text file; --config wants a YAML or JSON file of settings") from None
+        raise ConfigError(
+            f"{shown} is not a text file; --config wants a YAML or JSON file of settings"
+        ) from None
     except ValueError as exc:  # a path with a NUL byte, or a number too long for Python in the YAML
         raise ConfigError(f"cannot read config {shown}: {first_line(exc)}") from None
     except yaml.YAMLError as exc:
@@ -46,8 +48,6 @@ def load_config_file(path: str | Path) -> TrainConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"{shown} must hold a mapping of settings")
     return TrainConfig.from_dict(values)
-
-
 
 
 def describe_presets() -> list[tuple[str, str]]:

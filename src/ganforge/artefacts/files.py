@@ -39,7 +39,9 @@ def _read_umask() -> int:
     return mask
 
 
-_UMASK = _read_umask()  # read once at import: os.umask is process-wide, and grids are written from a thread
+_UMASK = (
+    _read_umask()
+)  # read once at import: os.umask is process-wide, and grids are written from a thread
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -11,8 +11,13 @@ from PIL import Image
 from ganforge.artefacts.files import write_bytes
 
 
-def save_gif(frames: Sequence[str | Path], path: str | Path, duration_ms: int = 200, max_frames: int = 120,
-             max_side: int = 512) -> Path | None:
+def save_gif(
+    frames: Sequence[str | Path],
+    path: str | Path,
+    duration_ms: int = 200,
+    max_frames: int = 120,
+    max_side: int = 512,
+) -> Path | None:
     """Write the PNG frames (in order) as a looping GIF; long runs are thinned evenly to `max_frames`."""
     frames = list(frames)
     if not frames:
@@ -23,12 +28,16 @@ def save_gif(frames: Sequence[str | Path], path: str | Path, duration_ms: int = 
     images = []
     for frame in frames:
         with Image.open(frame) as image:
-            image = image.convert("L") if image.mode in ("L", "LA", "I;16") else image.convert("RGB")
+            image = (
+                image.convert("L") if image.mode in ("L", "LA", "I;16") else image.convert("RGB")
+            )
             if max(image.size) > max_side:
                 image.thumbnail((max_side, max_side), Image.LANCZOS)
             images.append(image.copy())
     durations = [duration_ms] * (len(images) - 1) + [duration_ms * 8]  # pause on the final frame
     buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    images[0].save(
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+    )
     write_bytes(path, buffer.getvalue())
     return Path(path)

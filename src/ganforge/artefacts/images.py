@@ -13,13 +13,19 @@ from PIL import Image
 from ganforge.artefacts.files import write_bytes
 
 
-def make_grid(images: torch.Tensor, rows: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+def make_grid(
+    images: torch.Tensor, rows: int | None = None, padding: int = 2, pad_value: int = 0
+) -> np.ndarray:
     """Tile uint8 images [N, C, H, W] into one [H', W', C] array, `rows` rows (square by default)."""
     images = images.detach().cpu()
     n, c, h, w = images.shape
     rows = rows or max(1, int(math.ceil(math.sqrt(n))))
     cols = int(math.ceil(n / rows))
-    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, c), pad_value, dtype=np.uint8)
+    grid = np.full(
+        (rows * (h + padding) + padding, cols * (w + padding) + padding, c),
+        pad_value,
+        dtype=np.uint8,
+    )
     array = images.permute(0, 2, 3, 1).numpy()
     for i in range(n):
         r, col = divmod(i, cols)
@@ -30,7 +36,9 @@ def make_grid(images: torch.Tensor, rows: int | None = None, padding: int = 2, p
 
 def to_pil(array: np.ndarray, upscale: int = 1) -> Image.Image:
     """[H, W, 1|3] uint8 -> PIL image, optionally enlarged with nearest-neighbour (for 28x28 digits)."""
-    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, mode="L" if array.shape[2] == 1 else "RGB")
+    image = Image.fromarray(
+        array[:, :, 0] if array.shape[2] == 1 else array, mode="L" if array.shape[2] == 1 else "RGB"
+    )
     if upscale > 1:
         image = image.resize((image.width * upscale, image.height * upscale), Image.NEAREST)
     return image

@@ -30,7 +30,10 @@ def plot_training_curves(records: list[dict], path: str | Path, title: str = "")
         return None
     steps = [r["step"] for r in records]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    for key, colour, label in (("d_loss", "tab:blue", "D loss"), ("g_loss", "tab:orange", "G loss")):
+    for key, colour, label in (
+        ("d_loss", "tab:blue", "D loss"),
+        ("g_loss", "tab:orange", "G loss"),
+    ):
         values = [r[key] for r in records]
         axes[0].plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
         axes[0].plot(steps, smooth(values), color=colour, label=f"{label} (smoothed)")
@@ -41,8 +44,12 @@ def plot_training_curves(records: list[dict], path: str | Path, title: str = "")
         axes[1].plot(steps, smooth(values), color=colour, label=label)
     axes[1].set_ylim(-0.02, 1.02)
     axes[1].set_title("discriminator outputs (probabilities)")
-    axes[2].plot(steps, [r["d_acc"] for r in records], color="tab:purple", alpha=0.25, linewidth=0.8)
-    axes[2].plot(steps, smooth([r["d_acc"] for r in records]), color="tab:purple", label="D accuracy")
+    axes[2].plot(
+        steps, [r["d_acc"] for r in records], color="tab:purple", alpha=0.25, linewidth=0.8
+    )
+    axes[2].plot(
+        steps, smooth([r["d_acc"] for r in records]), color="tab:purple", label="D accuracy"
+    )
     axes[2].set_ylim(-0.02, 1.02)
     axes[2].set_title("discriminator accuracy")
     for ax in axes:

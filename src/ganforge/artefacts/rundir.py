@@ -1,15 +1,15 @@
 """One folder per run, holding every artefact, so a run can always be explained and repeated.
 
-    <out_dir>/<run_name>/
-        config.json            the fully resolved configuration
-        metrics.jsonl          one JSON record per logged step (losses, D outputs, speed)
-        eval.jsonl             quality metrics during training, with wall-clock time
-        samples/               a grid PNG per sample interval, from fixed noise
-        losses.png             loss and discriminator curves
-        training.gif           the sample grids as an animation
-        checkpoints/           ckpt-<step>.pt (the last K), best.pt, latest.txt
-        generator.safetensors  the final generator, loadable without the training code
-        summary.json           final figures of the run
+<out_dir>/<run_name>/
+    config.json            the fully resolved configuration
+    metrics.jsonl          one JSON record per logged step (losses, D outputs, speed)
+    eval.jsonl             quality metrics during training, with wall-clock time
+    samples/               a grid PNG per sample interval, from fixed noise
+    losses.png             loss and discriminator curves
+    training.gif           the sample grids as an animation
+    checkpoints/           ckpt-<step>.pt (the last K), best.pt, latest.txt
+    generator.safetensors  the final generator, loadable without the training code
+    summary.json           final figures of the run
 """
 
 from __future__ import annotations
@@ -30,45 +30,72 @@ class RunDirectory:
 
     # ---- creation ---------------------------------------------------------------------
     @classmethod
-    def create(cls, out_dir: str | Path, name: str, overwrite: bool = False, resume: bool = False) -> "RunDirectory":
+    def create(
+        cls, out_dir: str | Path, name: str, overwrite: bool = False, resume: bool = False
+    ) -> "RunDirectory":
         """Make a new run folder. An existing one is refused unless resuming or overwriting."""
         path = Path(out_dir) / name
         if path.exists() and any(path.iterdir()) and not resume:
             if not overwrite:
-                raise ConfigError(f"run folder {path} already exists; pass --resume to continue it, "
-                                  "--overwrite to replace it, or --name for a new one")
+                raise ConfigError(
+                    f"run folder {path} already exists; pass --resume to continue it, "
+                    "--overwrite to replace it, or --name for a new one"
+                )
             if not (path / "config.json").is_file():
-                raise ConfigError(f"refusing to overwrite {path}: it does not look like a ganforge run "
-                                  "(no config.json); choose another --out or --name")
+                raise ConfigError(
+                    f"refusing to overwrite {path}: it does not look like a ganforge run "
+                    "(no config.json); choose another --out or --name"
+                )
             shutil.rmtree(path)
         if resume and not (path / "checkpoints").is_dir():
-            raise ConfigError(f"cannot resume: {path} has no checkpoints folder; start it without --resume")
+            raise ConfigError(
+                f"cannot resume: {path} has no checkpoints folder; start it without --resume"
+            )
         try:
             (path / "samples").mkdir(parents=True, exist_ok=True)
             (path / "checkpoints").mkdir(exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create run folder {path}: {exc.strerror}; choose a writable --out") from None
+            raise ConfigError(
+                f"cannot create run folder {path}: {exc.strerror}; choose a writable --out"
+            ) from None
         return cls(path)
 
     # ---- paths --------------------------------------------------------------------------
     @property
-    def config_file(self) -> Path: return self.path / "config.json"
+    def config_file(self) -> Path:
+        return self.path / "config.json"
+
     @property
-    def metrics_file(self) -> Path: return self.path / "metrics.jsonl"
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
     @property
-    def eval_file(self) -> Path: return self.path / "eval.jsonl"
+    def eval_file(self) -> Path:
+        return self.path / "eval.jsonl"
+
     @property
-    def samples_dir(self) -> Path: return self.path / "samples"
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
     @property
-    def checkpoints_dir(self) -> Path: return self.path / "checkpoints"
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
     @property
-    def plot_file(self) -> Path: return self.path / "losses.png"
+    def plot_file(self) -> Path:
+        return self.path / "losses.png"
+
     @property
-    def gif_file(self) -> Path: return self.path / "training.gif"
+    def gif_file(self) -> Path:
+        return self.path / "training.gif"
+
     @property
-    def generator_file(self) -> Path: return self.path / "generator.safetensors"
+    def generator_file(self) -> Path:
+        return self.path / "generator.safetensors"
+
     @property
-    def summary_file(self) -> Path: return self.path / "summary.json"
+    def summary_file(self) -> Path:
+        return self.path / "summary.json"
 
     def sample_path(self, unit: str, index: int) -> Path:
         return self.samples_dir / f"{unit}_{index:06d}.png"
@@ -108,5 +135,9 @@ def default_run_name(preset: str | None, out_dir: str | Path) -> str:
     """<preset>-<NNN>, numbered after the highest existing run of that preset in out_dir."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", preset or "run")
     out = Path(out_dir)
-    numbers = [int(m.group(1)) for p in out.glob(f"{stem}-*") if (m := re.fullmatch(rf"{re.escape(stem)}-(\d+)", p.name))]
+    numbers = [
+        int(m.group(1))
+        for p in out.glob(f"{stem}-*")
+        if (m := re.fullmatch(rf"{re.escape(stem)}-(\d+)", p.name))
+    ]
     return f"{stem}-{max(numbers, default=0) + 1:03d}"

@@ -24,11 +24,14 @@ def check_writer(path: str | Path) -> str:
     if suffix == ".gif":
         return "gif"
     if suffix == ".mp4":
-        missing = [name for name in ("imageio", "imageio_ffmpeg")
-                   if importlib.util.find_spec(name) is None]
+        missing = [
+            name for name in ("imageio", "imageio_ffmpeg") if importlib.util.find_spec(name) is None
+        ]
         if missing:
-            raise ConfigError(f"writing .mp4 needs {' and '.join(missing)} (the video extra): "
-                              f"{VIDEO_HINT}; or write a .gif")
+            raise ConfigError(
+                f"writing .mp4 needs {' and '.join(missing)} (the video extra): "
+                f"{VIDEO_HINT}; or write a .gif"
+            )
         return "mp4"
     raise ConfigError(f"--out {path}: give a .gif or an .mp4 file name")
 
@@ -47,18 +50,21 @@ def enlarge(frames: torch.Tensor, min_side: int, rgb: bool = False) -> np.ndarra
     return np.ascontiguousarray(array[:, : array.shape[1] // 2 * 2, : array.shape[2] // 2 * 2])
 
 
-def save_animation(frames: torch.Tensor, path: str | Path, fps: int = 20,
-                   min_side: int = 256) -> Path:
+def save_animation(
+    frames: torch.Tensor, path: str | Path, fps: int = 20, min_side: int = 256
+) -> Path:
     """Write uint8 frames [N, C, H, W] as a looping GIF or an H.264 MP4, atomically."""
     kind = check_writer(path)
     array = enlarge(frames, min_side, rgb=kind == "mp4")
     if kind == "gif":
-        images = [Image.fromarray(frame[:, :, 0] if frame.shape[-1] == 1 else frame)
-                  for frame in array]
+        images = [
+            Image.fromarray(frame[:, :, 0] if frame.shape[-1] == 1 else frame) for frame in array
+        ]
         buffer = io.BytesIO()
         duration = max(1, round(1000 / fps))
-        images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
-                       duration=duration, loop=0)
+        images[0].save(
+            buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0
+        )
         write_bytes(path, buffer.getvalue())
         return Path(path)
     import imageio.v2 as imageio
@@ -69,8 +75,14 @@ def save_animation(frames: torch.Tensor, path: str | Path, fps: int = 20,
     os.close(fd)
     tmp = Path(name)
     try:  # imageio-ffmpeg encodes to a path: beside the target, then copied in atomically
-        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264",
-                                pixelformat="yuv420p", macro_block_size=1) as writer:
+        with imageio.get_writer(
+            tmp,
+            format="FFMPEG",
+            fps=fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=1,
+        ) as writer:
             for frame in array:
                 writer.append_data(frame)
         write_bytes(target, tmp.read_bytes())

@@ -30,7 +30,9 @@ class BackgroundWriter:
             fn(*args)
             return
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="ganforge-artefacts", daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, name="ganforge-artefacts", daemon=True
+            )
             self._thread.start()
         self._queue.put((fn, args, ready))
 

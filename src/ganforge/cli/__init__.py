@@ -32,10 +32,13 @@ COMMAND_MODULES = ("train", "sample", "interpolate", "export", "eval", "compare"
 
 def build_parser() -> argparse.ArgumentParser:
     from ganforge import __version__
-    parser = argparse.ArgumentParser(prog="ganforge",
-                                     description="Train GANs, generate images, measure quality.",
-                                     epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    parser = argparse.ArgumentParser(
+        prog="ganforge",
+        description="Train GANs, generate images, measure quality.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

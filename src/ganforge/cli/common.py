@@ -12,6 +12,7 @@ def say(message: str) -> None:
 
 def positive_int(text: str) -> int:
     import argparse
+
     try:
         value = int(text)
     except ValueError:
@@ -24,6 +25,7 @@ def positive_int(text: str) -> int:
 def seed_int(text: str) -> int:
     """A noise seed: any whole number that fits the 64 bits torch's generators take."""
     import argparse
+
     try:
         value = int(text)
     except ValueError:

@@ -20,24 +20,46 @@ lines (lerp). MP4 needs the video extra: pip install 'ganforge[video]'.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("interpolate", help="animate a walk between seeds' images (GIF or MP4)",
-                       description="Make an animation that passes through the image of each "
-                                   "seed in turn, and by default returns to the first.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source",
-                   help="a run folder, model folder, generator .safetensors or checkpoint .pt")
-    p.add_argument("--seeds", required=True, metavar="LIST",
-                   help="the seeds to pass through, in order, e.g. 3,7,12 (at least two)")
-    p.add_argument("--frames", type=positive_int, default=60,
-                   help="frames in the whole walk (default 60)")
+    p = sub.add_parser(
+        "interpolate",
+        help="animate a walk between seeds' images (GIF or MP4)",
+        description="Make an animation that passes through the image of each "
+        "seed in turn, and by default returns to the first.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source", help="a run folder, model folder, generator .safetensors or checkpoint .pt"
+    )
+    p.add_argument(
+        "--seeds",
+        required=True,
+        metavar="LIST",
+        help="the seeds to pass through, in order, e.g. 3,7,12 (at least two)",
+    )
+    p.add_argument(
+        "--frames", type=positive_int, default=60, help="frames in the whole walk (default 60)"
+    )
     p.add_argument("--fps", type=positive_int, default=20, help="frames per second (default 20)")
-    p.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True,
-                   help="return to the first seed at the end (default: yes)")
-    p.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                   help="Gaussian latents only: truncate each seed's latent (see ganforge sample)")
-    p.add_argument("--size", type=positive_int, default=256,
-                   help="enlarge small images (nearest neighbour) to at least this many pixels "
-                        "(default 256)")
+    p.add_argument(
+        "--loop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="return to the first seed at the end (default: yes)",
+    )
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        metavar="PSI",
+        help="Gaussian latents only: truncate each seed's latent (see ganforge sample)",
+    )
+    p.add_argument(
+        "--size",
+        type=positive_int,
+        default=256,
+        help="enlarge small images (nearest neighbour) to at least this many pixels (default 256)",
+    )
     p.add_argument("--out", "-o", default="walk.gif", help="a .gif or .mp4 file (default walk.gif)")
     p.add_argument("--device", default="auto", help="auto (default: a GPU when present), cpu, cuda")
     p.set_defaults(run=run)
@@ -59,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         save_animation(frames, out, fps=args.fps, min_side=args.size)
     except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}; "
-                          "choose another --out") from None
+        raise ConfigError(
+            f"cannot write {out}: {exc.strerror or exc}; choose another --out"
+        ) from None
     law = "slerp" if info.noise == "normal" else "lerp"
-    say(f"wrote {len(frames)} frames ({law} through seeds {args.seeds}"
-        f"{', back to the first' if args.loop else ''}) to {out}")
+    say(
+        f"wrote {len(frames)} frames ({law} through seeds {args.seeds}"
+        f"{', back to the first' if args.loop else ''}) to {out}"
+    )
     return 0

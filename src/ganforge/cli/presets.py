@@ -28,5 +28,8 @@ def run(args: argparse.Namespace) -> int:
     for name, arch in sorted(ARCHITECTURES.items()):
         print(f"  {name:14s} {arch.summary}")
     print("datasets (--dataset NAME):  " + ", ".join(sorted(SOURCES)))
-    print("losses (--loss NAME):  " + ", ".join(f"{n} ({loss.summary})" for n, loss in sorted(LOSSES.items())))
+    print(
+        "losses (--loss NAME):  "
+        + ", ".join(f"{n} ({loss.summary})" for n, loss in sorted(LOSSES.items()))
+    )
     return 0

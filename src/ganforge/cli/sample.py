@@ -32,36 +32,76 @@ examples:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="generate images from a run, model folder or generator file",
-                       description="Generate images. The same seed gives the same images on the "
-                                   "same device.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="?", default=None,
-                   help="a run folder, a model folder (ganforge export --format folder), "
-                        "a generator .safetensors or a checkpoint .pt (or use --pretrained)")
-    p.add_argument("--pretrained", default=None, metavar="NAME",
-                   help="a generator shipped with ganforge, e.g. mnist-best (works offline)")
-    p.add_argument("--class", dest="label", type=int, default=None, metavar="N",
-                   help="conditional models only: every image of class N (e.g. 7 for sevens)")
-    p.add_argument("--count", "-n", type=positive_int, default=64,
-                   help="number of images (default 64)")
-    p.add_argument("--seed", type=seed_int, default=0,
-                   help="noise seed; the same seed gives the same images")
-    p.add_argument("--seeds", default=None, metavar="LIST",
-                   help="one image per seed, e.g. 0-35 or 3,7,12 (instead of --count/--seed); "
-                        "into a folder as seed-NNNN.png")
-    p.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                   help="Gaussian latents only: resample latent components beyond PSI standard "
-                        "deviations (BigGAN's truncation; smaller: more typical, less varied)")
-    p.add_argument("--out", "-o", default="samples.png",
-                   help="grid .png, a .npy file (uint8 [N,H,W,C]), a .nii.gz volume (the images "
-                        "as axial slices), or a folder for one PNG per image")
-    p.add_argument("--format", choices=("auto", "grid", "png", "npy", "nifti"), default="auto",
-                   help="auto: by --out's suffix (.png grid, .npy array, .nii/.nii.gz volume, "
-                        "else a folder of PNGs)")
-    p.add_argument("--spacing", default="1,1,1", metavar="X,Y,Z",
-                   help="voxel size in mm of a NIfTI stack: column, row, slice (default 1,1,1; "
-                        "one number for all three)")
+    p = sub.add_parser(
+        "sample",
+        help="generate images from a run, model folder or generator file",
+        description="Generate images. The same seed gives the same images on the same device.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        help="a run folder, a model folder (ganforge export --format folder), "
+        "a generator .safetensors or a checkpoint .pt (or use --pretrained)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="NAME",
+        help="a generator shipped with ganforge, e.g. mnist-best (works offline)",
+    )
+    p.add_argument(
+        "--class",
+        dest="label",
+        type=int,
+        default=None,
+        metavar="N",
+        help="conditional models only: every image of class N (e.g. 7 for sevens)",
+    )
+    p.add_argument(
+        "--count", "-n", type=positive_int, default=64, help="number of images (default 64)"
+    )
+    p.add_argument(
+        "--seed", type=seed_int, default=0, help="noise seed; the same seed gives the same images"
+    )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="LIST",
+        help="one image per seed, e.g. 0-35 or 3,7,12 (instead of --count/--seed); "
+        "into a folder as seed-NNNN.png",
+    )
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        metavar="PSI",
+        help="Gaussian latents only: resample latent components beyond PSI standard "
+        "deviations (BigGAN's truncation; smaller: more typical, less varied)",
+    )
+    p.add_argument(
+        "--out",
+        "-o",
+        default="samples.png",
+        help="grid .png, a .npy file (uint8 [N,H,W,C]), a .nii.gz volume (the images "
+        "as axial slices), or a folder for one PNG per image",
+    )
+    p.add_argument(
+        "--format",
+        choices=("auto", "grid", "png", "npy", "nifti"),
+        default="auto",
+        help="auto: by --out's suffix (.png grid, .npy array, .nii/.nii.gz volume, "
+        "else a folder of PNGs)",
+    )
+    p.add_argument(
+        "--spacing",
+        default="1,1,1",
+        metavar="X,Y,Z",
+        help="voxel size in mm of a NIfTI stack: column, row, slice (default 1,1,1; "
+        "one number for all three)",
+    )
     p.add_argument("--device", default="auto", help="auto (default: a GPU when present), cpu, cuda")
     p.set_defaults(run=run)
 
@@ -80,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     kind = args.format if args.format != "auto" else by_suffix
     spacing = _spacing(args.spacing)
     if out.exists() and out.is_dir() and kind != "png":
-        raise ConfigError(f"--out {out} is a folder; give a file name ending in .png, .npy or "
-                          ".nii.gz")
+        raise ConfigError(
+            f"--out {out} is a folder; give a file name ending in .png, .npy or .nii.gz"
+        )
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if seeds is None and args.truncation is not None:
         seeds = _seed_range(args.seed, args.count)
@@ -89,8 +130,12 @@ def run(args: argparse.Namespace) -> int:
     generator, info = load_generator(source, resolve_device(args.device))
     check_truncation(info, args.truncation)
     classes = num_classes_of(generator)
-    labels = class_labels(args.label, classes, len(seeds) if seeds else args.count,
-                          f"the {info.arch} generator in {source}")
+    labels = class_labels(
+        args.label,
+        classes,
+        len(seeds) if seeds else args.count,
+        f"the {info.arch} generator in {source}",
+    )
     if seeds is None:
         images = generate(generator, info, args.count, args.seed, labels=labels)
     elif classes:  # each seed keeps its class: the one asked for, else seed mod classes
@@ -106,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
             write_with(out, lambda handle: np.save(handle, images.permute(0, 2, 3, 1).numpy()))
         elif kind == "nifti":
             from ganforge.data import save_nifti_stack
+
             save_nifti_stack(images, out, spacing)
         elif seeds is not None:
             _save_per_seed(images, seeds, out)
@@ -113,16 +159,19 @@ def run(args: argparse.Namespace) -> int:
             save_individual(images, out)
     except OSError as exc:  # a file where a folder should be, a read-only place, a full disk
         where = exc.filename or out
-        raise ConfigError(f"cannot write {out}: {exc.strerror or exc} ({where}); "
-                          "choose another --out") from None
+        raise ConfigError(
+            f"cannot write {out}: {exc.strerror or exc} ({where}); choose another --out"
+        ) from None
     if args.seeds is not None:
         what = f"seeds {args.seeds}"
     else:
         what = f"seed {args.seed}" if seeds is None else f"seeds {seeds[0]}-{seeds[-1]}"
     trunc = f", truncation {args.truncation:g}" if args.truncation is not None else ""
     trunc += f", class {args.label}" if args.label is not None else ""
-    say(f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
-        f"iteration {info.step}; {what}{trunc}) to {out}")
+    say(
+        f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
+        f"iteration {info.step}; {what}{trunc}) to {out}"
+    )
     return 0
 
 
@@ -136,8 +185,10 @@ def _source(args: argparse.Namespace):
         return pretrained_path(args.pretrained)
     if args.source is None:
         shipped = ", ".join(pretrained_names()) or "none in this installation"
-        raise ConfigError("give a run folder, model folder or generator file to sample, or "
-                          f"--pretrained NAME (shipped: {shipped})")
+        raise ConfigError(
+            "give a run folder, model folder or generator file to sample, or "
+            f"--pretrained NAME (shipped: {shipped})"
+        )
     return args.source
 
 
@@ -150,15 +201,19 @@ def _spacing(text: str) -> tuple[float, float, float]:
     if len(sizes) == 1:
         sizes *= 3
     if len(sizes) != 3 or not all(math.isfinite(size) and size > 0 for size in sizes):
-        raise ConfigError(f"--spacing {text[:40]!r}: give one or three positive sizes in mm, "
-                          "e.g. 1 or 0.9,0.9,2.5")
+        raise ConfigError(
+            f"--spacing {text[:40]!r}: give one or three positive sizes in mm, "
+            "e.g. 1 or 0.9,0.9,2.5"
+        )
     return sizes[0], sizes[1], sizes[2]
 
 
 def _seed_range(first: int, count: int) -> list[int]:
     if first < 0 or first + count > 2**63:
-        raise ConfigError(f"--truncation uses the seeds {first}..{first + count - 1}, which "
-                          "must be non-negative 64-bit numbers; choose another --seed")
+        raise ConfigError(
+            f"--truncation uses the seeds {first}..{first + count - 1}, which "
+            "must be non-negative 64-bit numbers; choose another --seed"
+        )
     return list(range(first, first + count))
 
 

@@ -1,7 +1,7 @@
 """`ganforge train`: train from a preset or config file, with any setting overridden.
 
-    ganforge train                                    # the offline demo, single CPU or GPU
-    ganforge train --preset mnist-dcgan --epochs 1    # a documented recipe, shortened
+ganforge train                                    # the offline demo, single CPU or GPU
+ganforge train --preset mnist-dcgan --epochs 1    # a documented recipe, shortened
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def _names(kind: str) -> str:
         from ganforge.data import SOURCES as registry
     return ", ".join(sorted(registry))
 
+
 # flag -> dotted config key; every flag is optional and overrides the preset.
 FLAGS = {
     "epochs": ("epochs", int, "train for this many passes over the data"),
@@ -63,31 +64,58 @@ FLAGS = {
     "channels": ("data.channels", int, "1 (grayscale) or 3 (RGB)"),
     "limit": ("data.limit", int, "use only the first N images"),
     "out": ("out_dir", str, "folder that holds run folders (default: runs)"),
-    "logger": ("loggers", str, "experiment loggers besides metrics.jsonl/.csv, comma-separated: "
-                               "tensorboard"),
+    "logger": (
+        "loggers",
+        str,
+        "experiment loggers besides metrics.jsonl/.csv, comma-separated: tensorboard",
+    ),
     "name": ("run_name", str, "name of this run's folder (default: <preset>-NNN)"),
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a GAN (default: the small offline MNIST demo)",
-                       description="Train a GAN. Without options: the 'demo' preset, a small DCGAN "
-                                   "on MNIST.", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=None,
-                   help=f"named recipe (default: {DEFAULT_PRESET}): {', '.join(preset_names())}")
+    p = sub.add_parser(
+        "train",
+        help="train a GAN (default: the small offline MNIST demo)",
+        description="Train a GAN. Without options: the 'demo' preset, a small DCGAN on MNIST.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help=f"named recipe (default: {DEFAULT_PRESET}): {', '.join(preset_names())}",
+    )
     p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
     names = {kind: _names(kind) for kind in ("model", "loss", "dataset")}
     for flag, (_, kind, text) in FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None,
-                       help=text.format(**names))
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other setting, e.g. --set ema_decay=0.999 --set data.fit=crop (repeatable)")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue this run folder from its last checkpoint, with its saved config; flags given "
-                        "here still override it (e.g. --iterations to extend, --lr to lower)")
-    p.add_argument("--allow-data-change", action="store_true",
-                   help="with --resume: continue even if the data found differ from the run's")
+        p.add_argument(
+            "--" + flag.replace("_", "-"),
+            dest=flag,
+            type=kind,
+            default=None,
+            help=text.format(**names),
+        )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other setting, e.g. --set ema_decay=0.999 --set data.fit=crop (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue this run folder from its last checkpoint, with its saved config; flags given "
+        "here still override it (e.g. --iterations to extend, --lr to lower)",
+    )
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue even if the data found differ from the run's",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -97,6 +125,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def resolve_config(args: argparse.Namespace):
     """The config the flags describe, checked (names, options, shapes) before anything runs."""
     from ganforge.check import check
+
     if sum(bool(x) for x in (args.preset, args.config, args.resume)) > 1:
         raise ConfigError("give only one of --preset, --config and --resume")
     if args.epochs is not None and args.iterations is not None:
@@ -104,7 +133,11 @@ def resolve_config(args: argparse.Namespace):
     if args.resume:
         config = _saved_config(Path(args.resume))
     else:
-        config = load_config_file(args.config) if args.config else load_preset(args.preset or DEFAULT_PRESET)
+        config = (
+            load_config_file(args.config)
+            if args.config
+            else load_preset(args.preset or DEFAULT_PRESET)
+        )
     overrides: dict[str, object] = {}
     for flag, (key, _, _) in FLAGS.items():
         value = getattr(args, flag)
@@ -126,7 +159,9 @@ def _saved_config(run_dir: Path):
     """The config a run folder was trained with, pointed back at that folder."""
     saved = run_dir / "config.json"
     if not saved.is_file():
-        raise ConfigError(f"cannot resume {run_dir}: no config.json there; is it a ganforge run folder?")
+        raise ConfigError(
+            f"cannot resume {run_dir}: no config.json there; is it a ganforge run folder?"
+        )
     config = load_config_file(saved)
     return config.with_overrides({"out_dir": str(run_dir.parent), "run_name": run_dir.name})
 
@@ -137,24 +172,44 @@ def run(args: argparse.Namespace) -> int:
         print(config.to_json())
         return 0
     if args.resume and (args.out or args.name):
-        raise ConfigError("--resume continues the run folder it names; --out and --name cannot move it")
+        raise ConfigError(
+            "--resume continues the run folder it names; --out and --name cannot move it"
+        )
     from ganforge.api import train
-    result = train(config, overwrite=args.overwrite, resume=bool(args.resume), show_progress=not args.quiet,
-                   allow_data_change=args.allow_data_change, log=say)
+
+    result = train(
+        config,
+        overwrite=args.overwrite,
+        resume=bool(args.resume),
+        show_progress=not args.quiet,
+        allow_data_change=args.allow_data_change,
+        log=say,
+    )
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports for all processes
         return 128 + (result.stop_signal or signal.SIGINT) if result.stopped_early else 0
     if result.nothing_to_do:
-        say(f"nothing to do: {result.run_dir} already reached iteration {result.steps}, the end of its "
-            "schedule; extend it with --resume RUN --iterations N (or --epochs N)")
+        say(
+            f"nothing to do: {result.run_dir} already reached iteration {result.steps}, the end of its "
+            "schedule; extend it with --resume RUN --iterations N (or --epochs N)"
+        )
         return 0
-    verb = (f"stopped (checkpoint saved; continue with: ganforge train --resume {result.run_dir})"
-            if result.stopped_early else "finished")
-    say(f"{verb}: {result.steps} iterations in {result.seconds:.1f} s ({result.images_per_second:,.0f} images/s)")
+    verb = (
+        f"stopped (checkpoint saved; continue with: ganforge train --resume {result.run_dir})"
+        if result.stopped_early
+        else "finished"
+    )
+    say(
+        f"{verb}: {result.steps} iterations in {result.seconds:.1f} s ({result.images_per_second:,.0f} images/s)"
+    )
     if result.final_stats:
         s = result.final_stats
-        say(f"final: D loss {s['d_loss']:.3f}, G loss {s['g_loss']:.3f}, D accuracy {s['d_acc']:.2f}, "
-            f"D(x) {s['d_real']:.2f}, D(G(z)) {s['d_fake']:.2f}")
-    say(f"run folder: {result.run_dir}  (samples/, losses.png, training.gif, generator.safetensors)")
+        say(
+            f"final: D loss {s['d_loss']:.3f}, G loss {s['g_loss']:.3f}, D accuracy {s['d_acc']:.2f}, "
+            f"D(x) {s['d_real']:.2f}, D(G(z)) {s['d_fake']:.2f}"
+        )
+    say(
+        f"run folder: {result.run_dir}  (samples/, losses.png, training.gif, generator.safetensors)"
+    )
     say(f"next: ganforge sample {result.run_dir} --count 64 --out samples.png")
     if result.stopped_early:  # the shell convention for a stop by signal: 128 + its number
         return 128 + (result.stop_signal or signal.SIGINT)

@@ -125,8 +125,6 @@ def load_volume(path: Path) -> Volume:
     return Volume(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), spacing)  # type: ignore[arg-type]
 
 
-
-
 def normalise_volume(
     volume: np.ndarray,
     where: Path | str = "volume",

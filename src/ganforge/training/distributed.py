@@ -68,11 +68,22 @@ from ganforge.training.state import TrainingState
 from ganforge.training.step import Batch
 from ganforge.training.threads import configure_threads, seed_everything
 
-_ERRORS: dict[str, type[GanforgeError]] = {cls.__name__: cls for cls in (
-    GanforgeError, ConfigError, DataError, CheckpointError, TrainingDiverged)}
+_ERRORS: dict[str, type[GanforgeError]] = {
+    cls.__name__: cls
+    for cls in (GanforgeError, ConfigError, DataError, CheckpointError, TrainingDiverged)
+}
 # Words in the message of a RuntimeError raised by a collective whose peer is gone or late.
-_LOST_PEER_MARKERS = ("gloo", "nccl", "connection", "peer", "timed out", "timeout",
-                      "processgroup", "socket", "broken pipe")
+_LOST_PEER_MARKERS = (
+    "gloo",
+    "nccl",
+    "connection",
+    "peer",
+    "timed out",
+    "timeout",
+    "processgroup",
+    "socket",
+    "broken pipe",
+)
 
 
 def world_size_from_env() -> int:
@@ -98,22 +109,32 @@ def problems(config: TrainConfig, world_size: int | None = None) -> list[str]:
     batch = config.batch_size
     if isinstance(batch, int) and batch > 0 and batch % world:
         lower, higher = batch // world * world, (batch // world + 1) * world
-        found.append(f"batch_size {batch} is the global batch and must split evenly over the "
-                     f"{world} processes; use a multiple of {world}, e.g. {higher}"
-                     + (f" or {lower}" if lower else ""))
+        found.append(
+            f"batch_size {batch} is the global batch and must split evenly over the "
+            f"{world} processes; use a multiple of {world}, e.g. {higher}"
+            + (f" or {lower}" if lower else "")
+        )
     elif isinstance(batch, int) and config.d_half_batch and (batch // 2) % world:
-        found.append(f"with d_half_batch D takes {batch // 2} real images per iteration, which "
-                     f"must split evenly over the {world} processes; use a batch_size that is a "
-                     f"multiple of {2 * world}")
+        found.append(
+            f"with d_half_batch D takes {batch // 2} real images per iteration, which "
+            f"must split evenly over the {world} processes; use a batch_size that is a "
+            f"multiple of {2 * world}"
+        )
     if config.cuda_graphs == "on":
-        found.append("cuda_graphs=on cannot capture DDP's communication; use --set "
-                     "cuda_graphs=off with several processes")
+        found.append(
+            "cuda_graphs=on cannot capture DDP's communication; use --set "
+            "cuda_graphs=off with several processes"
+        )
     if config.device == "mps" or str(config.device).startswith("cuda:"):
-        found.append(f"device {config.device} cannot be shared by {world} processes: each one uses "
-                     "the GPU of its LOCAL_RANK (--device cuda or auto) or the CPU (--device cpu)")
+        found.append(
+            f"device {config.device} cannot be shared by {world} processes: each one uses "
+            "the GPU of its LOCAL_RANK (--device cuda or auto) or the CPU (--device cpu)"
+        )
     if config.dist_backend == "nccl" and (config.device == "cpu" or not torch.cuda.is_available()):
-        found.append("dist_backend=nccl needs CUDA GPUs, and this process has none (or --device "
-                     "cpu); use --set dist_backend=gloo (or auto: nccl on GPUs, gloo on the CPU)")
+        found.append(
+            "dist_backend=nccl needs CUDA GPUs, and this process has none (or --device "
+            "cpu); use --set dist_backend=gloo (or auto: nccl on GPUs, gloo on the CPU)"
+        )
     return found
 
 
@@ -134,7 +155,7 @@ class Distributed:
     def part(self, tensor: torch.Tensor) -> torch.Tensor:
         """This process's slice of a global batch (along dimension 0)."""
         size = tensor.shape[0] // self.world_size
-        return tensor[self.rank * size:(self.rank + 1) * size]
+        return tensor[self.rank * size : (self.rank + 1) * size]
 
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
         """The average of `tensor` over all processes (a new tensor; one all_reduce)."""
@@ -178,36 +199,48 @@ def join(config: TrainConfig) -> Distributed:
         rank = int(os.environ["RANK"])
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
     except (KeyError, ValueError):
-        raise ConfigError(f"WORLD_SIZE={world} but RANK is not set; start the processes with "
-                          "torchrun (docs/distributed.md) rather than by setting WORLD_SIZE"
-                          ) from None
+        raise ConfigError(
+            f"WORLD_SIZE={world} but RANK is not set; start the processes with "
+            "torchrun (docs/distributed.md) rather than by setting WORLD_SIZE"
+        ) from None
     cuda = config.device != "cpu" and torch.cuda.is_available()
     backend = config.dist_backend if config.dist_backend != "auto" else ("nccl" if cuda else "gloo")
     device = torch.device("cpu")
     if cuda:
         count = torch.cuda.device_count()
         if local_rank >= count:
-            raise ConfigError(f"process {rank} has LOCAL_RANK {local_rank}, but this machine shows "
-                              f"{count} GPU(s); start at most {count} processes per machine "
-                              "(torchrun --nproc_per_node)")
+            raise ConfigError(
+                f"process {rank} has LOCAL_RANK {local_rank}, but this machine shows "
+                f"{count} GPU(s); start at most {count} processes per machine "
+                "(torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     address, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
     if not address or not port:
-        raise ConfigError(f"process {rank} of {world}: MASTER_ADDR and MASTER_PORT are not set, so "
-                          "it cannot find the others; launch with torchrun (it sets them), e.g. "
-                          "torchrun --nproc_per_node=2 -m ganforge train ...")
+        raise ConfigError(
+            f"process {rank} of {world}: MASTER_ADDR and MASTER_PORT are not set, so "
+            "it cannot find the others; launch with torchrun (it sets them), e.g. "
+            "torchrun --nproc_per_node=2 -m ganforge train ..."
+        )
     options: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
     try:
-        dist.init_process_group(backend, init_method="env://", world_size=world, rank=rank,
-                                timeout=datetime.timedelta(seconds=config.dist_timeout_s),
-                                **options)
+        dist.init_process_group(
+            backend,
+            init_method="env://",
+            world_size=world,
+            rank=rank,
+            timeout=datetime.timedelta(seconds=config.dist_timeout_s),
+            **options,
+        )
     except (RuntimeError, ValueError, OSError) as exc:  # store unreachable, a process missing
-        raise ConfigError(f"process {rank} of {world} could not join the run at {address}:{port} "
-                          f"within dist_timeout_s={config.dist_timeout_s:g} s "
-                          f"({type(exc).__name__}: "
-                          f"{first_line(exc, 120)}); check the address and port and that every "
-                          "machine started its torchrun") from None
+        raise ConfigError(
+            f"process {rank} of {world} could not join the run at {address}:{port} "
+            f"within dist_timeout_s={config.dist_timeout_s:g} s "
+            f"({type(exc).__name__}: "
+            f"{first_line(exc, 120)}); check the address and port and that every "
+            "machine started its torchrun"
+        ) from None
     return Distributed(rank, world, local_rank, backend, device)
 
 
@@ -245,23 +278,31 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size() > 1):
+        if not (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
             return super().forward(input)
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
         x = input.double()
-        local = torch.cat([x.sum(dims), (x * x).sum(dims),
-                           x.new_full((1,), input.numel() // channels)])
+        local = torch.cat(
+            [x.sum(dims), (x * x).sum(dims), x.new_full((1,), input.numel() // channels)]
+        )
         total = _SumOverProcesses.apply(local)
         count = total[-1]
         mean = total[:channels] / count
-        var = (total[channels:2 * channels] / count - mean * mean).clamp_min(0.0)
+        var = (total[channels : 2 * channels] / count - mean * mean).clamp_min(0.0)
         if self.track_running_stats and self.num_batches_tracked is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                factor = (self.momentum if self.momentum is not None
-                          else 1.0 / float(self.num_batches_tracked))
+                factor = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 unbiased = var * count / (count - 1).clamp_min(1.0)
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
@@ -282,10 +323,16 @@ def synchronise_batchnorm(module: nn.Module, device: torch.device) -> tuple[nn.M
 
 
 def _to_cpu_sync(module: nn.Module) -> nn.Module:
-    if (isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and not isinstance(module, (CPUSyncBatchNorm, nn.SyncBatchNorm))):
-        converted = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum,
-                                     module.affine, module.track_running_stats)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, (CPUSyncBatchNorm, nn.SyncBatchNorm)
+    ):
+        converted = CPUSyncBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         if module.affine:
             converted.weight, converted.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -320,8 +367,9 @@ class _Forward:
 def _average_gradients(optimiser: torch.optim.Optimizer, world_size: int) -> None:
     """Replace the gradients of `optimiser`'s parameters by their mean over processes (one
     all_reduce of them all)."""
-    grads = [p.grad for group in optimiser.param_groups for p in group["params"]
-             if p.grad is not None]
+    grads = [
+        p.grad for group in optimiser.param_groups for p in group["params"] if p.grad is not None
+    ]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
@@ -331,15 +379,18 @@ def _average_gradients(optimiser: torch.optim.Optimizer, world_size: int) -> Non
         grad.copy_(average.view_as(grad))
 
 
-def average_gradients_before_step(optimiser: torch.optim.Optimizer, world_size: int,
-                                  scaler: Any = None) -> None:
+def average_gradients_before_step(
+    optimiser: torch.optim.Optimizer, world_size: int, scaler: Any = None
+) -> None:
     """For the simultaneous step, whose torch.autograd.grad DDP cannot see: average the
     gradients just before `optimiser` steps. With a GradScaler (fp16) they are averaged
     before it unscales them, so an overflow in any process makes every process skip the
     step together (an all_reduce spreads inf)."""
     if scaler is None:
+
         def before_step(target: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             _average_gradients(target, world_size)
+
         optimiser.register_step_pre_hook(before_step)
         return
     unscale = scaler.unscale_
@@ -348,6 +399,7 @@ def average_gradients_before_step(optimiser: torch.optim.Optimizer, world_size: 
         if target is optimiser:
             _average_gradients(target, world_size)
         unscale(target)
+
     scaler.unscale_ = unscale_averaged
 
 
@@ -404,14 +456,18 @@ class DistributedTrainer(Trainer):
         if self._ddp is None:
             self._ddp = (_ddp(generator, self.dist.device), _ddp(discriminator, self.dist.device))
         ddp_g, ddp_d = self._ddp
-        return (_Forward(self._compiled(ddp_g), self._compiled(generator), generator),
-                _Forward(self._compiled(ddp_d), self._compiled(discriminator), discriminator))
+        return (
+            _Forward(self._compiled(ddp_g), self._compiled(generator), generator),
+            _Forward(self._compiled(ddp_d), self._compiled(discriminator), discriminator),
+        )
 
     def read_checkpoint(self, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
         """Rank 0 reads the checkpoint (on the CPU) and hands it to every process, so only
         rank 0's machine needs the run folder."""
+
         def read() -> tuple[Path, dict[str, Any]]:
             return loop._newest_readable_checkpoint(self.run, torch.device("cpu"), log)
+
         latest, saved = self.dist.from_main(read)
         self._resumed = saved
         return latest, saved
@@ -443,8 +499,10 @@ class DistributedTrainer(Trainer):
         saved_world = int(saved.get("world_size", 1))
         if saved_world == self.dist.world_size:
             return []
-        note = (f"resumed a run of {saved_world} process(es) on {self.dist.world_size}: "
-                "re-sharded (the global batch, its order and its noise are unchanged)")
+        note = (
+            f"resumed a run of {saved_world} process(es) on {self.dist.world_size}: "
+            "re-sharded (the global batch, its order and its noise are unchanged)"
+        )
         self.runtime.notes.append(note)  # in summary.json too
         return [note]
 
@@ -460,10 +518,13 @@ class DistributedTrainer(Trainer):
         part = self.dist.part
         z_d = part(batch.z_d)
         z_g = z_d if batch.z_g is batch.z_d else part(batch.z_g)
-        return replace(batch, z_d=z_d, z_g=z_g,
-                       fake_labels=None if batch.fake_labels is None else part(batch.fake_labels),
-                       fake_labels_g=(None if batch.fake_labels_g is None
-                                      else part(batch.fake_labels_g)))
+        return replace(
+            batch,
+            z_d=z_d,
+            z_g=z_g,
+            fake_labels=None if batch.fake_labels is None else part(batch.fake_labels),
+            fake_labels_g=(None if batch.fake_labels_g is None else part(batch.fake_labels_g)),
+        )
 
     def images_per_step(self) -> int:
         """Images through D (real + fake) and G in one iteration, in all processes together."""
@@ -493,8 +554,9 @@ class DistributedTrainer(Trainer):
         else:
             self.writer.close()
 
-    def _log(self, stats_sum: torch.Tensor, count: int, elapsed: float,
-             steps_per_second: float) -> dict[str, float]:
+    def _log(
+        self, stats_sum: torch.Tensor, count: int, elapsed: float, steps_per_second: float
+    ) -> dict[str, float]:
         # the whole batch's statistics, once per log interval; every process checks them for
         # NaN, rank 0 alone writes them (the others' run folder does not write)
         return super()._log(self.dist.mean(stats_sum), count, elapsed, steps_per_second)
@@ -502,6 +564,7 @@ class DistributedTrainer(Trainer):
     def _evaluate(self, elapsed: float) -> None:
         """Rank 0 evaluates; a new best is then saved by all (the checkpoint gathers every
         process's random streams)."""
+
         def score() -> tuple[bool, float | None, float]:
             before = self.state.best_metric
             self._defer_checkpoints = True
@@ -510,6 +573,7 @@ class DistributedTrainer(Trainer):
             finally:
                 self._defer_checkpoints = False
             return self.state.best_metric != before, self.state.best_metric, self.state.elapsed
+
         improved, self.state.best_metric, self.state.elapsed = self.dist.from_main(score)
         if improved:
             self.save_checkpoint(best=True)
@@ -521,14 +585,19 @@ class DistributedTrainer(Trainer):
             return self.run.checkpoints_dir / "best.pt"
         self._check_finite_weights()
         device = self.runtime.device
-        self._ranks = self.dist.gather({
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "digest": weights_digest(self.state.generator, self.state.discriminator)})
+        self._ranks = self.dist.gather(
+            {
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "digest": weights_digest(self.state.generator, self.state.discriminator),
+            }
+        )
         path = self.dist.from_main(lambda: super(DistributedTrainer, self).save_checkpoint(best))
         if self.dist.is_main and len({r["digest"] for r in self._ranks}) > 1:
-            self._warn(f"the processes hold different weights at iteration {self.state.step} "
-                       "(rank digests differ); the checkpoint has rank 0's")
+            self._warn(
+                f"the processes hold different weights at iteration {self.state.step} "
+                "(rank digests differ); the checkpoint has rank 0's"
+            )
         return path
 
     def checkpoint_contents(self) -> dict[str, Any]:
@@ -553,7 +622,8 @@ class DistributedTrainer(Trainer):
                 f"process {rank} of {world} lost contact with the others at iteration {step} "
                 f"({_reason(exc)}); one of them stopped or failed (its own message says "
                 f"why); the last checkpoint in {self.run.checkpoints_dir} is intact: continue "
-                f"with torchrun ... -m ganforge train --resume {self.run.path}") from None
+                f"with torchrun ... -m ganforge train --resume {self.run.path}"
+            ) from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -584,11 +654,18 @@ class _MainOnlyRun(RunDirectory):
         """Rank 0 trims the logs of a resumed run."""
 
 
-def train_distributed(config: TrainConfig, *, data: ImageData | None = None,
-                      overwrite: bool = False, resume: bool = False, show_progress: bool = True,
-                      evaluator: Evaluator | None = None, hooks: tuple[Hook, ...] = (),
-                      allow_data_change: bool = False,
-                      log: Callable[[str], None] = lambda message: None) -> TrainResult:
+def train_distributed(
+    config: TrainConfig,
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    evaluator: Evaluator | None = None,
+    hooks: tuple[Hook, ...] = (),
+    allow_data_change: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> TrainResult:
     """:func:`ganforge.training.train` for one of WORLD_SIZE processes started by torchrun.
 
     Same arguments and result; rank 0 alone logs, shows progress, calls the hooks, evaluates
@@ -603,9 +680,18 @@ def train_distributed(config: TrainConfig, *, data: ImageData | None = None,
         evaluator = evaluator if main else _rank_zero_evaluates
     else:
         evaluator = None
-    result = _train(distributed, config, data, overwrite, resume, allow_data_change,
-                    show_progress and main, evaluator, hooks if main else (),
-                    log if main else (lambda message: None))
+    result = _train(
+        distributed,
+        config,
+        data,
+        overwrite,
+        resume,
+        allow_data_change,
+        show_progress and main,
+        evaluator,
+        hooks if main else (),
+        log if main else (lambda message: None),
+    )
     dist.destroy_process_group()
     return result
 
@@ -615,10 +701,18 @@ def _rank_zero_evaluates(generator: nn.Module, step: int) -> dict[str, float]:
     raise AssertionError("only rank 0 evaluates")
 
 
-def _train(distributed: Distributed, config: TrainConfig, data: ImageData | None, overwrite: bool,
-           resume: bool, allow_data_change: bool, show_progress: bool,
-           evaluator: Evaluator | None, hooks: tuple[Hook, ...],
-           log: Callable[[str], None]) -> TrainResult:
+def _train(
+    distributed: Distributed,
+    config: TrainConfig,
+    data: ImageData | None,
+    overwrite: bool,
+    resume: bool,
+    allow_data_change: bool,
+    show_progress: bool,
+    evaluator: Evaluator | None,
+    hooks: tuple[Hook, ...],
+    log: Callable[[str], None],
+) -> TrainResult:
     world, rank = distributed.world_size, distributed.rank
     runtime = resolve_runtime(config)
     runtime.device = distributed.device
@@ -635,32 +729,53 @@ def _train(distributed: Distributed, config: TrainConfig, data: ImageData | None
         state.generator, in_g = synchronise_batchnorm(state.generator, runtime.device)
         state.discriminator, in_d = synchronise_batchnorm(state.discriminator, runtime.device)
         kind = "SyncBatchNorm" if runtime.device.type == "cuda" else "CPUSyncBatchNorm (gloo)"
-        runtime.notes.append(f"sync_bn: {in_g} BatchNorm layer(s) in G and {in_d} in D use the "
-                             f"global batch's statistics ({kind})")
+        runtime.notes.append(
+            f"sync_bn: {in_g} BatchNorm layer(s) in G and {in_d} in D use the "
+            f"global batch's statistics ({kind})"
+        )
     if rank:  # each process its own dropout masks; rank 0 keeps the one-process stream
         torch.manual_seed(_rank_seed(config.seed, rank))
     per_process = config.batch_size // world
-    runtime.notes.append(f"distributed: {world} processes ({distributed.backend}), batch "
-                         f"{config.batch_size} in all = {per_process} per process; rank 0 writes "
-                         "the run folder")
-    name = distributed.from_main(lambda: config.run_name or default_run_name(config.preset,
-                                                                             config.out_dir))
+    runtime.notes.append(
+        f"distributed: {world} processes ({distributed.backend}), batch "
+        f"{config.batch_size} in all = {per_process} per process; rank 0 writes "
+        "the run folder"
+    )
+    name = distributed.from_main(
+        lambda: config.run_name or default_run_name(config.preset, config.out_dir)
+    )
     config = config.with_overrides({"run_name": name})
     state.config = config
-    path = distributed.from_main(lambda: RunDirectory.create(config.out_dir, name,
-                                                             overwrite=overwrite,
-                                                             resume=resume).path)
+    path = distributed.from_main(
+        lambda: RunDirectory.create(config.out_dir, name, overwrite=overwrite, resume=resume).path
+    )
     run = RunDirectory(path) if distributed.is_main else _MainOnlyRun(path)
-    trainer = DistributedTrainer(config, data, state, run, runtime, evaluator=evaluator,
-                                 hooks=hooks, show_progress=show_progress, log=log,
-                                 distributed=distributed)
+    trainer = DistributedTrainer(
+        config,
+        data,
+        state,
+        run,
+        runtime,
+        evaluator=evaluator,
+        hooks=hooks,
+        show_progress=show_progress,
+        log=log,
+        distributed=distributed,
+    )
     try:
         loop._start_or_resume(trainer, resume, allow_data_change, log)
         if resume and state.step >= state.total_steps:
-            return TrainResult(run.path, state.step, state.elapsed, 0.0,
-                               best_metric=state.best_metric, nothing_to_do=True)
+            return TrainResult(
+                run.path,
+                state.step,
+                state.elapsed,
+                0.0,
+                best_metric=state.best_metric,
+                nothing_to_do=True,
+            )
         return trainer.fit()
     except torch.OutOfMemoryError:
-        message = out_of_memory_message(runtime.device, per_process, data.image_shape, runtime,
-                                        "training")
+        message = out_of_memory_message(
+            runtime.device, per_process, data.image_shape, runtime, "training"
+        )
         raise GanforgeError(f"process {rank}: {message}") from None

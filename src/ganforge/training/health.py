@@ -37,7 +37,9 @@ class HealthMonitor:
 
     def check_stats(self, step: int, stats: dict[str, float]) -> str | None:
         """A warning when D has won outright for `dominance_steps` iterations."""
-        dominant = stats["d_acc"] >= DOMINANCE_ACCURACY and stats["d_fake"] <= DOMINANCE_FAKE_PROBABILITY
+        dominant = (
+            stats["d_acc"] >= DOMINANCE_ACCURACY and stats["d_fake"] <= DOMINANCE_FAKE_PROBABILITY
+        )
         if not dominant:
             self.dominant_since, self.warned_dominance = None, False
             return None
@@ -45,10 +47,12 @@ class HealthMonitor:
             self.dominant_since = step
         if not self.warned_dominance and step - self.dominant_since >= self.dominance_steps:
             self.warned_dominance = True
-            return (f"warning: the discriminator has won outright since iteration {self.dominant_since} "
-                    f"(accuracy {stats['d_acc']:.3f}, D(G(z)) {stats['d_fake']:.3f}); the generator gets little "
-                    "gradient. Consider a lower --lr-d, label smoothing (--set label_smoothing=0.1) or R1 "
-                    "(--set r1_gamma=1)")
+            return (
+                f"warning: the discriminator has won outright since iteration {self.dominant_since} "
+                f"(accuracy {stats['d_acc']:.3f}, D(G(z)) {stats['d_fake']:.3f}); the generator gets little "
+                "gradient. Consider a lower --lr-d, label smoothing (--set label_smoothing=0.1) or R1 "
+                "(--set r1_gamma=1)"
+            )
         return None
 
     def check_samples(self, step: int, samples: torch.Tensor) -> str | None:
@@ -66,6 +70,8 @@ class HealthMonitor:
         if self.warned_collapse:
             return None
         self.warned_collapse = True
-        return (f"warning: possible mode collapse at iteration {step}: generated samples differ from each other "
-                f"{ratio:.0%} as much as real images do; look at the latest grid, and consider --set ema_decay=0.999 "
-                "or a lower learning rate")
+        return (
+            f"warning: possible mode collapse at iteration {step}: generated samples differ from each other "
+            f"{ratio:.0%} as much as real images do; look at the latest grid, and consider --set ema_decay=0.999 "
+            "or a lower learning rate"
+        )

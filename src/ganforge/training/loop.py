@@ -25,14 +25,20 @@ import torch
 from torch import nn
 
 from ganforge.artefacts.gif import save_gif
-from ganforge.augment import from_config as augment_from_config
 from ganforge.artefacts.images import save_grid
 from ganforge.artefacts.plots import plot_training_curves
 from ganforge.artefacts.rundir import RunDirectory, default_run_name
 from ganforge.artefacts.writer import BackgroundWriter
+from ganforge.augment import from_config as augment_from_config
 from ganforge.check import check, check_against_data
-from ganforge.checkpoint import (GeneratorInfo, export_generator, find_latest, load_checkpoint,
-                                 save_checkpoint, training_checkpoint)
+from ganforge.checkpoint import (
+    GeneratorInfo,
+    export_generator,
+    find_latest,
+    load_checkpoint,
+    save_checkpoint,
+    training_checkpoint,
+)
 from ganforge.conditional import fake_labels, grid_labels, num_classes_of
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_uint8, to_unit_range
@@ -147,31 +153,73 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def build_step(config: TrainConfig, state: TrainingState, runtime: Runtime,
-               g_forward: Callable | None = None, d_forward: Callable | None = None) -> AdversarialStep:
+def build_step(
+    config: TrainConfig,
+    state: TrainingState,
+    runtime: Runtime,
+    g_forward: Callable | None = None,
+    d_forward: Callable | None = None,
+) -> AdversarialStep:
     """The iteration the config describes: loss, update mode, regularisers."""
     c = config
-    options = StepOptions(update=c.update, separate_d_updates=c.d_separate_updates,
-                          fakes_from_eval_g=c.d_fakes_from_eval_g, label_smoothing=c.label_smoothing)
+    options = StepOptions(
+        update=c.update,
+        separate_d_updates=c.d_separate_updates,
+        fakes_from_eval_g=c.d_fakes_from_eval_g,
+        label_smoothing=c.label_smoothing,
+    )
     regularisers = (R1(c.r1_gamma, c.r1_interval),) if c.r1_gamma > 0 else ()
-    return AdversarialStep(state.generator, state.discriminator, state.opt_g, state.opt_d,
-                           get_loss(c.loss), runtime, options, regularisers=regularisers,
-                           augment=augment_from_config(c, runtime.device),
-                           ema=state.ema, g_forward=g_forward, d_forward=d_forward, scalers=state.scalers)
+    return AdversarialStep(
+        state.generator,
+        state.discriminator,
+        state.opt_g,
+        state.opt_d,
+        get_loss(c.loss),
+        runtime,
+        options,
+        regularisers=regularisers,
+        augment=augment_from_config(c, runtime.device),
+        ema=state.ema,
+        g_forward=g_forward,
+        d_forward=d_forward,
+        scalers=state.scalers,
+    )
 
 
 class Trainer:
     """Runs a :class:`TrainingState` forward to the end of its schedule, writing artefacts."""
 
-    def __init__(self, config: TrainConfig, data: ImageData, state: TrainingState,
-                 run: RunDirectory, runtime: Runtime, *, evaluator: Evaluator | None = None,
-                 hooks: tuple[Hook, ...] = (), batches: RealBatches | None = None,
-                 show_progress: bool = True, log: Callable[[str], None] = lambda m: None):
-        self.config, self.data, self.state, self.run, self.runtime = config, data, state, run, runtime
-        self.evaluator, self.hooks, self.show_progress, self.log = evaluator, tuple(hooks), show_progress, log
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: ImageData,
+        state: TrainingState,
+        run: RunDirectory,
+        runtime: Runtime,
+        *,
+        evaluator: Evaluator | None = None,
+        hooks: tuple[Hook, ...] = (),
+        batches: RealBatches | None = None,
+        show_progress: bool = True,
+        log: Callable[[str], None] = lambda m: None,
+    ):
+        self.config, self.data, self.state, self.run, self.runtime = (
+            config,
+            data,
+            state,
+            run,
+            runtime,
+        )
+        self.evaluator, self.hooks, self.show_progress, self.log = (
+            evaluator,
+            tuple(hooks),
+            show_progress,
+            log,
+        )
         self.warnings: list[str] = []
-        self.health = HealthMonitor(spread(to_unit_range(data.images[:64])),
-                                    dominance_steps=max(20 * config.log_every, 500))
+        self.health = HealthMonitor(
+            spread(to_unit_range(data.images[:64])), dominance_steps=max(20 * config.log_every, 500)
+        )
         self.real_batch = real_batch_size(config)
         self.num_classes = num_classes_of(state.generator)  # 0: unconditional
         self.fake_batch = self.real_batch
@@ -180,7 +228,9 @@ class Trainer:
         self.batches = batches if batches is not None else ResidentBatches(data, state, runtime)
         self.step_fn = build_step(config, state, runtime, *self.forwards())
         self.run_step = GraphedStep(self.step_fn, runtime) if runtime.cuda_graphs else self.step_fn
-        self.writer = BackgroundWriter(runtime.async_artefacts)  # sample grids off the training thread
+        self.writer = BackgroundWriter(
+            runtime.async_artefacts
+        )  # sample grids off the training thread
         self.warmed_up = False
         self.progress: Progress | None = None
         self.elapsed_before = state.elapsed
@@ -193,7 +243,9 @@ class Trainer:
         try:
             return compile_module(module, self.runtime)
         except Exception as exc:  # compile unavailable on this platform: say so, run eager
-            self.runtime.notes.append(f"torch.compile unavailable ({type(exc).__name__}); running eager")
+            self.runtime.notes.append(
+                f"torch.compile unavailable ({type(exc).__name__}); running eager"
+            )
             return module
 
     def forwards(self) -> tuple[nn.Module | Callable, nn.Module | Callable]:
@@ -217,8 +269,11 @@ class Trainer:
         if self.runtime.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         z_d = draw_noise(self.fake_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
-        z_g = z_d if c.shared_noise else draw_noise(self.g_batch, c.model.latent_dim, c.noise,
-                                                    c.noise_std, rng, device)
+        z_g = (
+            z_d
+            if c.shared_noise
+            else draw_noise(self.g_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+        )
         try:
             self.step_fn.probe(Batch(real, z_d, z_g))
         except torch.OutOfMemoryError:
@@ -226,13 +281,17 @@ class Trainer:
         except Exception as exc:  # a compiler error, missing toolchain, unsupported op
             first = first_line(exc, 200)
             if self.runtime.compile_required:
-                raise GanforgeError(f"torch.compile failed at the first iteration ({type(exc).__name__}: "
-                                    f"{first}); use --set compile=off (eager) or compile=auto (falls back "
-                                    "by itself)") from exc
+                raise GanforgeError(
+                    f"torch.compile failed at the first iteration ({type(exc).__name__}: "
+                    f"{first}); use --set compile=off (eager) or compile=auto (falls back "
+                    "by itself)"
+                ) from exc
             self.step_fn.use_eager()
             self.runtime.compile = False
-            self.runtime.notes.append(f"compile: failed at the first iteration ({type(exc).__name__}: "
-                                      f"{first}); fell back to eager")
+            self.runtime.notes.append(
+                f"compile: failed at the first iteration ({type(exc).__name__}: "
+                f"{first}); fell back to eager"
+            )
         finally:
             self.state.reset_counters()
         return self.runtime.notes[before:]
@@ -243,14 +302,24 @@ class Trainer:
         c, device, rng = self.config, self.runtime.device, self.state.noise_rng
         real, labels = self.batches.next()
         z_d = draw_noise(self.fake_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
-        z_g = z_d if c.shared_noise else draw_noise(c.batch_size, c.model.latent_dim, c.noise,
-                                                    c.noise_std, rng, device)
+        z_g = (
+            z_d
+            if c.shared_noise
+            else draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+        )
         if not self.num_classes:
             return Batch(real, z_d, z_g, index=self.state.step)
-        fakes = fake_labels(self.num_classes, self.fake_batch + (0 if c.shared_noise else c.batch_size),
-                            c.seed, self.state.step, device)
-        fake_g = fakes[: self.fake_batch] if c.shared_noise else fakes[self.fake_batch:]
-        return Batch(real, z_d, z_g, labels, fakes[: self.fake_batch], fake_g, index=self.state.step)
+        fakes = fake_labels(
+            self.num_classes,
+            self.fake_batch + (0 if c.shared_noise else c.batch_size),
+            c.seed,
+            self.state.step,
+            device,
+        )
+        fake_g = fakes[: self.fake_batch] if c.shared_noise else fakes[self.fake_batch :]
+        return Batch(
+            real, z_d, z_g, labels, fakes[: self.fake_batch], fake_g, index=self.state.step
+        )
 
     def images_per_step(self) -> int:
         """Images through D (real + fake) plus through G in one iteration."""
@@ -264,8 +333,10 @@ class Trainer:
         generator.eval()
         if self.num_classes:  # one class per row
             noise = self.state.grid_noise
-            generated = generator(noise, grid_labels(len(noise), self.config.grid_size,
-                                                     self.num_classes, noise.device))
+            generated = generator(
+                noise,
+                grid_labels(len(noise), self.config.grid_size, self.num_classes, noise.device),
+            )
         else:
             generated = generator(self.state.grid_noise)
         generator.train(was_training)
@@ -274,7 +345,9 @@ class Trainer:
         images = to_uint8(generated)
         unit = self.config.schedule_unit
         path = self.run.sample_path(unit, step // self.unit_steps if unit == "epoch" else step)
-        host, ready = to_host_async(images)  # the PNG is written by the writer thread once the copy lands
+        host, ready = to_host_async(
+            images
+        )  # the PNG is written by the writer thread once the copy lands
         self.writer.submit(save_grid, host, path, self.config.grid_size, ready=ready)
         for hook in self.hooks:
             hook.on_grid(self, images, path)
@@ -293,8 +366,9 @@ class Trainer:
         state = self.state.state_dict()
         if self.step_fn.augment is not None:  # ADA's probability: resume continues from it
             state["augment"] = self.step_fn.augment.state_dict()
-        return training_checkpoint(self.config, state, self.state.image_shape,
-                                   self.data.name, self.data_fingerprint)
+        return training_checkpoint(
+            self.config, state, self.state.image_shape, self.data.name, self.data_fingerprint
+        )
 
     def read_checkpoint(self, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
         """The run folder's newest readable checkpoint (in a distributed run rank 0 reads it
@@ -318,26 +392,37 @@ class Trainer:
                 save_checkpoint(folder / "best.pt", contents)
         except OSError as exc:  # a full disk, a vanished or read-only folder
             previous = find_latest(folder)
-            kept = (f"the last good checkpoint, {previous}, is intact" if previous
-                    else "no earlier checkpoint exists")
-            raise GanforgeError(f"could not write checkpoint {path} at iteration {step} "
-                                f"({exc.strerror or exc}); {kept}; free space or fix the folder, then "
-                                f"--resume {self.run.path}") from None
+            kept = (
+                f"the last good checkpoint, {previous}, is intact"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            raise GanforgeError(
+                f"could not write checkpoint {path} at iteration {step} "
+                f"({exc.strerror or exc}); {kept}; free space or fix the folder, then "
+                f"--resume {self.run.path}"
+            ) from None
         for stale in sorted(folder.glob("ckpt-*.pt"))[: -self.config.keep_checkpoints]:
             stale.unlink(missing_ok=True)
         return path
 
     def export(self) -> Path:
-        info = GeneratorInfo.from_config(self.config, self.state.image_shape, self.data.name,
-                                         self.state.step)
+        info = GeneratorInfo.from_config(
+            self.config, self.state.image_shape, self.data.name, self.state.step
+        )
         return export_generator(self.run.generator_file, self.state.sampling_generator, info)
 
     def _check_finite_weights(self) -> None:
-        for name, module in (("generator", self.state.generator), ("discriminator", self.state.discriminator)):
+        for name, module in (
+            ("generator", self.state.generator),
+            ("discriminator", self.state.discriminator),
+        ):
             finite = torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all()
             if not finite:  # one host-device sync per network, not one per tensor
-                raise TrainingDiverged(f"training diverged at iteration {self.state.step}: the {name} has "
-                                       f"NaN/Inf weights; {self._last_good()}")
+                raise TrainingDiverged(
+                    f"training diverged at iteration {self.state.step}: the {name} has "
+                    f"NaN/Inf weights; {self._last_good()}"
+                )
 
     # ---- the loop ------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -356,8 +441,13 @@ class Trainer:
             self.save_reals_grid()
             self.save_sample_grid()
         total = state.total_steps
-        progress = Progress(total, state.step, enabled=self.show_progress, unit_steps=self.unit_steps,
-                            unit=c.schedule_unit)
+        progress = Progress(
+            total,
+            state.step,
+            enabled=self.show_progress,
+            unit_steps=self.unit_steps,
+            unit=c.schedule_unit,
+        )
         self.progress = progress
         stopped, stop_signal = False, None
         state.generator.train()
@@ -381,8 +471,12 @@ class Trainer:
                     stats_count, window_start, window_step = 0, now, state.step
                 if end_of_unit and (unit_index % c.sample_every == 0 or is_last):
                     self.save_sample_grid()
-                if end_of_unit and c.eval_every and self.evaluator and (unit_index % c.eval_every == 0
-                                                                        or is_last):
+                if (
+                    end_of_unit
+                    and c.eval_every
+                    and self.evaluator
+                    and (unit_index % c.eval_every == 0 or is_last)
+                ):
                     self._evaluate(time.perf_counter() - start)
                 if (end_of_unit and unit_index % c.checkpoint_every == 0) or is_last or requested:
                     state.elapsed = self._elapsed_total(start)
@@ -394,28 +488,44 @@ class Trainer:
         state.elapsed = self._elapsed_total(start)
         self._finish(seconds, last_stats, stopped)
         speed = self.images_per_step() * (state.step - first_step) / max(seconds, 1e-9)
-        return TrainResult(self.run.path, state.step, state.elapsed, speed, last_stats,
-                           state.best_metric, stopped, stop_signal)
+        return TrainResult(
+            self.run.path,
+            state.step,
+            state.elapsed,
+            speed,
+            last_stats,
+            state.best_metric,
+            stopped,
+            stop_signal,
+        )
 
     def _elapsed_total(self, start: float) -> float:
         """Training seconds of every session of this run, this one included."""
         return self.elapsed_before + time.perf_counter() - start
 
-    def _log(self, stats_sum: torch.Tensor, count: int, elapsed: float,
-             steps_per_second: float) -> dict[str, float]:
+    def _log(
+        self, stats_sum: torch.Tensor, count: int, elapsed: float, steps_per_second: float
+    ) -> dict[str, float]:
         step = self.state.step
         values = (stats_sum / max(count, 1)).tolist()  # the one device sync per log interval
-        record: dict[str, Any] = {"step": step, "epoch": round(step / self.state.steps_per_epoch, 4)}
+        record: dict[str, Any] = {
+            "step": step,
+            "epoch": round(step / self.state.steps_per_epoch, 4),
+        }
         record.update({name: round(v, 6) for name, v in zip(STAT_NAMES, values)})
         record["images_per_s"] = round(steps_per_second * self.images_per_step(), 1)
         record["elapsed_s"] = round(self.elapsed_before + elapsed, 3)
         augment = self.step_fn.augment
         if augment is not None and getattr(augment, "adaptive", False):
-            record["augment_p"] = round(float(augment.p), 5)  # ADA's probability, read with the stats
+            record["augment_p"] = round(
+                float(augment.p), 5
+            )  # ADA's probability, read with the stats
         self.run.append_jsonl(self.run.metrics_file, record)
         if not all(math.isfinite(v) for v in values):
-            raise TrainingDiverged(f"training diverged at iteration {step}: losses became NaN/Inf "
-                                   f"(D {values[0]:.4g}, G {values[1]:.4g}); {self._last_good()}")
+            raise TrainingDiverged(
+                f"training diverged at iteration {step}: losses became NaN/Inf "
+                f"(D {values[0]:.4g}, G {values[1]:.4g}); {self._last_good()}"
+            )
         for hook in self.hooks:
             hook.on_log(self, record)
         self._warn(self.health.check_stats(step, record))
@@ -425,9 +535,11 @@ class Trainer:
         latest = find_latest(self.run.checkpoints_dir)
         if latest is None:
             return "no checkpoint was written yet; start again with a lower learning rate (--lr-d/--lr-g)"
-        return (f"the last good checkpoint, {latest.name}, is intact; continue from it with a lower "
-                f"learning rate: ganforge train --resume {self.run.path} --lr 1e-4 (or a stabiliser: "
-                "--set r1_gamma=1)")
+        return (
+            f"the last good checkpoint, {latest.name}, is intact; continue from it with a lower "
+            f"learning rate: ganforge train --resume {self.run.path} --lr 1e-4 (or a stabiliser: "
+            "--set r1_gamma=1)"
+        )
 
     def _warn(self, message: str | None) -> None:
         """Show a training-health warning now and keep it in the log and the summary."""
@@ -446,12 +558,20 @@ class Trainer:
         generator.eval()
         scores = self.evaluator(generator, state.step)
         generator.train(was_training)
-        record = {"step": state.step, "elapsed_s": round(self.elapsed_before + elapsed, 3), **scores}
+        record = {
+            "step": state.step,
+            "elapsed_s": round(self.elapsed_before + elapsed, 3),
+            **scores,
+        }
         self.run.append_jsonl(self.run.eval_file, record)
         for hook in self.hooks:
             hook.on_eval(self, record)
         main = scores.get("main")
-        if main is not None and math.isfinite(main) and (state.best_metric is None or main < state.best_metric):
+        if (
+            main is not None
+            and math.isfinite(main)
+            and (state.best_metric is None or main < state.best_metric)
+        ):
             state.best_metric = main
             state.elapsed = self.elapsed_before + elapsed
             self.save_checkpoint(best=True)
@@ -462,15 +582,24 @@ class Trainer:
         self.writer.close()  # every sample grid is on disk before the GIF is made
         self.export()
         records = self.run.read_jsonl(self.run.metrics_file)
-        plot_training_curves(records, self.run.plot_file,
-                             title=f"{self.config.preset or 'run'} on {self.data.name}")
+        plot_training_curves(
+            records, self.run.plot_file, title=f"{self.config.preset or 'run'} on {self.data.name}"
+        )
         save_gif(self.run.sample_frames(), self.run.gif_file)
-        summary = {"steps": self.state.step, "total_steps": self.state.total_steps, "stopped_early": stopped,
-                   "seconds": round(self.state.elapsed, 2), "device": str(self.runtime.device),
-                   "dataset": self.data.name, "images": len(self.data),
-                   "image_shape": list(self.state.image_shape), "final": last_stats,
-                   "best_metric": self.state.best_metric, "notes": self.runtime.notes,
-                   "warnings": self.warnings}
+        summary = {
+            "steps": self.state.step,
+            "total_steps": self.state.total_steps,
+            "stopped_early": stopped,
+            "seconds": round(self.state.elapsed, 2),
+            "device": str(self.runtime.device),
+            "dataset": self.data.name,
+            "images": len(self.data),
+            "image_shape": list(self.state.image_shape),
+            "final": last_stats,
+            "best_metric": self.state.best_metric,
+            "notes": self.runtime.notes,
+            "warnings": self.warnings,
+        }
         self.run.write_json(self.run.summary_file, summary)
         for hook in self.hooks:
             hook.after_finish(self)
@@ -485,10 +614,18 @@ def data_fingerprint(data: ImageData) -> str:
     return digest.hexdigest()[:32]
 
 
-def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool = False,
-          resume: bool = False, show_progress: bool = True, evaluator: Evaluator | None = None,
-          hooks: tuple[Hook, ...] = (), allow_data_change: bool = False,
-          log: Callable[[str], None] = lambda message: None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    evaluator: Evaluator | None = None,
+    hooks: tuple[Hook, ...] = (),
+    allow_data_change: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> TrainResult:
     """Train a GAN as `config` says and write every artefact to its run folder.
 
     Everything is checked, the data read and the models built before the run folder is
@@ -500,10 +637,19 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
     """
     check(config)
     from ganforge.training.distributed import train_distributed, world_size_from_env
+
     if world_size_from_env() > 1:  # one of several processes started by torchrun
-        return train_distributed(config, data=data, overwrite=overwrite, resume=resume,
-                                 show_progress=show_progress, evaluator=evaluator, hooks=hooks,
-                                 allow_data_change=allow_data_change, log=log)
+        return train_distributed(
+            config,
+            data=data,
+            overwrite=overwrite,
+            resume=resume,
+            show_progress=show_progress,
+            evaluator=evaluator,
+            hooks=hooks,
+            allow_data_change=allow_data_change,
+            log=log,
+        )
     runtime = resolve_runtime(config)
     configure_threads()
     seed_everything(config.seed, config.deterministic)
@@ -516,24 +662,41 @@ def train(config: TrainConfig, *, data: ImageData | None = None, overwrite: bool
         config = config.with_overrides({"run_name": name})
         state.config = config
         run = RunDirectory.create(config.out_dir, name, overwrite=overwrite, resume=resume)
-        trainer = Trainer(config, data, state, run, runtime, evaluator=evaluator, hooks=hooks,
-                          show_progress=show_progress, log=log)
+        trainer = Trainer(
+            config,
+            data,
+            state,
+            run,
+            runtime,
+            evaluator=evaluator,
+            hooks=hooks,
+            show_progress=show_progress,
+            log=log,
+        )
         _start_or_resume(trainer, resume, allow_data_change, log)
         if resume and state.step >= state.total_steps:
-            return TrainResult(run.path, state.step, state.elapsed, 0.0, best_metric=state.best_metric,
-                               nothing_to_do=True)
+            return TrainResult(
+                run.path,
+                state.step,
+                state.elapsed,
+                0.0,
+                best_metric=state.best_metric,
+                nothing_to_do=True,
+            )
         stage[0] = "training"
         return trainer.fit()
     except torch.OutOfMemoryError:  # CUDA OOM: say what ran out and what to change
-        message = out_of_memory_message(runtime.device, config.batch_size, data.image_shape, runtime,
-                                        stage[0])
+        message = out_of_memory_message(
+            runtime.device, config.batch_size, data.image_shape, runtime, stage[0]
+        )
         if runtime.device.type == "cuda":
             torch.cuda.empty_cache()
         raise GanforgeError(message) from None
 
 
-def _start_or_resume(trainer: Trainer, resume: bool, allow_data_change: bool,
-                     log: Callable[[str], None]) -> None:
+def _start_or_resume(
+    trainer: Trainer, resume: bool, allow_data_change: bool, log: Callable[[str], None]
+) -> None:
     config, run, runtime, data = trainer.config, trainer.run, trainer.runtime, trainer.data
     if resume:
         latest, saved = trainer.read_checkpoint(log)
@@ -549,36 +712,48 @@ def _start_or_resume(trainer: Trainer, resume: bool, allow_data_change: bool,
         run.write_json(run.config_file, config.to_dict())
     for note in runtime.notes:
         log(note)
-    log(f"training {config.model.arch} on {data.name} ({len(data)} images {data.image_shape}) on "
-        f"{runtime.device}: {trainer.state.total_steps} iterations, run folder {run.path}")
+    log(
+        f"training {config.model.arch} on {data.name} ({len(data)} images {data.image_shape}) on "
+        f"{runtime.device}: {trainer.state.total_steps} iterations, run folder {run.path}"
+    )
     if runtime.compile:
         log("compiling the models (torch.compile; once per run)")
     for note in trainer.warm_up():
         log(note)
 
 
-def _check_same_model(saved: dict[str, Any], config: TrainConfig, image_shape: tuple[int, ...],
-                      source: Path) -> None:
-    if saved.get("arch") != config.model.arch or tuple(saved.get("image_shape", ())) != tuple(image_shape):
-        raise CheckpointError(f"{source}: checkpoint is for model {saved.get('arch')!r} at "
-                              f"{tuple(saved.get('image_shape', ()))}, this run builds "
-                              f"{config.model.arch!r} at {tuple(image_shape)}")
+def _check_same_model(
+    saved: dict[str, Any], config: TrainConfig, image_shape: tuple[int, ...], source: Path
+) -> None:
+    if saved.get("arch") != config.model.arch or tuple(saved.get("image_shape", ())) != tuple(
+        image_shape
+    ):
+        raise CheckpointError(
+            f"{source}: checkpoint is for model {saved.get('arch')!r} at "
+            f"{tuple(saved.get('image_shape', ()))}, this run builds "
+            f"{config.model.arch!r} at {tuple(image_shape)}"
+        )
 
 
-def _check_same_data(saved: dict[str, Any], trainer: Trainer, source: Path, allowed: bool,
-                     log: Callable[[str], None]) -> None:
+def _check_same_data(
+    saved: dict[str, Any], trainer: Trainer, source: Path, allowed: bool, log: Callable[[str], None]
+) -> None:
     """A resumed run must train on the data it started on (checkpoints before this check had no
     fingerprint and are taken as they are)."""
     before = saved.get("data_fingerprint") or ""
     if not before or before == trainer.data_fingerprint:
         return
     data = trainer.data
-    what = (f"it trained on {saved.get('dataset')!r}, the data found now are {data.name!r} "
-            f"({len(data)} images from {data.source})")
+    what = (
+        f"it trained on {saved.get('dataset')!r}, the data found now are {data.name!r} "
+        f"({len(data)} images from {data.source})"
+    )
     if not allowed:
-        raise CheckpointError(f"cannot resume {trainer.run.path}: the data changed since {source.name} "
-                              f"({what}); give the run's data with --data, or pass --allow-data-change "
-                              "to continue on these")
+        raise CheckpointError(
+            f"cannot resume {trainer.run.path}: the data changed since {source.name} "
+            f"({what}); give the run's data with --data, or pass --allow-data-change "
+            "to continue on these"
+        )
     log(f"note: the data changed since {source.name} ({what}); continuing on them as asked")
 
 
@@ -590,9 +765,13 @@ def _record_config_changes(run: RunDirectory, saved: dict[str, Any], config: Tra
     except (KeyError, TypeError, ValueError):
         return
     after = _flatten(config.to_dict())
-    changed = {key: [before.get(key), value] for key, value in after.items() if before.get(key) != value}
+    changed = {
+        key: [before.get(key), value] for key, value in after.items() if before.get(key) != value
+    }
     if changed:
-        run.append_jsonl(run.path / "config-changes.jsonl", {"step": int(saved["step"]), "changed": changed})
+        run.append_jsonl(
+            run.path / "config-changes.jsonl", {"step": int(saved["step"]), "changed": changed}
+        )
     run.write_json(run.config_file, config.to_dict())
 
 
@@ -606,7 +785,9 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _newest_readable_checkpoint(run: RunDirectory, device: torch.device, log: Callable[[str], None]):
+def _newest_readable_checkpoint(
+    run: RunDirectory, device: torch.device, log: Callable[[str], None]
+):
     """The newest checkpoint that loads; a damaged newer one is reported and skipped."""
     candidates = sorted(run.checkpoints_dir.glob("ckpt-*.pt"), reverse=True)
     if not candidates:
@@ -616,5 +797,7 @@ def _newest_readable_checkpoint(run: RunDirectory, device: torch.device, log: Ca
             return path, load_checkpoint(path, map_location=device)
         except CheckpointError as exc:
             log(f"skipping damaged checkpoint: {exc}")
-    raise CheckpointError(f"cannot resume: none of the {len(candidates)} checkpoints in "
-                          f"{run.checkpoints_dir} could be read")
+    raise CheckpointError(
+        f"cannot resume: none of the {len(candidates)} checkpoints in "
+        f"{run.checkpoints_dir} could be read"
+    )

@@ -17,14 +17,19 @@ from ganforge.config import OptimConfig
 from ganforge.training.runtime import Runtime
 
 
-def build_optimisers(generator: nn.Module, discriminator: nn.Module, optim: OptimConfig,
-                     runtime: Runtime
-                     ) -> tuple[torch.optim.Adam, torch.optim.Adam, SharedIterationCounter | None]:
+def build_optimisers(
+    generator: nn.Module, discriminator: nn.Module, optim: OptimConfig, runtime: Runtime
+) -> tuple[torch.optim.Adam, torch.optim.Adam, SharedIterationCounter | None]:
     """Adam for G and for D (fused kernels on CUDA, the multi-tensor path on the CPU), and the
     shared iteration counter when the config asks for one."""
     fused = runtime.fused_optim
-    settings = dict(betas=(optim.beta1, optim.beta2), eps=optim.eps, fused=fused or None,
-                    foreach=None if fused else True, capturable=runtime.cuda_graphs)
+    settings = dict(
+        betas=(optim.beta1, optim.beta2),
+        eps=optim.eps,
+        fused=fused or None,
+        foreach=None if fused else True,
+        capturable=runtime.cuda_graphs,
+    )
     opt_g = torch.optim.Adam(generator.parameters(), lr=optim.lr_g, **settings)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d, **settings)
     counter = SharedIterationCounter(opt_d, opt_g) if optim.shared_counter else None
@@ -50,8 +55,11 @@ class KerasEpsilon:
 
     def _before_step(self, optimiser: torch.optim.Optimizer, args, kwargs) -> None:
         for group in optimiser.param_groups:
-            steps = [float(optimiser.state[p]["step"]) for p in group["params"]
-                     if "step" in optimiser.state[p]]
+            steps = [
+                float(optimiser.state[p]["step"])
+                for p in group["params"]
+                if "step" in optimiser.state[p]
+            ]
             update = max(steps, default=0.0) + 1
             group["eps"] = self.eps / (1.0 - group["betas"][1] ** update) ** 0.5
 
@@ -79,8 +87,12 @@ class SharedIterationCounter:
     def count(self) -> int:
         """Updates made so far by all the optimisers together."""
         if self._count is None:
-            steps = [float(state["step"]) for opt in self.optimisers
-                     for state in opt.state.values() if "step" in state]
+            steps = [
+                float(state["step"])
+                for opt in self.optimisers
+                for state in opt.state.values()
+                if "step" in state
+            ]
             self._count = int(max(steps, default=0.0))
         return self._count
 
@@ -98,5 +110,7 @@ class SharedIterationCounter:
                     device = param.device if on_device else torch.device("cpu")
                     state["step"] = torch.zeros((), dtype=torch.float32, device=device)
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(
+                        param, memory_format=torch.preserve_format
+                    )
                 state["step"].fill_(count)

@@ -13,8 +13,17 @@ from tqdm.auto import tqdm
 class Progress:
     def __init__(self, total: int, initial: int, enabled: bool, unit_steps: int, unit: str):
         self.unit_steps, self.unit = unit_steps, unit
-        self.bar = tqdm(total=total, initial=initial, disable=not enabled, unit="it", dynamic_ncols=True,
-                        file=sys.stderr, mininterval=0.5, smoothing=0.1, leave=True)
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            disable=not enabled,
+            unit="it",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            mininterval=0.5,
+            smoothing=0.1,
+            leave=True,
+        )
 
     def __enter__(self) -> "Progress":
         return self
@@ -32,7 +41,8 @@ class Progress:
         self.bar.set_description(prefix, refresh=False)
         self.bar.set_postfix_str(
             f"D {stats['d_loss']:.3f} G {stats['g_loss']:.3f} acc {stats['d_acc']:.2f} "
-            f"D(x) {stats['d_real']:.2f} D(G(z)) {stats['d_fake']:.2f} {stats['images_per_s']:,.0f} img/s")
+            f"D(x) {stats['d_real']:.2f} D(G(z)) {stats['d_fake']:.2f} {stats['images_per_s']:,.0f} img/s"
+        )
 
     def write(self, message: str, log) -> None:
         """Print a message above the bar (or through `log` when there is no bar)."""

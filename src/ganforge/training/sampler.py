@@ -37,7 +37,9 @@ class BatchSampler:
     def next(self) -> torch.Tensor:
         """The indices of the next batch (CPU int64)."""
         if self.order == "random":
-            return torch.randint(self.size, (self.batch_size,), generator=self.generator)[self._part]
+            return torch.randint(self.size, (self.batch_size,), generator=self.generator)[
+                self._part
+            ]
         if self.position == 0 or self._permutation is None:
             self._permutation = self._new_pass_order()
         start = self.position * self.batch_size
@@ -53,8 +55,14 @@ class BatchSampler:
         return torch.randperm(self.size, generator=self.generator)
 
     def state_dict(self) -> dict:
-        return {"rng": self.generator.get_state(), "position": self.position, "passes": self.passes,
-                "permutation": self._permutation if self._permutation is not None else torch.empty(0, dtype=torch.int64)}
+        return {
+            "rng": self.generator.get_state(),
+            "position": self.position,
+            "passes": self.passes,
+            "permutation": self._permutation
+            if self._permutation is not None
+            else torch.empty(0, dtype=torch.int64),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["rng"])

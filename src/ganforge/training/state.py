@@ -46,19 +46,27 @@ class TrainingState:
     step: int = 0
     elapsed: float = 0.0  # training seconds of earlier sessions of a resumed run
     best_metric: float | None = None
-    counter: SharedIterationCounter | None = None  # one Adam count for D and G (optim.shared_counter)
+    counter: SharedIterationCounter | None = (
+        None  # one Adam count for D and G (optim.shared_counter)
+    )
     scalers: dict[str, torch.amp.GradScaler] | None = None  # fp16 loss scales of D and G
 
     @classmethod
-    def create(cls, config: TrainConfig, image_shape: tuple[int, int, int], dataset_size: int,
-               runtime: Runtime) -> TrainingState:
+    def create(
+        cls,
+        config: TrainConfig,
+        image_shape: tuple[int, int, int],
+        dataset_size: int,
+        runtime: Runtime,
+    ) -> TrainingState:
         """Fresh models, optimisers and random streams, all derived from ``config.seed``.
 
         The caller seeds the global generator first: model initialisation draws from it.
         """
         c, device = config, runtime.device
-        generator, discriminator = build_models(c.model.arch, c.model.latent_dim, image_shape,
-                                                c.model.options)
+        generator, discriminator = build_models(
+            c.model.arch, c.model.latent_dim, image_shape, c.model.options
+        )
         if c.spectral_norm == "d":  # before the optimisers and any checkpoint load see D
             apply_spectral_norm(discriminator)
         memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
@@ -70,12 +78,28 @@ class TrainingState:
         noise_rng = torch.Generator(device=device).manual_seed(c.seed + 2)
         grid_rng = torch.Generator(device="cpu").manual_seed(c.seed + 3)
         grid_law = c.noise if c.grid_noise == "train" else c.grid_noise
-        grid_noise = draw_noise(c.grid_size**2, c.model.latent_dim, grid_law, c.noise_std,
-                                grid_rng, "cpu").to(device)
-        return cls(c, tuple(image_shape), generator, discriminator, opt_g, opt_d, ema, sampler,
-                   noise_rng, grid_noise, device, counter=counter,
-                   scalers=({name: torch.amp.GradScaler(device.type) for name in ("d", "g")}
-                            if runtime.grad_scaling else None))
+        grid_noise = draw_noise(
+            c.grid_size**2, c.model.latent_dim, grid_law, c.noise_std, grid_rng, "cpu"
+        ).to(device)
+        return cls(
+            c,
+            tuple(image_shape),
+            generator,
+            discriminator,
+            opt_g,
+            opt_d,
+            ema,
+            sampler,
+            noise_rng,
+            grid_noise,
+            device,
+            counter=counter,
+            scalers=(
+                {name: torch.amp.GradScaler(device.type) for name in ("d", "g")}
+                if runtime.grad_scaling
+                else None
+            ),
+        )
 
     # ---- derived ------------------------------------------------------------------------------
     @property
@@ -104,11 +128,16 @@ class TrainingState:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "step": self.step, "elapsed": self.elapsed,
-            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
             "ema": self.ema.model.state_dict() if self.ema else {},
-            "sampler": self.sampler.state_dict(), "rng": rng, "grid_noise": self.grid_noise.cpu(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rng,
+            "grid_noise": self.grid_noise.cpu(),
             "best_metric": self.best_metric if self.best_metric is not None else float("nan"),
             "scalers": {name: s.state_dict() for name, s in (self.scalers or {}).items()},
         }
@@ -121,12 +150,17 @@ class TrainingState:
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
         except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{source}: the optimiser state does not fit this run "
-                                  f"({str(exc)[:120]})") from None
+            raise CheckpointError(
+                f"{source}: the optimiser state does not fit this run ({str(exc)[:120]})"
+            ) from None
         self.reset_counters()
-        for optimiser, lr in ((self.opt_g, self.config.optim.lr_g),
-                              (self.opt_d, self.config.optim.lr_d)):
-            for group in optimiser.param_groups:  # a resumed run may lower the rate after a divergence
+        for optimiser, lr in (
+            (self.opt_g, self.config.optim.lr_g),
+            (self.opt_d, self.config.optim.lr_d),
+        ):
+            for (
+                group
+            ) in optimiser.param_groups:  # a resumed run may lower the rate after a divergence
                 group["lr"] = lr
         for name, saved in (state.get("scalers") or {}).items():
             if self.scalers and name in self.scalers:
@@ -147,4 +181,3 @@ class TrainingState:
 def real_batch_size(config: TrainConfig) -> int:
     """Real images per iteration: half the batch when D sees half real, half fake."""
     return config.batch_size // 2 if config.d_half_batch else config.batch_size
-

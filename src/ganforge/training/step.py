@@ -53,7 +53,9 @@ class Regulariser(Protocol):
 
     needs_real_grad: bool  # D's input must carry a gradient (gradient penalties)
 
-    def penalty(self, real: torch.Tensor, real_logits: torch.Tensor, index: int) -> torch.Tensor | None:
+    def penalty(
+        self, real: torch.Tensor, real_logits: torch.Tensor, index: int
+    ) -> torch.Tensor | None:
         """The term to add for iteration ``index``, or None when it skips this iteration."""
 
 
@@ -65,7 +67,9 @@ class StepOptions:
     """How the iteration is played (each one a config field)."""
 
     update: str = "alternating"  # alternating | simultaneous
-    separate_d_updates: bool = True  # two D steps (real, then fake) as two Keras train_on_batch calls
+    separate_d_updates: bool = (
+        True  # two D steps (real, then fake) as two Keras train_on_batch calls
+    )
     fakes_from_eval_g: bool = False  # D's fakes from G in inference mode (Keras predict)
     label_smoothing: float = 0.0
 
@@ -75,12 +79,23 @@ class AdversarialStep:
     to every image D sees, and class labels for conditional models; none of them touches the
     loop."""
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
-                 opt_d: torch.optim.Optimizer, loss: GANLoss, runtime: Runtime,
-                 options: StepOptions = StepOptions(), *, regularisers: tuple[Regulariser, ...] = (),
-                 augment: Augment | None = None, ema: Any = None, g_forward: Callable | None = None,
-                 d_forward: Callable | None = None,
-                 scalers: dict[str, torch.amp.GradScaler] | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        loss: GANLoss,
+        runtime: Runtime,
+        options: StepOptions = StepOptions(),
+        *,
+        regularisers: tuple[Regulariser, ...] = (),
+        augment: Augment | None = None,
+        ema: Any = None,
+        g_forward: Callable | None = None,
+        d_forward: Callable | None = None,
+        scalers: dict[str, torch.amp.GradScaler] | None = None,
+    ):
         self.G, self.D, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
         # possibly torch.compile'd callables (an OptimizedModule has no truth value: test for None)
         self.g_forward = g_forward if g_forward is not None else generator
@@ -121,7 +136,9 @@ class AdversarialStep:
         snapshot = _Snapshot(self)
         try:
             stats = self(batch)
-            values = stats.detach().cpu()  # deliberate sync: errors of asynchronous kernels surface here
+            values = (
+                stats.detach().cpu()
+            )  # deliberate sync: errors of asynchronous kernels surface here
         finally:
             snapshot.restore()
         return values
@@ -151,7 +168,9 @@ class AdversarialStep:
         if any(r.needs_real_grad for r in self.regularisers):
             real = real.detach().requires_grad_(True)
         real_logits, real_loss = self._d_real_pass(real, batch)
-        if self.options.separate_d_updates:  # two optimiser steps, as two Keras train_on_batch calls
+        if (
+            self.options.separate_d_updates
+        ):  # two optimiser steps, as two Keras train_on_batch calls
             self._step_d(real_loss)
             fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels)
             self._step_d(fake_loss)
@@ -182,8 +201,9 @@ class AdversarialStep:
         self._backward_and_step(loss, self.opt_d, self.scalers.get("d"))
 
     @staticmethod
-    def _backward_and_step(loss: torch.Tensor, optimiser: torch.optim.Optimizer,
-                           scaler: torch.amp.GradScaler | None) -> None:
+    def _backward_and_step(
+        loss: torch.Tensor, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+    ) -> None:
         if scaler is None:
             loss.backward()
             optimiser.step()
@@ -233,17 +253,28 @@ class AdversarialStep:
                 scaler.update()
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        d_loss, d_acc, d_real, d_fake = self._d_stats(real_logits, fake_logits, real_loss, fake_loss)
+        d_loss, d_acc, d_real, d_fake = self._d_stats(
+            real_logits, fake_logits, real_loss, fake_loss
+        )
         return d_loss, g_loss.detach(), d_acc, d_real, d_fake
 
     @staticmethod
-    def _d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_loss: torch.Tensor,
-                 fake_loss: torch.Tensor):
+    def _d_stats(
+        real_logits: torch.Tensor,
+        fake_logits: torch.Tensor,
+        real_loss: torch.Tensor,
+        fake_loss: torch.Tensor,
+    ):
         with torch.no_grad():
             real_logits, fake_logits = real_logits.detach().float(), fake_logits.detach().float()
             accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
             d_loss = 0.5 * (real_loss.detach() + fake_loss.detach())
-            return d_loss, accuracy, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
+            return (
+                d_loss,
+                accuracy,
+                torch.sigmoid(real_logits).mean(),
+                torch.sigmoid(fake_logits).mean(),
+            )
 
 
 def _same(loss: torch.Tensor) -> torch.Tensor:
@@ -255,9 +286,14 @@ class _Snapshot:
 
     def __init__(self, step: AdversarialStep):
         self.step = step
-        self.models = [(m, {k: v.detach().clone() for k, v in m.state_dict().items()})
-                       for m in (step.G, step.D, step.ema.model if step.ema is not None else None) if m is not None]
-        self.optimizers = [(opt, copy.deepcopy(opt.state_dict())) for opt in (step.opt_g, step.opt_d)]
+        self.models = [
+            (m, {k: v.detach().clone() for k, v in m.state_dict().items()})
+            for m in (step.G, step.D, step.ema.model if step.ema is not None else None)
+            if m is not None
+        ]
+        self.optimizers = [
+            (opt, copy.deepcopy(opt.state_dict())) for opt in (step.opt_g, step.opt_d)
+        ]
         self.scalers = {name: copy.deepcopy(s.state_dict()) for name, s in step.scalers.items()}
         self.modes = [(m, m.training) for m in (step.G, step.D)]
         self.cpu_rng = torch.get_rng_state()
@@ -334,8 +370,15 @@ class GraphedStep:
         real, z_d, *labels = (None if t is None else t.clone() for t in batch.tensors())
         z_g = z_d if batch.z_g is batch.z_d else batch.z_g.clone()
         self.static = (real, z_d, z_g, *labels)
-        static_batch = replace(batch, real=real, z_d=z_d, z_g=z_g, labels=labels[0],
-                               fake_labels=labels[1], fake_labels_g=labels[2])
+        static_batch = replace(
+            batch,
+            real=real,
+            z_d=z_d,
+            z_g=z_g,
+            labels=labels[0],
+            fake_labels=labels[1],
+            fake_labels_g=labels[2],
+        )
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
@@ -346,8 +389,10 @@ class GraphedStep:
             self.failed, self.static = True, ()
             torch.cuda.synchronize(self.runtime.device)
             first = first_line(exc, 200)
-            self.runtime.notes.append(f"cuda_graphs: capture failed ({type(exc).__name__}: {first}); "
-                                      "running the step without CUDA graphs")
+            self.runtime.notes.append(
+                f"cuda_graphs: capture failed ({type(exc).__name__}: {first}); "
+                "running the step without CUDA graphs"
+            )
             return self.step(batch)
         self.graph, self.static_out = graph, out
         graph.replay()  # the captured iteration is this one: capture itself executes nothing

@@ -31,7 +31,12 @@ def physical_cores(cpus: int) -> int:
         cores = set()
         for cpu in allowed:
             topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+            cores.add(
+                (
+                    (topology / "physical_package_id").read_text().strip(),
+                    (topology / "core_id").read_text().strip(),
+                )
+            )
         return max(1, min(cpus, len(cores)))
     except (AttributeError, OSError):
         return cpus
