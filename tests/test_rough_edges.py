@@ -54,3 +54,21 @@ def test_no_private_torch_api_in_ganforge():
         if private.search(line.split("#")[0])
     ]
     assert offenders == []
+
+
+def test_every_run_starts_with_a_grid_of_the_real_images_as_training_sees_them(
+    train_tiny, tiny_images
+):
+    """reals.png shows the preprocessed data at once (a flipped or badly windowed set is
+    seen before any training time is spent)."""
+    import numpy as np
+    from PIL import Image
+
+    data = tiny_images(count=64, size=28)
+    result = train_tiny("reals", data=data, grid_size=2)
+    grid = np.asarray(Image.open(result.run_dir / "reals.png"))
+    first = data.images[0, 0].numpy()
+    scale = grid.shape[0] // (2 * 28)  # grids enlarge small images
+    assert grid.ndim == 2 or grid.shape[-1] in (1, 3)
+    top_left = grid[2 * scale : (2 + 28) * scale : scale, 2 * scale : (2 + 28) * scale : scale]
+    assert np.array_equal(top_left.reshape(28, 28, -1)[..., 0], first)
