@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -100,20 +101,24 @@ def record_path(dataset: str) -> Path:
     return WEIGHTS_DIR / f"{dataset}-classifier.json"
 
 
-def load_classifier(
-    dataset: str, device: str | torch.device = "cpu"
-) -> tuple[SmallClassifier, ClassifierInfo]:
-    """The committed classifier for `dataset` (eval mode), or a one-line error naming the file."""
+def load_committed_network(
+    kind: str, dataset: str, build: Callable[[dict], nn.Module], script: str
+) -> tuple[nn.Module, dict]:
+    """A feature network shipped in metrics/weights (``<dataset>-<kind>.safetensors`` and its
+    JSON record), built by `build(record)` and loaded; a one-line error naming the file and the
+    script that recreates it when it is missing or unreadable."""
     if dataset not in CLASSIFIER_DATASETS:
         raise ConfigError(
-            f"no classifier for dataset {dataset!r}: ganforge ships classifiers for "
+            f"no {kind} for dataset {dataset!r}: ganforge ships them for "
             f"{', '.join(CLASSIFIER_DATASETS)}; use the pretrained-free metrics (swd, msssim)"
         )
-    path, record_file = weights_path(dataset), record_path(dataset)
+    path = WEIGHTS_DIR / f"{dataset}-{kind}.safetensors"
+    record_file = WEIGHTS_DIR / f"{dataset}-{kind}.json"
+    recreate = f"'python scripts/{script} --dataset {dataset}'"
     if not path.is_file():
         raise CheckpointError(
-            f"classifier weights {path} are missing; recreate them with "
-            f"'python scripts/train_classifier.py --dataset {dataset}' or reinstall ganforge"
+            f"{kind} weights {path} are missing; recreate them with {recreate} "
+            "or reinstall ganforge"
         )
     try:
         state = load_file(str(path))
@@ -122,14 +127,24 @@ def load_classifier(
         )
     except (OSError, SafetensorError, json.JSONDecodeError) as exc:
         raise CheckpointError(
-            f"{path}: unreadable classifier weights ({str(exc)[:120]}); recreate them with "
-            f"'python scripts/train_classifier.py --dataset {dataset}'"
+            f"{path}: unreadable {kind} weights ({str(exc)[:120]}); recreate them with {recreate}"
         ) from None
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # the throw-away random init must not shift a training run's RNG
-        model = SmallClassifier(int(record.get("num_classes", 10)))
+    with torch.random.fork_rng(devices=[]):  # the throw-away init must not shift training's RNG
+        model = build(record)
     model.load_state_dict(state)
+    return model, record
+
+
+def load_classifier(
+    dataset: str, device: str | torch.device = "cpu"
+) -> tuple[SmallClassifier, ClassifierInfo]:
+    """The committed classifier for `dataset` (eval mode), or a one-line error naming the file."""
+    model, record = load_committed_network(
+        "classifier",
+        dataset,
+        lambda record: SmallClassifier(int(record.get("num_classes", 10))),
+        "train_classifier.py",
+    )
     info = ClassifierInfo(
         dataset,
         float(record.get("test_accuracy", float("nan"))),

@@ -17,16 +17,16 @@ Inception-v3, so no number in either space is comparable with a published FID.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from ganforge.errors import CheckpointError, ConfigError
-from ganforge.metrics.classifier import CLASSIFIER_DATASETS, WEIGHTS_DIR, prepare
+from ganforge.metrics.classifier import (
+    WEIGHTS_DIR,
+    load_committed_network,
+    prepare,
+)
 
 ENCODER_DIM = 64
 PROJECTION_DIM = 64
@@ -70,32 +70,9 @@ def load_encoder(
     dataset: str, device: str | torch.device = "cpu"
 ) -> tuple[ContrastiveEncoder, dict]:
     """The committed encoder for `dataset` (eval mode) and its training record."""
-    if dataset not in CLASSIFIER_DATASETS:
-        raise ConfigError(
-            f"no contrastive encoder for dataset {dataset!r}: ganforge ships encoders for "
-            f"{', '.join(CLASSIFIER_DATASETS)}; use the pretrained-free metrics (swd, msssim)"
-        )
-    path, record_file = encoder_weights_path(dataset), encoder_record_path(dataset)
-    if not path.is_file():
-        raise CheckpointError(
-            f"encoder weights {path} are missing; recreate them with "
-            f"'python scripts/train_encoder.py --dataset {dataset}' or reinstall ganforge"
-        )
-    try:
-        state = load_file(str(path))
-        record = (
-            json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
-        )
-    except (OSError, SafetensorError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{path}: unreadable encoder weights ({str(exc)[:120]}); recreate them with "
-            f"'python scripts/train_encoder.py --dataset {dataset}'"
-        ) from None
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # the throw-away random init must not shift a training run's RNG
-        model = ContrastiveEncoder()
-    model.load_state_dict(state)
+    model, record = load_committed_network(
+        "encoder", dataset, lambda record: ContrastiveEncoder(), "train_encoder.py"
+    )
     return model.to(device).eval(), record
 
 
