@@ -135,7 +135,7 @@ FIELDS = (
 )
 
 
-# ---- the trainer, instrumented through its public hooks ------------------------------------------------
+# ---- the trainer, instrumented through its public hooks ------------------------------------------
 class Marks(TrainerHook):
     """Notes the wall and CPU time after each log's device sync, and the final artefacts' time."""
 
@@ -212,7 +212,7 @@ def make_trainer(
     return trainer, marks
 
 
-# ---- helpers -----------------------------------------------------------------------------------------
+# ---- helpers -------------------------------------------------------------------------------------
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -317,7 +317,7 @@ def _git_commit() -> str | None:
 def load_data(
     config: TrainConfig, mode: str, synthetic_size: int
 ) -> tuple[ImageData, float, str | None]:
-    """(data, seconds, note). mode: real (fail if missing), auto (synthetic if missing), synthetic."""
+    """(data, seconds, note). mode: real (fail if absent), auto (synthetic if absent), synthetic."""
     if mode != "synthetic":
         start = time.perf_counter()
         try:
@@ -358,7 +358,7 @@ def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> t
     return int(counter.get_total_flops()), 2 * real_batch + c.batch_size
 
 
-# ---- one variant of one preset --------------------------------------------------------------------------
+# ---- one variant of one preset -------------------------------------------------------------------
 def measure_variant(
     preset: str,
     base: TrainConfig,
@@ -478,7 +478,7 @@ def measure_variant(
 
 
 def merge_rounds(results: list[dict[str, Any]], flops_per_step: int) -> dict[str, Any]:
-    """One variant's rounds as one result: medians over every window and every round's fixed costs."""
+    """One variant's rounds as one result: medians over all windows and all rounds' fixed costs."""
     merged = dict(results[-1])
     if len(results) == 1:
         merged["rounds"] = 1
@@ -591,7 +591,7 @@ def evaluate_generator(
 
 
 def compare_quality(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Fast vs plain on every metric: means, spread over seeds, and whether the gap is within that spread."""
+    """Fast vs plain per metric: means, spread over seeds, and whether the gap is within it."""
     if "fast" not in runs or "plain" not in runs:
         return {}
     out: dict[str, Any] = {}
@@ -627,7 +627,7 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-# ---- driver --------------------------------------------------------------------------------------------
+# ---- driver --------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -653,8 +653,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--window",
         type=int,
         default=None,
-        help="iterations per timed window, each ended by the loop's stats read (default: the preset's "
-        "log_every, at most steps/5)",
+        help="iterations per timed window, each ended by the loop's stats read (default: "
+        "the preset's log_every, at most steps/5)",
     )
     p.add_argument(
         "--rounds",
@@ -687,8 +687,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data",
         choices=("auto", "real", "synthetic"),
         default="auto",
-        help="auto: the preset's data, random images of its shape if not found (labelled); real: fail "
-        "if missing; synthetic: always random images (timing only)",
+        help="auto: the preset's data, random images of its shape if not found (labelled); "
+        "real: fail if missing; synthetic: always random images (timing only)",
     )
     p.add_argument(
         "--synthetic-size", type=int, default=10_000, help="images in the synthetic dataset"
@@ -868,9 +868,11 @@ def format_table(report: dict[str, Any]) -> str:
         f"ganforge training speed on {env['device']} ({where}); torch {env['torch']}"
         + (f", CUDA {env.get('cuda')}" if env.get("cuda") else "")
         + f"; load average {env['load_average_start']} -> {env.get('load_average_end')}",
-        f"ms/step: median over windows of iterations (wall); CPU ms: process CPU time per iteration, all threads; "
-        f"recipe time = process start + data + set-up + compile + "
-        f"iterations x ms/step + grids + checkpoints + final artefacts ({'extrapolated'} unless marked 'meas.')",
+        "ms/step: median over windows of iterations (wall); "
+        "CPU ms: process CPU time per iteration, all threads; "
+        "recipe time = process start + data + set-up + compile + "
+        "iterations x ms/step + grids + checkpoints + final artefacts "
+        f"({'extrapolated'} unless marked 'meas.')",
         "",
     ]
     head = (
@@ -959,7 +961,8 @@ def format_table(report: dict[str, Any]) -> str:
             if isinstance(q, dict):
                 notes.append(
                     f"{name} quality {key}: fast {q['fast']} vs plain {q['plain']} "
-                    f"(gap {q['gap']:.4g}, seed spread {q['seed_spread']:.4g}, within noise: {q['within_noise']})"
+                    f"(gap {q['gap']:.4g}, seed spread {q['seed_spread']:.4g}, "
+                    f"within noise: {q['within_noise']})"
                 )
     if notes:
         lines += ["", *notes]

@@ -133,7 +133,7 @@ def test_recipe_shape_follows_the_preset(report):
 
 
 def test_flops_are_those_of_a_real_training_iteration(report):
-    """The MLP GAN's matmul FLOPs, written out by hand once, to check FlopCounterMode sees the whole step."""
+    """The MLP GAN's matmul FLOPs, written out by hand: FlopCounterMode must see the whole step."""
     _, written = report
     entry = written["presets"]["mnist-gan"]
     batch, half = 4, 2

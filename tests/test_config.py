@@ -1,4 +1,4 @@
-"""Presets and settings: every documented recipe loads, overrides work, bad settings are caught early."""
+"""Presets and settings: every documented recipe loads, overrides work, bad settings fail early."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def test_fast_path_settings_are_validated_and_yaml_booleans_read_as_on_off(tmp_p
     assert (config.compile, config.channels_last, config.async_artefacts) == ("off", "on", "off")
 
 
-# ---- threads ------------------------------------------------------------------------------------------
+# ---- threads -------------------------------------------------------------------------------------
 def test_threads_follow_the_user_then_the_usable_physical_cores(monkeypatch):
     before = torch.get_num_threads()
     try:
@@ -140,7 +140,7 @@ def test_importing_ganforge_makes_openmp_wait_passively():
     assert out.stdout.strip() == "PASSIVE", out.stderr
 
 
-# ---- mixed precision ------------------------------------------------------------------------------------
+# ---- mixed precision -----------------------------------------------------------------------------
 def _step(runtime: rt.Runtime, seed: int = 0):
     torch.manual_seed(seed)
     G, D = build_models("dcgan-mnist", 16, (1, 28, 28), {"width": 0.25})
@@ -187,7 +187,7 @@ def test_bf16_autocast_keeps_batchnorm_statistics_losses_and_weights_in_fp32():
     )  # the losses agree to bf16 accuracy
 
 
-# ---- compile probe and fallback -----------------------------------------------------------------------
+# ---- compile probe and fallback ------------------------------------------------------------------
 def _weights(run_dir) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -214,7 +214,7 @@ def _train(tmp_path, name, monkeypatch=None, compile_module=None, required=False
 
 
 def test_compile_probe_is_undone_without_a_trace(tmp_path, monkeypatch):
-    """A 'compiled' forward that works: the probe iteration must leave weights, stats and RNG as they were."""
+    """A working 'compiled' forward: the probe iteration leaves weights, stats and RNG unchanged."""
     eager, _ = _train(tmp_path, "eager")
     calls = []
 
@@ -269,7 +269,7 @@ def test_compile_failure_with_compile_on_is_an_error(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # tracing and compiling two models: the slowest test of the fast tier
 def test_torch_compile_through_dynamo_and_aot_autograd_trains_like_eager(tmp_path, monkeypatch):
-    """Real torch.compile (dynamo + AOT autograd; the 'aot_eager' backend skips only code generation):
+    """Real torch.compile (dynamo + AOT autograd; backend 'aot_eager' skips only code generation):
     G in train and eval mode, D with and without weight gradients, the probe, then training."""
     eager, _ = _train(tmp_path, "eager")
 
@@ -282,7 +282,7 @@ def test_torch_compile_through_dynamo_and_aot_autograd_trains_like_eager(tmp_pat
         torch.testing.assert_close(_weights(compiled.run_dir)[key], value, rtol=1e-4, atol=1e-5)
 
 
-# ---- out of memory --------------------------------------------------------------------------------------
+# ---- out of memory -------------------------------------------------------------------------------
 def test_out_of_memory_becomes_a_message_with_batch_size_and_what_to_change(tmp_path, monkeypatch):
     from ganforge.training import loop
 
@@ -305,7 +305,7 @@ def test_out_of_memory_message_names_gpu_figures_and_precision_hint():
     assert "batch 128 of 1x128x128" in text and "--resolution" in text
 
 
-# ---- background writer --------------------------------------------------------------------------------
+# ---- background writer ---------------------------------------------------------------------------
 def test_background_writer_keeps_order_and_reports_errors():
     writer = BackgroundWriter(enabled=True)
     seen: list[int] = []
@@ -355,7 +355,7 @@ def test_host_to_device_is_a_no_op_on_cpu():
     assert host is x and event is None
 
 
-# ---- fp16 with gradient scaling (GPUs without native bf16) ------------------------------------------
+# ---- fp16 with gradient scaling (GPUs without native bf16) ---------------------------------------
 def test_fp16_step_scales_gradients_and_keeps_weights_fp32():
     """The fp16 path as far as a CPU can run it: autocast fp16 plus a GradScaler; the loss scale
     is live state (it grows after clean steps), and weights and optimiser state stay fp32."""

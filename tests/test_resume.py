@@ -1,4 +1,5 @@
-"""Runs that survive: SIGKILL and resume is bitwise, SIGTERM stops cleanly, divergence keeps the last good state."""
+"""Runs that survive: SIGKILL and resume is bitwise, SIGTERM stops cleanly, divergence keeps
+the last good state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One training iteration: the update modes, the shared noise batch and Keras' shared Adam counter."""
+"""One training iteration: update modes, the shared noise batch and Keras' shared Adam counter."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A short real training run: every artefact appears, the generator learns, sampling is reproducible."""
+"""A short real run: every artefact appears, the generator learns, sampling is reproducible."""
 
 from __future__ import annotations
 

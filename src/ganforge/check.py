@@ -48,7 +48,7 @@ def check(config: TrainConfig) -> TrainConfig:
 
 
 def check_against_data(config: TrainConfig, data: ImageData) -> None:
-    """The checks that need the loaded data: its shape against the model, its size against a batch."""
+    """Checks that need the loaded data: its shape against the model, its size against a batch."""
     problems = _build_problems(config, data.image_shape)
     if not problems:
         with torch.device("meta"):
@@ -77,7 +77,8 @@ def _model_problems(config: TrainConfig) -> list[str]:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         return [
-            f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid) or 'none'}"
+            f"model {name!r} has no option {unknown[0]!r}; "
+            f"its options: {', '.join(valid) or 'none'}"
         ]
     shape = expected_shape(config.data)
     return _build_problems(config, shape) if shape is not None else []

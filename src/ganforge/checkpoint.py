@@ -260,7 +260,10 @@ def state_problem(module: nn.Module, state: Any) -> str | None:
     unexpected = sorted(set(state) - set(own))
     for key, value in own.items():
         if key in state and tuple(state[key].shape) != tuple(value.shape):
-            return f"{key} is {tuple(state[key].shape)} in the checkpoint, {tuple(value.shape)} in the model"
+            return (
+                f"{key} is {tuple(state[key].shape)} in the checkpoint, "
+                f"{tuple(value.shape)} in the model"
+            )
     if missing:
         return f"the checkpoint lacks {', '.join(missing[:2])}"
     if unexpected:

@@ -289,7 +289,10 @@ def _problems(c: TrainConfig):
     try:  # options end up in config.json and checkpoints: plain JSON values only
         json.dumps(c.model.options)
     except (TypeError, ValueError, RecursionError):
-        yield f"model.options must hold numbers, strings, lists and mappings only (got {_show(c.model.options)})"
+        yield (
+            "model.options must hold numbers, strings, lists and mappings only "
+            f"(got {_show(c.model.options)})"
+        )
     if not c.device or not (
         c.device in ("auto", "cpu", "cuda", "mps") or c.device.startswith("cuda:")
     ):
@@ -308,7 +311,7 @@ def choice_fields(cls: type, prefix: str = "") -> dict[str, tuple[Any, ...]]:
 
 
 def _show(value: Any) -> str:
-    """A value for an error message: repr, cut short, on one line (a 5,000-digit int has no repr)."""
+    """A value for an error message: repr, cut short, one line (a 5,000-digit int has no repr)."""
     try:
         text = repr(value)
     except ValueError:
@@ -439,7 +442,7 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
                 raw = yaml.safe_load(raw) or {}
             if not isinstance(raw, dict):
                 raise ValueError(raw)
-            try:  # it is stored as JSON (config.json, checkpoints); a YAML date or a self-reference is not
+            try:  # stored as JSON (config.json, checkpoints): no YAML dates, no self-references
                 json.dumps(raw)
             except (TypeError, ValueError, RecursionError):
                 raise ConfigError(
@@ -461,7 +464,8 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     unknown = sorted(set(values) - names, key=str)  # keys from YAML need not be strings
     if unknown:
         raise ConfigError(
-            f"unknown setting {prefix}{_show(unknown[0])}; valid names here: {', '.join(sorted(names))}"
+            f"unknown setting {prefix}{_show(unknown[0])}; "
+            f"valid names here: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for name, raw in values.items():

@@ -58,7 +58,8 @@ LOSSES: dict[str, GANLoss] = {
             lambda x, s: _bce_keras(x, 1.0 - s),
             lambda x: _bce_keras(x, 0.0),
             lambda x: _bce_keras(x, 1.0),
-            "bce as Keras 2 computes it: probabilities clipped to [1e-7, 1-1e-7] (faithful presets)",
+            "bce as Keras 2 computes it: probabilities clipped to [1e-7, 1-1e-7] "
+            "(faithful presets)",
         ),
         GANLoss(
             "hinge",

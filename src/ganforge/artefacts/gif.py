@@ -18,7 +18,7 @@ def save_gif(
     max_frames: int = 120,
     max_side: int = 512,
 ) -> Path | None:
-    """Write the PNG frames (in order) as a looping GIF; long runs are thinned evenly to `max_frames`."""
+    """Write PNG frames, in order, as a looping GIF; long runs thinned evenly to `max_frames`."""
     frames = list(frames)
     if not frames:
         return None

@@ -16,7 +16,7 @@ from ganforge.artefacts.files import write_bytes
 def make_grid(
     images: torch.Tensor, rows: int | None = None, padding: int = 2, pad_value: int = 0
 ) -> np.ndarray:
-    """Tile uint8 images [N, C, H, W] into one [H', W', C] array, `rows` rows (square by default)."""
+    """Tile uint8 images [N, C, H, W] into an [H', W', C] array, `rows` rows (square by default)."""
     images = images.detach().cpu()
     n, c, h, w = images.shape
     rows = rows or max(1, int(math.ceil(math.sqrt(n))))
@@ -35,7 +35,7 @@ def make_grid(
 
 
 def to_pil(array: np.ndarray, upscale: int = 1) -> Image.Image:
-    """[H, W, 1|3] uint8 -> PIL image, optionally enlarged with nearest-neighbour (for 28x28 digits)."""
+    """[H, W, 1|3] uint8 -> PIL image, optionally enlarged nearest-neighbour (for 28x28 digits)."""
     image = Image.fromarray(
         array[:, :, 0] if array.shape[2] == 1 else array, mode="L" if array.shape[2] == 1 else "RGB"
     )
@@ -51,7 +51,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def save_grid(images: torch.Tensor, path: str | Path, rows: int | None = None) -> Path:
-    """Write uint8 images [N, C, H, W] as one PNG grid; small images are enlarged to stay legible."""
+    """Write uint8 images [N, C, H, W] as one PNG grid; small images are enlarged to be legible."""
     h = images.shape[-2]
     upscale = max(1, 64 // h)  # 28x28 digits become 56x56 cells
     write_bytes(path, png_bytes(to_pil(make_grid(images, rows), upscale)))

@@ -108,8 +108,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="RUN_DIR",
         default=None,
-        help="continue this run folder from its last checkpoint, with its saved config; flags given "
-        "here still override it (e.g. --iterations to extend, --lr to lower)",
+        help="continue this run folder from its last checkpoint, with its saved config; flags "
+        "given here still override it (e.g. --iterations to extend, --lr to lower)",
     )
     p.add_argument(
         "--allow-data-change",
@@ -189,8 +189,8 @@ def run(args: argparse.Namespace) -> int:
         return 128 + (result.stop_signal or signal.SIGINT) if result.stopped_early else 0
     if result.nothing_to_do:
         say(
-            f"nothing to do: {result.run_dir} already reached iteration {result.steps}, the end of its "
-            "schedule; extend it with --resume RUN --iterations N (or --epochs N)"
+            f"nothing to do: {result.run_dir} already reached iteration {result.steps}, "
+            "the end of its schedule; extend it with --resume RUN --iterations N (or --epochs N)"
         )
         return 0
     verb = (
@@ -199,13 +199,14 @@ def run(args: argparse.Namespace) -> int:
         else "finished"
     )
     say(
-        f"{verb}: {result.steps} iterations in {result.seconds:.1f} s ({result.images_per_second:,.0f} images/s)"
+        f"{verb}: {result.steps} iterations in {result.seconds:.1f} s "
+        f"({result.images_per_second:,.0f} images/s)"
     )
     if result.final_stats:
         s = result.final_stats
         say(
-            f"final: D loss {s['d_loss']:.3f}, G loss {s['g_loss']:.3f}, D accuracy {s['d_acc']:.2f}, "
-            f"D(x) {s['d_real']:.2f}, D(G(z)) {s['d_fake']:.2f}"
+            f"final: D loss {s['d_loss']:.3f}, G loss {s['g_loss']:.3f}, "
+            f"D accuracy {s['d_acc']:.2f}, D(x) {s['d_real']:.2f}, D(G(z)) {s['d_fake']:.2f}"
         )
     say(
         f"run folder: {result.run_dir}  (samples/, losses.png, training.gif, generator.safetensors)"

@@ -48,9 +48,10 @@ class HealthMonitor:
         if not self.warned_dominance and step - self.dominant_since >= self.dominance_steps:
             self.warned_dominance = True
             return (
-                f"warning: the discriminator has won outright since iteration {self.dominant_since} "
-                f"(accuracy {stats['d_acc']:.3f}, D(G(z)) {stats['d_fake']:.3f}); the generator gets little "
-                "gradient. Consider a lower --lr-d, label smoothing (--set label_smoothing=0.1) or R1 "
+                "warning: the discriminator has won outright since iteration "
+                f"{self.dominant_since} (accuracy {stats['d_acc']:.3f}, "
+                f"D(G(z)) {stats['d_fake']:.3f}); the generator gets little gradient. "
+                "Consider a lower --lr-d, label smoothing (--set label_smoothing=0.1) or R1 "
                 "(--set r1_gamma=1)"
             )
         return None
@@ -71,7 +72,7 @@ class HealthMonitor:
             return None
         self.warned_collapse = True
         return (
-            f"warning: possible mode collapse at iteration {step}: generated samples differ from each other "
-            f"{ratio:.0%} as much as real images do; look at the latest grid, and consider --set ema_decay=0.999 "
-            "or a lower learning rate"
+            f"warning: possible mode collapse at iteration {step}: generated samples differ "
+            f"from each other {ratio:.0%} as much as real images do; look at the latest grid, "
+            "and consider --set ema_decay=0.999 or a lower learning rate"
         )

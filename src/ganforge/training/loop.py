@@ -54,7 +54,8 @@ from ganforge.training.step import STAT_NAMES, AdversarialStep, Batch, GraphedSt
 from ganforge.training.threads import configure_threads, seed_everything
 from ganforge.training.transfer import host_to_device, to_host_async
 
-# An evaluator scores a generator: (generator, step) -> {"main": ..., "fid": ...}; lower main is better.
+# An evaluator scores a generator: (generator, step) -> {"main": ..., "fid": ...}; a lower "main"
+# is better.
 Evaluator = Callable[[nn.Module, int], dict[str, float]]
 
 
@@ -296,7 +297,7 @@ class Trainer:
             self.state.reset_counters()
         return self.runtime.notes[before:]
 
-    # ---- one iteration's inputs -----------------------------------------------------------------------
+    # ---- one iteration's inputs ------------------------------------------------------------------
     def next_batch(self) -> Batch:
         """Real images and the iteration's noise (one batch for both updates with shared_noise)."""
         c, device, rng = self.config, self.runtime.device, self.state.noise_rng
@@ -325,7 +326,7 @@ class Trainer:
         """Images through D (real + fake) plus through G in one iteration."""
         return self.real_batch + self.fake_batch + self.config.batch_size
 
-    # ---- artefacts ------------------------------------------------------------------------------------
+    # ---- artefacts -------------------------------------------------------------------------------
     @torch.no_grad()
     def save_sample_grid(self) -> Path:
         generator, step = self.state.sampling_generator, self.state.step
@@ -424,7 +425,7 @@ class Trainer:
                     f"NaN/Inf weights; {self._last_good()}"
                 )
 
-    # ---- the loop ------------------------------------------------------------------------------------
+    # ---- the loop --------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         c, state = self.config, self.state
         self.elapsed_before = state.elapsed  # what earlier sessions of a resumed run took
@@ -534,7 +535,10 @@ class Trainer:
     def _last_good(self) -> str:
         latest = find_latest(self.run.checkpoints_dir)
         if latest is None:
-            return "no checkpoint was written yet; start again with a lower learning rate (--lr-d/--lr-g)"
+            return (
+                "no checkpoint was written yet; "
+                "start again with a lower learning rate (--lr-d/--lr-g)"
+            )
         return (
             f"the last good checkpoint, {latest.name}, is intact; continue from it with a lower "
             f"learning rate: ganforge train --resume {self.run.path} --lr 1e-4 (or a stabiliser: "
@@ -606,7 +610,7 @@ class Trainer:
 
 
 def data_fingerprint(data: ImageData) -> str:
-    """A digest of the images (and labels) a run trains on: a resumed run must find the same data."""
+    """Digest of the images (and labels) a run trains on: a resumed run must find the same data."""
     digest = hashlib.sha256(f"{data.name}|{tuple(data.images.shape)}".encode())
     digest.update(data.images.contiguous().numpy().tobytes())
     if data.labels is not None:

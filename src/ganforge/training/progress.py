@@ -37,11 +37,14 @@ class Progress:
     def show(self, stats: dict) -> None:
         if self.bar.disable:
             return
-        prefix = f"{self.unit} {stats['step'] // self.unit_steps + (0 if stats['step'] % self.unit_steps == 0 else 1)}"
+        step = stats["step"]
+        unit_index = step // self.unit_steps + (0 if step % self.unit_steps == 0 else 1)
+        prefix = f"{self.unit} {unit_index}"
         self.bar.set_description(prefix, refresh=False)
         self.bar.set_postfix_str(
             f"D {stats['d_loss']:.3f} G {stats['g_loss']:.3f} acc {stats['d_acc']:.2f} "
-            f"D(x) {stats['d_real']:.2f} D(G(z)) {stats['d_fake']:.2f} {stats['images_per_s']:,.0f} img/s"
+            f"D(x) {stats['d_real']:.2f} D(G(z)) {stats['d_fake']:.2f} "
+            f"{stats['images_per_s']:,.0f} img/s"
         )
 
     def write(self, message: str, log) -> None:

@@ -50,7 +50,7 @@ class Runtime:
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
             return contextlib.nullcontext()
-        # The autocast weight cache must be off inside CUDA graph capture (PyTorch docs, "CUDA Graphs").
+        # No autocast weight cache inside CUDA graph capture (PyTorch docs, "CUDA Graphs").
         return torch.autocast(
             self.device.type, dtype=self.dtype, cache_enabled=not self.cuda_graphs
         )
@@ -84,7 +84,8 @@ def resolve_device(name: str) -> torch.device:
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible"
+                f"device {name!r} asked for, but only "
+                f"{torch.cuda.device_count()} GPU(s) are visible"
             )
     if name == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
@@ -197,7 +198,8 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
     if config.cuda_graphs == "on":
         if not cuda:
             raise ConfigError(
-                f"cuda_graphs=on needs a CUDA GPU (this run is on {device.type}); use --set cuda_graphs=off"
+                f"cuda_graphs=on needs a CUDA GPU (this run is on {device.type}); "
+                "use --set cuda_graphs=off"
             )
         if config.deterministic:
             raise ConfigError(
@@ -205,8 +207,9 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
             )
         if use_compile and config.compile_mode in CUDA_GRAPH_COMPILE_MODES:
             raise ConfigError(
-                f"cuda_graphs=on captures the whole step itself; use it with compile_mode=default or "
-                f"max-autotune-no-cudagraphs, not {config.compile_mode} (which graphs each model)"
+                "cuda_graphs=on captures the whole step itself; use it with "
+                "compile_mode=default or max-autotune-no-cudagraphs, "
+                f"not {config.compile_mode} (which graphs each model)"
             )
     async_artefacts = config.async_artefacts == "on" or (config.async_artefacts == "auto" and cuda)
     if dtype == torch.float16 and config.cuda_graphs == "on":
@@ -229,6 +232,6 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
 
 
 def compile_module(module: torch.nn.Module, runtime: Runtime) -> Callable:
-    """torch.compile(module) with the configured mode (compilation itself happens at the first call)."""
+    """torch.compile(module) with the configured mode (it compiles at the first call)."""
     mode = None if runtime.compile_mode == "default" else runtime.compile_mode
     return torch.compile(module, mode=mode)

@@ -161,7 +161,7 @@ class AdversarialStep:
         self.G.train(was_training)
         return fake
 
-    # ---- alternating: D, then G through the updated D ----------------------------------------------
+    # ---- alternating: D, then G through the updated D --------------------------------------------
     def _update_d(self, batch: Batch, fake: torch.Tensor):
         self.D.requires_grad_(True)
         real = batch.real
@@ -222,7 +222,7 @@ class AdversarialStep:
         self.D.requires_grad_(True)
         return loss.detach()
 
-    # ---- simultaneous: both losses from one forward pass (a Keras GradientTape step) ------------------
+    # ---- simultaneous: both losses from one forward pass (a Keras GradientTape step) -------------
     def _simultaneous(self, batch: Batch):
         """One noise batch, one G forward; D sees the real batch and those fakes; G's loss is
         taken on the same fake logits; each network gets the gradient of its own loss, then

@@ -25,7 +25,7 @@ def usable_cpus() -> int:
 
 
 def physical_cores(cpus: int) -> int:
-    """Physical cores among the usable CPUs (SMT siblings slow GEMM/conv down); `cpus` if unknown."""
+    """Physical cores among usable CPUs (SMT siblings slow GEMM/conv down); `cpus` if unknown."""
     try:
         allowed = sorted(os.sched_getaffinity(0))
         cores = set()
