@@ -43,13 +43,25 @@ def pixels(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1).float() / 255.0
 
 
+def fit_to(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Generated images cropped at the centre to the test images' side: the demo pads MNIST's
+    28x28 to 32x32, so the crop gives back the digit's frame."""
+    extra = images.shape[-1] - side
+    if extra <= 0:
+        return images
+    top = extra // 2
+    return images[..., top : top + side, top : top + side].contiguous()
+
+
 def memorisation(fake: torch.Tensor, test: torch.Tensor, train: torch.Tensor) -> dict[str, float]:
     """Share of `fake` nearer to the training set than 95 % of `test` is; `threshold` beside it."""
     test_distance = nearest_distance(test, train)
     threshold = torch.quantile(test_distance.double(), PERCENTILE)
     fake_distance = nearest_distance(fake, train)
-    return {"memorised": float((fake_distance < threshold).double().mean()),
-            "threshold": float(threshold)}
+    return {
+        "memorised": float((fake_distance < threshold).double().mean()),
+        "threshold": float(threshold),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,11 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     test = load_idx_dataset(args.dataset, "test").images
     train = load_idx_dataset(args.dataset, "train", allow_bundled=False).images
     reference = reference_subset(test, args.count)
-    fake = generate(generator, info, args.count, args.seed)
+    fake = fit_to(generate(generator, info, args.count, args.seed), test.shape[-1])
     real_other = reference_subset(train, args.count)
     context = MetricContext(dataset=f"{args.dataset}/test", seed=args.seed)
-    result: dict = {"source": str(args.source), "dataset": f"{args.dataset}/test",
-                    "count": args.count, "step": info.step}
+    result: dict = {
+        "source": str(args.source),
+        "dataset": f"{args.dataset}/test",
+        "count": args.count,
+        "step": info.step,
+    }
     result["generated"] = evaluate(reference, fake, METRICS, context)
     result["floor"] = evaluate(reference, real_other, METRICS, context)
     classifier, _ = load_classifier(args.dataset)
@@ -82,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     test_features, _ = embed(classifier, reference)
     fake_features, fake_logits = embed(classifier, fake)
     result["memorisation_pixels"] = memorisation(pixels(fake), pixels(reference), pixels(train))
-    result["memorisation_features"] = memorisation(fake_features.float(), test_features.float(),
-                                                   train_features.float())
+    result["memorisation_features"] = memorisation(
+        fake_features.float(), test_features.float(), train_features.float()
+    )
     classes = num_classes_of(generator)
     if classes:
         per_class = args.count // classes
@@ -91,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         for label in range(classes):
             labels = torch.full((per_class,), label, dtype=torch.long)
             images = generate(generator, info, per_class, args.seed + 1 + label, labels=labels)
+            images = fit_to(images, test.shape[-1])
             _, logits = embed(classifier, images)
             correct[label] = float((logits.argmax(1) == label).double().mean())
         result["class_accuracy"] = sum(correct.values()) / classes

@@ -11,6 +11,7 @@ from ganforge.conditional import fake_labels, grid_labels
 from ganforge.errors import ConfigError
 
 SMALL = {"model.options.channels": 4}
+SEVENS_READ_AS_SEVENS = 0.9  # measured 0.947 on 1,000 (docs/quality.md); the target is 0.97
 
 
 def labelled_images(count: int = 64, classes: int = 10, size: int = 28, seed: int = 0):
@@ -81,11 +82,15 @@ def test_sample_class_writes_that_class(cli, conditional_run, tmp_path):
     assert len(list(seeds.glob("seed-*.png"))) == 3
 
 
-def test_class_out_of_range_is_one_line_and_writes_nothing(cli, user_error, conditional_run,
-                                                           tmp_path):
+def test_class_out_of_range_is_one_line_and_writes_nothing(
+    cli, user_error, conditional_run, tmp_path
+):
     out = tmp_path / "x.png"
-    user_error(cli("sample", conditional_run, "--class", "10", "--out", out),
-               "--class 10", "valid classes: 0-9")
+    user_error(
+        cli("sample", conditional_run, "--class", "10", "--out", out),
+        "--class 10",
+        "valid classes: 0-9",
+    )
     user_error(cli("sample", conditional_run, "--class", "-1", "--out", out), "0-9")
     assert not out.exists()
 
@@ -119,11 +124,43 @@ def test_the_conditional_generator_follows_the_requested_class(train_tiny, tmp_p
     noise = torch.randint(0, 40, (256, 1, 28, 28), generator=generator)
     images = (labels.view(-1, 1, 1, 1) * 200 + noise).to(torch.uint8)
     data = ImageData(images, "bright-dark/28", "test", labels, 2)
-    settings = {**SMALL, "model.options.num_classes": 2, "iterations": 120, "batch_size": 16,
-                "checkpoint_every": 120, "sample_every": 120, "log_every": 20,
-                "optim.lr_g": 1e-3, "optim.lr_d": 1e-3, "ema_decay": 0.0}
+    settings = {
+        **SMALL,
+        "model.options.num_classes": 2,
+        "iterations": 120,
+        "batch_size": 16,
+        "checkpoint_every": 120,
+        "sample_every": 120,
+        "log_every": 20,
+        "optim.lr_g": 1e-3,
+        "optim.lr_d": 1e-3,
+        "ema_decay": 0.0,
+    }
     run = train_tiny("bright-dark", "mnist-best", settings, data=data).run_dir
     g, info = load_generator(run)
     dark = generate(g, info, 64, labels=torch.zeros(64, dtype=torch.long)).float().mean()
     bright = generate(g, info, 64, labels=torch.ones(64, dtype=torch.long)).float().mean()
     assert bright - dark > 60, (float(dark), float(bright))
+
+
+def test_the_shipped_mnist_generator_samples_offline_and_by_class(cli, tmp_path):
+    """`ganforge sample --pretrained mnist-best` needs no run folder and no network (the
+    suite runs with GANFORGE_OFFLINE=1), and --class 7 gives images the MNIST classifier
+    reads as sevens."""
+    import numpy as np
+
+    from ganforge.metrics.classifier import embed, load_classifier
+
+    out = tmp_path / "digits.png"
+    result = cli("sample", "--pretrained", "mnist-best", "--count", "64", "--out", out)
+    assert result.code == 0, result.err
+    assert out.stat().st_size > 1000
+    sevens = tmp_path / "sevens.npy"
+    result = cli(
+        "sample", "--pretrained", "mnist-best", "--class", "7", "--count", "200", "--out", sevens
+    )
+    assert result.code == 0, result.err
+    images = torch.from_numpy(np.load(sevens)).permute(0, 3, 1, 2).contiguous()
+    classifier, _ = load_classifier("mnist")
+    _, logits = embed(classifier, images)
+    assert float((logits.argmax(1) == 7).double().mean()) >= SEVENS_READ_AS_SEVENS
