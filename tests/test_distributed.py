@@ -362,10 +362,12 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_iteration_with_a_checkpo
     agent.send_signal(signal.SIGTERM)
     _, err = finish(agent, timeout=60)
     steps = re.findall(r"^stopped \(checkpoint saved.*\): (\d+) iterations", err, re.MULTILINE)
-    assert len(steps) == 2 and steps[0] == steps[1], err  # both processes, at one iteration
+    assert len(steps) == 1, err  # rank 0 reports for both processes
     (checkpoint,) = (out / "stopped" / "checkpoints").glob("ckpt-*.pt")
     state = load_checkpoint(checkpoint)
     assert state["step"] == int(steps[0]) and state["step"] % 2 == 0  # a log step
+    # both processes stopped at that one iteration: their weights' digests, taken there, agree
+    assert len(state["rank_digests"]) == 2
     assert state["rank_digests"][0] == state["rank_digests"][1]
 
 
