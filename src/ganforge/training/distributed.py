@@ -692,6 +692,9 @@ def train_distributed(
         hooks if main else (),
         log if main else (lambda message: None),
     )
+    # Leave together: a process that tears its connections down while another still finishes
+    # its artefacts can abort in gloo's threads ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
     return result
 
