@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ganforge.checkpoint import load_checkpoint
-from ganforge.training.ema import GeneratorEMA
+from ganforge.training.ema import GeneratorEMA, warmed_up_decay
 
 
 def small_generator() -> nn.Module:
@@ -63,6 +63,21 @@ def test_two_updates_weigh_the_older_weights_by_decay_squared():
             0.5625 * start[name] + 0.1875 * first[name] + 0.25 * generator.get_parameter(name)
         )
         torch.testing.assert_close(averaged, expected.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_the_average_warms_up_so_a_short_run_is_not_its_random_initialisation():
+    """At iteration n the decay is min(decay, (1 + n) / (10 + n)): the first update keeps 10 %
+    of the old weights, not 99.9 %, and from n = 8990 on the configured 0.999 applies."""
+    generator = small_generator()
+    ema = GeneratorEMA(generator, decay=0.999)
+    start = {k: v.detach().clone() for k, v in generator.named_parameters()}
+    train_once(generator)
+    ema.update(generator, step=0)
+    for name, averaged in ema.model.named_parameters():
+        expected = 0.1 * start[name] + 0.9 * generator.get_parameter(name).detach()
+        torch.testing.assert_close(averaged, expected, rtol=1e-6, atol=1e-7)
+    assert warmed_up_decay(0.999, 8000) < 0.999 == warmed_up_decay(0.999, 9000)
+    assert warmed_up_decay(0.5, 0) == 0.1 and warmed_up_decay(0.5, 100) == 0.5
 
 
 def test_the_average_is_a_separate_frozen_model_in_eval_mode():

@@ -102,6 +102,9 @@ class AdversarialStep:
         self.d_forward = d_forward if d_forward is not None else discriminator
         self.loss, self.runtime, self.options = loss, runtime, options
         self.regularisers, self.augment, self.ema = tuple(regularisers), augment, ema
+        # GraphedStep updates the average itself, outside the graph: its warm-up decay changes
+        # every iteration, and a captured graph would replay the capture iteration's value
+        self.defer_ema = False
         # fp16: one loss scale per network ("d", "g"), so an overflow in D's step never shrinks
         # G's scale, and each scale is updated once per optimiser step as PyTorch's AMP wants
         self.scalers = scalers or {}
@@ -117,8 +120,8 @@ class AdversarialStep:
             d_loss, d_acc, d_real, d_fake = self._update_d(batch, fake)
             g_loss = self._update_g(batch.z_g, batch.fake_labels_g)
             stats = (d_loss, g_loss, d_acc, d_real, d_fake)
-        if self.ema is not None:
-            self.ema.update(self.G)
+        if self.ema is not None and not self.defer_ema:
+            self.ema.update(self.G, batch.index)
         return torch.stack(stats)
 
     def use_eager(self) -> None:
@@ -319,7 +322,8 @@ class _Snapshot:
 
 
 class GraphedStep:
-    """The whole iteration (D update(s), G update, EMA, statistics) replayed as one CUDA graph.
+    """The whole iteration (D update(s), G update, statistics) replayed as one CUDA graph; the EMA
+    of G follows eagerly (one fused lerp) because its warm-up decay changes every iteration.
 
     For fixed shapes the GPU work of an iteration never changes, so after ``warmup`` eager
     iterations (on a side stream, which also creates Adam's state) the next one is
@@ -335,6 +339,7 @@ class GraphedStep:
 
     def __init__(self, step: AdversarialStep, runtime: Runtime, warmup: int = 3):
         self.step, self.runtime, self.warmup = step, runtime, warmup
+        step.defer_ema = True
         self.calls = 0
         self.graph: Any = None
         self.failed = False
@@ -343,6 +348,12 @@ class GraphedStep:
         self._side = torch.cuda.Stream(device=runtime.device)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
+        out = self._iteration(batch)
+        if self.step.ema is not None:
+            self.step.ema.update(self.step.G, batch.index)
+        return out
+
+    def _iteration(self, batch: Batch) -> torch.Tensor:
         self.calls += 1
         if self.graph is not None:
             for static, value in zip(self.static, batch.tensors()):
