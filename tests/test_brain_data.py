@@ -679,3 +679,54 @@ def test_a_subject_in_both_split_folders_is_announced(mni, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_images(config)) > 0
+
+
+# ---- class folders: a folder-per-class layout labels its images --------------------------------
+def class_tree(root: Path) -> None:
+    """train/{a,b,c} and test/{a,c} (test lacks class b); each image's grey level names its class
+    (a: 40, b: 120, c: 200), and train/c holds one file that is not an image."""
+    for split, classes in (("train", "abc"), ("test", "ac")):
+        for k, name in enumerate("abc"):
+            if name in classes:
+                for i in range(3):
+                    write_png(root / split / name / f"{i}.png", gray(40 + 80 * k))
+    (root / "train" / "c" / "3.png").write_bytes(b"not a png")
+
+
+def test_class_folders_label_images_and_number_classes_alike_in_every_split(tmp_path):
+    class_tree(tmp_path / "d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the one unreadable file is reported, and skipped
+        train = load_images(folder_config(tmp_path / "d", resolution=12, split="train"))
+    test = load_images(folder_config(tmp_path / "d", resolution=12, split="test"))
+    assert train.class_names == test.class_names == ("a", "b", "c")
+    assert train.num_classes == test.num_classes == 3
+    for data in (train, test):  # the label follows the image even past the skipped file
+        assert torch.equal(data.labels, (data.images[:, 0, 0, 0].long() - 40) // 80)
+    assert torch.bincount(train.labels).tolist() == [3, 3, 3]
+    assert sorted(set(test.labels.tolist())) == [0, 2]  # c is 2 in the test split too
+    again = load_images(folder_config(tmp_path / "d", resolution=12, split="test"))
+    assert "from the decoded-image cache" in again.source
+    assert torch.equal(again.labels, test.labels) and again.class_names == ("a", "b", "c")
+
+
+def test_a_flat_folder_or_loose_images_beside_class_folders_are_unlabelled(tmp_path):
+    flat_folder(tmp_path / "flat", count=4)
+    assert load_images(folder_config(tmp_path / "flat", resolution=12)).labels is None
+    class_tree(tmp_path / "mixed")
+    write_png(tmp_path / "mixed" / "train" / "loose.png", gray(9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mixed = load_images(folder_config(tmp_path / "mixed", resolution=12, split="train"))
+    assert mixed.labels is None and mixed.class_names is None
+
+
+def test_the_shared_brain_slices_have_their_four_diagnosis_classes():
+    data = load_images(DataConfig(dataset="folder", path=str(need(BRAIN)), split="test"))
+    assert data.class_names == (
+        "MildDemented",
+        "ModerateDemented",
+        "NonDemented",
+        "VeryMildDemented",
+    )
+    assert torch.bincount(data.labels).tolist() == [179, 12, 640, 448]  # the dataset README's

@@ -8,7 +8,7 @@ no per-step decoding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -22,6 +22,7 @@ class ImageData:
     source: str  # where the images were read from, for the log
     labels: torch.Tensor | None = None  # [N] int64
     num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i] (folder sources)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -42,7 +43,7 @@ class ImageData:
     def subset(self, count: int) -> "ImageData":
         """The first `count` images (all if fewer)."""
         labels = None if self.labels is None else self.labels[:count]
-        return ImageData(self.images[:count], self.name, self.source, labels, self.num_classes)
+        return replace(self, images=self.images[:count], labels=labels)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

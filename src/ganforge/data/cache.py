@@ -33,7 +33,7 @@ from ganforge.config import DataConfig
 from ganforge.data.locations import cache_root
 
 FORMAT = "ganforge-decoded-v1"
-DECODER_VERSION = 1  # bump when decoding changes, so old caches are not reused
+DECODER_VERSION = 2  # bump when decoding changes, so old caches are not reused (2: class labels)
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Decoded:
     skipped: list[str] = field(default_factory=list)  # unreadable sources, "name (reason)"
     attempted: int = 0  # source files tried (so the unreadable fraction can be restated)
     from_cache: bool = False
+    labels: torch.Tensor | None = None  # int64 [N]: class folder indices, for labelled folders
 
 
 def cache_dir() -> Path:
@@ -123,9 +124,18 @@ def read(path: Path, expected_fingerprint: str) -> Decoded | None:
     images = state.get("images")
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         return None
+    labels = state.get("labels")
+    if labels is not None and (
+        not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],)
+    ):
+        return None
     meta = json.loads(state.get("meta", "{}"))
     return Decoded(
-        images, list(meta.get("skipped", [])), int(meta.get("attempted", 0)), from_cache=True
+        images,
+        list(meta.get("skipped", [])),
+        int(meta.get("attempted", 0)),
+        from_cache=True,
+        labels=labels,
     )
 
 
@@ -138,6 +148,8 @@ def write(path: Path, expected_fingerprint: str, decoded: Decoded) -> None:
         "images": decoded.images.contiguous(),
         "meta": meta,
     }
+    if decoded.labels is not None:
+        state["labels"] = decoded.labels.contiguous()
     try:
         write_with(path, lambda handle: torch.save(state, handle))
     except OSError as exc:

@@ -114,6 +114,36 @@ def select_split(root: Path, split: str) -> tuple[list[Path], str]:
     return wanted, split
 
 
+def class_folders(root: Path, folders: Sequence[Path]) -> tuple[str, ...]:
+    """The class names of a folder-per-class layout, sorted: the folders directly inside the
+    split folders (every split of the layout, so train and test number the classes alike), or
+    inside `folders` when there is no layout. Masks and hidden folders do not count."""
+    layout = find_layout(root)
+    parents = list(layout.values()) if layout is not None else list(folders)
+    return tuple(
+        sorted({c.name for p in parents for c in _child_dirs(p) if not is_mask_folder(c.name)})
+    )
+
+
+def class_labels_of(
+    files: Sequence[Path], folders: Sequence[Path], classes: Sequence[str]
+) -> list[int] | None:
+    """Each file's class index (the folder it lies in directly below its split folder), or None
+    when the files are not sorted into two or more class folders (some lie loose in a split
+    folder): such a dataset is unlabelled, as a folder of one subject's slices is."""
+    if len(classes) < 2:
+        return None
+    index = {name: i for i, name in enumerate(classes)}
+    labels = []
+    for file in files:
+        parent = next((f for f in folders if f in file.parents), None)
+        parts = file.relative_to(parent).parts if parent is not None else ()
+        if len(parts) < 2 or parts[0] not in index:
+            return None
+        labels.append(index[parts[0]])
+    return labels
+
+
 def list_files(folders: Iterable[Path], keep: Callable[[Path], bool]) -> list[Path]:
     """Matching files under `folders`, recursively, skipping mask and hidden folders; sorted."""
     found: list[Path] = []

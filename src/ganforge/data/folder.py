@@ -55,6 +55,8 @@ from ganforge.data.decode import (
     stack_fitted,
 )
 from ganforge.data.discovery import (
+    class_folders,
+    class_labels_of,
     is_image_file,
     is_nifti_file,
     list_files,
@@ -73,9 +75,13 @@ CHUNK = 512  # files decoded per batch: bounds the memory of full-size copies
 BRAIN_DATASETS = ("keras_png_slices_data", "brain-mri-slices")
 
 
-def decode_files(files: Sequence[Path], root: Path, config: DataConfig) -> cache.Decoded:
-    """Decode, shape and stack images, skipping unreadable ones (policy applied by the caller)."""
+def decode_files(
+    files: Sequence[Path], root: Path, config: DataConfig, labels: Sequence[int] | None = None
+) -> cache.Decoded:
+    """Decode, shape and stack images, skipping unreadable ones (policy applied by the caller);
+    `labels` (one per file) are kept for the images that could be read."""
     parts: list[torch.Tensor] = []
+    kept_labels: list[int] = []
     skipped: list[str] = []
     sizes: dict[tuple[int, int], str] = {}
     attempted = have = 0
@@ -85,12 +91,15 @@ def decode_files(files: Sequence[Path], root: Path, config: DataConfig) -> cache
             chunk = files[attempted : attempted + take]
             attempted += len(chunk)
             arrays = []
-            for path, (pixels, why) in zip(chunk, pool.map(decode_image, chunk)):
+            decoded = zip(chunk, pool.map(decode_image, chunk))
+            for offset, (path, (pixels, why)) in enumerate(decoded, attempted - len(chunk)):
                 if pixels is None:
                     skipped.append(f"{relative(path, root)} ({why})")
                     continue
                 sizes.setdefault(pixels.shape[:2], relative(path, root))
                 arrays.append(pixels)
+                if labels is not None:
+                    kept_labels.append(labels[offset])
             require_one_size(sizes, config.resolution, root)
             if arrays:
                 parts.append(stack_fitted(arrays, config.channels, config.resolution, config.fit))
@@ -98,18 +107,27 @@ def decode_files(files: Sequence[Path], root: Path, config: DataConfig) -> cache
     check_unreadable(skipped, attempted, root)
     if not parts:
         return cache.Decoded(torch.zeros(0, 1, 1, 1, dtype=torch.uint8), skipped, attempted)
-    return cache.Decoded(join_parts(parts, config.channels), skipped, attempted)
+    label_tensor = torch.tensor(kept_labels, dtype=torch.int64) if labels is not None else None
+    return cache.Decoded(
+        join_parts(parts, config.channels), skipped, attempted, labels=label_tensor
+    )
 
 
 def load_image_files(
-    root: Path, files: Sequence[Path], split_label: str, config: DataConfig
+    root: Path, files: Sequence[Path], split_label: str, config: DataConfig, folders: Sequence[Path]
 ) -> ImageData:
-    """Decode `files` (or read them from the cache) into an ImageData named <folder>/<split>."""
+    """Decode `files` (or read them from the cache) into an ImageData named <folder>/<split>,
+    labelled by class folder when the files are sorted into class folders (see class_labels_of).
+    """
+    classes = class_folders(root, folders)
+    labels = class_labels_of(files, folders, classes)
+    settings = cache.cache_settings(config, "images", split_label)
+    settings["classes"] = list(classes) if labels is not None else None
     decoded = cache.cached(
         root,
         files,
-        cache.cache_settings(config, "images", split_label),
-        lambda: decode_files(files, root, config),
+        settings,
+        lambda: decode_files(files, root, config, labels),
         enabled=config.cache,
     )
     if decoded.from_cache:
@@ -117,8 +135,16 @@ def load_image_files(
     if len(decoded.images) == 0:
         raise DataError(f"{root}: none of the {len(files)} image files could be read")
     note = ", from the decoded-image cache" if decoded.from_cache else ""
+    labelled = labels is not None and decoded.labels is not None
+    if labelled:
+        note += f", {len(classes)} classes: {', '.join(classes)}"
     return ImageData(
-        decoded.images, f"{root.name}/{split_label}", f"{root} ({len(decoded.images)} images{note})"
+        decoded.images,
+        f"{root.name}/{split_label}",
+        f"{root} ({len(decoded.images)} images{note})",
+        labels=decoded.labels if labelled else None,
+        num_classes=len(classes) if labelled else None,
+        class_names=classes if labelled else None,
     )
 
 
@@ -161,7 +187,7 @@ def load_folder(config: DataConfig) -> ImageData:
     folders, label = select_split(root, config.split)
     files = list_files(folders, is_image_file)
     if files:
-        return load_image_files(root, files, label, config)
+        return load_image_files(root, files, label, config, folders)
     if list_files(folders, is_nifti_file):
         return load_nifti(config)
     raise nothing_found(root, folders)

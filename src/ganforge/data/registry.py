@@ -14,7 +14,7 @@ resized again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ganforge.config import DataConfig
@@ -118,4 +118,4 @@ def load_images(config: DataConfig) -> ImageData:
     images = data.images
     if not source.fits:
         images = shape_to(images, config.channels, config.resolution, config.fit)
-    return ImageData(images, data.name, data.source, data.labels, data.num_classes)
+    return replace(data, images=images)
