@@ -3,6 +3,7 @@
     python scripts/metric_floors.py                     # mnist, fashion-mnist, brain-mri
     python scripts/metric_floors.py --datasets mnist
     python scripts/metric_floors.py --ladder            # the calibration ladder (docs table)
+    python scripts/metric_floors.py --datasets mnist,fashion-mnist --split test --count 10000
 
 For each dataset, set A is the reference subset that `ganforge eval` and the training
 evaluator use (``reference_subset``: 2,000 training images chosen by a fixed seed) and
@@ -10,6 +11,11 @@ set B is 2,000 *other* training images. A perfect generator would score like B, 
 these are the best values to expect at 2,000 samples. The same A is then compared with
 B plus Gaussian noise, B blurred, and one image of B repeated, to show the scale of a
 clearly bad result. Writes ``src/ganforge/metrics/weights/floors.json``.
+
+With ``--split test`` set A is the test split (as `ganforge eval` measures MNIST and
+Fashion-MNIST); at 10,000 the whole test split is A, so B is 10,000 training images other
+than those the memorisation figure searches (new images of the data, as far as that
+figure can tell).
 
 With ``--ladder`` it measures the calibration ladder instead (``ganforge.metrics.ladder``:
 1,000 test images as the reference, every damage applied to 1,000 other test images),
@@ -45,6 +51,7 @@ from ganforge.metrics.runs import TRAINING_SUBSET
 
 LADDER_FILE = FLOORS_FILE.with_name("ladder.json")
 LADDER_COUNT = 1000
+DEFAULT_COUNT = 2000  # floors at other counts are stored as "<dataset>@<count>"
 
 DATASETS = {
     "mnist": DataConfig(dataset="mnist", split="train"),
@@ -96,20 +103,27 @@ def measure(name: str, count: int, split: str = "train") -> dict:
     there set B is other *test* images (new images of the data, as a perfect generator would
     make), and the memorisation figure is measured against the training images."""
     data = load_images(dataclasses.replace(DATASETS[name], split=split))
-    if len(data) < 2 * count:
-        raise SystemExit(f"{name}: {len(data)} images, fewer than two disjoint sets of {count}")
-    training = None
+    training, set_b = None, "other"
     if split == "test":
-        training = reference_subset(load_images(DATASETS[name]).images, TRAINING_SUBSET)
+        train_images = load_images(DATASETS[name]).images
+        training = reference_subset(train_images, TRAINING_SUBSET)
+        if len(data) < 2 * count:  # the whole test split is set A: B is unseen training images
+            b, set_b = other_images(train_images, count), "training images outside the subset"
+    if len(data) < 2 * count and set_b == "other":
+        raise SystemExit(f"{name}: {len(data)} images, fewer than two disjoint sets of {count}")
     context = MetricContext(data.name, training=training)
     names = resolve_metrics("auto", context)
-    a, b = reference_subset(data.images, count), other_images(data.images, count)
+    a = reference_subset(data.images, count)
+    if set_b == "other":
+        b = other_images(data.images, count)
     start = time.perf_counter()
     floor, intervals = evaluate_with_intervals(a, b, names, context)
     seconds = time.perf_counter() - start
-    degraded = {
-        kind: rounded(evaluate(a, images, names, context)) for kind, images in degrade(b).items()
-    }
+    degraded = (
+        {kind: rounded(evaluate(a, images, names, context)) for kind, images in degrade(b).items()}
+        if set_b == "other"
+        else {}
+    )
     print(f"{name}: floor {rounded(floor)} ({seconds:.1f} s)", flush=True)
     return {
         "dataset": data.name,
@@ -120,7 +134,12 @@ def measure(name: str, count: int, split: str = "train") -> dict:
         "intervals": intervals,
         "degraded": degraded,
         "seconds": round(seconds, 1),
-        "note": f"Real vs real: two disjoint sets of {count} {data.name} images."
+        "note": (
+            f"Real vs real: two disjoint sets of {count} {data.name} images."
+            if set_b == "other"
+            else f"Real vs real: {count} {data.name} images against {count} training images "
+            f"that are not among the {TRAINING_SUBSET} the memorisation figure searches"
+        )
         + (" Memorisation against the training split." if training is not None else ""),
     }
 
@@ -184,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS)
     )
-    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
     parser.add_argument(
         "--ladder", action="store_true", help="measure the calibration ladder instead"
     )
@@ -206,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets.split(","):
         record = measure(name, args.count, args.split)
         key = record["dataset"] if args.split == "test" else dataset_family(record["dataset"])
+        if args.count != DEFAULT_COUNT:
+            key = f"{record['dataset']}@{args.count}"  # floor_for's key for another count
         floors[key] = record  # keyed as floor_for looks them up
         write_text(FLOORS_FILE, json.dumps(floors, indent=2) + "\n")
     return 0

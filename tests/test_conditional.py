@@ -164,3 +164,35 @@ def test_the_shipped_mnist_generator_samples_offline_and_by_class(cli, tmp_path)
     classifier, _ = load_classifier("mnist")
     _, logits = embed(classifier, images)
     assert float((logits.argmax(1) == 7).double().mean()) >= SEVENS_READ_AS_SEVENS
+
+
+def test_eval_of_the_shipped_generator_scores_how_well_it_follows_the_class(
+    cli, tmp_path, monkeypatch
+):
+    """`ganforge eval --pretrained mnist-best` asks for every class in turn and reports the share
+    the MNIST classifier reads as the class asked for, beside the distribution metrics of the
+    same images; the JSON lands in the working folder, never in the installed package."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    result = cli(
+        "eval", "--pretrained", "mnist-best", "--count", "500", "--metrics",
+        "class-accuracy,class-balance", "--resamples", "0",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    record = json.loads((tmp_path / "mnist-best-eval-0.json").read_text())
+    assert record["classes"] == 10 and record["reference"] == "mnist/test"
+    assert record["metrics"]["class_accuracy"] >= SEVENS_READ_AS_SEVENS
+    assert record["metrics"]["class_coverage"] == 1.0  # every class asked for, every class made
+    assert "class_accuracy" in result.out
+
+
+def test_class_accuracy_of_an_unconditional_generator_is_one_line(
+    cli, user_error, train_tiny, tmp_path
+):
+    run = train_tiny("plain", "mnist-gan").run_dir
+    user_error(
+        cli("eval", run, "--count", "200", "--metrics", "class-accuracy"),
+        "conditional generator",
+    )
+    assert not list(run.glob("eval-*.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -33,3 +34,43 @@ def seed_int(text: str) -> int:
     if not -(2**63) <= value < 2**63:
         raise argparse.ArgumentTypeError(f"a seed must fit in 64 bits, got {text[:30]}")
     return value
+
+
+def add_pretrained_option(parser: argparse.ArgumentParser) -> None:
+    """--pretrained NAME: a generator shipped with ganforge, in place of a SOURCE argument."""
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="NAME",
+        help="a generator shipped with ganforge, e.g. mnist-best (works offline)",
+    )
+
+
+def add_class_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--class N (stored as args.label) for conditional models; `what` says what it selects."""
+    parser.add_argument(
+        "--class",
+        dest="label",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"conditional models only: {what}",
+    )
+
+
+def generator_source(args: argparse.Namespace, verb: str) -> str:
+    """The SOURCE argument, or the shipped generator --pretrained names; one of the two."""
+    from ganforge.errors import ConfigError
+    from ganforge.pretrained import pretrained_names, pretrained_path
+
+    if args.pretrained is not None and args.source is not None:
+        raise ConfigError("give a SOURCE or --pretrained NAME, not both")
+    if args.pretrained is not None:
+        return str(pretrained_path(args.pretrained))
+    if args.source is None:
+        shipped = ", ".join(pretrained_names()) or "none in this installation"
+        raise ConfigError(
+            f"give a run folder, model folder or generator file to {verb}, or "
+            f"--pretrained NAME (shipped: {shipped})"
+        )
+    return args.source

@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ganforge.cli.common import positive_int, say, seed_int
+from ganforge.cli.common import (
+    add_pretrained_option,
+    generator_source,
+    positive_int,
+    say,
+    seed_int,
+)
 
 EXAMPLES = """\
 examples:
@@ -16,6 +22,7 @@ examples:
   ganforge eval runs/demo-001 --split train --metrics fid,recall,coverage
   ganforge eval my-digits/ --dataset mnist             # a folder of PNGs made by any tool
   ganforge eval samples.npy --dataset fashion-mnist    # or an .npy array
+  ganforge eval --pretrained mnist-best --count 10000  # a shipped generator, vs the test split
 
 Feature metrics are computed in ganforge's own classifier and contrastive encoder, not
 Inception: compare numbers only with each other at the same count. See docs/metrics.md.
@@ -40,9 +47,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "source",
-        help="a run folder, a generator .safetensors or a checkpoint .pt; or images made "
-        "by any tool (a folder of PNGs or an .npy array) with --dataset",
+        nargs="?",
+        default=None,
+        help="a run folder, a generator .safetensors or a checkpoint .pt (or use --pretrained); "
+        "or images made by any tool (a folder of PNGs or an .npy array) with --dataset",
     )
+    add_pretrained_option(p)
     p.add_argument(
         "--dataset",
         default=None,
@@ -176,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
     from ganforge.metrics.runs import default_output, evaluate_source
     from ganforge.training.runtime import resolve_device
 
+    source = generator_source(args, "evaluate")
     record = evaluate_source(
-        args.source,
+        source,
         count=args.count,
         seed=args.seed,
         metrics=args.metrics,
@@ -188,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         dataset=args.dataset,
     )
-    out = Path(args.out) if args.out else default_output(args.source, args.seed)
+    out = Path(args.out) if args.out else default_output(source, args.seed, args.pretrained)
     write_text(out, json.dumps(record, indent=2) + "\n")
     print(format_table(record))
     if record["reference"] != record["trained_on"]:

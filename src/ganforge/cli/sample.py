@@ -17,7 +17,14 @@ import numpy as np
 
 from ganforge.artefacts.files import write_bytes, write_with
 from ganforge.artefacts.images import png_bytes, save_grid, save_individual, to_pil
-from ganforge.cli.common import positive_int, say, seed_int
+from ganforge.cli.common import (
+    add_class_option,
+    add_pretrained_option,
+    generator_source,
+    positive_int,
+    say,
+    seed_int,
+)
 from ganforge.errors import ConfigError
 
 EXAMPLES = """\
@@ -46,20 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a run folder, a model folder (ganforge export --format folder), "
         "a generator .safetensors or a checkpoint .pt (or use --pretrained)",
     )
-    p.add_argument(
-        "--pretrained",
-        default=None,
-        metavar="NAME",
-        help="a generator shipped with ganforge, e.g. mnist-best (works offline)",
-    )
-    p.add_argument(
-        "--class",
-        dest="label",
-        type=int,
-        default=None,
-        metavar="N",
-        help="conditional models only: every image of class N (e.g. 7 for sevens)",
-    )
+    add_pretrained_option(p)
+    add_class_option(p, "every image of class N (e.g. 7 for sevens)")
     p.add_argument(
         "--count", "-n", type=positive_int, default=64, help="number of images (default 64)"
     )
@@ -126,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if seeds is None and args.truncation is not None:
         seeds = _seed_range(args.seed, args.count)
-    source = _source(args)
+    source = generator_source(args, "sample")
     generator, info = load_generator(source, resolve_device(args.device))
     check_truncation(info, args.truncation)
     classes = num_classes_of(generator)
@@ -173,23 +168,6 @@ def run(args: argparse.Namespace) -> int:
         f"iteration {info.step}; {what}{trunc}) to {out}"
     )
     return 0
-
-
-def _source(args: argparse.Namespace):
-    """The generator to sample: the SOURCE argument or a shipped generator (--pretrained)."""
-    from ganforge.pretrained import pretrained_names, pretrained_path
-
-    if args.pretrained is not None and args.source is not None:
-        raise ConfigError("give a SOURCE or --pretrained NAME, not both")
-    if args.pretrained is not None:
-        return pretrained_path(args.pretrained)
-    if args.source is None:
-        shipped = ", ".join(pretrained_names()) or "none in this installation"
-        raise ConfigError(
-            "give a run folder, model folder or generator file to sample, or "
-            f"--pretrained NAME (shipped: {shipped})"
-        )
-    return args.source
 
 
 def _spacing(text: str) -> tuple[float, float, float]:

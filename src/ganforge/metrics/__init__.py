@@ -60,6 +60,8 @@ def usable(metric: Metric, context: MetricContext) -> bool:
         return False
     if metric.needs in ("features", "classifier"):
         return context.extractor != "none"
+    if metric.needs == "labels":
+        return context.extractor != "none" and context.fake_labels is not None
     if metric.needs == "training":
         return context.training is not None
     return True
@@ -107,6 +109,11 @@ def check_available(names: list[str], context: MetricContext) -> None:
             context.encoder(name)
         if metric.prerequisite is not None:
             metric.prerequisite()
+        if metric.needs == "labels" and context.fake_labels is None:
+            raise ConfigError(
+                f"metric {name!r} scores a conditional generator (one trained with "
+                f"model.options.num_classes); this one is unconditional: drop {name}"
+            )
         if metric.needs == "training" and context.training is None:
             raise ConfigError(
                 f"metric {name!r} needs reference images the generator did not train on: "

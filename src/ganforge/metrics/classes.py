@@ -13,6 +13,7 @@ import warnings
 import torch
 from torchmetrics.image.inception import InceptionScore
 
+from ganforge.errors import ConfigError
 from ganforge.metrics.context import MetricContext
 from ganforge.metrics.frechet import PrecomputedFeatures
 from ganforge.metrics.registry import HIGHER, INFO, LOWER, register
@@ -80,3 +81,30 @@ def class_balance(
     p, q = class_histogram(fake_logits), class_histogram(real_logits)
     kl = (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum()
     return {"class_coverage": float(covered), "class_kl": float(kl)}
+
+
+@register(
+    "class-accuracy",
+    outputs={"class_accuracy": HIGHER},
+    min_samples=200,
+    needs="labels",
+    summary="share of a conditional generator's images that the classifier names as the class "
+    "asked for",
+)
+def class_accuracy(
+    real: torch.Tensor, fake: torch.Tensor, context: MetricContext
+) -> dict[str, float]:
+    """How well a conditional generator follows the requested class: the classifier's arg-max
+    against context.fake_labels (the classifier's own test accuracy is the real-data value)."""
+    labels = context.fake_labels
+    if labels is None or len(labels) != len(fake):
+        raise ConfigError(
+            "metric 'class-accuracy' needs the class of every generated image (context.fake_labels)"
+        )
+    _, logits = context.embedding(fake, "class-accuracy")
+    if int(labels.max()) >= logits.shape[1]:
+        raise ConfigError(
+            f"the generator has classes up to {int(labels.max())} but the {context.extractor} "
+            f"classifier knows {logits.shape[1]}; drop class-accuracy"
+        )
+    return {"class_accuracy": float((logits.argmax(1).cpu() == labels.cpu()).double().mean())}

@@ -50,6 +50,7 @@ class MetricContext:
     training: torch.Tensor | None = (
         None  # the generator's training images, when the reference is unseen data
     )
+    fake_labels: torch.Tensor | None = None  # [N] classes a conditional generator was asked for
     _classifier: SmallClassifier | None = field(default=None, repr=False)
     _encoder: ContrastiveEncoder | None = field(default=None, repr=False)
     _features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(

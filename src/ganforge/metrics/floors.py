@@ -30,7 +30,9 @@ def floor_for(
     `image_shape` when given), else None: FID and precision/recall depend on the count and
     every metric on the image size, so a floor from other settings would mislead."""
     floors = load_floors()
-    if dataset in floors:  # e.g. "mnist/test": measured against the test split
+    if f"{dataset}@{count}" in floors:  # e.g. "mnist/test@10000": a floor at another count
+        record = floors[f"{dataset}@{count}"]
+    elif dataset in floors:  # e.g. "mnist/test": measured against the test split
         record = floors[dataset]
     elif dataset.endswith("/test"):
         return None  # a training-split floor would not be the same comparison

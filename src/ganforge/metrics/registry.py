@@ -25,7 +25,8 @@ LOWER, HIGHER, MATCH, INFO = (
     "match",
     "info",
 )  # MATCH: closest to the real-pairs value
-Needs = Literal["features", "classifier", "training", "nothing"]
+# labels: the classes a conditional generator was asked for (context.fake_labels)
+Needs = Literal["features", "classifier", "training", "labels", "nothing"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Metric:
 
     @property
     def needs_classifier(self) -> bool:
-        return self.needs in ("features", "classifier")
+        return self.needs in ("features", "classifier", "labels")
 
     def __call__(self, *args: Any) -> Any:
         return self.compute(*args)

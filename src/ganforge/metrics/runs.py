@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ganforge.checkpoint import GeneratorInfo
+from ganforge.conditional import num_classes_of
 from ganforge.config import DataConfig, TrainConfig
 from ganforge.data import SOURCES, ImageData, load_images
 from ganforge.errors import ConfigError, DataError
@@ -195,9 +196,12 @@ def _floor(reference: ImageData, count: int) -> dict[str, float] | None:
     return record["metrics"] if record else None
 
 
-def default_output(source: str | Path, seed: int) -> Path:
+def default_output(source: str | Path, seed: int, pretrained: str | None = None) -> Path:
     """eval-<seed>.json in the run folder (eval-<checkpoint>-<seed>.json for a checkpoint),
-    else <file>-eval-<seed>.json next to a loose generator file."""
+    <file>-eval-<seed>.json next to a loose generator file, and <name>-eval-<seed>.json in
+    the working folder for a shipped generator (the installed package is not written to)."""
+    if pretrained is not None:
+        return Path(f"{pretrained}-eval-{seed}.json")
     path = Path(source)
     run_dir = find_run_dir(path)
     if path.is_file() and path.suffix == ".pt":
@@ -351,14 +355,27 @@ def evaluate_source(
         config = run_config(find_run_dir(source))
     reference = load_reference(info, config, data, split)
     training = _training_images(info, config, reference) if data is None else None
+    classes = num_classes_of(generator) if images is None else 0
+    # a conditional generator is asked for every class in turn, so the class-accuracy figure
+    # and the distribution metrics score the same images
+    labels = torch.arange(count) % classes if classes else None
     context = MetricContext(
-        reference.name, seed=seed, device=torch.device(device), features=features, training=training
+        reference.name,
+        seed=seed,
+        device=torch.device(device),
+        features=features,
+        training=training,
+        fake_labels=labels,
     )
     names = resolve_metrics(metrics, context)
     check_available(names, context)
     real = reference_subset(reference.images, count)
     check_samples(names, len(real), count)
-    fake = images[:count] if images is not None else generate(generator, info, count, seed=seed)
+    fake = (
+        images[:count]
+        if images is not None
+        else generate(generator, info, count, seed=seed, labels=labels)
+    )
     scores, intervals = evaluate_with_intervals(real, fake, names, context, resamples)
     return {
         "format": EVAL_FORMAT,
@@ -383,6 +400,7 @@ def evaluate_source(
         "main": main_metric(names),
         "better": {key: direction(key) for key in scores},
         "floor": _floor(reference, count) if context.features == "auto" else None,
+        "classes": classes or None,
         "seconds": round(time.perf_counter() - start, 2),
         "ganforge": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
