@@ -282,3 +282,27 @@ def test_sample_device_defaults_to_auto():
 
     args = build_parser().parse_args(["sample", "run"])
     assert args.device == "auto"
+
+
+def test_a_conditional_generator_exports_with_a_labels_input(tmp_path):
+    """The shipped class-conditional MNIST generator: its ONNX file takes z and labels, and
+    asking it for sevens gives what PyTorch gives for sevens."""
+    import numpy as np
+    import onnxruntime
+
+    from ganforge.export import export_onnx
+    from ganforge.generate import load_generator
+    from ganforge.pretrained import pretrained_path
+
+    generator, info = load_generator(pretrained_path("mnist-best"))
+    result = export_onnx(generator, info, tmp_path / "digits.onnx")
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["z", "labels"]
+    z = torch.randn(5, info.latent_dim)
+    sevens = torch.full((5,), 7)
+    (got,) = session.run(["images"], {"z": z.numpy(), "labels": sevens.numpy()})
+    with torch.no_grad():
+        want = generator(z, sevens).numpy()
+    assert np.abs(got - want).max() < 1e-4
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["ganforge"])
+    assert meta["num_classes"] == 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -258,3 +259,25 @@ def test_bad_nifti_spacing_is_refused_before_generating(run_dir, tmp_path, cli, 
         cli("sample", run_dir, "--out", tmp_path / "s.nii.gz", "--spacing", "1,0"), "--spacing"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interpolating_a_conditional_generator_stays_in_one_class(tmp_path, cli, user_error):
+    """Every frame of a walk with --class 3 is a three, as the MNIST classifier reads it; a
+    class the model does not have is one line and writes nothing."""
+    from PIL import Image, ImageSequence
+
+    from ganforge.metrics.classifier import embed, load_classifier
+    from ganforge.pretrained import pretrained_path
+
+    source = pretrained_path("mnist-best")
+    out = tmp_path / "threes.gif"
+    args = ("interpolate", source, "--seeds", "1,2", "--frames", "8", "--size", "28")
+    result = cli(*args, "--class", "3", "--out", out)
+    assert result.code == 0, result.err
+    with Image.open(out) as gif:
+        frames = [np.array(f.convert("L")) for f in ImageSequence.Iterator(gif)]
+    images = torch.from_numpy(np.stack(frames))[:, None].contiguous()
+    _, logits = embed(load_classifier("mnist")[0], images)
+    assert (logits.argmax(1) == 3).float().mean() >= 0.75
+    user_error(cli(*args, "--class", "10", "--out", tmp_path / "x.gif"), "valid classes: 0-9")
+    assert not (tmp_path / "x.gif").exists()

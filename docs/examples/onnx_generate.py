@@ -4,8 +4,10 @@
     python onnx_generate.py demo.onnx --count 16 --out onnx-samples.png   # anywhere else
 
 The ONNX file takes latents ``z`` [N, latent_dim] and returns ``images`` [N, C, H, W] in
-[-1, 1]. Its metadata (key ``ganforge``) says how the latents were drawn in training:
-normal with a standard deviation, or uniform in [-1, 1]. numpy's random numbers are not
+[-1, 1]; a conditional generator (metadata ``num_classes`` > 0) also takes ``labels`` [N],
+the class of each image (``--class``; by default the classes in turn). Its metadata (key
+``ganforge``) says how the latents were drawn in training: normal with a standard
+deviation, or uniform in [-1, 1]. numpy's random numbers are not
 PyTorch's, so seed 0 here gives other images than ``ganforge sample --seed 0``; they come
 from the same generator and the same noise law.
 """
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=16, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="numpy noise seed")
     parser.add_argument("--out", default="onnx-samples.png", help="grid PNG to write")
+    parser.add_argument("--class", dest="label", type=int, default=None, help="conditional only")
     args = parser.parse_args()
 
     session = onnxruntime.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -37,7 +40,14 @@ def main() -> None:
         z = rng.uniform(-1.0, 1.0, shape)
     else:
         z = rng.standard_normal(shape) * meta["noise_std"]
-    (images,) = session.run(["images"], {"z": z.astype(np.float32)})  # [N, C, H, W] in [-1, 1]
+    inputs = {"z": z.astype(np.float32)}
+    classes = meta.get("num_classes", 0)
+    if classes:
+        labels = (
+            np.arange(args.count) % classes if args.label is None else [args.label] * args.count
+        )
+        inputs["labels"] = np.asarray(labels, dtype=np.int64)
+    (images,) = session.run(["images"], inputs)  # [N, C, H, W] in [-1, 1]
 
     pixels = np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
     n, c, h, w = pixels.shape

@@ -1,6 +1,7 @@
 """Take a trained generator out of Python: ONNX, TorchScript, and a shareable model folder.
 
-* ONNX (:func:`export_onnx`): input ``z`` float32 [N, latent_dim], output ``images``
+* ONNX (:func:`export_onnx`): input ``z`` float32 [N, latent_dim] (and, for a conditional
+  generator, ``labels`` int64 [N], the class of each image), output ``images``
   float32 [N, C, H, W] in [-1, 1], any batch size. The file carries the noise law in its
   metadata (``ganforge`` key), so a program with only onnxruntime and numpy can draw latents
   (docs/examples/onnx_generate.py). Every export is run in onnxruntime on the same latents
@@ -38,6 +39,7 @@ from torch import nn
 
 from ganforge.artefacts.files import _UMASK, write_text
 from ganforge.checkpoint import GeneratorInfo, export_generator
+from ganforge.conditional import num_classes_of
 from ganforge.errors import ConfigError, GanforgeError, first_line
 
 # Largest |ONNX - PyTorch| accepted on the [-1, 1] image scale. One uint8 grey level is
@@ -57,6 +59,9 @@ class ExportResult:
     format: str
     max_abs_diff: float | None
     tolerance: float = TOLERANCE
+
+
+INPUT_NAMES = ("z", "labels")  # a conditional generator's ONNX file takes both
 
 
 def infer_format(out: str | Path, given: str = "auto") -> str:
@@ -113,6 +118,7 @@ def onnx_metadata(info: GeneratorInfo) -> dict[str, str]:
     """What a program needs to use the ONNX file without ganforge: how to draw z, what comes out."""
     description = {
         "latent_dim": info.latent_dim,
+        "num_classes": int(info.options.get("num_classes", 0) or 0),  # >0: a "labels" input too
         "noise": info.noise,
         "noise_std": info.noise_std,
         "image_shape": list(info.image_shape),
@@ -132,15 +138,17 @@ def export_onnx(
     import onnx
 
     out = Path(out)
-    example = torch.zeros(2, info.latent_dim)  # 2, not 1: a batch of 1 would be baked in
+    example = _example_inputs(generator, info)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    names = list(INPUT_NAMES[: len(example)])
     with _quiet(), _temporary(out) as tmp:
         try:
             program = torch.onnx.export(
                 generator,
-                (example,),
-                input_names=["z"],
+                example,
+                input_names=names,
                 output_names=["images"],
-                dynamic_shapes={"z": {0: torch.export.Dim("batch", min=1, max=1 << 20)}},
+                dynamic_shapes={name: {0: batch} for name in names},
                 opset_version=opset,
                 dynamo=True,
                 verbose=False,
@@ -171,10 +179,10 @@ def check_onnx(path: str | Path, generator: nn.Module, info: GeneratorInfo) -> f
         return None
     import onnxruntime
 
-    z = _check_latents(info)
+    inputs = _check_inputs(generator, info)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"z": z.numpy()})[0]
-    return _compare(got, generator, z, "ONNX")
+    got = session.run(None, {name: x.numpy() for name, x in zip(INPUT_NAMES, inputs)})[0]
+    return _compare(got, generator, inputs, "ONNX")
 
 
 # ---- TorchScript -----------------------------------------------------------------------
@@ -183,16 +191,15 @@ def check_onnx(path: str | Path, generator: nn.Module, info: GeneratorInfo) -> f
 def export_torchscript(generator: nn.Module, info: GeneratorInfo, out: str | Path) -> ExportResult:
     """Trace the generator and save it with its description as an extra file (ganforge.json)."""
     out = Path(out)
-    example = torch.zeros(2, info.latent_dim)
     with _quiet(), _temporary(out) as tmp:
         with torch.no_grad():
-            traced = torch.jit.trace(generator, example, check_trace=False)
+            traced = torch.jit.trace(generator, _example_inputs(generator, info), check_trace=False)
         extra = {"ganforge.json": onnx_metadata(info)["ganforge"]}
         torch.jit.save(traced, str(tmp), _extra_files=extra)
         loaded = torch.jit.load(str(tmp), map_location="cpu")
-        z = _check_latents(info)
+        inputs = _check_inputs(generator, info)
         with torch.no_grad():
-            diff = _compare(loaded(z).numpy(), generator, z, "TorchScript")
+            diff = _compare(loaded(*inputs).numpy(), generator, inputs, "TorchScript")
         os.replace(tmp, out)
     return ExportResult(out, "torchscript", diff)
 
@@ -200,18 +207,30 @@ def export_torchscript(generator: nn.Module, info: GeneratorInfo, out: str | Pat
 # ---- shared helpers --------------------------------------------------------------------
 
 
-def _check_latents(info: GeneratorInfo) -> torch.Tensor:
+def _example_inputs(generator: nn.Module, info: GeneratorInfo) -> tuple[torch.Tensor, ...]:
+    """(z,) or, for a conditional generator, (z, labels): a batch of 2, since a batch of 1
+    would be baked into the exported graph."""
+    z = torch.zeros(2, info.latent_dim)
+    return (z, torch.zeros(2, dtype=torch.long)) if num_classes_of(generator) else (z,)
+
+
+def _check_inputs(generator: nn.Module, info: GeneratorInfo) -> tuple[torch.Tensor, ...]:
+    """The latents of seeds 0-7 and, for a conditional generator, classes 0, 1, 2, ... in turn."""
     from ganforge.latent import seed_latents
 
-    return seed_latents(info, list(CHECK_SEEDS))
+    z = seed_latents(info, list(CHECK_SEEDS))
+    classes = num_classes_of(generator)
+    return (z, torch.arange(len(z)) % classes) if classes else (z,)
 
 
-def _compare(got: np.ndarray, generator: nn.Module, z: torch.Tensor, what: str) -> float:
+def _compare(
+    got: np.ndarray, generator: nn.Module, inputs: tuple[torch.Tensor, ...], what: str
+) -> float:
     with torch.no_grad():
-        want = generator(z).numpy()
+        want = generator(*inputs).numpy()
     if got.shape != want.shape:
         raise GanforgeError(
-            f"the {what} file makes {got.shape} from {tuple(z.shape)} latents, "
+            f"the {what} file makes {got.shape} from {tuple(inputs[0].shape)} latents, "
             f"PyTorch {want.shape}; the export is wrong and was not written"
         )
     diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganforge.cli.common import positive_int, say
+from ganforge.cli.common import add_class_option, positive_int, say
 from ganforge.errors import ConfigError
 
 EXAMPLES = """\
@@ -54,6 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PSI",
         help="Gaussian latents only: truncate each seed's latent (see ganforge sample)",
     )
+    add_class_option(
+        p,
+        "walk within class N (default: the first seed's class, seed mod classes, as "
+        "ganforge sample --seeds gives it)",
+    )
     p.add_argument(
         "--size",
         type=positive_int,
@@ -66,7 +71,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ganforge.artefacts.video import check_writer, save_animation
+    from ganforge.conditional import class_labels, images_for_latents_and_labels, num_classes_of
     from ganforge.generate import load_generator
     from ganforge.latent import check_truncation, images_for_latents, parse_seeds, walk
     from ganforge.training.runtime import resolve_device
@@ -76,8 +84,15 @@ def run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     generator, info = load_generator(args.source, resolve_device(args.device))
     check_truncation(info, args.truncation)
+    classes = num_classes_of(generator)
+    labels = class_labels(args.label, classes, args.frames, f"the {info.arch} generator")
+    if classes and labels is None:
+        labels = torch.full((args.frames,), seeds[0] % classes, dtype=torch.long)
     latents = walk(info, seeds, args.frames, loop=args.loop, truncation=args.truncation)
-    frames = images_for_latents(generator, latents)
+    if labels is None:
+        frames = images_for_latents(generator, latents)
+    else:
+        frames = images_for_latents_and_labels(generator, latents, labels)
     try:
         save_animation(frames, out, fps=args.fps, min_side=args.size)
     except OSError as exc:
@@ -87,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     law = "slerp" if info.noise == "normal" else "lerp"
     say(
         f"wrote {len(frames)} frames ({law} through seeds {args.seeds}"
-        f"{', back to the first' if args.loop else ''}) to {out}"
+        f"{', back to the first' if args.loop else ''}"
+        f"{f', class {int(labels[0])}' if labels is not None else ''}) to {out}"
     )
     return 0
