@@ -4,6 +4,7 @@
     python scripts/metric_floors.py --datasets mnist
     python scripts/metric_floors.py --ladder            # the calibration ladder (docs table)
     python scripts/metric_floors.py --datasets mnist,fashion-mnist --split test --count 10000
+    python scripts/metric_floors.py --datasets brain-mri --resolution 64   # brain-demo's size
 
 For each dataset, set A is the reference subset that `ganforge eval` and the training
 evaluator use (``reference_subset``: 2,000 training images chosen by a fixed seed) and
@@ -51,7 +52,7 @@ from ganforge.metrics.runs import TRAINING_SUBSET
 
 LADDER_FILE = FLOORS_FILE.with_name("ladder.json")
 LADDER_COUNT = 1000
-DEFAULT_COUNT = 2000  # floors at other counts are stored as "<dataset>@<count>"
+DEFAULT_COUNT = 2000  # floors at other counts or sizes are stored as "<dataset>@<count>@<size>px"
 
 DATASETS = {
     "mnist": DataConfig(dataset="mnist", split="train"),
@@ -97,15 +98,18 @@ def rounded(scores: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in scores.items()}
 
 
-def measure(name: str, count: int, split: str = "train") -> dict:
+def measure(name: str, count: int, split: str = "train", resolution: int | None = None) -> dict:
     """Floors against the training split (as the training evaluator measures) or, with
     split='test', against the test split as `ganforge eval` does for MNIST and Fashion-MNIST:
     there set B is other *test* images (new images of the data, as a perfect generator would
     make), and the memorisation figure is measured against the training images."""
-    data = load_images(dataclasses.replace(DATASETS[name], split=split))
+    base = DATASETS[name]
+    if resolution is not None:
+        base = dataclasses.replace(base, resolution=resolution)
+    data = load_images(dataclasses.replace(base, split=split))
     training, set_b = None, "other"
     if split == "test":
-        train_images = load_images(DATASETS[name]).images
+        train_images = load_images(base).images
         training = reference_subset(train_images, TRAINING_SUBSET)
         if len(data) < 2 * count:  # the whole test split is set A: B is unseen training images
             b, set_b = other_images(train_images, count), "training images outside the subset"
@@ -208,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ladder", action="store_true", help="measure the calibration ladder instead"
     )
     parser.add_argument(
+        "--resolution", type=int, default=None, help="image size (default: the dataset's)"
+    )
+    parser.add_argument(
         "--split",
         default="train",
         choices=("train", "test"),
@@ -223,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     floors = json.loads(FLOORS_FILE.read_text()) if FLOORS_FILE.is_file() else {}
     for name in args.datasets.split(","):
-        record = measure(name, args.count, args.split)
+        record = measure(name, args.count, args.split, args.resolution)
         key = record["dataset"] if args.split == "test" else dataset_family(record["dataset"])
-        if args.count != DEFAULT_COUNT:
-            key = f"{record['dataset']}@{args.count}"  # floor_for's key for another count
+        if args.count != DEFAULT_COUNT or args.resolution is not None:
+            size = record["image_shape"][-1]
+            key = f"{record['dataset']}@{args.count}@{size}px"  # beside the default records
         floors[key] = record  # keyed as floor_for looks them up
         write_text(FLOORS_FILE, json.dumps(floors, indent=2) + "\n")
     return 0

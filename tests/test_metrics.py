@@ -432,3 +432,16 @@ def test_memorisation_is_five_percent_for_new_images_and_one_for_copies(digits):
     assert copies["memorised_pixels"] == 1.0 and copies["memorised"] == 1.0
     with pytest.raises(ConfigError, match="did not train on"):
         evaluate(reference, fresh, ["memorisation"], MetricContext("mnist/test"))
+
+
+def test_recorded_floors_are_found_by_what_they_measured():
+    """A test-split reference gets the test-split floor, a training reference the training one,
+    and another count or image size gets none rather than a misleading number."""
+    from ganforge.metrics.floors import floor_for
+
+    test = floor_for("mnist/test", 2000, (1, 28, 28))
+    train = floor_for("mnist/train", 2000, (1, 28, 28))
+    assert test["dataset"] == "mnist/test" and train["dataset"] == "mnist/train"
+    assert test["metrics"]["fid"] != train["metrics"]["fid"]
+    assert floor_for("mnist/test", 1234, (1, 28, 28)) is None
+    assert floor_for("mnist/train", 2000, (1, 32, 32)) is None
