@@ -31,6 +31,10 @@ from ganforge.errors import ConfigError
             ["--preset", "mnist-dcgan", "--set", "update=simultaneous"],
             "set d_separate_updates=false",
         ),
+        (
+            ["--preset", "brain-best", "--set", "cuda_graphs=on"],
+            "ada_target > 0) changes between iterations and needs cuda_graphs=off",
+        ),
     ],
 )
 def test_dry_run_rejects_each_bad_setting_in_one_line(cli, user_error, tmp_path, args, fragment):

@@ -191,6 +191,24 @@ def test_two_processes_hold_identical_weights_and_write_each_artefact_once(two_p
 
 
 @pytest.mark.slow
+def test_adaptive_augmentation_keeps_one_probability_across_processes(tmp_path):
+    """ADA's overfitting signal is pooled over the processes before p moves: each process sees
+    its own shard of the reals, and with a target just under D's usual verdict (r = 1) one
+    process's p would fall while the other's rises (0.56 vs 0.64 here, unpooled)."""
+    ada = ["--set", "augment=translation", "--set", "ada_target=0.95"]
+    ada += ["--set", "ada_interval=1", "--set", "ada_speed=200"]
+    code, err = finish(
+        torchrun(tmp_path, *TINY, "--iterations", "8", *ada, "--out", str(tmp_path), "--name", "a")
+    )
+    assert code == 0, err
+    checkpoint = load_checkpoint(tmp_path / "a" / "checkpoints" / "ckpt-00000008.pt")
+    p = checkpoint["rank_augment_p"]
+    assert len(p) == 2 and p[0] == p[1], p
+    assert p[0] == pytest.approx(float(checkpoint["augment"]["p"]))
+    assert checkpoint["rank_digests"][0] == checkpoint["rank_digests"][1]
+
+
+@pytest.mark.slow
 def test_two_processes_train_as_one_process_with_the_same_global_batch(
     two_process_run, cli, tmp_path
 ):

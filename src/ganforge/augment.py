@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ganforge.errors import ConfigError
@@ -163,6 +164,13 @@ class DiffAugment:
         self.observed += 1
         if self.observed < self.interval:
             return
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # every process adjusts at the same D step: pool their verdicts so p stays one value
+            # (each process sees its own shard of the reals and would otherwise drift)
+            pooled = torch.stack([self.sign_sum, self.seen])
+            dist.all_reduce(pooled)
+            self.sign_sum.copy_(pooled[0])
+            self.seen.copy_(pooled[1])
         overfit = self.sign_sum / self.seen  # r_t in [-1, 1]
         step = torch.sign(overfit - self.target) * self.seen / self.speed
         self.p.copy_((self.p + step).clamp(0.0, 1.0))

@@ -116,4 +116,9 @@ def _execution_problems(config: TrainConfig) -> list[str]:
             "cuda_graphs=on replays the same step every iteration; lazy R1 "
             "(r1_interval > 1) needs cuda_graphs=off"
         )
+    if config.cuda_graphs == "on" and config.augment and config.ada_target > 0:
+        problems.append(
+            "cuda_graphs=on replays the same step every iteration; the adaptive augmentation "
+            "probability (ada_target > 0) changes between iterations and needs cuda_graphs=off"
+        )
     return problems

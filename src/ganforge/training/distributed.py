@@ -590,6 +590,7 @@ class DistributedTrainer(Trainer):
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "digest": weights_digest(self.state.generator, self.state.discriminator),
+                "augment_p": self._augment_p(),
             }
         )
         path = self.dist.from_main(lambda: super(DistributedTrainer, self).save_checkpoint(best))
@@ -600,6 +601,11 @@ class DistributedTrainer(Trainer):
             )
         return path
 
+    def _augment_p(self) -> float | None:
+        """This process's adaptive augmentation probability (the same on every process)."""
+        augment = self.step_fn.augment
+        return float(augment.p) if augment is not None and augment.adaptive else None
+
     def checkpoint_contents(self) -> dict[str, Any]:
         contents = super().checkpoint_contents()
         contents["world_size"] = self.dist.world_size
@@ -607,6 +613,7 @@ class DistributedTrainer(Trainer):
         if self.runtime.device.type == "cuda":
             contents["rank_cuda_rng"] = [r["cuda_rng"] for r in self._ranks]
         contents["rank_digests"] = [r["digest"] for r in self._ranks]
+        contents["rank_augment_p"] = [r["augment_p"] for r in self._ranks]
         return contents
 
     def fit(self) -> TrainResult:
