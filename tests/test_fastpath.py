@@ -233,6 +233,29 @@ def test_compile_probe_is_undone_without_a_trace(tmp_path, monkeypatch):
     assert probed.final_stats["d_loss"] == eager.final_stats["d_loss"]
 
 
+def test_compile_probe_leaves_the_adaptive_augmentation_untouched(tmp_path, monkeypatch):
+    """The probe's D step is undone for ADA too: its verdicts on the reals and its D-step count
+    are as if the probe had never run, so p would move at the same iterations as eagerly."""
+    from ganforge.checkpoint import load_checkpoint
+
+    ada = {"augment": "translation", "ada_target": 0.5, "ada_interval": 1000}
+
+    def passthrough(module, runtime):
+        return module
+
+    eager, _ = _train(tmp_path, "eager", **ada)
+    probed, _ = _train(tmp_path, "probed", monkeypatch, passthrough, **ada)
+
+    def pending(result) -> dict:
+        state = load_checkpoint(max((result.run_dir / "checkpoints").glob("ckpt-*.pt")))
+        return {k: float(v) for k, v in state["augment"].items()}
+
+    assert pending(eager)["observed"] > 0 and pending(eager)["seen"] > 0
+    assert pending(probed) == pending(eager)
+    for key, value in _weights(eager.run_dir).items():
+        torch.testing.assert_close(_weights(probed.run_dir)[key], value, rtol=0, atol=0)
+
+
 def test_compile_failure_at_the_first_call_falls_back_to_eager_and_says_so(tmp_path, monkeypatch):
     eager, _ = _train(tmp_path, "eager")
 

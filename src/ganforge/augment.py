@@ -180,9 +180,10 @@ class DiffAugment:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "p": self.p.detach().cpu(),
-            "sign_sum": self.sign_sum.detach().cpu(),
-            "seen": self.seen.detach().cpu(),
+            # clones: on the CPU .cpu() is the live tensor, which the next observe() changes
+            "p": self.p.detach().cpu().clone(),
+            "sign_sum": self.sign_sum.detach().cpu().clone(),
+            "seen": self.seen.detach().cpu().clone(),
             "observed": self.observed,
         }
 

@@ -298,6 +298,9 @@ class _Snapshot:
             (opt, copy.deepcopy(opt.state_dict())) for opt in (step.opt_g, step.opt_d)
         ]
         self.scalers = {name: copy.deepcopy(s.state_dict()) for name, s in step.scalers.items()}
+        # ADA's probability and its pending verdicts: the probe's D step must not count
+        augment = step.augment
+        self.augment = augment.state_dict() if hasattr(augment, "state_dict") else None
         self.modes = [(m, m.training) for m in (step.G, step.D)]
         self.cpu_rng = torch.get_rng_state()
         device = step.runtime.device
@@ -313,6 +316,8 @@ class _Snapshot:
             opt.zero_grad(set_to_none=True)
         for name, state in self.scalers.items():
             self.step.scalers[name].load_state_dict(state)
+        if self.augment is not None:
+            self.step.augment.load_state_dict(self.augment)
         for module, training in self.modes:
             module.train(training)
         self.step.D.requires_grad_(True)
