@@ -76,4 +76,7 @@ def test_recommended_presets_pass_the_checks(preset):
     from ganforge.check import check
 
     config = check(load_preset(preset))
-    assert config.model.arch == "resnet" and config.loss == "hinge" and config.ema_decay > 0
+    spectral_d = config.model.arch == "resnet" or config.spectral_norm == "d"  # resnet's D has it
+    assert spectral_d and config.loss == "hinge" and config.ema_decay > 0
+    if preset == "brain-best":  # the small-data recipe: augmentation, adapted to D's overfitting
+        assert config.augment and config.ada_target > 0
