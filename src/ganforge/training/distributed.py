@@ -33,6 +33,7 @@ differently:
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import inspect
 import math
@@ -699,8 +700,11 @@ def train_distributed(
         hooks if main else (),
         log if main else (lambda message: None),
     )
-    # Leave together: a process that tears its connections down while another still finishes
-    # its artefacts can abort in gloo's threads ("terminate called without an active exception").
+    # Free the DDP wrappers now: their reducers hold the last iteration's gloo work objects,
+    # and destroying those during interpreter shutdown aborts ("terminate called without an
+    # active exception"; pytorch/pytorch#179291). Then leave together: a process that tears its
+    # connections down while another still finishes its artefacts can abort the same way.
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
     return result
