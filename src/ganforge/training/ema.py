@@ -29,7 +29,7 @@ class GeneratorEMA:
     @torch.no_grad()
     def update(self, generator: nn.Module, step: int | None = None) -> None:
         weight = 1.0 - warmed_up_decay(self.decay, step)
-        averaged = list(self.model.parameters())
-        torch._foreach_lerp_(averaged, [p.detach() for p in generator.parameters()], weight)
+        for ema_param, param in zip(self.model.parameters(), generator.parameters()):
+            ema_param.lerp_(param.detach(), weight)
         for ema_buffer, buffer in zip(self.model.buffers(), generator.buffers()):
             ema_buffer.copy_(buffer)  # BatchNorm statistics follow the live generator

@@ -328,7 +328,7 @@ class _Snapshot:
 
 class GraphedStep:
     """The whole iteration (D update(s), G update, statistics) replayed as one CUDA graph; the EMA
-    of G follows eagerly (one fused lerp) because its warm-up decay changes every iteration.
+    of G follows eagerly, because its warm-up decay changes every iteration.
 
     For fixed shapes the GPU work of an iteration never changes, so after ``warmup`` eager
     iterations (on a side stream, which also creates Adam's state) the next one is
