@@ -32,6 +32,10 @@ from ganforge.errors import ConfigError
             "set d_separate_updates=false",
         ),
         (
+            ["--preset", "mnist-best", "--set", "spectral_norm=d"],
+            "model 'resnet' already normalises its discriminator spectrally; drop spectral_norm",
+        ),
+        (
             ["--preset", "brain-best", "--set", "cuda_graphs=on"],
             "ada_target > 0) changes between iterations and needs cuda_graphs=off",
         ),
