@@ -23,6 +23,12 @@ def num_classes_of(generator: nn.Module) -> int:
     return int(getattr(generator, "num_classes", 0) or 0)
 
 
+def balanced_labels(count: int, num_classes: int, device: torch.device | str) -> torch.Tensor:
+    """0, 1, ..., K-1, 0, 1, ...: every class in turn, the labels of a conditional model called
+    without any and of the images `ganforge eval` asks a conditional generator for."""
+    return torch.arange(count, device=device) % num_classes
+
+
 def fake_labels(
     num_classes: int, count: int, seed: int, step: int, device: torch.device | str
 ) -> torch.Tensor:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ganforge.checkpoint import GeneratorInfo
-from ganforge.conditional import num_classes_of
+from ganforge.conditional import balanced_labels, num_classes_of
 from ganforge.config import DataConfig, TrainConfig
 from ganforge.data import SOURCES, ImageData, load_images
 from ganforge.errors import ConfigError, DataError
@@ -358,7 +358,7 @@ def evaluate_source(
     classes = num_classes_of(generator) if images is None else 0
     # a conditional generator is asked for every class in turn, so the class-accuracy figure
     # and the distribution metrics score the same images
-    labels = torch.arange(count) % classes if classes else None
+    labels = balanced_labels(count, classes, "cpu") if classes else None
     context = MetricContext(
         reference.name,
         seed=seed,

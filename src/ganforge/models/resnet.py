@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ganforge.conditional import balanced_labels
 from ganforge.models.registry import Architecture, register
 
 ImageShape = tuple[int, int, int]
@@ -68,11 +69,6 @@ def supports(shape: ImageShape) -> str | None:
 def _channels(channels: int, level: int, k: int) -> int:
     """Channels at `level` (0 = the smallest side, k = the full image)."""
     return channels * min(2 ** (k - level), MAX_MULTIPLIER)
-
-
-def balanced_labels(count: int, num_classes: int, device: torch.device) -> torch.Tensor:
-    """0, 1, ..., n-1, 0, 1, ...: the labels of a conditional model called without any."""
-    return torch.arange(count, device=device) % num_classes
 
 
 class ConditionalBatchNorm(nn.Module):
