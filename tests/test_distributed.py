@@ -342,7 +342,7 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path):
     code, err = finish(agent, timeout=60)
     assert code != 0
     assert time.monotonic() - killed_at < 30  # torchrun's teardown, not a timeout
-    line = next(line for line in err.splitlines() if line.startswith("ganforge: error: "))
+    line = next((line for line in err.splitlines() if line.startswith("ganforge: error: ")), err)
     assert "process 0 of 2 lost contact with the others" in line and "--resume" in line
     latest = max(checkpoints.glob("ckpt-*.pt"))
     step = load_checkpoint(latest)["step"]  # intact: it loads
@@ -353,6 +353,33 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path):
     assert code == 0, err
     final = load_checkpoint(checkpoints / f"ckpt-{step + 4:08d}.pt")
     assert final["world_size"] == 2 and final["rank_digests"][0] == final["rank_digests"][1]
+
+
+LOST_CONTACT_THEN_SIGTERM = """
+import os, signal, sys
+from pathlib import Path
+from ganforge.artefacts.rundir import RunDirectory
+from ganforge.training.distributed import lost_contact_error
+
+gone = RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1")
+error = lost_contact_error(gone, 0, 2, 7, RunDirectory(Path(sys.argv[1])))
+os.kill(os.getpid(), signal.SIGTERM)  # torchrun's closing signal, while the error unwinds
+print(f"ganforge: error: {error}", file=sys.stderr)
+"""
+
+
+def test_torchruns_closing_signal_cannot_cut_off_the_lost_contact_line(tmp_path):
+    """torchrun SIGTERMs the survivors as soon as one process fails; a survivor already on its
+    way out with the lost-contact error must still print it (CI lost the line once)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOST_CONTACT_THEN_SIGTERM, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "process 0 of 2 lost contact with the others at iteration 7" in done.stderr
+    assert "Connection closed by peer" in done.stderr and "--resume" in done.stderr
 
 
 @pytest.mark.slow
