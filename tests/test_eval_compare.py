@@ -515,6 +515,45 @@ def test_eval_scores_images_from_any_tool_with_the_same_floors(
     assert "expected images" in capsys.readouterr().err
 
 
+def test_memorisation_of_brain_slices_is_measured_against_their_test_split(tmp_path, capsys):
+    """The figure matters most for medical images: with --split test, copies of training slices
+    are caught and unseen slices are not (no classifier here: pixel space only)."""
+    import numpy as np
+
+    from ganforge.config import DataConfig
+    from ganforge.data import load_images
+    from ganforge.errors import DataError
+    from ganforge.metrics import reference_subset
+    from ganforge.metrics.runs import TRAINING_SUBSET
+
+    try:
+        train, test = (
+            load_images(DataConfig(dataset="brain-mri", split=split, resolution=32)).images
+            for split in ("train", "test")
+        )
+    except DataError:
+        pytest.skip("the shared brain slices (../shared/datasets/brain-mri-slices) not found")
+    sets = {
+        "copies": reference_subset(train, TRAINING_SUBSET)[:300],  # what the figure searches
+        "unseen": test[::4],
+    }
+    shares = {}
+    for name, images in sets.items():
+        np.save(tmp_path / f"{name}.npy", images[:, 0].numpy())
+        out = tmp_path / f"{name}.json"
+        argv = ["eval", str(tmp_path / f"{name}.npy"), "--dataset", "brain-mri", "--count", "300"]
+        argv += ["--split", "test", "--metrics", "memorisation", "--resamples", "0"]
+        assert main([*argv, "--out", str(out)]) == 0
+        record = json.loads(out.read_text())
+        assert record["reference"].endswith("/test") and "memorised" not in record["metrics"]
+        shares[name] = record["metrics"]["memorised_pixels"]
+    assert shares["copies"] > 0.9 and shares["unseen"] < 0.15, shares
+    unseen = str(tmp_path / "unseen.npy")
+    # brain slices are measured against their training data unless asked: no figure there
+    assert main(["eval", unseen, "--dataset", "brain-mri", "--metrics", "memorisation"]) == 2
+    assert "--split test for brain slices" in capsys.readouterr().err
+
+
 def test_eval_falls_back_to_the_training_data_without_a_local_test_split(tmp_path, mnist_dir):
     """A run trained from a local copy that holds only the training files is still evaluated
     (against its training data, as the record says), not refused."""

@@ -62,8 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--split",
         default="auto",
         choices=("auto", "test", "train"),
-        help="reference split: auto = the test split for MNIST and Fashion-MNIST (images the "
-        "generator never saw; adds the memorisation figure), the training data otherwise",
+        help="reference split: auto = the test split for MNIST and Fashion-MNIST, the training "
+        "data otherwise; a test split (images the generator never saw) adds the memorisation "
+        "figure, for brain slices and folders with test/ too",
     )
     p.add_argument(
         "--count",

@@ -117,8 +117,8 @@ def check_available(names: list[str], context: MetricContext) -> None:
         if metric.needs == "training" and context.training is None:
             raise ConfigError(
                 f"metric {name!r} needs reference images the generator did not train on: "
-                "evaluate MNIST or Fashion-MNIST against the test split (the default; not "
-                f"--split train) or drop {name}"
+                "evaluate against the test split of its training data (the default for MNIST "
+                f"and Fashion-MNIST; --split test for brain slices or a folder) or drop {name}"
             )
 
 

@@ -293,13 +293,11 @@ def read_images(source: str | Path) -> torch.Tensor:
 def _training_images(
     info: GeneratorInfo, config: TrainConfig | None, reference: ImageData
 ) -> torch.Tensor | None:
-    """The generator's training images (a fixed subset) when the reference is unseen data."""
+    """The generator's training images (a fixed subset) when the reference is unseen data: the
+    test split of the data it trained on, for any source with split folders (MNIST and
+    Fashion-MNIST by default, brain slices and class folders with --split test)."""
     base = training_config(info, config)
-    if (
-        base is None
-        or base.dataset not in TEST_SPLIT_DATASETS
-        or not reference.name.endswith("/test")
-    ):
+    if base is None or base.split != "train" or not reference.name.endswith("/test"):
         return None
     channels, height, _ = info.image_shape
     training = load_images(
