@@ -748,4 +748,9 @@ def test_a_conditional_model_trains_on_class_folders_and_samples_by_class(cli, t
     assert result.code == 0, result.err
     assert np.load(out).shape == (3, 32, 32, 1)
     result = cli("sample", tmp_path / "runs" / "cond", "--class", "3", "--out", tmp_path / "x.npy")
-    assert result.code == 2 and "valid classes: 0-2" in result.err
+    assert result.code == 2 and "valid classes: 0-2 (0 a, 1 b, 2 c)" in result.err
+    # the folder names are the class names, in the generator file and in the checkpoints
+    checkpoint = tmp_path / "runs" / "cond" / "checkpoints" / "ckpt-00000002.pt"
+    for source in (tmp_path / "runs" / "cond", checkpoint):
+        result = cli("sample", source, "--class", "c", "--count", "3", "--out", tmp_path / "c.npy")
+        assert result.code == 0 and "class 2 (c)" in result.err, result.err

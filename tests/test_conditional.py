@@ -92,6 +92,25 @@ def test_class_out_of_range_is_one_line_and_writes_nothing(
         "valid classes: 0-9",
     )
     user_error(cli("sample", conditional_run, "--class", "-1", "--out", out), "0-9")
+    # data without class names (this run's): a name is no class, and none are listed
+    line = user_error(cli("sample", conditional_run, "--class", "seven", "--out", out), "0-9")
+    assert line.endswith("valid classes: 0-9")
+    assert not out.exists()
+
+
+def test_a_class_is_asked_for_by_the_name_the_data_gave_it(cli, user_error, tmp_path):
+    """The shipped fashion-best knows its classes' names: --class sneaker (any letter case)
+    draws what --class 7 draws; an unknown name is one line that lists the names."""
+    import numpy as np
+
+    by_number, by_name = tmp_path / "7.npy", tmp_path / "sneaker.npy"
+    sample = ("sample", "--pretrained", "fashion-best", "--count", "4", "--out")
+    assert cli(*sample, by_number, "--class", "7").code == 0
+    result = cli(*sample, by_name, "--class", "sneaker")
+    assert result.code == 0 and "class 7 (Sneaker)" in result.err
+    assert np.array_equal(np.load(by_number), np.load(by_name))
+    out = tmp_path / "x.png"
+    user_error(cli(*sample, out, "--class", "Boot"), "--class Boot", "7 Sneaker", "9 Ankle boot")
     assert not out.exists()
 
 

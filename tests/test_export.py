@@ -305,4 +305,29 @@ def test_a_conditional_generator_exports_with_a_labels_input(tmp_path):
         want = generator(z, sevens).numpy()
     assert np.abs(got - want).max() < 1e-4
     meta = json.loads(session.get_modelmeta().custom_metadata_map["ganforge"])
-    assert meta["num_classes"] == 10
+    assert meta["num_classes"] == 10 and meta["class_names"] == [str(d) for d in range(10)]
+
+
+def test_the_onnx_example_asks_for_a_class_by_its_name(tmp_path):
+    """fashion-best's ONNX file carries its class names: the numpy-only example draws the same
+    images for --class Sneaker as for --class 7."""
+    from ganforge.export import export_onnx
+    from ganforge.generate import load_generator
+    from ganforge.pretrained import pretrained_path
+
+    generator, info = load_generator(pretrained_path("fashion-best"))
+    model = export_onnx(generator, info, tmp_path / "clothes.onnx").path
+    grids = {}
+    for label in ("7", "Sneaker"):
+        out = tmp_path / f"{label}.png"
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLE), str(model), "--count", "4", "--class", label]
+            + ["--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert done.returncode == 0, done.stderr
+        grids[label] = out.read_bytes()
+    assert grids["7"] == grids["Sneaker"]

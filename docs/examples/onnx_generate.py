@@ -5,7 +5,8 @@
 
 The ONNX file takes latents ``z`` [N, latent_dim] and returns ``images`` [N, C, H, W] in
 [-1, 1]; a conditional generator (metadata ``num_classes`` > 0) also takes ``labels`` [N],
-the class of each image (``--class``; by default the classes in turn). Its metadata (key
+the class of each image (``--class``, a number or one of the metadata's ``class_names``; by
+default the classes in turn). Its metadata (key
 ``ganforge``) says how the latents were drawn in training: normal with a standard
 deviation, or uniform in [-1, 1]. numpy's random numbers are not
 PyTorch's, so seed 0 here gives other images than ``ganforge sample --seed 0``; they come
@@ -29,7 +30,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=16, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="numpy noise seed")
     parser.add_argument("--out", default="onnx-samples.png", help="grid PNG to write")
-    parser.add_argument("--class", dest="label", type=int, default=None, help="conditional only")
+    parser.add_argument(
+        "--class", dest="label", default=None, help="conditional only: a number or a class name"
+    )
     args = parser.parse_args()
 
     session = onnxruntime.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -43,9 +46,12 @@ def main() -> None:
     inputs = {"z": z.astype(np.float32)}
     classes = meta.get("num_classes", 0)
     if classes:
-        labels = (
-            np.arange(args.count) % classes if args.label is None else [args.label] * args.count
-        )
+        names = meta.get("class_names", [])  # label i is names[i] when the data named them
+        if args.label is None:
+            labels = np.arange(args.count) % classes
+        else:
+            label = names.index(args.label) if args.label in names else int(args.label)
+            labels = np.full(args.count, label)
         inputs["labels"] = np.asarray(labels, dtype=np.int64)
     (images,) = session.run(["images"], inputs)  # [N, C, H, W] in [-1, 1]
 

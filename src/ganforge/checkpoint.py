@@ -34,6 +34,7 @@ FORMAT = "ganforge-checkpoint-v1"
 GENERATOR_FORMAT = "ganforge-generator-v1"
 MAX_LATENT_DIM = 1 << 16  # sanity bounds for stored metadata; real models are far below them
 MAX_IMAGE_SIDE = 1 << 14
+MAX_CLASSES, MAX_NAME = 1 << 16, 200
 
 
 @dataclass
@@ -48,11 +49,18 @@ class GeneratorInfo:
     noise_std: float = 1.0
     dataset: str = ""
     step: int = 0
+    class_names: tuple[str, ...] = ()  # of a conditional model's classes, when the data names them
 
     @classmethod
     def from_config(
-        cls, config: Any, image_shape: tuple[int, int, int], dataset: str, step: int
+        cls,
+        config: Any,
+        image_shape: tuple[int, int, int],
+        dataset: str,
+        step: int,
+        class_names: tuple[str, ...] | None = None,
     ) -> "GeneratorInfo":
+        conditional = bool(config.model.options.get("num_classes"))
         return cls(
             config.model.arch,
             config.model.latent_dim,
@@ -62,6 +70,7 @@ class GeneratorInfo:
             config.noise_std,
             dataset,
             step,
+            tuple(class_names or ()) if conditional else (),
         )
 
 
@@ -72,6 +81,7 @@ def training_checkpoint(
     dataset: str,
     data_fingerprint: str = "",
     world_size: int = 1,
+    class_names: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The contents of a training checkpoint: the run's config and what the model is, beside
     ``TrainingState.state_dict()`` (models, optimisers, EMA, sampler, random streams, step).
@@ -83,6 +93,7 @@ def training_checkpoint(
         "arch": config.model.arch,
         "image_shape": list(image_shape),
         "dataset": dataset,
+        "class_names": list(class_names),
         "data_fingerprint": data_fingerprint,
         "world_size": world_size,
         **state,
@@ -106,6 +117,8 @@ def generator_from_checkpoint(
             "dataset": state["dataset"],
             "step": state["step"],
         }
+        if model["options"].get("num_classes"):  # checkpoints before class names have none
+            values["class_names"] = state.get("class_names", [])
         ema = state["ema"]
         if not (ema is None or isinstance(ema, dict)):  # forged or damaged: never skipped silently
             raise TypeError("ema")
@@ -219,11 +232,18 @@ def generator_info(values: Any, source: str | Path) -> GeneratorInfo:
         ("noise_std", _finite(info.noise_std)),
         ("dataset", isinstance(info.dataset, str)),
         ("step", _whole(info.step) and info.step >= 0),
+        (
+            "class_names",
+            isinstance(info.class_names, (list, tuple))
+            and len(info.class_names) <= MAX_CLASSES
+            and all(isinstance(n, str) and 0 < len(n) <= MAX_NAME for n in info.class_names),
+        ),
     )
     for name, ok in checks:
         if not ok:
             raise bad(f"{name} = {_shown(getattr(info, name))}")
     info.image_shape = tuple(int(n) for n in shape)
+    info.class_names = tuple(info.class_names)
     return info
 
 

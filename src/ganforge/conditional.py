@@ -10,6 +10,8 @@ grids put one class per row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -45,10 +47,15 @@ def grid_labels(
 
 
 def class_labels(
-    requested: int | None, num_classes: int, count: int, what: str
+    requested: int | str | None,
+    num_classes: int,
+    count: int,
+    what: str,
+    names: Sequence[str] = (),
 ) -> torch.Tensor | None:
-    """The labels for ``--class``: None when no class was asked for; a one-line error when
-    the model is unconditional or the class is out of range (nothing written yet)."""
+    """The labels for ``--class`` (a number, or a class name the data gave the model): None
+    when no class was asked for; a one-line error when the model is unconditional or the
+    class does not exist (nothing written yet)."""
     if requested is None:
         return None
     if num_classes == 0:
@@ -56,11 +63,40 @@ def class_labels(
             f"{what} is unconditional (trained without classes); drop --class, or "
             "sample a model trained with model.options.num_classes"
         )
-    if not 0 <= requested < num_classes:
+    index = class_index(requested, num_classes, names)
+    if index is None:
         raise ConfigError(
-            f"--class {requested} is out of range for {what}; valid classes: 0-{num_classes - 1}"
+            f"--class {requested} is not a class of {what}; {valid_classes(num_classes, names)}"
         )
-    return torch.full((count,), requested, dtype=torch.long)
+    return torch.full((count,), index, dtype=torch.long)
+
+
+def class_index(requested: int | str, num_classes: int, names: Sequence[str]) -> int | None:
+    """The class number `requested` names (its number, or its name in any letter case)."""
+    text = str(requested).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        return index if 0 <= index < num_classes else None
+    usable = list(names)[:num_classes]
+    if text in usable:
+        return usable.index(text)
+    folded = [i for i, name in enumerate(usable) if name.casefold() == text.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def valid_classes(num_classes: int, names: Sequence[str]) -> str:
+    """'valid classes: 0-3 (0 MildDemented, 1 ...)', without names that only repeat numbers."""
+    listed = list(names)[:num_classes]
+    text = f"valid classes: 0-{num_classes - 1}"
+    if listed and listed != [str(i) for i in range(len(listed))]:
+        text += " (" + ", ".join(f"{i} {name}" for i, name in enumerate(listed)) + ")"
+    return text
+
+
+def class_title(index: int, names: Sequence[str]) -> str:
+    """'class 2 (NonDemented)', or 'class 7' when the name is the number."""
+    name = names[index] if 0 <= index < len(names) else str(index)
+    return f"class {index}" if name == str(index) else f"class {index} ({name})"
 
 
 def data_problems(num_classes: int, labels: torch.Tensor | None, dataset: str) -> list[str]:

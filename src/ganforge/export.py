@@ -119,6 +119,7 @@ def onnx_metadata(info: GeneratorInfo) -> dict[str, str]:
     description = {
         "latent_dim": info.latent_dim,
         "num_classes": int(info.options.get("num_classes", 0) or 0),  # >0: a "labels" input too
+        "class_names": list(info.class_names),  # label i is class_names[i] (may be empty)
         "noise": info.noise,
         "noise_std": info.noise_std,
         "image_shape": list(info.image_shape),

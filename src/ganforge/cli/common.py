@@ -47,14 +47,15 @@ def add_pretrained_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_class_option(parser: argparse.ArgumentParser, what: str) -> None:
-    """--class N (stored as args.label) for conditional models; `what` says what it selects."""
+    """--class N or NAME (stored as args.label) for conditional models; `what` says what it
+    selects."""
     parser.add_argument(
         "--class",
         dest="label",
-        type=int,
         default=None,
         metavar="N",
-        help=f"conditional models only: {what}",
+        help=f"conditional models only: {what}; a number, or a class name the data gave the "
+        "model (Sneaker, NonDemented)",
     )
 
 

@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ganforge.artefacts.video import check_writer, save_animation
-    from ganforge.conditional import class_labels, images_for_latents_and_labels, num_classes_of
+    from ganforge.conditional import (
+        class_labels,
+        class_title,
+        images_for_latents_and_labels,
+        num_classes_of,
+    )
     from ganforge.generate import load_generator
     from ganforge.latent import check_truncation, images_for_latents, parse_seeds, walk
     from ganforge.training.runtime import resolve_device
@@ -85,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     generator, info = load_generator(args.source, resolve_device(args.device))
     check_truncation(info, args.truncation)
     classes = num_classes_of(generator)
-    labels = class_labels(args.label, classes, args.frames, f"the {info.arch} generator")
+    labels = class_labels(
+        args.label, classes, args.frames, f"the {info.arch} generator", info.class_names
+    )
     if classes and labels is None:
         labels = torch.full((args.frames,), seeds[0] % classes, dtype=torch.long)
     latents = walk(info, seeds, args.frames, loop=args.loop, truncation=args.truncation)
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"wrote {len(frames)} frames ({law} through seeds {args.seeds}"
         f"{', back to the first' if args.loop else ''}"
-        f"{f', class {int(labels[0])}' if labels is not None else ''}) to {out}"
+        f"{f', {class_title(int(labels[0]), info.class_names)}' if labels is not None else ''})"
+        f" to {out}"
     )
     return 0

@@ -104,7 +104,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ganforge.conditional import class_labels, images_for_latents_and_labels, num_classes_of
+    from ganforge.conditional import (
+        class_labels,
+        class_title,
+        images_for_latents_and_labels,
+        num_classes_of,
+    )
     from ganforge.generate import generate, load_generator
     from ganforge.latent import check_truncation, images_for_seeds, parse_seeds, seed_latents
     from ganforge.training.runtime import resolve_device
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         classes,
         len(seeds) if seeds else args.count,
         f"the {info.arch} generator in {source}",
+        info.class_names,
     )
     if seeds is None:
         images = generate(generator, info, args.count, args.seed, labels=labels)
@@ -162,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         what = f"seed {args.seed}" if seeds is None else f"seeds {seeds[0]}-{seeds[-1]}"
     trunc = f", truncation {args.truncation:g}" if args.truncation is not None else ""
-    trunc += f", class {args.label}" if args.label is not None else ""
+    trunc += f", {class_title(int(labels[0]), info.class_names)}" if labels is not None else ""
     say(
         f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
         f"iteration {info.step}; {what}{trunc}) to {out}"

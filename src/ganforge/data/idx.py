@@ -59,6 +59,7 @@ class IdxDataset:
     md5: dict[str, str]
     local_copies: tuple[str, ...]
     how_to_get: str
+    class_names: tuple[str, ...] = ()  # label i is class_names[i]
 
 
 MNIST = IdxDataset(
@@ -73,6 +74,7 @@ MNIST = IdxDataset(
     local_copies=shared_copies("mnist"),
     how_to_get="download the four IDX gz files from a public MNIST mirror and pass their folder "
     "with --data",
+    class_names=tuple(str(digit) for digit in range(10)),
 )
 FASHION_MNIST = IdxDataset(
     name="fashion-mnist",
@@ -86,6 +88,18 @@ FASHION_MNIST = IdxDataset(
     local_copies=("/usr/share/datasets/fashion-mnist", "../shared/datasets/fashion-mnist"),
     how_to_get="run 'apt-get install dataset-fashion-mnist' or pass a folder with the four IDX gz "
     "files with --data",
+    class_names=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
 )
 IDX_DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
 IDX_SHAPE = (1, 28, 28)
@@ -262,6 +276,7 @@ def load_idx_dataset(
         source,
         torch.from_numpy(labels.astype(np.int64)),
         10,
+        dataset.class_names,
     )
 
 
@@ -301,6 +316,7 @@ def _bundled_slice() -> ImageData:
         str(ASSETS),
         torch.from_numpy(labels.astype(np.int64)),
         10,
+        MNIST.class_names,
     )
 
 

@@ -368,7 +368,12 @@ class Trainer:
         if self.step_fn.augment is not None:  # ADA's probability: resume continues from it
             state["augment"] = self.step_fn.augment.state_dict()
         return training_checkpoint(
-            self.config, state, self.state.image_shape, self.data.name, self.data_fingerprint
+            self.config,
+            state,
+            self.state.image_shape,
+            self.data.name,
+            self.data_fingerprint,
+            class_names=self.data.class_names or (),
         )
 
     def read_checkpoint(self, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
@@ -409,7 +414,11 @@ class Trainer:
 
     def export(self) -> Path:
         info = GeneratorInfo.from_config(
-            self.config, self.state.image_shape, self.data.name, self.state.step
+            self.config,
+            self.state.image_shape,
+            self.data.name,
+            self.state.step,
+            self.data.class_names,
         )
         return export_generator(self.run.generator_file, self.state.sampling_generator, info)
 
