@@ -50,7 +50,12 @@ def main() -> None:
         if args.label is None:
             labels = np.arange(args.count) % classes
         else:
-            label = names.index(args.label) if args.label in names else int(args.label)
+            if args.label in names:
+                label = names.index(args.label)
+            elif args.label.isdigit() and int(args.label) < classes:
+                label = int(args.label)
+            else:
+                parser.error(f"--class {args.label}: not one of 0-{classes - 1} {names}")
             labels = np.full(args.count, label)
         inputs["labels"] = np.asarray(labels, dtype=np.int64)
     (images,) = session.run(["images"], inputs)  # [N, C, H, W] in [-1, 1]

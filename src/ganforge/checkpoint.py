@@ -49,7 +49,7 @@ class GeneratorInfo:
     noise_std: float = 1.0
     dataset: str = ""
     step: int = 0
-    class_names: tuple[str, ...] = ()  # of a conditional model's classes, when the data names them
+    class_names: tuple[str, ...] = ()  # label i is class_names[i], when the data names them
 
     @classmethod
     def from_config(
@@ -60,7 +60,6 @@ class GeneratorInfo:
         step: int,
         class_names: tuple[str, ...] | None = None,
     ) -> "GeneratorInfo":
-        conditional = bool(config.model.options.get("num_classes"))
         return cls(
             config.model.arch,
             config.model.latent_dim,
@@ -70,7 +69,7 @@ class GeneratorInfo:
             config.noise_std,
             dataset,
             step,
-            tuple(class_names or ()) if conditional else (),
+            tuple(class_names or ()),
         )
 
 
@@ -116,9 +115,8 @@ def generator_from_checkpoint(
             "noise_std": config["noise_std"],
             "dataset": state["dataset"],
             "step": state["step"],
+            "class_names": state.get("class_names", []),  # checkpoints before names have none
         }
-        if model["options"].get("num_classes"):  # checkpoints before class names have none
-            values["class_names"] = state.get("class_names", [])
         ema = state["ema"]
         if not (ema is None or isinstance(ema, dict)):  # forged or damaged: never skipped silently
             raise TypeError("ema")
