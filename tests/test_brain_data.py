@@ -1,7 +1,10 @@
 """Brain MRI data: image folders (OASIS, Kaggle slices), NIfTI volumes, the decoded cache, errors.
 
-Real data comes from ../shared/datasets (skipped when absent); everything else is tiny PNGs
-written into tmp_path. The autouse fixture in conftest.py gives every test its own cache.
+The data is made here or ships with the tests: phantom slices in the Kaggle layout and a
+phantom NIfTI head (conftest.py, "brain phantoms"), the OASIS layout with its real file names
+from a 36-row sample of its manifest (tests/fixtures/oasis-slices-manifest), tiny PNGs written
+into tmp_path. Facts of the real sets (their counts and classes) are the data tier, run with
+``python -m pytest -m data``. The autouse fixture in conftest.py gives every test its own cache.
 """
 
 from __future__ import annotations
@@ -25,19 +28,24 @@ from ganforge.data.discovery import is_image_file, is_mask_folder, list_files, s
 from ganforge.data.nifti import normalise_volume, read_volume
 from ganforge.errors import ConfigError, DataError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-BRAIN = SHARED / "brain-mri-slices"
-MNI = SHARED / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-MANIFEST = SHARED / "oasis-slices-manifest" / "keras_png_slices_lfs_manifest.tsv"
+# The first four and last two rows of each folder of the OASIS manifest (see the README there).
+MANIFEST_SAMPLE = (
+    Path(__file__).resolve().parent
+    / "fixtures"
+    / "oasis-slices-manifest"
+    / "keras_png_slices_manifest_sample.tsv"
+)
+# The full manifest's name in the real data's oasis-slices-manifest/ folder (data tier).
+MANIFEST_NAME = "keras_png_slices_lfs_manifest.tsv"
+MASK_FOLDERS = {
+    "keras_png_slices_seg_train",
+    "keras_png_slices_seg_validate",
+    "keras_png_slices_seg_test",
+}
+DIAGNOSES = ("MildDemented", "ModerateDemented", "NonDemented", "VeryMildDemented")
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found: {path}")
-    return path
-
-
 def write_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
@@ -59,10 +67,10 @@ def folder_config(path: Path, **kw) -> DataConfig:
     return DataConfig(dataset="folder", path=str(path), **kw)
 
 
-def manifest_rows() -> dict[str, list[str]]:
+def manifest_rows(manifest: Path = MANIFEST_SAMPLE) -> dict[str, list[str]]:
     """OASIS manifest: split folder -> file names, in manifest order."""
     folders: dict[str, list[str]] = {}
-    with open(need(MANIFEST), newline="") as handle:
+    with open(manifest, newline="") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
             _, split_folder, name = row["path"].split("/")
             folders.setdefault(split_folder, []).append(name)
@@ -93,18 +101,28 @@ def oasis_tree(tmp_path) -> tuple[Path, dict[str, list[str]]]:
 def test_manifest_names_mask_folders_and_only_those():
     folders = manifest_rows()
     assert len(folders) == 6
-    masks = {f for f in folders if is_mask_folder(f)}
-    assert masks == {
-        "keras_png_slices_seg_train",
-        "keras_png_slices_seg_validate",
-        "keras_png_slices_seg_test",
-    }
+    assert {f for f in folders if is_mask_folder(f)} == MASK_FOLDERS
+    assert not is_mask_folder("Alzheimer_s Dataset") and not is_mask_folder("NonDemented")
+
+
+@pytest.mark.data
+def test_the_full_manifest_has_its_published_counts_and_mask_folders(real_data):
+    folders = manifest_rows(real_data("oasis-slices-manifest") / MANIFEST_NAME)
+    assert len(folders) == 6
+    assert {f for f in folders if is_mask_folder(f)} == MASK_FOLDERS
     assert (
         len(folders["keras_png_slices_train"]),
         len(folders["keras_png_slices_validate"]),
         len(folders["keras_png_slices_test"]),
     ) == (9664, 1120, 544)
-    assert not is_mask_folder("Alzheimer_s Dataset") and not is_mask_folder("NonDemented")
+
+
+@pytest.mark.data
+def test_the_manifest_sample_is_rows_of_the_full_manifest(real_data):
+    full = (real_data("oasis-slices-manifest") / MANIFEST_NAME).read_text().splitlines()
+    sample = MANIFEST_SAMPLE.read_text().splitlines()
+    assert sample[0] == full[0] and len(sample) == 37
+    assert set(sample[1:]) <= set(full[1:])
 
 
 @pytest.mark.parametrize(
@@ -146,13 +164,22 @@ def test_mask_subfolders_inside_a_flat_folder_are_skipped(tmp_path):
     assert len(data) == 3 and int(data.images.max()) < 255
 
 
-def test_shared_brain_slices_layout_counts():
-    root = need(BRAIN)
-    counts = {
+def split_counts(root: Path) -> dict[str, int]:
+    return {
         split: len(list_files(select_split(root, split)[0], is_image_file))
         for split in ("train", "test", "all")
     }
-    assert counts == {"train": 5121, "test": 1279, "all": 6400}  # the dataset README's counts
+
+
+def test_brain_slices_layout_is_found_two_levels_down_and_split(brain_slices):
+    # the phantom set's counts (conftest.py): brain-mri-slices/Alzheimer_s Dataset/<split>/<class>
+    assert split_counts(brain_slices) == {"train": 480, "test": 65, "all": 545}
+
+
+@pytest.mark.data
+def test_shared_brain_slices_layout_counts(real_data):
+    # the dataset README's counts
+    assert split_counts(real_data("brain-mri-slices")) == {"train": 5121, "test": 1279, "all": 6400}
 
 
 def test_flat_folder_is_one_dataset_and_refuses_a_test_split(tmp_path):
@@ -166,8 +193,7 @@ def test_flat_folder_is_one_dataset_and_refuses_a_test_split(tmp_path):
     assert len(load_images(folder_config(tmp_path / "test", split="test"))) == 2
 
 
-def test_brain_mri_source_finds_the_shared_slices_without_a_path():
-    need(BRAIN)
+def test_brain_mri_source_finds_installed_slices_without_a_path(brain_mri_installed):
     data = load_images(DataConfig(dataset="brain-mri", resolution=32, limit=8))
     assert data.name == "brain-mri-slices/train" and data.images.shape == (8, 1, 32, 32)
 
@@ -179,7 +205,8 @@ def test_brain_mri_source_without_data_says_where_it_looked(tmp_path, monkeypatc
         load_images(DataConfig(dataset="brain-mri"))
     message = str(info.value)
     assert "\n" not in message and "looked in" in message and "--data" in message
-    assert str(tmp_path / ".." / "shared" / "datasets" / "brain-mri-slices") in message
+    # the team's local copy is one of the places searched, from the working folder
+    assert str(tmp_path / locations.SHARED_ROOTS[0] / "brain-mri-slices") in message
 
 
 # ---- fitting 176x208 slices to a square ----------------------------------------------------------
@@ -189,9 +216,9 @@ def _bbox(image: np.ndarray, level: int = 20) -> tuple[int, int, int, int]:
 
 
 @pytest.fixture(scope="module")
-def real_slices() -> np.ndarray:
-    root = need(BRAIN)
-    files = list_files(select_split(root, "test")[0], is_image_file)[::300][:4]
+def tall_slices(brain_slices) -> tuple[np.ndarray, list[Path]]:
+    """Four 208x176 slices spread over the phantom test split, and their files."""
+    files = list_files(select_split(brain_slices, "test")[0], is_image_file)[::16][:4]
     return np.stack([np.asarray(Image.open(f)) for f in files]), files
 
 
@@ -203,8 +230,8 @@ def _load_slices(files, tmp_path: Path, fit: str) -> np.ndarray:
     return load_images(folder_config(folder, resolution=128, fit=fit)).images[:, 0].numpy()
 
 
-def test_pad_keeps_the_whole_brain_and_its_shape(real_slices, tmp_path):
-    originals, files = real_slices
+def test_pad_keeps_the_whole_brain_and_its_shape(tall_slices, tmp_path):
+    originals, files = tall_slices
     assert originals.shape[1:] == (208, 176)
     padded = _load_slices(files, tmp_path, "pad")
     scale = 128 / 208
@@ -225,8 +252,8 @@ def test_pad_keeps_the_whole_brain_and_its_shape(real_slices, tmp_path):
         assert p0 > 0 and q0 > 0 and p1 < 127 and q1 < 127  # brain inside the frame
 
 
-def test_stretch_squashes_and_crop_enlarges(real_slices, tmp_path):
-    originals, files = real_slices
+def test_stretch_squashes_and_crop_enlarges(tall_slices, tmp_path):
+    originals, files = tall_slices
     stretched, cropped = (
         _load_slices(files, tmp_path, "stretch"),
         _load_slices(files, tmp_path, "crop"),
@@ -242,41 +269,64 @@ def test_stretch_squashes_and_crop_enlarges(real_slices, tmp_path):
         )  # width scaled by 128/176, not 128/208
 
 
-# ---- NIfTI ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def mni() -> Path:
-    return need(MNI)
-
-
+# ---- NIfTI: a phantom head, 64 x 76 x 60 voxels of 3 mm (conftest.py, head_volume) -------------
 def nifti_config(path: Path, **kw) -> DataConfig:
     return DataConfig(dataset="nifti", path=str(path), **kw)
 
 
-def test_mni_axial_slices_are_oriented_normalised_and_not_empty(mni):
-    data = load_images(nifti_config(mni))  # native size: 197 x 233 axial planes
+def test_axial_slices_are_oriented_normalised_and_not_empty(head_volume):
+    # native size: 64 x 76 axial planes
+    data = load_images(nifti_config(head_volume))
     images = data.images[:, 0].numpy()
-    assert data.images.shape[1:] == (1, 233, 197)  # rows run anterior-posterior, columns left-right
-    assert 100 < len(images) < 189  # empty slices below and above the brain are dropped
+    # rows run anterior-posterior, columns left-right
+    assert data.images.shape[1:] == (1, 76, 64)
+    # empty slices below and above the head are dropped
+    assert 30 < len(images) < 60
     foreground = (images > 0.05 * 255).mean(axis=(1, 2))
     assert foreground.min() >= 0.1
-    assert images.max() == 255 and (images[:, :5, :5] == 0).all()  # full range, black background
-    assert (images == 255).mean() < 0.01  # the top 0.5% saturate, not whole regions
+    # full range, black background
+    assert images.max() == 255 and (images[:, :5, :5] == 0).all()
+    # the top 0.5% saturate, not whole regions
+    assert (images == 255).mean() < 0.01
+    # the lesion (the only voxels this bright) at the patient's left, anterior: top left
+    lesion = load_images(nifti_config(head_volume, normalise="minmax")).images[:, 0] > 200
+    _, rows, cols = torch.nonzero(lesion, as_tuple=True)
+    assert len(rows) > 0 and rows.max() < 76 // 2 and cols.max() < 64 // 2
 
 
-def test_nifti_min_foreground_zero_keeps_every_slice_in_range(mni):
+@pytest.mark.data
+def test_mni152_axial_slices_are_oriented_normalised_and_not_empty(real_data):
+    mni = real_data("mni152") / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    images = load_images(nifti_config(mni)).images[:, 0].numpy()
+    # native size: 197 x 233 axial planes, rows anterior-posterior, columns left-right
+    assert images.shape[1:] == (233, 197)
+    # empty slices below and above the brain are dropped
+    assert 100 < len(images) < 189
+    assert (images > 0.05 * 255).mean(axis=(1, 2)).min() >= 0.1
+    assert images.max() == 255 and (images[:, :5, :5] == 0).all()
+    assert (images == 255).mean() < 0.01
+
+
+def test_nifti_min_foreground_zero_keeps_every_slice_in_range(head_volume):
     data = load_images(
         nifti_config(
-            mni, nifti_axis=0, nifti_range=(0.4, 0.6), nifti_min_foreground=0.0, resolution=64
+            head_volume,
+            nifti_axis=0,
+            nifti_range=(0.4, 0.6),
+            nifti_min_foreground=0.0,
+            resolution=64,
         )
     )
-    assert len(data) == 41 and data.images.shape[1:] == (1, 64, 64)  # floor(0.4*197)..ceil(0.6*197)
+    # floor(0.4 * 64) .. ceil(0.6 * 64)
+    assert len(data) == 14 and data.images.shape[1:] == (1, 64, 64)
 
 
-def test_slices_are_the_same_whatever_voxel_order_the_file_uses(mni, tmp_path):
-    image = nib.load(str(mni))
-    flipped_data = np.asarray(image.dataobj)[
-        ::-1, :, ::-1
-    ]  # store it left-to-right and top-to-bottom
+def test_slices_are_the_same_whatever_voxel_order_the_file_uses(head_volume, tmp_path):
+    image = nib.load(str(head_volume))
+    # store it left-to-right and top-to-bottom
+    flipped_data = np.asarray(image.dataobj)[::-1, :, ::-1]
+    # the phantom is not symmetric: reading the voxels in file order would differ
+    assert not np.array_equal(flipped_data, np.asarray(image.dataobj))
     flip = np.diag([-1.0, 1.0, -1.0, 1.0])
     flip[0, 3], flip[2, 3] = image.shape[0] - 1, image.shape[2] - 1
     nib.save(
@@ -285,7 +335,7 @@ def test_slices_are_the_same_whatever_voxel_order_the_file_uses(mni, tmp_path):
     )
     for axis in (0, 1, 2):
         original = load_images(
-            nifti_config(mni, nifti_axis=axis, resolution=64, nifti_range=(0.3, 0.7))
+            nifti_config(head_volume, nifti_axis=axis, resolution=64, nifti_range=(0.3, 0.7))
         )
         flipped = load_images(
             nifti_config(
@@ -295,25 +345,29 @@ def test_slices_are_the_same_whatever_voxel_order_the_file_uses(mni, tmp_path):
         assert torch.equal(original.images, flipped.images)
 
 
-def test_normalisation_is_robust_to_a_hot_voxel(mni):
-    volume = read_volume(mni)
+def test_normalisation_is_robust_to_a_hot_voxel(head_volume):
+    volume = read_volume(head_volume)
     hot = volume.copy()
-    hot[100, 100, 100] = 1e6
+    # a voxel in the middle of the brain
+    centre = tuple(size // 2 for size in volume.shape)
+    hot[centre] = 1e6
     difference = np.abs(normalise_volume(volume).astype(int) - normalise_volume(hot).astype(int))
-    difference[100, 100, 100] = 0  # the hot voxel itself saturates, as it should
+    # the hot voxel itself saturates, as it should
+    difference[centre] = 0
     assert difference.max() <= 1
-    scaled = normalise_volume(volume * 37.0 + 1000.0)  # another scanner's scale and offset
+    # another scanner's scale and offset
+    scaled = normalise_volume(volume * 37.0 + 1000.0)
     assert np.abs(scaled.astype(int) - normalise_volume(volume).astype(int)).max() <= 1
 
 
-def test_folder_source_reads_a_folder_of_volumes_with_split(mni, tmp_path):
+def test_folder_source_reads_a_folder_of_volumes_with_split(head_volume, tmp_path):
     for split in ("train", "test"):
         (tmp_path / "vols" / split).mkdir(parents=True)
-        os.symlink(mni, tmp_path / "vols" / split / "sub-01_T1w.nii.gz")
+        os.symlink(head_volume, tmp_path / "vols" / split / "sub-01_T1w.nii.gz")
     data = load_images(
         folder_config(tmp_path / "vols", split="all", resolution=32, nifti_range=(0.45, 0.55))
     )
-    single = load_images(folder_config(mni, resolution=32, nifti_range=(0.45, 0.55)))
+    single = load_images(folder_config(head_volume, resolution=32, nifti_range=(0.45, 0.55)))
     assert len(data) == 2 * len(single) and data.name == "vols/all"
 
 
@@ -335,9 +389,10 @@ def test_2d_and_4d_nifti_are_refused_but_a_singleton_4th_axis_is_fine(tmp_path):
     assert len(load_images(nifti_config(tmp_path / "one.nii.gz", resolution=32))) > 0
 
 
-def test_truncated_nifti_is_a_clear_error(mni, tmp_path):
+def test_truncated_nifti_is_a_clear_error(head_volume, tmp_path):
     broken = tmp_path / "broken.nii.gz"
-    broken.write_bytes(mni.read_bytes()[:200_000])
+    content = head_volume.read_bytes()
+    broken.write_bytes(content[: len(content) // 8])
     with pytest.raises(DataError, match="1 of 1 volumes are unreadable"):
         load_images(nifti_config(broken))
 
@@ -528,25 +583,28 @@ def test_limit_decodes_only_what_is_used(tmp_path):
 
 
 # ---- medical-image care: voxel spacing, intensity normalisation, subject splits, NIfTI stacks ----
-def test_anisotropic_voxels_are_resampled_to_square_pixels(mni, tmp_path):
-    image = nib.load(str(mni))
-    thick = np.ascontiguousarray(np.asarray(image.dataobj)[:, ::2, :])  # 2 mm along y
+def test_anisotropic_voxels_are_resampled_to_square_pixels(head_volume, tmp_path):
+    image = nib.load(str(head_volume))
+    # 6 mm along y, 3 mm along x and z
+    thick = np.ascontiguousarray(np.asarray(image.dataobj)[:, ::2, :])
     affine = image.affine @ np.diag([1.0, 2.0, 1.0, 1.0])
     nib.save(nib.Nifti1Image(thick, affine), tmp_path / "thick.nii.gz")
-    nib.save(nib.Nifti1Image(thick, image.affine), tmp_path / "squashed.nii.gz")  # spacing lost
+    # spacing lost
+    nib.save(nib.Nifti1Image(thick, image.affine), tmp_path / "squashed.nii.gz")
     axial = {"nifti_range": (0.5, 0.56), "nifti_min_foreground": 0.0}
     native = load_images(nifti_config(tmp_path / "thick.nii.gz", **axial))
-    assert native.images.shape[2:] == (234, 197)  # 117 rows of 2 mm -> 234 rows of 1 mm
+    # 38 rows of 6 mm -> 76 rows of 3 mm
+    assert native.images.shape[2:] == (76, 64)
     original, resampled, squashed = (
         load_images(nifti_config(path, resolution=64, **axial)).images.float()
-        for path in (mni, tmp_path / "thick.nii.gz", tmp_path / "squashed.nii.gz")
+        for path in (head_volume, tmp_path / "thick.nii.gz", tmp_path / "squashed.nii.gz")
     )
     error = (resampled - original).abs().mean()
     assert error < 4 and error < (squashed - original).abs().mean() / 3
 
 
-def test_normalise_options_and_percentiles(mni):
-    volume = read_volume(mni)
+def test_normalise_options_and_percentiles(head_volume):
+    volume = read_volume(head_volume)
     minmax = normalise_volume(volume, method="minmax")
     assert minmax.min() == 0 and minmax.max() == 255
     zscore = normalise_volume(volume, method="zscore")
@@ -562,15 +620,15 @@ def test_normalise_options_and_percentiles(mni):
     assert 0.003 < saturated[(0.5, 99.5)] < 0.007 and 0.008 < saturated[(1.0, 99.0)] < 0.013
 
 
-def test_normalisation_settings_change_the_cache_key(mni):
+def test_normalisation_settings_change_the_cache_key(head_volume):
     narrow = {"nifti_range": (0.5, 0.53), "resolution": 32}
-    default = load_images(nifti_config(mni, **narrow))
-    zscore = load_images(nifti_config(mni, normalise="zscore", **narrow))
-    wider = load_images(nifti_config(mni, percentiles=(2.0, 98.0), **narrow))
+    default = load_images(nifti_config(head_volume, **narrow))
+    zscore = load_images(nifti_config(head_volume, normalise="zscore", **narrow))
+    wider = load_images(nifti_config(head_volume, percentiles=(2.0, 98.0), **narrow))
     assert not torch.equal(default.images, zscore.images)
     assert not torch.equal(default.images, wider.images)
     assert len(cache_files()) == 3
-    again = load_images(nifti_config(mni, **narrow))
+    again = load_images(nifti_config(head_volume, **narrow))
     assert "cache" in again.source and torch.equal(again.images, default.images)
 
 
@@ -598,12 +656,12 @@ SUBJECT_FILES = [
 
 
 @pytest.fixture
-def subject_folder(mni, tmp_path) -> Path:
-    """A flat folder of MNI152 copies named as BIDS, OASIS and plain files."""
+def subject_folder(head_volume, tmp_path) -> Path:
+    """A flat folder of phantom head copies named as BIDS, OASIS and plain files."""
     root = tmp_path / "vols"
     for name in SUBJECT_FILES:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(mni, root / name)
+        os.symlink(head_volume, root / name)
     return root
 
 
@@ -644,10 +702,9 @@ def test_subject_split_loads_only_the_held_out_subjects(subject_folder, tmp_path
     )
 
 
-def test_nifti_stack_of_real_slices_reads_back_as_the_same_images(tmp_path):
+def test_nifti_stack_of_brain_slices_reads_back_as_the_same_images(brain_mri_installed, tmp_path):
     from ganforge.data.nifti import save_nifti_stack
 
-    need(BRAIN)
     slices = load_images(
         DataConfig(dataset="brain-mri", split="test", resolution=48, limit=6, cache=False)
     ).images.clone()
@@ -665,10 +722,10 @@ def test_nifti_stack_of_real_slices_reads_back_as_the_same_images(tmp_path):
         save_nifti_stack(slices, tmp_path / "slices.png")
 
 
-def test_a_subject_in_both_split_folders_is_announced(mni, tmp_path):
+def test_a_subject_in_both_split_folders_is_announced(head_volume, tmp_path):
     for name in ("train/sub-01_T1w.nii.gz", "train/sub-02_T1w.nii.gz", "test/sub-01_T1w.nii.gz"):
         (tmp_path / "vols" / name).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(mni, tmp_path / "vols" / name)
+        os.symlink(head_volume, tmp_path / "vols" / name)
     config = folder_config(tmp_path / "vols", split="test", resolution=16, nifti_range=(0.5, 0.52))
     with pytest.warns(UserWarning, match=r"1 subject\(s\) have volumes in both .*\(sub-01\)"):
         load_images(config)
@@ -721,15 +778,21 @@ def test_a_flat_folder_or_loose_images_beside_class_folders_are_unlabelled(tmp_p
     assert mixed.labels is None and mixed.class_names is None
 
 
-def test_the_shared_brain_slices_have_their_four_diagnosis_classes():
-    data = load_images(DataConfig(dataset="folder", path=str(need(BRAIN)), split="test"))
-    assert data.class_names == (
-        "MildDemented",
-        "ModerateDemented",
-        "NonDemented",
-        "VeryMildDemented",
+def test_brain_slices_are_labelled_by_their_four_diagnosis_folders(brain_slices):
+    data = load_images(DataConfig(dataset="folder", path=str(brain_slices), split="test"))
+    assert data.class_names == DIAGNOSES
+    # the phantom test split (conftest.py): 32 NonDemented, 22 VeryMild, 9 Mild, 2 Moderate
+    assert torch.bincount(data.labels).tolist() == [9, 2, 32, 22]
+
+
+@pytest.mark.data
+def test_the_shared_brain_slices_have_their_four_diagnosis_classes(real_data):
+    data = load_images(
+        DataConfig(dataset="folder", path=str(real_data("brain-mri-slices")), split="test")
     )
-    assert torch.bincount(data.labels).tolist() == [179, 12, 640, 448]  # the dataset README's
+    assert data.class_names == DIAGNOSES
+    # the dataset README's
+    assert torch.bincount(data.labels).tolist() == [179, 12, 640, 448]
 
 
 def test_a_conditional_model_trains_on_class_folders_and_samples_by_class(cli, tmp_path):

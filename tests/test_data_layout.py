@@ -74,28 +74,37 @@ def test_only_transforms_resizes():
     assert calls == set()  # everyone else goes through transforms.shape_to
 
 
-@pytest.mark.slow
+# Each data module imported first, then all the others, in one fresh interpreter: ganforge's
+# modules are dropped from sys.modules between rounds, so every round runs their module code
+# anew in that order (torch, already loaded, is not what a cycle between them would break).
+IMPORT_EACH_FIRST = """
+import importlib, sys
+modules = sys.argv[1:]
+for first in modules:
+    for name in [n for n in sys.modules if n == "ganforge" or n.startswith("ganforge.")]:
+        del sys.modules[name]
+    for module in [first] + modules:
+        try:
+            importlib.import_module("ganforge.data." + module)
+        except Exception as exc:
+            sys.exit(f"{first} first, then {module}: {type(exc).__name__}: {exc}")
+"""
+
+
 def test_every_data_module_imports_first_in_a_fresh_interpreter():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = "; ".join(f"import ganforge.data.{m}" for m in MODULES)
-    for module in MODULES:  # each module first, then all the others
-        first = f"import ganforge.data.{module}; {script}"
-        result = subprocess.run(
-            [sys.executable, "-c", first],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, f"{module}: {result.stderr.strip().splitlines()[-1:]}"
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_FIRST, *MODULES],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
 
 
 # ---- what sources declare: problems and shapes, known before a file is read --------------------
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-MNI = SHARED / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-
-
 @pytest.fixture()
 def nothing_is_read(monkeypatch):
     """Opening an image or a volume fails the test: checks must stay on names and stat calls."""
@@ -111,11 +120,12 @@ def nothing_is_read(monkeypatch):
 
 @pytest.fixture()
 def no_local_copies(tmp_path, monkeypatch):
-    """Hide ../shared and any user copy: the search finds nothing, as on a fresh machine."""
+    """Hide the team's local copies and any user copy: the search finds nothing, as if new."""
     from ganforge.data import locations
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv("GANFORGE_DATA")
 
 
 def test_unknown_dataset_lists_the_valid_names(nothing_is_read):
@@ -126,10 +136,12 @@ def test_unknown_dataset_lists_the_valid_names(nothing_is_read):
     )
 
 
-def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(nothing_is_read, tmp_path):
-    problems = source_problems(DataConfig(dataset="nifti", path=str(MNI), nifti_axis=3))
+def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(
+    head_volume, nothing_is_read, tmp_path
+):
+    problems = source_problems(DataConfig(dataset="nifti", path=str(head_volume), nifti_axis=3))
     assert problems == ["data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) (got 3)"]
-    assert source_problems(DataConfig(dataset="nifti", path=str(MNI), nifti_axis=1)) == []
+    assert source_problems(DataConfig(dataset="nifti", path=str(head_volume), nifti_axis=1)) == []
     assert "nifti_axis" in source_problems(DataConfig(dataset="brain-mri", nifti_axis=-1))[0]
     assert "needs a path" in source_problems(DataConfig(dataset="folder"))[0]
     missing = str(tmp_path / "nowhere")
@@ -162,7 +174,7 @@ def test_missing_mnist_is_found_by_the_check_when_the_slice_is_refused(no_local_
     assert source_problems(DataConfig(dataset="mnist")) == []  # the slice will do
 
 
-def test_expected_shape_matches_what_loading_gives(mnist_dir, tmp_path):
+def test_expected_shape_matches_what_loading_gives(mnist_dir, head_volume, tmp_path):
     assert expected_shape(DataConfig(dataset="mnist")) == (1, 28, 28)
     assert expected_shape(DataConfig(dataset="fashion-mnist", resolution=32)) == (1, 32, 32)
     config = DataConfig(
@@ -172,6 +184,7 @@ def test_expected_shape_matches_what_loading_gives(mnist_dir, tmp_path):
     assert expected_shape(DataConfig(dataset="folder", path=str(tmp_path))) is None
     assert expected_shape(DataConfig(dataset="folder", path=str(tmp_path), resolution=64)) is None
     assert expected_shape(DataConfig(dataset="brain-mri", resolution=64, channels=1)) == (1, 64, 64)
-    if MNI.exists():
-        volume = DataConfig(dataset="nifti", path=str(MNI), resolution=16, nifti_range=(0.5, 0.55))
-        assert expected_shape(volume) == load_images(volume).image_shape == (1, 16, 16)
+    volume = DataConfig(
+        dataset="nifti", path=str(head_volume), resolution=16, nifti_range=(0.5, 0.55)
+    )
+    assert expected_shape(volume) == load_images(volume).image_shape == (1, 16, 16)

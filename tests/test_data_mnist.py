@@ -20,16 +20,32 @@ from ganforge.data.idx import MNIST, IdxDataset, load_idx_dataset
 from ganforge.errors import DataError
 
 
-def test_reads_real_mnist_with_labels_and_shape(mnist_test_split):
-    data = mnist_test_split
+def test_reads_idx_files_with_labels_and_shape(mnist_dir, mnist_test_split):
+    data = load_idx_dataset("mnist", "test", str(mnist_dir))
+    assert data.images.shape == (2_500, 1, 28, 28) and data.images.dtype == torch.uint8
+    assert torch.equal(data.images, mnist_test_split.images[2_500:])
+    assert torch.equal(data.labels, mnist_test_split.labels[2_500:])
+    assert data.name == "mnist/test" and data.class_names == MNIST.class_names
+
+
+def test_train_split_is_found_without_a_path_where_ganforge_data_points(mnist_test_split):
+    data = load_images(DataConfig(dataset="mnist", allow_bundled_slice=False))
+    assert data.name == "mnist/train" and len(data) == 2_500
+    assert torch.equal(data.labels, mnist_test_split.labels[:2_500])
+
+
+@pytest.mark.data
+def test_reads_real_mnist_with_labels_and_shape(real_data):
+    data = load_idx_dataset("mnist", "test", str(real_data("mnist")))
     assert data.images.shape == (10_000, 1, 28, 28) and data.images.dtype == torch.uint8
     assert data.labels[:5].tolist() == [7, 2, 1, 0, 4]  # the well-known first test labels
     assert torch.bincount(data.labels).tolist()[0] == 980
     assert data.name == "mnist/test"
 
 
-def test_train_split_found_in_shared_copy_and_matches_documented_counts(mnist_dir):
-    data = load_images(DataConfig(dataset="mnist", path=str(mnist_dir)))
+@pytest.mark.data
+def test_train_split_found_in_shared_copy_and_matches_documented_counts(real_data):
+    data = load_images(DataConfig(dataset="mnist", path=str(real_data("mnist"))))
     assert len(data) == 60_000
     assert torch.bincount(data.labels).tolist() == [
         5923,
@@ -100,6 +116,7 @@ def test_explicit_path_that_lacks_the_files_is_an_error_not_a_fallback(tmp_path)
 
 def test_bundled_slice_is_the_announced_fallback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANFORGE_DATA")
     nothing_local = replace(MNIST, local_copies=())
     with pytest.warns(UserWarning, match="5,000-digit slice"):
         data = load_idx_dataset(nothing_local, "train")
@@ -109,11 +126,12 @@ def test_bundled_slice_is_the_announced_fallback(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def no_local_mnist(tmp_path, monkeypatch):
-    """A machine without MNIST: ../shared hidden (cwd and the repo root moved), downloads off."""
+    """A machine without MNIST: local copies hidden (cwd and the repo root moved), downloads off."""
     from ganforge.data import locations
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv("GANFORGE_DATA")
     monkeypatch.setenv("GANFORGE_OFFLINE", "1")
 
 
@@ -159,11 +177,13 @@ def mirror(mnist_dir, tmp_path):
 def test_download_verifies_checksum_and_fills_the_cache(mirror, tmp_path, monkeypatch):
     root, url = mirror
     monkeypatch.setenv("GANFORGE_OFFLINE", "0")
+    monkeypatch.delenv("GANFORGE_DATA")
     monkeypatch.chdir(tmp_path)
     md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in root.iterdir()}
     served = IdxDataset("mnist", (url,), md5, (), "")
     data = load_idx_dataset(served, "test", allow_bundled=False)
-    assert len(data) == 10_000
+    # every image the mirror serves (conftest's test split: 2,500 real digits)
+    assert len(data) == 2_500
     from ganforge.data.locations import cache_root
 
     cache = cache_root() / "datasets" / "mnist"
@@ -174,13 +194,14 @@ def test_download_verifies_checksum_and_fills_the_cache(mirror, tmp_path, monkey
     ]
     offline_again = replace(served, mirrors=("http://127.0.0.1:9/",))
     assert (
-        len(load_idx_dataset(offline_again, "test", allow_bundled=False)) == 10_000
+        len(load_idx_dataset(offline_again, "test", allow_bundled=False)) == 2_500
     )  # from the cache
 
 
 def test_download_with_wrong_checksum_keeps_nothing(mirror, tmp_path, monkeypatch):
     root, url = mirror
     monkeypatch.setenv("GANFORGE_OFFLINE", "0")
+    monkeypatch.delenv("GANFORGE_DATA")
     monkeypatch.chdir(tmp_path)
     bad = IdxDataset(
         "mnist", (url,), {p.name: "0" * 32 for p in root.iterdir()}, (), "get it elsewhere"

@@ -1,9 +1,9 @@
-"""The `dcgan` and `dcgan-oasis` architectures, the oasis presets, one short real training run."""
+"""The `dcgan` and `dcgan-oasis` architectures, the oasis presets, one short real training run
+(on phantom brain slices: conftest.py, "brain phantoms")."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +18,6 @@ from ganforge.generate import load_generator
 from ganforge.models import build_models, get_architecture
 from ganforge.presets import load_preset
 from ganforge.training import train
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-BRAIN = SHARED / "brain-mri-slices"
 
 
 def _forward(arch: str, shape: tuple[int, int, int], width: float, batch: int = 2):
@@ -154,12 +151,10 @@ def test_oasis_preset_is_the_documented_recipe():
     )
 
 
-def test_oasis_dcgan_trains_on_real_brain_slices_and_writes_every_artefact(tmp_path):
-    if not BRAIN.is_dir():
-        pytest.skip(f"real brain slices not found: {BRAIN}")
+def test_oasis_dcgan_trains_on_brain_slices_and_writes_every_artefact(brain_slices, tmp_path):
     config = load_preset("oasis-dcgan").with_overrides(
         {
-            "data.path": str(BRAIN),
+            "data.path": str(brain_slices),
             "data.limit": 64,
             "data.resolution": 32,
             "model.options.width": 0.125,
@@ -205,9 +200,7 @@ def test_oasis_dcgan_trains_on_real_brain_slices_and_writes_every_artefact(tmp_p
     assert grid.size[0] > 32 * 5  # a 6x6 grid of 32x32 samples
 
 
-def test_training_data_is_the_same_whether_decoded_or_cached(tmp_path):
-    if not BRAIN.is_dir():
-        pytest.skip(f"real brain slices not found: {BRAIN}")
-    config = DataConfig(dataset="brain-mri", path=str(BRAIN), resolution=64, limit=16)
+def test_training_data_is_the_same_whether_decoded_or_cached(brain_slices):
+    config = DataConfig(dataset="brain-mri", path=str(brain_slices), resolution=64, limit=16)
     first, second = load_images(config), load_images(config)
     assert "cache" in second.source and torch.equal(first.images, second.images)

@@ -38,15 +38,13 @@ from ganforge.training.distributed import (
 )
 from ganforge.training.sampler import BatchSampler
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
-# The notebook's MLP GAN, shrunk: BatchNorm in G (synchronised with sync_bn), none in D.
+# The notebook's MLP GAN, shrunk: BatchNorm in G (synchronised with sync_bn), none in D. MNIST
+# is found where conftest's GANFORGE_DATA points (real digits, IDX files), in every process.
 TINY = [
     "--model",
     "gan",
     "--set",
     "model.options={g_hidden: [32], d_hidden: [32]}",
-    "--data",
-    str(MNIST),
     "--limit",
     "256",
     "--batch-size",
@@ -66,10 +64,6 @@ TINY = [
 # Two processes against one: weights after 6 iterations agree to float32 rounding (measured
 # 1.8e-7); the tolerance leaves room for the order of the all-reduce sums.
 SAME_RUN_ATOL = 1e-5
-pytestmark = pytest.mark.skipif(
-    not (MNIST / "train-images-idx3-ubyte.gz").is_file(),
-    reason="real MNIST not found (../shared/datasets/mnist)",
-)
 
 
 def free_port() -> int:
@@ -440,7 +434,7 @@ train(config, data=load_images(config.data), evaluator=evaluator, show_progress=
 
 
 @pytest.mark.slow
-def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_path):
+def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_path, mnist_dir):
     script = tmp_path / "evaluated_run.py"
     script.write_text(EVALUATED_RUN)
     command = [
@@ -454,7 +448,7 @@ def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_
         str(free_port()),
         str(script),
         str(tmp_path),
-        str(MNIST),
+        str(mnist_dir),
     ]
     done = subprocess.run(
         command, env=environment(tmp_path), capture_output=True, text=True, timeout=120

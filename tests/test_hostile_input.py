@@ -47,15 +47,6 @@ from ganforge.generate import load_generator
 from ganforge.models import build_models
 from ganforge.presets import load_preset, preset_names
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-MNIST_LABELS = SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz"
-MNIST_IMAGES = SHARED / "mnist" / "t10k-images-idx3-ubyte.gz"
-MNI152 = (
-    next(iter(sorted((SHARED / "mni152").glob("*.nii.gz"))), None)
-    if (SHARED / "mni152").is_dir()
-    else None
-)
-
 # GANFORGE_FUZZ_EXAMPLES=2000 explores much further (minutes); the default keeps the suite quick.
 EXAMPLES = int(os.environ.get("GANFORGE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
@@ -74,12 +65,6 @@ def one_line(exc: BaseException) -> str:
     message = str(exc)
     assert message and "\n" not in message and "Traceback" not in message, message
     return message
-
-
-def need(path: Path | None) -> Path:
-    if path is None or not path.is_file():
-        pytest.skip(f"shared data not found beside the repo: {path or SHARED / 'mni152'}")
-    return path
 
 
 @contextlib.contextmanager
@@ -464,10 +449,11 @@ def test_read_idx_on_random_bytes_gives_the_data_or_a_data_error(blob, compress)
 
 @FUZZ
 @given(st.data())
-def test_truncated_or_corrupted_mnist_is_a_data_error(data):
-    labels_gz = need(MNIST_LABELS).read_bytes()
+def test_truncated_or_corrupted_mnist_is_a_data_error(mnist_dir, data):
+    labels = mnist_dir / "t10k-labels-idx1-ubyte.gz"
+    labels_gz = labels.read_bytes()
     raw = gzip.decompress(labels_gz)
-    full = read_idx(MNIST_LABELS, LABEL_MAGIC)
+    full = read_idx(labels, LABEL_MAGIC)
     kind = data.draw(st.sampled_from(["cut-gz", "cut-raw", "flip-gz", "flip-raw"]))
     content = labels_gz if kind.endswith("gz") else raw
     if kind.startswith("cut"):
@@ -495,8 +481,8 @@ def test_truncated_or_corrupted_mnist_is_a_data_error(data):
 
 @FEW
 @given(st.floats(0.0, 0.9999))
-def test_truncated_mnist_images_are_a_data_error(fraction):
-    content = need(MNIST_IMAGES).read_bytes()
+def test_truncated_mnist_images_are_a_data_error(mnist_dir, fraction):
+    content = (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()
     with scratch_dir() as folder:
         path = folder / "t10k-images-idx3-ubyte.gz"
         path.write_bytes(content[: int(fraction * len(content))])
@@ -676,14 +662,15 @@ def test_nifti_with_an_empty_axis_is_a_data_error(tmp_path):
 
 @FEW
 @given(st.floats(0.0, 0.999))
-def test_truncated_mni152_volume_is_a_data_error(fraction):
-    content = need(MNI152).read_bytes()
+def test_truncated_head_volume_is_a_data_error(head_volume, fraction):
+    # a phantom T1 head, .nii.gz (conftest.py, "brain phantoms")
+    content = head_volume.read_bytes()
     with scratch_dir() as folder:
-        path = folder / MNI152.name
+        path = folder / head_volume.name
         path.write_bytes(content[: int(fraction * len(content))])
         with pytest.raises(DataError) as caught:
             load_images(DataConfig(dataset="nifti", path=str(path), resolution=32, cache=False))
-        assert MNI152.name in one_line(caught.value)
+        assert head_volume.name in one_line(caught.value)
 
 
 # ==== checkpoints and generator files =============================================================

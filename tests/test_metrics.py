@@ -143,21 +143,13 @@ def test_a_dropped_class_lowers_coverage_and_recall(digits, floor):
     )  # the digits that are there still look real
 
 
-def test_pretrained_free_metrics_work_on_brain_slices_and_rgb():
+def test_pretrained_free_metrics_work_on_brain_slices_and_rgb(brain_slices):
     from PIL import Image
 
-    folder = (
-        REPO.parent
-        / "shared"
-        / "datasets"
-        / "brain-mri-slices"
-        / "Alzheimer_s Dataset"
-        / "train"
-        / "NonDemented"
-    )
+    # 240 phantom slices of one class, 208x176 JPEGs (conftest.py, "brain phantoms")
+    folder = brain_slices / "Alzheimer_s Dataset" / "train" / "NonDemented"
     files = sorted(folder.glob("*.jpg"))[:240]
-    if len(files) < 240:
-        pytest.skip("brain MRI slices not found beside the repo")
+    assert len(files) == 240
     slices = torch.stack(
         [torch.from_numpy(np.array(Image.open(f).convert("L").resize((64, 64)))) for f in files]
     )
@@ -225,14 +217,18 @@ def test_msssim_scales_fit_small_images():
     assert abs(sum(msssim_settings(64)[2]) - 1) < 1e-9
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
-def test_committed_classifier_reproduces_its_recorded_test_accuracy(dataset, mnist_dir):
+def test_committed_classifier_reproduces_its_recorded_test_accuracy(dataset, real_data):
     from ganforge.data.idx import load_idx_dataset
 
     record = json.loads(record_path(dataset).read_text())
     try:
         test = load_idx_dataset(
-            dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False
+            dataset,
+            "test",
+            str(real_data("mnist")) if dataset == "mnist" else None,
+            allow_bundled=False,
         )
     except DataError:
         pytest.skip(
@@ -323,8 +319,9 @@ def test_bootstrap_intervals_surround_the_estimate_and_shrink_with_more_images(d
     assert small["recall_enc"][1] - small["recall_enc"][0] > width["recall_enc"]
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
-def test_committed_encoder_reproduces_its_recorded_knn_agreement_and_checksum(dataset, mnist_dir):
+def test_committed_encoder_reproduces_its_recorded_knn_agreement_and_checksum(dataset, real_data):
     """Re-measure the committed contrastive encoder: 5-NN label agreement on 2,000 test images
     (a label-free network that groups images by class) and a checksum of 64 images' features."""
     from ganforge.data.idx import load_idx_dataset
@@ -337,7 +334,10 @@ def test_committed_encoder_reproduces_its_recorded_knn_agreement_and_checksum(da
     spec.loader.exec_module(script)
     try:
         test = load_idx_dataset(
-            dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False
+            dataset,
+            "test",
+            str(real_data("mnist")) if dataset == "mnist" else None,
+            allow_bundled=False,
         )
     except DataError:
         pytest.skip(
@@ -367,8 +367,9 @@ def test_the_encoder_script_is_deterministic(mnist_test_split):
 
 
 @pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
-def test_every_metric_worsens_along_the_calibration_ladder_in_both_spaces(dataset, mnist_dir):
+def test_every_metric_worsens_along_the_calibration_ladder_in_both_spaces(dataset, real_data):
     """Real test images damaged step by step (noise, salt and pepper, blur, shifts, classes taken
     away, one image repeated): every metric, in both feature spaces, gets worse at every rung,
     except where docs/metrics.md says it is blind or rewards mild smoothing. The numbers are the
@@ -384,7 +385,10 @@ def test_every_metric_worsens_along_the_calibration_ladder_in_both_spaces(datase
 
     try:
         test = load_idx_dataset(
-            dataset, "test", str(mnist_dir) if dataset == "mnist" else None, allow_bundled=False
+            dataset,
+            "test",
+            str(real_data("mnist")) if dataset == "mnist" else None,
+            allow_bundled=False,
         )
     except DataError:
         pytest.skip(
