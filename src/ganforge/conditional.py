@@ -120,20 +120,3 @@ def data_problems(num_classes: int, labels: torch.Tensor | None, dataset: str) -
             )
         ]
     return []
-
-
-@torch.no_grad()
-def images_for_latents_and_labels(
-    generator: nn.Module, latents: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """uint8 images [N, C, H, W], one forward pass per (latent, class), as
-    ganforge.latent.images_for_latents does, so an image does not depend on its neighbours."""
-    from ganforge.data import to_uint8
-
-    device = next(generator.parameters()).device
-    return torch.cat(
-        [
-            to_uint8(generator(z[None].to(device), y[None].to(device))).cpu()
-            for z, y in zip(latents, labels)
-        ]
-    )

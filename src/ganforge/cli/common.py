@@ -75,3 +75,21 @@ def generator_source(args: argparse.Namespace, verb: str) -> str:
             f"--pretrained NAME (shipped: {shipped})"
         )
     return args.source
+
+
+def add_noise_options(parser: argparse.ArgumentParser) -> None:
+    """--noise LAW and --noise-std S: latents from another law than the one trained on."""
+    parser.add_argument(
+        "--noise",
+        choices=("normal", "uniform"),
+        default=None,
+        help="draw the latents from this law instead of the one the generator was trained "
+        "on (default: the trained law), to see how it copes",
+    )
+    parser.add_argument(
+        "--noise-std",
+        type=float,
+        default=None,
+        metavar="S",
+        help="standard deviation of normal noise (default: the trained one)",
+    )

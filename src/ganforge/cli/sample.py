@@ -19,6 +19,7 @@ from ganforge.artefacts.files import write_bytes, write_with
 from ganforge.artefacts.images import png_bytes, save_grid, save_individual, to_pil
 from ganforge.cli.common import (
     add_class_option,
+    add_noise_options,
     add_pretrained_option,
     generator_source,
     positive_int,
@@ -76,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Gaussian latents only: resample latent components beyond PSI standard "
         "deviations (BigGAN's truncation; smaller: more typical, less varied)",
     )
+    add_noise_options(p)
     p.add_argument(
         "--out",
         "-o",
@@ -102,16 +104,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ganforge.conditional import (
-        class_labels,
-        class_title,
-        images_for_latents_and_labels,
-        num_classes_of,
-    )
+    from ganforge.conditional import class_labels, class_title, num_classes_of
     from ganforge.generate import generate, load_generator
-    from ganforge.latent import check_truncation, images_for_seeds, parse_seeds, seed_latents
+    from ganforge.latent import check_truncation, parse_seeds, seed_images, with_noise
     from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
@@ -128,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         seeds = _seed_range(args.seed, args.count)
     source = generator_source(args, "sample")
     generator, info = load_generator(source, resolve_device(args.device))
+    info = with_noise(info, args.noise, args.noise_std)
     check_truncation(info, args.truncation)
     classes = num_classes_of(generator)
     labels = class_labels(
@@ -139,12 +135,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if seeds is None:
         images = generate(generator, info, args.count, args.seed, labels=labels)
-    elif classes:  # each seed keeps its class: the one asked for, else seed mod classes
-        chosen = labels if labels is not None else torch.tensor(seeds) % classes
-        latents = seed_latents(info, seeds, args.truncation)
-        images = images_for_latents_and_labels(generator, latents, chosen)
     else:
-        images = images_for_seeds(generator, info, seeds, args.truncation)
+        images = seed_images(generator, info, seeds, args.truncation, labels)
     try:
         if kind == "grid":
             save_grid(images, out, rows=max(1, int(math.sqrt(len(images)))))
