@@ -1,0 +1,99 @@
+"""`ganforge serve`: explore a generator or browse runs in a local web page."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganforge.cli.common import add_pretrained_option, positive_int, say
+
+EXAMPLES = """\
+examples:
+  ganforge serve --pretrained mnist-best          # the shipped digits, offline
+  ganforge serve runs                              # every run in runs/, and their generators
+  ganforge serve runs/mnist-best-001 --port 8765   # one run
+  ganforge serve demo-model                        # a folder from `ganforge export`
+
+Needs the serve extra: pip install 'ganforge[serve]'. It listens on 127.0.0.1 only,
+unless --host says otherwise. See docs/serve.md for every control.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="explore generators and browse runs in a local web page",
+        description="Start a local web app: a generator explorer (seeds, class, truncation, "
+        "noise, walks between seeds, downloads, the command that reproduces a view) and a "
+        "runs browser (status, curves, grids over training, eval tables, compare reports).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        help="a run folder, a model folder, a generator file or a folder of runs "
+        "(or use --pretrained)",
+    )
+    add_pretrained_option(p)
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only); another "
+        "address lets other machines in, with a warning",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="CPU threads per image batch (default 1: fastest on a shared 2-core CPU, "
+        "bench/serve_latency.py)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ganforge.errors import ConfigError
+    from ganforge.serve import LOCAL_HOSTS, build_app, check_extra
+
+    check_extra()
+    if args.source is not None and args.pretrained is not None:
+        raise ConfigError("give a SOURCE or --pretrained NAME, not both")
+    if args.source is None and args.pretrained is None:
+        raise ConfigError(
+            "give a run folder, model folder, generator file or folder of runs to serve, "
+            "or --pretrained NAME"
+        )
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
+    app = build_app(args.source, args.pretrained, threads=args.threads)
+    import uvicorn
+
+    if args.host not in LOCAL_HOSTS:
+        say(
+            f"ganforge: warning: listening on {args.host}: any machine that can reach this "
+            "one can use the page and read the served runs' images and logs"
+        )
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    # the address is printed once the socket is bound, so --port 0 shows the real port
+    _announce_when_started(server, args.host)
+    server.run()
+    return 0
+
+
+def _announce_when_started(server, host: str) -> None:
+    """Print the page's address as soon as uvicorn has bound its socket."""
+    original = server.startup
+
+    async def startup(sockets=None) -> None:
+        await original(sockets=sockets)
+        for listener in server.servers:
+            for sock in listener.sockets:
+                port = sock.getsockname()[1]
+                shown = f"[{host}]" if ":" in host else host
+                print(f"ganforge serve: open http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
+                return
+
+    server.startup = startup
