@@ -36,8 +36,10 @@ def seed_int(text: str) -> int:
     return value
 
 
-def add_pretrained_option(parser: argparse.ArgumentParser) -> None:
-    """--pretrained NAME: a generator shipped with ganforge, in place of a SOURCE argument."""
+def add_pretrained_option(parser: argparse.ArgumentParser, source_help: str) -> None:
+    """An optional SOURCE argument (`source_help` says what it may be) and --pretrained NAME,
+    a generator shipped with ganforge, in its place; generator_source picks one of the two."""
+    parser.add_argument("source", nargs="?", default=None, help=source_help)
     parser.add_argument(
         "--pretrained",
         default=None,

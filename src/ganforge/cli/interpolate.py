@@ -36,14 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source",
-        nargs="?",
-        default=None,
-        help="a run folder, model folder, generator .safetensors or checkpoint .pt "
+    add_pretrained_option(
+        p,
+        "a run folder, model folder, generator .safetensors or checkpoint .pt "
         "(or use --pretrained)",
     )
-    add_pretrained_option(p)
     p.add_argument(
         "--seeds",
         required=True,

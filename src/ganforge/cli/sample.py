@@ -47,14 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source",
-        nargs="?",
-        default=None,
-        help="a run folder, a model folder (ganforge export --format folder), "
+    add_pretrained_option(
+        p,
+        "a run folder, a model folder (ganforge export --format folder), "
         "a generator .safetensors or a checkpoint .pt (or use --pretrained)",
     )
-    add_pretrained_option(p)
     add_class_option(p, "every image of class N (e.g. 7 for sevens)")
     p.add_argument(
         "--count", "-n", type=positive_int, default=64, help="number of images (default 64)"

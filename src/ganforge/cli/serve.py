@@ -28,14 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source",
-        nargs="?",
-        default=None,
-        help="a run folder, a model folder, a generator file or a folder of runs "
-        "(or use --pretrained)",
+    add_pretrained_option(
+        p,
+        "a run folder, a model folder, a generator file or a folder of runs (or use --pretrained)",
     )
-    add_pretrained_option(p)
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free)")
     p.add_argument(
         "--host",
