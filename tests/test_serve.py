@@ -1,0 +1,306 @@
+"""`ganforge serve`'s HTTP API, through Starlette's TestClient: what the page asks and gets.
+
+The explorer's images must be the ones `ganforge sample` / `interpolate` make from the
+command the page shows; the runs browser must read runs without writing into them; every
+bad request must be a 4xx with one line; and no file outside a served run may come out.
+The browser itself is tested in test_serve_browser.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason="needs the serve extra: pip install -e '.[serve]'")
+pytest.importorskip("httpx", reason="needs httpx for TestClient: pip install -e '.[serve-test]'")
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory, tiny_config, tiny_images):
+    """A folder of runs: two tiny finished runs and a model folder (mnist-best's generator)."""
+    from ganforge import train
+    from ganforge.pretrained import pretrained_path
+
+    root = tmp_path_factory.mktemp("served") / "runs"
+    for name in ("alpha", "beta"):
+        config = tiny_config(out_dir=str(root), run_name=name, iterations=6)
+        train(config, data=tiny_images(), show_progress=False)
+    (root / "digits").mkdir()
+    shutil.copy(pretrained_path("mnist-best"), root / "digits" / "model.safetensors")
+    return root
+
+
+def client_for(source=None, pretrained=None):
+    from ganforge.serve import build_app
+
+    with warnings.catch_warnings():
+        # Starlette 1.x suggests httpx2 for TestClient; httpx is what it still runs on
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+        return TestClient(build_app(source, pretrained), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def pretrained_client():
+    return client_for(pretrained="mnist-best")
+
+
+@pytest.fixture(scope="module")
+def runs_client(runs_root):
+    return client_for(runs_root)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def assert_one_line(response, status: int, *fragments: str) -> None:
+    assert response.status_code == status, (response.status_code, response.text)
+    text = response.text
+    assert text.count("\n") == 1 and "Traceback" not in text, text
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
+
+
+def test_grid_is_what_the_shown_command_writes(pretrained_client, tmp_path, cli):
+    """The .npy of a view equals `ganforge sample` run with the command the page shows, up to
+    the one grey level a batched forward pass may differ by (latent.images_for_latents)."""
+    response = pretrained_client.get(
+        "/api/models/mnist-best/grid?seeds=5-13&class=3&truncation=0.8&format=npy"
+    )
+    assert response.status_code == 200, response.text
+    command = response.headers["x-ganforge-command"]
+    assert command == (
+        "ganforge sample --pretrained mnist-best --seeds 5-13 --class 3 --truncation 0.8 "
+        "--out grid.npy"
+    )
+    served = np.load(io.BytesIO(response.content))
+    out = tmp_path / "grid.npy"
+    argv = command.split()[1:-1] + [str(out)]
+    assert cli(*argv).code == 0
+    written = np.load(out)
+    assert served.shape == written.shape == (9, 28, 28, 1)
+    assert np.abs(served.astype(int) - written.astype(int)).max() <= 1
+
+
+def test_grid_png_changes_with_seed_and_is_cached(pretrained_client):
+    from PIL import Image
+
+    first = pretrained_client.get("/api/models/mnist-best/grid?seeds=0-63")
+    again = pretrained_client.get("/api/models/mnist-best/grid?seeds=0-63")
+    other = pretrained_client.get("/api/models/mnist-best/grid?seeds=64-127")
+    assert first.headers["content-type"] == "image/png"
+    assert first.content == again.content != other.content
+    # 8 x 8 cells of 28 px with 2 px padding, enlarged twice, as `ganforge sample` writes it
+    assert Image.open(io.BytesIO(first.content)).size == (2 * (8 * 30 + 2),) * 2
+
+
+def test_walk_strip_gif_and_command(pretrained_client):
+    from PIL import Image
+
+    strip = pretrained_client.get("/api/models/mnist-best/walk?seeds=3,7,12&frames=12&loop=0")
+    assert strip.status_code == 200, strip.text
+    assert Image.open(io.BytesIO(strip.content)).size == (28, 12 * 28)
+    assert strip.headers["x-ganforge-command"] == (
+        "ganforge interpolate --pretrained mnist-best --seeds 3,7,12 --frames 12 --no-loop "
+        "--out walk.gif"
+    )
+    gif = pretrained_client.get("/api/models/mnist-best/walk?seeds=3,7&frames=6&format=gif")
+    assert gif.content[:6] == b"GIF89a"
+
+
+def test_noise_law_and_class_names_reach_the_command(pretrained_client):
+    response = pretrained_client.get(
+        "/api/models/mnist-best/grid?seeds=0-3&noise=normal&noise_std=0.5"
+    )
+    assert response.status_code == 200
+    assert "--noise normal --noise-std 0.5" in response.headers["x-ganforge-command"]
+    facts = pretrained_client.get("/api/models").json()
+    assert facts["models"][0]["classes"] == [str(i) for i in range(10)]
+    assert facts["limits"] == {"grid": 256, "frames": 240, "seeds": 16}
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "fragment"),
+    [
+        ("grid?seeds=0-256", 400, "1 to 256 seeds"),
+        ("grid?seeds=0-99999999", 400, "seeds"),
+        ("grid?seeds=abc", 400, "non-negative whole numbers"),
+        ("grid?seeds=99999999999999999999", 400, "64 bits"),
+        ("grid?seeds=1&seeds=2", 400, "given twice"),
+        ("grid?evil=%3Cscript%3E", 400, "unknown parameter"),
+        ("grid?truncation=nan", 400, "finite"),
+        ("grid?truncation=-1", 400, "positive"),
+        ("grid?class=11", 400, "valid classes: 0-9"),
+        ("grid?class=%00%ff", 400, "class"),
+        ("grid?noise=cauchy", 400, "normal, uniform"),
+        ("grid?noise=uniform&noise_std=2", 400, "noise-std"),
+        ("grid?noise=uniform&truncation=0.5", 400, "Gaussian latents only"),
+        ("grid?format=exe", 400, "png, npy, nii"),
+        ("walk?seeds=3", 400, "2 to 16 seeds"),
+        ("walk?seeds=0-16", 400, "2 to 16 seeds"),
+        ("walk?seeds=1,2&frames=241", 400, "2 to 240"),
+        ("walk?seeds=1,2&frames=1e9", 400, "whole number"),
+        ("walk?seeds=1,2&loop=maybe", 400, "loop"),
+        ("grid?seeds=" + "1," * 1000 + "1", 414, "query longer"),
+    ],
+)
+def test_bad_queries_get_one_line_4xx(pretrained_client, query, status, fragment):
+    assert_one_line(pretrained_client.get(f"/api/models/mnist-best/{query}"), status, fragment)
+
+
+def test_unknown_names_are_404(pretrained_client, runs_client):
+    assert_one_line(pretrained_client.get("/api/models/nope/grid"), 404, "no model named")
+    assert_one_line(runs_client.get("/api/runs/nope"), 404, "no run named")
+    assert_one_line(runs_client.get("/nothing/here"), 404, "Not Found")
+
+
+def test_runs_list_detail_and_files(runs_client):
+    runs = {run["name"]: run for run in runs_client.get("/api/runs").json()["runs"]}
+    assert set(runs) == {"alpha", "beta"}
+    assert runs["alpha"]["status"] == "finished" and runs["alpha"]["step"] == 6
+    assert runs["alpha"]["preset"] == "mnist-gan"
+    detail = runs_client.get("/api/runs/alpha").json()
+    assert [record["step"] for record in detail["log"]] == [2, 4, 6]
+    assert [frame["step"] for frame in detail["frames"]]
+    assert detail["config"]["run_name"] == "alpha" and detail["reals"] == "reals.png"
+    grid = runs_client.get(f"/api/runs/alpha/files/{detail['frames'][-1]['file']}")
+    assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+    models = {model["name"] for model in runs_client.get("/api/models").json()["models"]}
+    assert models == {"alpha", "beta", "digits"}
+    command = runs_client.get("/api/models/alpha/grid?seeds=0-3").headers["x-ganforge-command"]
+    assert command.startswith("ganforge sample ") and "runs/alpha --seeds 0-3" in command
+
+
+def test_run_status_running_diverged_stopped(runs_root, tmp_path):
+    from ganforge.artefacts.rundir import RunDirectory
+    from ganforge.serve.library import RUNNING_WINDOW_SECONDS, run_status
+
+    run = RunDirectory(tmp_path / "live")
+    shutil.copytree(runs_root / "alpha", run.path)
+    assert run_status(run) == "finished"
+    run.summary_file.unlink()
+    assert run_status(run) == "running"
+    assert run_status(run, now=time.time() + RUNNING_WINDOW_SECONDS + 1) == "stopped"
+    run.append_jsonl(run.metrics_file, {"step": 8, "d_loss": float("nan"), "g_loss": 1.0})
+    assert run_status(run) == "diverged"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("..%2F..%2F..%2Fetc%2Fpasswd", 403),
+        ("samples%2F..%2F..%2Fbeta%2Fconfig.json", 403),
+        ("%2Fetc%2Fpasswd", 403),
+        ("%5C..%5Cconfig.json", 403),
+        ("C:%2Fwindows", 403),
+        ("checkpoints/ckpt-00000006.pt", 403),
+        ("escape.png", 403),
+        ("outside/secret.json", 403),
+        ("missing.png", 404),
+    ],
+)
+def test_files_outside_the_run_are_refused(runs_root, runs_client, path, status):
+    """Traversal, absolute paths, backslashes, drive letters and symlinks that leave the run
+    folder are refused; checkpoints are never handed out."""
+    secret = runs_root.parent / "secret.json"
+    secret.write_text('{"secret": 1}')
+    for link, target in (("escape.png", secret), ("outside", runs_root.parent)):
+        if not (runs_root / "alpha" / link).is_symlink():
+            os.symlink(target, runs_root / "alpha" / link)
+    response = runs_client.get(f"/api/runs/alpha/files/{path}")
+    assert_one_line(response, status)
+    assert "secret" not in response.text and "root:" not in response.text
+
+
+def test_serving_writes_nothing_into_runs(runs_root, runs_client):
+    before = snapshot(runs_root)
+    runs_client.get("/api/runs")
+    runs_client.get("/api/runs/alpha")
+    runs_client.get("/api/models/alpha/grid?seeds=0-3&format=nii")
+    runs_client.get("/api/models/beta/walk?seeds=1,2&frames=4&format=gif")
+    report = runs_client.get("/compare?runs=alpha,beta")
+    assert report.status_code == 200 and "alpha" in report.text and "beta" in report.text
+    assert "<html" in report.text.lower()
+    assert snapshot(runs_root) == before
+
+
+def test_compare_needs_finished_runs_by_name(runs_client):
+    assert_one_line(runs_client.get("/compare?runs="), 400, "1 to 8 run names")
+    assert_one_line(runs_client.get("/compare?runs=alpha,../x"), 404, "no run named")
+    assert_one_line(runs_client.get("/compare?runs=a&x=1"), 400, "unknown parameter")
+
+
+def test_library_takes_each_kind_of_path(runs_root):
+    from ganforge.serve.library import Library
+
+    run = runs_root / "alpha"
+    assert list(Library(run).models()) == ["alpha"] and list(Library(run).run_dirs()) == ["alpha"]
+    generator_file = Library(run / "generator.safetensors")
+    assert list(generator_file.models()) == ["generator"] and generator_file.run_dirs() == {}
+    assert list(Library(runs_root / "digits").models()) == ["digits"]
+    assert list(Library(pretrained="mnist-best").models()) == ["mnist-best"]
+
+
+def test_serve_cli_errors_are_one_line(cli, user_error, tmp_path, monkeypatch):
+    user_error(cli("serve"), "--pretrained NAME")
+    user_error(cli("serve", str(tmp_path / "none")), "not found")
+    user_error(cli("serve", str(tmp_path)), "neither a run folder")
+    user_error(cli("serve", "--pretrained", "nope"), "unknown pretrained generator")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "starlette" else real(name)
+    )
+    user_error(cli("serve", "--pretrained", "mnist-best"), "pip install 'ganforge[serve]'")
+
+
+def test_serve_binds_locally_unless_told_and_warns(cli, monkeypatch):
+    import uvicorn
+
+    hosts = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: hosts.append(self.config.host))
+    result = cli("serve", "--pretrained", "mnist-best")
+    assert result.code == 0 and hosts == ["127.0.0.1"] and "warning" not in result.err
+    result = cli("serve", "--pretrained", "mnist-best", "--host", "0.0.0.0")
+    assert result.code == 0 and hosts[-1] == "0.0.0.0"
+    assert "warning: listening on 0.0.0.0" in result.err
+
+
+def test_help_does_not_import_the_web_stack():
+    code = (
+        "import sys; from ganforge.cli import build_parser; build_parser().format_help(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_models_json_has_no_nan(runs_root, runs_client):
+    """Browsers refuse NaN in JSON: a diverged log line must come out as null."""
+    run = runs_root / "beta"
+    before = (run / "metrics.jsonl").read_text()
+    try:
+        with open(run / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": 8, "d_loss": float("nan"), "g_loss": 1.0}) + "\n")
+        text = runs_client.get("/api/runs/beta").text
+        assert "NaN" not in text and json.loads(text)["log"][-1]["d_loss"] is None
+    finally:
+        (run / "metrics.jsonl").write_text(before)
