@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Screenshots of `ganforge serve` for the docs, taken with headless Chromium (Playwright).
 
-    python scripts/serve_screenshots.py runs/ docs/images/
+    python scripts/serve_screenshots.py FOLDER OUT     # e.g. runs docs/images
 
 serves FOLDER (runs and model folders; the explorer shows the first conditional model
 at class 7, else the first model) and writes serve-explorer.png and serve-runs.png (the first
@@ -15,21 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 def main(folder: str, out: str) -> None:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from ganforge.report.browser import find_chromium
+    from ganforge.report.browser import PLAYWRIGHT_FLAGS, find_chromium
     from ganforge.serve import build_app
 
     server = uvicorn.Server(
@@ -42,7 +33,9 @@ def main(folder: str, out: str) -> None:
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(
+            executable_path=find_chromium(), args=list(PLAYWRIGHT_FLAGS)
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(base + "/")
         page.wait_for_selector("#grid[data-state=ready]")

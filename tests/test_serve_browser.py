@@ -25,15 +25,6 @@ playwright_api = pytest.importorskip(
 )
 
 pytestmark = pytest.mark.slow
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +63,7 @@ def served(tmp_path_factory, tiny_config, tiny_images):
 
 @pytest.fixture(scope="module")
 def browser():
-    from ganforge.report.browser import find_chromium
+    from ganforge.report.browser import PLAYWRIGHT_FLAGS, find_chromium
 
     path = find_chromium()
     if path is None:
@@ -80,7 +71,7 @@ def browser():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         with playwright_api.sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
+            chromium = playwright.chromium.launch(executable_path=path, args=list(PLAYWRIGHT_FLAGS))
             yield chromium
             chromium.close()
 
