@@ -41,8 +41,14 @@ def main(folder: str, out: str) -> None:
         page.wait_for_selector("#grid[data-state=ready]")
         # the first conditional model, so the picture shows the class control at work
         conditional = page.evaluate(
-            "async () => ((await (await fetch('/api/models')).json()).models"
-            ".find(m => m.classes.length) || {}).name || null"
+            """async () => {
+              const listed = (await (await fetch('/api/models')).json()).models;
+              for (const model of listed) {
+                const url = '/api/models/' + encodeURIComponent(model.name);
+                if ((await (await fetch(url)).json()).classes.length) return model.name;
+              }
+              return null;
+            }"""
         )
         if conditional is not None:
             page.select_option("#model", conditional)

@@ -17,6 +17,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -68,6 +69,11 @@ def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
     }
 
 
+def command_of(response) -> str:
+    """The command a view carries (percent-encoded: HTTP headers are Latin-1)."""
+    return unquote(response.headers["x-ganforge-command"])
+
+
 def assert_one_line(response, status: int, *fragments: str) -> None:
     assert response.status_code == status, (response.status_code, response.text)
     text = response.text
@@ -83,7 +89,7 @@ def test_grid_is_what_the_shown_command_writes(pretrained_client, tmp_path, cli)
         "/api/models/mnist-best/grid?seeds=5-13&class=3&truncation=0.8&format=npy"
     )
     assert response.status_code == 200, response.text
-    command = response.headers["x-ganforge-command"]
+    command = command_of(response)
     assert command == (
         "ganforge sample --pretrained mnist-best --seeds 5-13 --class 3 --truncation 0.8 "
         "--out grid.npy"
@@ -115,7 +121,7 @@ def test_walk_strip_gif_and_command(pretrained_client):
     strip = pretrained_client.get("/api/models/mnist-best/walk?seeds=3,7,12&frames=12&loop=0")
     assert strip.status_code == 200, strip.text
     assert Image.open(io.BytesIO(strip.content)).size == (28, 12 * 28)
-    assert strip.headers["x-ganforge-command"] == (
+    assert command_of(strip) == (
         "ganforge interpolate --pretrained mnist-best --seeds 3,7,12 --frames 12 --no-loop "
         "--out walk.gif"
     )
@@ -128,10 +134,14 @@ def test_noise_law_and_class_names_reach_the_command(pretrained_client):
         "/api/models/mnist-best/grid?seeds=0-3&noise=normal&noise_std=0.5"
     )
     assert response.status_code == 200
-    assert "--noise normal --noise-std 0.5" in response.headers["x-ganforge-command"]
-    facts = pretrained_client.get("/api/models").json()
-    assert facts["models"][0]["classes"] == [str(i) for i in range(10)]
-    assert facts["limits"] == {"grid": 256, "frames": 240, "seeds": 16}
+    assert "--noise normal --noise-std 0.5" in command_of(response)
+    listed = pretrained_client.get("/api/models").json()
+    assert listed["models"] == [
+        {"name": "mnist-best", "run": None, "source": ["--pretrained", "mnist-best"]}
+    ]
+    assert listed["limits"] == {"grid": 256, "frames": 240, "seeds": 16}
+    facts = pretrained_client.get("/api/models/mnist-best").json()
+    assert facts["classes"] == [str(i) for i in range(10)] and facts["image_shape"] == [1, 28, 28]
 
 
 @pytest.mark.parametrize(
@@ -146,7 +156,8 @@ def test_noise_law_and_class_names_reach_the_command(pretrained_client):
         ("grid?truncation=nan", 400, "finite"),
         ("grid?truncation=-1", 400, "positive"),
         ("grid?class=11", 400, "valid classes: 0-9"),
-        ("grid?class=%00%ff", 400, "class"),
+        ("grid?class=%00%ff", 400, "class number or a class name"),
+        ("grid?class=7%0A8", 400, "class number or a class name"),
         ("grid?noise=cauchy", 400, "normal, uniform"),
         ("grid?noise=uniform&noise_std=2", 400, "noise-std"),
         ("grid?noise=uniform&truncation=0.5", 400, "Gaussian latents only"),
@@ -182,7 +193,7 @@ def test_runs_list_detail_and_files(runs_client):
     assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
     models = {model["name"] for model in runs_client.get("/api/models").json()["models"]}
     assert models == {"alpha", "beta", "digits"}
-    command = runs_client.get("/api/models/alpha/grid?seeds=0-3").headers["x-ganforge-command"]
+    command = command_of(runs_client.get("/api/models/alpha/grid?seeds=0-3"))
     assert command.startswith("ganforge sample ") and "runs/alpha --seeds 0-3" in command
 
 
@@ -191,7 +202,7 @@ def test_run_status_running_diverged_stopped(runs_root, tmp_path):
     from ganforge.serve.library import RUNNING_WINDOW_SECONDS, run_status
 
     run = RunDirectory(tmp_path / "live")
-    shutil.copytree(runs_root / "alpha", run.path)
+    shutil.copytree(runs_root / "alpha", run.path, symlinks=True)
     assert run_status(run) == "finished"
     run.summary_file.unlink()
     assert run_status(run) == "running"
@@ -304,3 +315,23 @@ def test_models_json_has_no_nan(runs_root, runs_client):
         assert "NaN" not in text and json.loads(text)["log"][-1]["d_loss"] is None
     finally:
         (run / "metrics.jsonl").write_text(before)
+
+
+def test_any_folder_name_reaches_the_command(runs_root, tmp_path):
+    """A path that HTTP headers cannot carry as it is (non-Latin-1) still gives its command."""
+    folder = tmp_path / "Läufe ✓"
+    shutil.copytree(runs_root / "alpha", folder / "alpha", symlinks=True)
+    response = client_for(folder).get("/api/models/alpha/grid?seeds=0")
+    assert response.status_code == 200, response.text
+    assert command_of(response).startswith(f"ganforge sample '{folder / 'alpha'}' --seeds 0")
+
+
+def test_a_failure_inside_is_a_one_line_500(pretrained_client, monkeypatch):
+    from ganforge.serve.library import Library
+
+    def broken(self, name):
+        raise RuntimeError("weights on fire\nsecond line")
+
+    monkeypatch.setattr(Library, "generator", broken)
+    response = pretrained_client.get("/api/models/mnist-best/grid?seeds=9-10")
+    assert_one_line(response, 500, "internal error: RuntimeError: weights on fire")

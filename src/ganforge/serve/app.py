@@ -4,8 +4,10 @@ Routes (all GET; nothing a request does writes a file):
 
     /                              the page (static/index.html, plain HTML/JS/CSS)
     /static/...                    the page's scripts, styles and the vendored uPlot
-    /api/models                    the generators: shape, classes, noise law
-    /api/models/{name}/grid        images for seeds (png, npy, nii), X-Ganforge-Command header
+    /api/models                    the generators' names (and the bounds)
+    /api/models/{name}             one generator: shape, classes, noise law (loads it)
+    /api/models/{name}/grid        images for seeds (png, npy, nii); the command that makes
+                                   them in X-Ganforge-Command, percent-encoded
     /api/models/{name}/walk        a walk between seeds (png strip, npy, gif)
     /api/runs                      the runs: name, preset, status, iterations, main metric
     /api/runs/{name}               one run: config, log, eval curve, grids, eval tables
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -113,9 +117,12 @@ def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
             data = await run_in_threadpool(draw, name, view, make, encode)
         extension = (views.GRID_FORMATS | views.WALK_FORMATS)[view.format]
         stem = "grid" if parse is views.parse_grid else "walk"
+        # headers are Latin-1: the command (paths may hold any character) travels
+        # percent-encoded, the file name with anything unusual replaced
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", f"{name}-{stem}") + extension
         headers = {
-            "X-Ganforge-Command": command(entry.cli_source, view),
-            "Content-Disposition": f'inline; filename="{name}-{stem}{extension}"',
+            "X-Ganforge-Command": quote(command(entry.cli_source, view), safe=" /,=:'\"-"),
+            "Content-Disposition": f'inline; filename="{filename}"',
             "Cache-Control": "no-store",
         }
         return Response(data, media_type=MEDIA[view.format], headers=headers)
@@ -150,10 +157,16 @@ def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
         }
 
     async def models(request: Request) -> Response:
-        names = list(library.models())
-        facts = [await run_in_threadpool(model_facts, name) for name in names]
+        # names only: a folder of many runs lists at once; a model loads when it is chosen
+        listed = [
+            {"name": entry.name, "run": entry.run, "source": entry.cli_source}
+            for entry in library.models().values()
+        ]
         limits = {"grid": views.MAX_GRID, "frames": views.MAX_FRAMES, "seeds": views.MAX_WALK_SEEDS}
-        return JSONResponse({"models": facts, "limits": limits})
+        return JSONResponse({"models": listed, "limits": limits})
+
+    async def model(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(model_facts, request.path_params["name"]))
 
     async def runs(request: Request) -> Response:
         def listing() -> list[dict[str, Any]]:
@@ -204,6 +217,7 @@ def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
     routes = [
         Route("/", index),
         Route("/api/models", models),
+        Route("/api/models/{name}", model),
         Route("/api/models/{name}/grid", grid),
         Route("/api/models/{name}/walk", walk),
         Route("/api/runs", runs),

@@ -110,8 +110,8 @@ def _seeds(values: Mapping[str, str], default: str, low: int, high: int, what: s
 
 def _latents(values: Mapping[str, str]) -> Latents:
     label = values.get("class", "").strip() or None
-    if label is not None and len(label) > 60:
-        raise ConfigError("class: give a class number or name")
+    if label is not None and (len(label) > 60 or not label.isprintable()):
+        raise ConfigError("class: give a class number or a class name")
     noise = values.get("noise", "").strip() or None
     return Latents(label, _number(values, "truncation"), noise, _number(values, "noise_std"))
 

@@ -89,7 +89,7 @@ async function drawGrid() {
     await image.decode();
     image.dataset.state = "ready";
     image.dataset.query = gridQuery();
-    $("grid-command").textContent = response.headers.get("X-Ganforge-Command") || "";
+    $("grid-command").textContent = decodeURIComponent(response.headers.get("X-Ganforge-Command") || "");
     for (const format of ["png", "npy", "nii"]) $(`dl-${format}`).href = gridQuery(format);
     setStatus($("grid-status"), `${$("size").value} images in ${Math.round(performance.now() - started)} ms`);
   } catch (error) {
@@ -146,7 +146,7 @@ async function drawWalk() {
     $("frame").max = walkPlayer.frames - 1;
     showFrame(Math.min(walkPlayer.frame, walkPlayer.frames - 1));
     canvas.dataset.state = "ready";
-    $("walk-command").textContent = response.headers.get("X-Ganforge-Command") || "";
+    $("walk-command").textContent = decodeURIComponent(response.headers.get("X-Ganforge-Command") || "");
     $("dl-gif").href = walkQuery("gif");
     $("dl-walk-npy").href = walkQuery("npy");
     $("dl-strip").href = walkQuery("png");
@@ -158,9 +158,22 @@ async function drawWalk() {
   }
 }
 
-function chooseModel(name) {
-  state.model = state.models.find((m) => m.name === name) || state.models[0];
-  const model = state.model;
+async function chooseModel(name) {
+  // the facts (classes, noise law, shape) come with loading the model, on first choice
+  const listed = state.models.find((m) => m.name === name) || state.models[0];
+  if (!listed.facts) {
+    try {
+      listed.facts = await getJSON(`/api/models/${encodeURIComponent(listed.name)}`);
+    } catch (error) {
+      setStatus($("grid-status"), error.message, true);
+      return;
+    }
+  }
+  const model = listed.facts;
+  state.model = model;
+  const shape = model.image_shape.join(" × ");
+  const count = model.classes.length ? ` · ${model.classes.length} classes` : "";
+  $("model-facts").textContent = `${model.arch} trained on ${model.dataset}, iteration ${model.step} · ${shape}${count} · ${model.noise} noise`;
   const classes = $("class");
   classes.replaceChildren(new Option("each seed's own", ""));
   model.classes.forEach((label, index) => {
@@ -397,10 +410,10 @@ async function start() {
   state.runs = runs.runs;
   $("no-models").hidden = state.models.length > 0;
   $("explorer").hidden = state.models.length === 0;
-  $("model").replaceChildren(...state.models.map((m) => new Option(`${m.name} (${m.arch}, ${m.dataset}, iteration ${m.step})`, m.name)));
+  $("model").replaceChildren(...state.models.map((m) => new Option(m.run ? `${m.name} (run)` : m.name, m.name)));
   renderRuns();
   updateCompareLink();
-  if (state.models.length) chooseModel(state.models[0].name);
+  if (state.models.length) await chooseModel(state.models[0].name);
   if (!state.models.length && state.runs.length) showTab("runs");
   const wanted = new URLSearchParams(location.hash.slice(1));
   if (wanted.get("tab")) showTab(wanted.get("tab"));
