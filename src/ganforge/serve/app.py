@@ -23,6 +23,7 @@ control again) is dropped before it is drawn, so the newest request is the one c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -214,6 +215,23 @@ def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
         # a bug in ganforge: the page and the client get one line, the console the rest
         return one_line(500, f"internal error: {type(exc).__name__}: {first_line(exc)}")
 
+    def warm() -> None:
+        # the first model the page shows, loaded and run once while the browser opens the
+        # page: the first grid then costs what every later one does (a cold first pass
+        # was 4.7 s on a busy 2-core CPU)
+        names = list(library.models())
+        if names:
+            view = views.GridView(tuple(range(64)), views.Latents(None, None, None, None), "png")
+            try:
+                draw(names[0], view, views.grid_images, views.encode_grid)
+            except GanforgeError:
+                pass  # the page shows the same error when the model is chosen
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        threading.Thread(target=warm, name="ganforge-serve-warm-up", daemon=True).start()
+        yield
+
     routes = [
         Route("/", index),
         Route("/api/models", models),
@@ -227,7 +245,7 @@ def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {GanforgeError: refused, HTTPException: http_error, Exception: failed}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
 def compare_html(paths: list[Path]) -> str:
