@@ -285,12 +285,29 @@ def test_serve_binds_locally_unless_told_and_warns(cli, monkeypatch):
     import uvicorn
 
     hosts = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: hosts.append(self.config.host))
-    result = cli("serve", "--pretrained", "mnist-best")
+
+    def run(self, sockets):
+        hosts.append(sockets[0].getsockname()[0])
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    result = cli("serve", "--pretrained", "mnist-best", "--port", "0")
     assert result.code == 0 and hosts == ["127.0.0.1"] and "warning" not in result.err
-    result = cli("serve", "--pretrained", "mnist-best", "--host", "0.0.0.0")
+    assert result.out.startswith("ganforge serve: open http://127.0.0.1:")
+    result = cli("serve", "--pretrained", "mnist-best", "--host", "0.0.0.0", "--port", "0")
     assert result.code == 0 and hosts[-1] == "0.0.0.0"
     assert "warning: listening on 0.0.0.0" in result.err
+
+
+def test_a_port_in_use_is_one_line(cli, user_error):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--pretrained", "mnist-best", "--port", port)
+    user_error(result, f"cannot listen on 127.0.0.1:{port}", "choose another --port")
 
 
 def test_help_does_not_import_the_web_stack():

@@ -71,25 +71,38 @@ def run(args: argparse.Namespace) -> int:
             f"ganforge: warning: listening on {args.host}: any machine that can reach this "
             "one can use the page and read the served runs' images and logs"
         )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
-    server = uvicorn.Server(config)
-    # the address is printed once the socket is bound, so --port 0 shows the real port
-    _announce_when_started(server, args.host)
-    server.run()
+    # the socket is bound here, before uvicorn starts: a port in use is one line, and
+    # --port 0 is known (and printed) before the first request
+    sock = _listen(args.host, args.port)
+    port = sock.getsockname()[1]
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"ganforge serve: open http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
+    config = uvicorn.Config(app, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
-def _announce_when_started(server, host: str) -> None:
-    """Print the page's address as soon as uvicorn has bound its socket."""
-    original = server.startup
+def _listen(host: str, port: int):
+    """A listening TCP socket on (host, port), or a one-line ConfigError saying why not."""
+    import socket
 
-    async def startup(sockets=None) -> None:
-        await original(sockets=sockets)
-        for listener in server.servers:
-            for sock in listener.sockets:
-                port = sock.getsockname()[1]
-                shown = f"[{host}]" if ":" in host else host
-                print(f"ganforge serve: open http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
-                return
+    from ganforge.errors import ConfigError
 
-    server.startup = startup
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--host {host[:60]}: not an address of this machine ({exc.strerror})"
+        ) from None
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(info[4])
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+            "(0 picks a free one) or --host"
+        ) from None
+    sock.listen(128)
+    return sock
