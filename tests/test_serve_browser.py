@@ -117,6 +117,22 @@ def test_page_loads_clean_and_a_new_seed_draws_new_images(page):
     assert page.errors == []
 
 
+def test_the_latest_request_wins(page):
+    """Seeds typed faster than grids are drawn: the page ends on the last one, and its grid
+    and command belong to it, not to a stale answer that arrived late."""
+    for first in range(200, 260, 6):
+        page.fill("#seed", str(first))
+        page.wait_for_timeout(25)
+    wait_for_grid(page, "seeds=254-317")
+    page.wait_for_timeout(300)
+    assert page.get_attribute("#grid", "data-query").endswith("seeds=254-317")
+    assert "--seeds 254-317" in page.inner_text("#grid-command")
+    # the tabs answer at once while grids are drawn
+    page.click("#tab-runs")
+    assert page.is_visible("#runs-table") and not page.is_visible("#explore")
+    assert page.errors == []
+
+
 def test_class_seven_draws_sevens(page):
     import io
 
