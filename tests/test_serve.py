@@ -349,6 +349,26 @@ def test_a_failure_inside_is_a_one_line_500(pretrained_client, monkeypatch):
     def broken(self, name):
         raise RuntimeError("weights on fire\nsecond line")
 
-    monkeypatch.setattr(Library, "generator", broken)
+    monkeypatch.setattr(Library, "load", broken)
     response = pretrained_client.get("/api/models/mnist-best/grid?seeds=9-10")
     assert_one_line(response, 500, "internal error: RuntimeError: weights on fire")
+
+
+def test_only_local_host_names_are_answered_on_127_0_0_1():
+    """A page on another domain that points its name at 127.0.0.1 (DNS rebinding) gets a
+    400, so it cannot read the served runs through the user's browser."""
+    import warnings
+
+    from ganforge.serve import build_app, local_host_names
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    app = build_app(pretrained="mnist-best", hosts=local_host_names("127.0.0.1"))
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    assert client.get("/api/models").status_code == 200
+    assert client.get("/api/models", headers={"host": "localhost:8765"}).status_code == 200
+    evil = client.get("/api/models", headers={"host": "attacker.example:8765"})
+    assert evil.status_code == 400 and evil.text.count("\n") <= 1
+    assert local_host_names("0.0.0.0") is None

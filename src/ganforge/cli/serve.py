@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ganforge.errors import ConfigError
-    from ganforge.serve import LOCAL_HOSTS, build_app, check_extra
+    from ganforge.serve import LOCAL_HOSTS, build_app, check_extra, local_host_names
 
     check_extra()
     if args.source is not None and args.pretrained is not None:
@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
-    app = build_app(args.source, args.pretrained, threads=args.threads)
+    app = build_app(
+        args.source, args.pretrained, threads=args.threads, hosts=local_host_names(args.host)
+    )
     import uvicorn
 
     if args.host not in LOCAL_HOSTS:

@@ -28,12 +28,24 @@ def check_extra() -> None:
 
 
 def build_app(
-    source: str | None = None, pretrained: str | None = None, threads: int = 1, slots: int = 2
+    source: str | None = None,
+    pretrained: str | None = None,
+    threads: int = 1,
+    slots: int = 2,
+    hosts: list[str] | None = None,
 ):
     """The Starlette app for a path (run, model folder, generator file, folder of runs) or a
-    shipped generator; what the tests and `ganforge serve` both start."""
+    shipped generator; what the tests and `ganforge serve` both start. `hosts` limits the
+    Host headers it answers (see ganforge.serve.app.create_app)."""
     check_extra()
     from ganforge.serve.app import create_app
     from ganforge.serve.library import Library
 
-    return create_app(Library(source, pretrained), threads=threads, slots=slots)
+    return create_app(Library(source, pretrained), threads=threads, slots=slots, hosts=hosts)
+
+
+def local_host_names(host: str) -> list[str] | None:
+    """The Host headers to answer when listening on `host`: a browser on this machine sends
+    127.0.0.1 or localhost (Starlette compares them without the port). None (any) for other
+    addresses, and for ::1, whose bracketed Host header Starlette's check cannot parse."""
+    return ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost") else None

@@ -35,6 +35,8 @@ from urllib.parse import quote
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -86,8 +88,15 @@ def one_line(status: int, message: str) -> PlainTextResponse:
     return PlainTextResponse(first_line(Exception(message), 300) + "\n", status_code=status)
 
 
-def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
-    """The app for `library`: `threads` CPU threads per image batch, `slots` batches at once."""
+def create_app(
+    library: Library, threads: int = 1, slots: int = 2, hosts: list[str] | None = None
+) -> Starlette:
+    """The app for `library`: `threads` CPU threads per image batch, `slots` batches at once.
+
+    `hosts`: the Host headers answered (None: any). On 127.0.0.1 the CLI passes the local
+    names, so a web page that points its own domain at 127.0.0.1 (DNS rebinding) cannot
+    read the served runs through the user's browser.
+    """
     cache = ResultCache()
     gate = asyncio.Semaphore(slots)
 
@@ -95,8 +104,8 @@ def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
         import torch
 
         torch.set_num_threads(threads)
-        generator, info = library.generator(name)
-        key = (name, id(generator), view)
+        version, generator, info = library.load(name)
+        key = (name, version, view)
         cached = cache.get(key)
         if cached is not None:
             return cached
@@ -245,7 +254,10 @@ def create_app(library: Library, threads: int = 1, slots: int = 2) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {GanforgeError: refused, HTTPException: http_error, Exception: failed}
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    middleware = [] if hosts is None else [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan
+    )
 
 
 def compare_html(paths: list[Path]) -> str:

@@ -232,7 +232,13 @@ class Library:
 
     # ---- generators --------------------------------------------------------------------------
     def generator(self, name: str):
-        """(generator, info) of model `name`, loaded once and kept while its file is unchanged.
+        """(generator, info) of model `name`: see :meth:`load`."""
+        _, generator, info = self.load(name)
+        return generator, info
+
+    def load(self, name: str) -> tuple[tuple[str, float], Any, Any]:
+        """(version, generator, info) of model `name`, loaded once and kept while its file is
+        unchanged; `version` (file, modification time) names what was loaded.
 
         One generator per model: a run that writes a newer checkpoint or its final
         generator.safetensors is reloaded on the next request, the old one dropped.
@@ -243,17 +249,17 @@ class Library:
 
         entry = self.model(name)
         file = resolve_source(entry.path)
-        key = (str(file), file.stat().st_mtime)
+        version = (str(file), file.stat().st_mtime)
         with self._lock:
             cached = self._loaded.get(name)
-            if cached is not None and cached[0] == key:
-                return cached[1], cached[2]
+            if cached is not None and cached[0] == version:
+                return cached
             generator, info = load_generator(file, "cpu")
             # channels-last convolutions: measured 115 ms against 150 ms for mnist-best's
             # 64-image grid on one thread (bench/serve_latency.py)
             generator = generator.to(memory_format=torch.channels_last)
-            self._loaded[name] = (key, generator, info)
-            return generator, info
+            self._loaded[name] = (version, generator, info)
+            return self._loaded[name]
 
     # ---- runs ---------------------------------------------------------------------------------
     def run_summary(self, name: str, run: RunDirectory) -> dict[str, Any]:
