@@ -372,3 +372,15 @@ def test_only_local_host_names_are_answered_on_127_0_0_1():
     evil = client.get("/api/models", headers={"host": "attacker.example:8765"})
     assert evil.status_code == 400 and evil.text.count("\n") <= 1
     assert local_host_names("0.0.0.0") is None
+
+
+def test_the_result_cache_keeps_to_its_count_and_bytes():
+    from ganforge.serve.app import ResultCache
+
+    cache = ResultCache(size=3, limit=10)
+    for key in "abc":
+        cache.put(key, b"xx")
+    cache.put("d", b"xx")
+    assert cache.get("a") is None and cache.get("d") == b"xx"
+    cache.put("big", b"x" * 9)
+    assert cache.bytes <= 10 and cache.get("big") == b"x" * 9 and cache.get("b") is None

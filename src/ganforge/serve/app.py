@@ -60,14 +60,18 @@ MEDIA = {
     "gif": "image/gif",
 }
 CACHED_RESULTS = 64  # recent images kept, so stepping back through seeds costs nothing
+CACHED_BYTES = 64 * 2**20  # and at most this much of them (a long GIF walk is megabytes)
 MAX_COMPARE = 8
 
 
 class ResultCache:
-    """The last CACHED_RESULTS responses by (model file, view): bytes, thread-safe."""
+    """The last answers by (model, version, view), at most `size` of them and `limit`
+    bytes in all; thread-safe."""
 
-    def __init__(self, size: int = CACHED_RESULTS):
-        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+    def __init__(self, size: int = CACHED_RESULTS, limit: int = CACHED_BYTES):
+        self.size, self.limit, self.bytes = size, limit, 0
+        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: Any) -> bytes | None:
         with self._lock:
@@ -78,10 +82,12 @@ class ResultCache:
 
     def put(self, key: Any, value: bytes) -> None:
         with self._lock:
+            if key in self._items:
+                self.bytes -= len(self._items.pop(key))
             self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self.bytes += len(value)
+            while self._items and (len(self._items) > self.size or self.bytes > self.limit):
+                self.bytes -= len(self._items.popitem(last=False)[1])
 
 
 def one_line(status: int, message: str) -> PlainTextResponse:
