@@ -95,3 +95,12 @@ def add_noise_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="standard deviation of normal noise (default: the trained one)",
     )
+
+
+def noise_note(args: argparse.Namespace) -> str:
+    """', uniform noise' or ', normal noise σ 0.5' for the summary line, when --noise or
+    --noise-std chose a law other than the trained one; '' otherwise."""
+    if args.noise is None and args.noise_std is None:
+        return ""
+    law = args.noise or "normal"
+    return f", {law} noise" + (f" σ {args.noise_std:g}" if args.noise_std is not None else "")

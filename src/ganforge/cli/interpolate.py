@@ -10,6 +10,7 @@ from ganforge.cli.common import (
     add_noise_options,
     add_pretrained_option,
     generator_source,
+    noise_note,
     positive_int,
     say,
 )
@@ -111,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"wrote {len(frames)} frames ({law} through seeds {args.seeds}"
         f"{', back to the first' if args.loop else ''}"
-        f"{f', {class_title(label, info.class_names)}' if label is not None else ''})"
+        f"{f', {class_title(label, info.class_names)}' if label is not None else ''}"
+        f"{noise_note(args)})"
         f" to {out}"
     )
     return 0

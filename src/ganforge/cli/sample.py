@@ -22,6 +22,7 @@ from ganforge.cli.common import (
     add_noise_options,
     add_pretrained_option,
     generator_source,
+    noise_note,
     positive_int,
     say,
     seed_int,
@@ -158,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         what = f"seed {args.seed}" if seeds is None else f"seeds {seeds[0]}-{seeds[-1]}"
     trunc = f", truncation {args.truncation:g}" if args.truncation is not None else ""
     trunc += f", {class_title(int(labels[0]), info.class_names)}" if labels is not None else ""
+    trunc += noise_note(args)
     say(
         f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
         f"iteration {info.step}; {what}{trunc}) to {out}"
