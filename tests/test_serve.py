@@ -384,3 +384,31 @@ def test_the_result_cache_keeps_to_its_count_and_bytes():
     assert cache.get("a") is None and cache.get("d") == b"xx"
     cache.put("big", b"x" * 9)
     assert cache.bytes <= 10 and cache.get("big") == b"x" * 9 and cache.get("b") is None
+
+
+def test_any_query_string_gets_an_answer_or_a_one_line_4xx(pretrained_client):
+    """Hypothesis writes the queries: known and unknown keys, any text as values."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from(["seeds", "class", "truncation", "noise", "noise_std", "format", "x"])
+    values = st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["0-3", "7", "0.5", "-1", "1e400", "uniform", "npy", "../x", "%00"]),
+    )
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(keys, values), max_size=4), st.sampled_from(["grid", "walk"]))
+    def check(pairs, view):
+        # the default grid is 64 images and the default walk 60 frames; a few will do
+        given_keys = {key for key, _ in pairs}
+        if view == "grid" and "seeds" not in given_keys:
+            pairs = [("seeds", "0-3"), *pairs]
+        if view == "walk":
+            pairs = [*pairs, ("frames", "4")]
+        response = pretrained_client.get(f"/api/models/mnist-best/{view}", params=pairs)
+        assert response.status_code == 200 or 400 <= response.status_code < 500
+        if response.status_code != 200:
+            assert_one_line(response, response.status_code)
+
+    check()
