@@ -330,7 +330,8 @@ function renderRun(detail) {
   $("run-detail").hidden = false;
   $("run-title").textContent = `${detail.name} (${detail.status})`;
   $("run-title").dataset.status = detail.status;
-  if (detail.reals) $("reals").src = fileURL(detail.name, detail.reals);
+  const reals = detail.reals ? fileURL(detail.name, detail.reals) : null;
+  if (reals && $("reals").getAttribute("src") !== reals) $("reals").src = reals;
   $("reals").hidden = !detail.reals;
   const scrub = $("scrub");
   const atEnd = Number(scrub.value) >= Number(scrub.max);
@@ -373,9 +374,13 @@ async function openRun(name) {
 
 async function refreshRuns() {
   try {
-    state.runs = (await getJSON("/api/runs")).runs;
-    renderRuns();
-    updateCompareLink();
+    const runs = (await getJSON("/api/runs")).runs;
+    // redraw the table only when something changed: a click is not lost to a redraw
+    if (JSON.stringify(runs) !== JSON.stringify(state.runs)) {
+      state.runs = runs;
+      renderRuns();
+      updateCompareLink();
+    }
     const current = state.runs.find((r) => r.name === state.run);
     // a run still training: fetch its log, grids and curves again (polling; no reload)
     if (current && (current.status === "running" || $("run-title").dataset.status === "running")) {
