@@ -53,8 +53,22 @@ def client_for(source=None, pretrained=None):
 
 
 @pytest.fixture(scope="module")
-def pretrained_client():
-    return client_for(pretrained="mnist-best")
+def pretrained_library():
+    """mnist-best's library, shared so its generator loads once for the whole module."""
+    from ganforge.serve.library import Library
+
+    return Library(pretrained="mnist-best")
+
+
+@pytest.fixture(scope="module")
+def pretrained_client(pretrained_library):
+    from ganforge.serve.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+        return TestClient(create_app(pretrained_library), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -412,3 +426,59 @@ def test_any_query_string_gets_an_answer_or_a_one_line_4xx(pretrained_client):
             assert_one_line(response, response.status_code)
 
     check()
+
+
+def test_a_request_whose_page_left_is_not_drawn(pretrained_library, monkeypatch):
+    """Latest wins on the server too: with one batch at a time, a request queued behind
+    another and then abandoned (the page aborted it) is skipped; the next one is drawn."""
+    import http.client
+    import socket
+    import threading
+
+    import uvicorn
+
+    from ganforge.serve import views
+    from ganforge.serve.app import create_app
+
+    drawn, real = [], views.grid_images
+
+    def slow(generator, info, view):
+        drawn.append(view.seeds[0])
+        time.sleep(0.4)
+        return real(generator, info, view)
+
+    monkeypatch.setattr(views, "grid_images", slow)
+    app = create_app(pretrained_library, slots=1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def grid(first: int, abandon_after: float | None = None) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", f"/api/models/mnist-best/grid?seeds={first}-{first + 1}")
+        if abandon_after is None:
+            assert connection.getresponse().status == 200
+        else:
+            time.sleep(abandon_after)
+            connection.sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
+
+    try:
+        grid(10)  # after the start-up warm-up (seeds 0-63) has drawn
+        drawn.clear()
+        first = threading.Thread(target=grid, args=(1000,))
+        first.start()
+        time.sleep(0.15)
+        abandoned = threading.Thread(target=grid, args=(2000, 0.1))
+        abandoned.start()
+        time.sleep(0.2)
+        grid(3000)
+        first.join()
+        abandoned.join()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert drawn == [1000, 3000]
