@@ -2,7 +2,7 @@
 """How fast `ganforge serve` answers: the 64-image grid of mnist-best, over real HTTP.
 
 Starts `ganforge serve --pretrained mnist-best --port 0` as a separate process (once per
-``--threads`` value), and measures:
+``--precision`` and ``--threads`` value), and measures:
 
 * start-up: from launching the process to the printed address, to the first answer, and
   to the first grid (the server warms its first model up as it starts);
@@ -15,7 +15,7 @@ Starts `ganforge serve --pretrained mnist-best --port 0` as a separate process (
 Prints a table and writes every figure to JSON (``--json``). Standard library only on
 the client side, so the numbers are the server's, not a client library's.
 
-    python bench/serve_latency.py                       # threads 1 and 2, 40 requests each
+    python bench/serve_latency.py                       # fp32 and bf16, threads 1 and 2
     python bench/serve_latency.py --threads 1 --requests 10 --json /tmp/serve.json
 """
 
@@ -48,13 +48,13 @@ def get(url: str, timeout: float = 60) -> tuple[float, bytes]:
     return time.perf_counter() - start, body
 
 
-def start_server(threads: int) -> tuple[subprocess.Popen, str, float]:
+def start_server(threads: int, precision: str) -> tuple[subprocess.Popen, str, float]:
     """A `ganforge serve` process; (process, base URL, seconds to the printed address)."""
     env = dict(
         os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
     )
     command = [sys.executable, "-m", "ganforge", "serve", "--pretrained", "mnist-best"]
-    command += ["--port", "0", "--threads", str(threads)]
+    command += ["--port", "0", "--threads", str(threads), "--precision", precision]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline() if process.stdout else ""
@@ -75,9 +75,9 @@ def summary(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def measure(threads: int, requests: int, in_flight: int) -> dict:
+def measure(threads: int, precision: str, requests: int, in_flight: int) -> dict:
     launched = time.perf_counter()
-    process, url, to_address = start_server(threads)
+    process, url, to_address = start_server(threads, precision)
     try:
         get(url + "/api/models")
         to_first_answer = time.perf_counter() - launched
@@ -112,6 +112,7 @@ def measure(threads: int, requests: int, in_flight: int) -> dict:
         process.wait(10)
     return {
         "threads": threads,
+        "precision": precision,
         "startup_to_address_s": round(to_address, 2),
         "startup_to_first_answer_s": round(to_first_answer, 2),
         "first_grid_s": round(first_grid, 3),
@@ -137,22 +138,29 @@ def install_size() -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2", help="server --threads values (default 1,2)")
+    parser.add_argument(
+        "--precision", default="fp32,bf16", help="server --precision values (default fp32,bf16)"
+    )
     parser.add_argument("--requests", type=int, default=40, help="timed grids per server")
     parser.add_argument("--in-flight", type=int, default=3, help="grids drawn during the list")
     parser.add_argument(
         "--json", default=str(ROOT / "bench" / "results" / "serve-latency.json"), help="output"
     )
     args = parser.parse_args()
-    results = [measure(int(t), args.requests, args.in_flight) for t in args.threads.split(",")]
+    results = [
+        measure(int(threads), precision, args.requests, args.in_flight)
+        for precision in args.precision.split(",")
+        for threads in args.threads.split(",")
+    ]
     sizes = install_size()
     print(
-        f"{'threads':>7} {'start s':>8} {'1st grid s':>11} {'median ms':>10} {'p90 ms':>8} "
-        f"{'min ms':>8} {'list ms (busy)':>15}"
+        f"{'precision':>9} {'threads':>7} {'start s':>8} {'1st grid s':>11} {'median ms':>10} "
+        f"{'p90 ms':>8} {'min ms':>8} {'list ms (busy)':>15}"
     )
     for r in results:
         g, busy = r["grid64"], r["runs_list_with_grids_in_flight"]
         print(
-            f"{r['threads']:>7} {r['startup_to_first_answer_s']:>8} "
+            f"{r['precision']:>9} {r['threads']:>7} {r['startup_to_first_answer_s']:>8} "
             f"{r['startup_to_first_grid_s']:>11} {g['median_ms']:>10} {g['p90_ms']:>8} "
             f"{g['min_ms']:>8} {busy['median_ms']:>15}"
         )

@@ -482,3 +482,21 @@ def test_a_request_whose_page_left_is_not_drawn(pretrained_library, monkeypatch)
         server.should_exit = True
         thread.join(10)
     assert drawn == [1000, 3000]
+
+
+def test_bf16_draws_the_same_digits_within_a_few_grey_levels(pretrained_library):
+    from ganforge.errors import ConfigError
+    from ganforge.serve.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    query = "/api/models/mnist-best/grid?seeds=0-7&format=npy"
+    exact = np.load(io.BytesIO(TestClient(create_app(pretrained_library)).get(query).content))
+    fast_app = create_app(pretrained_library, precision="bf16")
+    fast = np.load(io.BytesIO(TestClient(fast_app).get(query).content))
+    difference = np.abs(exact.astype(int) - fast.astype(int))
+    assert difference.max() <= 16 and difference.mean() < 0.5
+    with pytest.raises(ConfigError, match="fp32 or bf16"):
+        create_app(pretrained_library, precision="fp16")

@@ -46,6 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="CPU threads per image batch (default 1: fastest on a shared 2-core CPU, "
         "bench/serve_latency.py)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32 (default): the images the shown commands make, up to a grey level; bf16: "
+        "about 2.4x faster on CPUs with AMX, up to 8 grey levels off",
+    )
     p.set_defaults(run=run)
 
 
@@ -64,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
     app = build_app(
-        args.source, args.pretrained, threads=args.threads, hosts=local_host_names(args.host)
+        args.source,
+        args.pretrained,
+        threads=args.threads,
+        hosts=local_host_names(args.host),
+        precision=args.precision,
     )
     import uvicorn
 

@@ -33,15 +33,17 @@ def build_app(
     threads: int = 1,
     slots: int = 2,
     hosts: list[str] | None = None,
+    precision: str = "fp32",
 ):
     """The Starlette app for a path (run, model folder, generator file, folder of runs) or a
     shipped generator; what the tests and `ganforge serve` both start. `hosts` limits the
-    Host headers it answers (see ganforge.serve.app.create_app)."""
+    Host headers it answers, `precision` picks fp32 or bf16 (see serve.app.create_app)."""
     check_extra()
     from ganforge.serve.app import create_app
     from ganforge.serve.library import Library
 
-    return create_app(Library(source, pretrained), threads=threads, slots=slots, hosts=hosts)
+    library = Library(source, pretrained)
+    return create_app(library, threads=threads, slots=slots, hosts=hosts, precision=precision)
 
 
 def local_host_names(host: str) -> list[str] | None:

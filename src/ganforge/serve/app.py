@@ -48,7 +48,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ganforge.errors import GanforgeError, first_line
+from ganforge.errors import ConfigError, GanforgeError, first_line
 from ganforge.serve import views
 from ganforge.serve.library import SERVED_TYPES, Forbidden, Library, NotFound, contained_file
 
@@ -95,14 +95,25 @@ def one_line(status: int, message: str) -> PlainTextResponse:
 
 
 def create_app(
-    library: Library, threads: int = 1, slots: int = 2, hosts: list[str] | None = None
+    library: Library,
+    threads: int = 1,
+    slots: int = 2,
+    hosts: list[str] | None = None,
+    precision: str = "fp32",
 ) -> Starlette:
     """The app for `library`: `threads` CPU threads per image batch, `slots` batches at once.
+
+    `precision` "bf16" runs the generators under bfloat16 autocast: 2.4 times faster on a
+    CPU with AMX (73 against 176 ms for mnist-best's 64-image grid), at up to 8 grey levels
+    from the fp32 images the shown command makes (1 % of pixels differ by more than 2).
 
     `hosts`: the Host headers answered (None: any). On 127.0.0.1 the CLI passes the local
     names, so a web page that points its own domain at 127.0.0.1 (DNS rebinding) cannot
     read the served runs through the user's browser.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision {precision!r}: choose fp32 or bf16")
+    fast = precision == "bf16"
     cache = ResultCache()
     gate = asyncio.Semaphore(slots)
 
@@ -115,7 +126,7 @@ def create_app(
         cached = cache.get(key)
         if cached is not None:
             return cached
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=fast):
             data = encode(make(generator, info, view), view.format)
         cache.put(key, data)
         return data
