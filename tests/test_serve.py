@@ -172,6 +172,8 @@ def test_noise_law_and_class_names_reach_the_command(pretrained_client):
         ("grid?class=11", 400, "valid classes: 0-9"),
         ("grid?class=%00%ff", 400, "class number or a class name"),
         ("grid?class=7%0A8", 400, "class number or a class name"),
+        ("grid?class=%C2%B2", 400, "valid classes"),
+        ("walk?seeds=1,2&frames=%C2%B2", 400, "whole number"),
         ("grid?noise=cauchy", 400, "normal, uniform"),
         ("grid?noise=uniform&noise_std=2", 400, "noise-std"),
         ("grid?noise=uniform&truncation=0.5", 400, "Gaussian latents only"),

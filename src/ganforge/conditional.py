@@ -74,7 +74,8 @@ def class_labels(
 def class_index(requested: int | str, num_classes: int, names: Sequence[str]) -> int | None:
     """The class number `requested` names (its number, or its name in any letter case)."""
     text = str(requested).strip()
-    if text.lstrip("-").isdigit():
+    # isdecimal, not isdigit: isdigit() passes "²", which int() refuses
+    if text.lstrip("-").isdecimal():
         index = int(text)
         return index if 0 <= index < num_classes else None
     usable = list(names)[:num_classes]

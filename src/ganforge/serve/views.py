@@ -90,7 +90,7 @@ def _number(values: Mapping[str, str], key: str) -> float | None:
 
 def _whole(values: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
     text = values.get(key, "").strip() or str(default)
-    if not text.isdigit() or len(text) > 6:
+    if not text.isdecimal() or len(text) > 6:
         raise ConfigError(f"{key} must be a whole number from {low} to {high}, got {text[:30]!r}")
     value = int(text)
     if not low <= value <= high:
