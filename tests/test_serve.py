@@ -502,3 +502,23 @@ def test_bf16_draws_the_same_digits_within_a_few_grey_levels(pretrained_library)
     assert difference.max() <= 16 and difference.mean() < 0.5
     with pytest.raises(ConfigError, match="fp32 or bf16"):
         create_app(pretrained_library, precision="fp16")
+
+
+def test_a_damaged_run_folder_still_lists_and_shows(runs_root, tmp_path):
+    """Logs with lines that are JSON but not records, and an eval file of the wrong shape:
+    the runs list and the run page still answer, showing what can be read."""
+    folder = tmp_path / "runs"
+    shutil.copytree(runs_root / "beta", folder / "beta", symlinks=True)
+    with open(folder / "beta" / "metrics.jsonl", "a") as handle:
+        handle.write('[1, 2]\n7\n"text"\n{"step": 8, "d_loss": "high"}\n')
+    (folder / "beta" / "eval.jsonl").write_text('{"step": 3, "fid": [1]}\nnull\n')
+    (folder / "beta" / "eval-0.json").write_text(
+        '{"metrics": {"fid": 3.5}, "intervals": {"fid": 2}, "better": ["lower"]}'
+    )
+    client = client_for(folder)
+    listed = client.get("/api/runs")
+    assert listed.status_code == 200 and listed.json()["runs"][0]["step"] == 6
+    detail = client.get("/api/runs/beta")
+    assert detail.status_code == 200, detail.text
+    table = detail.json()["eval_tables"][0]["rows"][0]
+    assert table == {"metric": "fid", "value": 3.5, "interval": None, "better": ""}

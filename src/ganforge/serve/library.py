@@ -100,7 +100,7 @@ def run_status(run: RunDirectory, now: float | None = None) -> str:
     if run.summary_file.is_file():
         summary = _read_json(run.summary_file)
         return "stopped" if summary.get("stopped_early") else "finished"
-    records = run.read_jsonl(run.metrics_file)
+    records = _records(run.metrics_file)
     if records:
         last = records[-1]
         losses = [last.get(key) for key in ("d_loss", "g_loss")]
@@ -112,6 +112,12 @@ def run_status(run: RunDirectory, now: float | None = None) -> str:
     )
     age = (time.time() if now is None else now) - newest
     return "running" if age < RUNNING_WINDOW_SECONDS else "stopped"
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines log's records; a line that is valid JSON but not an object is skipped
+    like a torn one (RunDirectory.read_jsonl), so a damaged log cannot break the page."""
+    return [record for record in RunDirectory.read_jsonl(path) if isinstance(record, dict)]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -268,8 +274,8 @@ class Library:
 
         config = _read_json(run.config_file)
         summary = _read_json(run.summary_file)
-        records = run.read_jsonl(run.metrics_file)
-        evals = run.read_jsonl(run.eval_file)
+        records = _records(run.metrics_file)
+        evals = _records(run.eval_file)
         key = main_key(evals)
         last_eval = evals[-1] if evals else {}
         step = summary.get("steps") or (records[-1].get("step") if records else 0)
@@ -289,7 +295,7 @@ class Library:
         from ganforge.report.collect import FRAME_NAME
 
         run = self.run(name)
-        records = run.read_jsonl(run.metrics_file)
+        records = _records(run.metrics_file)
         frames = []
         per_epoch = _steps_per_epoch(records)
         for path in run.sample_frames():
@@ -304,7 +310,7 @@ class Library:
             "config": _read_json(run.config_file),
             "summary": _read_json(run.summary_file),
             "log": [_clean(record) for record in records],
-            "evals": [_clean(record) for record in run.read_jsonl(run.eval_file)],
+            "evals": [_clean(record) for record in _records(run.eval_file)],
             "frames": frames,
             "reals": "reals.png" if (run.path / "reals.png").is_file() else None,
             "eval_tables": eval_tables(run.path),
@@ -319,17 +325,21 @@ def eval_tables(folder: Path) -> list[dict[str, Any]]:
         metrics = record.get("metrics")
         if not isinstance(metrics, dict):
             continue
-        intervals = record.get("intervals") or {}
-        better = record.get("better") or {}
-        rows = [
-            {
-                "metric": key,
-                "value": _finite(value),
-                "interval": [_finite(v) for v in intervals.get(key) or []] or None,
-                "better": better.get(key, ""),
-            }
-            for key, value in metrics.items()
-        ]
+        intervals = _mapping(record.get("intervals"))
+        better = _mapping(record.get("better"))
+        rows = []
+        for key, value in metrics.items():
+            interval = intervals.get(key)
+            rows.append(
+                {
+                    "metric": str(key),
+                    "value": _finite(value),
+                    "interval": [_finite(v) for v in interval]
+                    if isinstance(interval, list)
+                    else None,
+                    "better": str(better.get(key, "")),
+                }
+            )
         tables.append(
             {
                 "file": path.name,
@@ -341,6 +351,10 @@ def eval_tables(folder: Path) -> list[dict[str, Any]]:
             }
         )
     return tables
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _children(path: Path) -> list[Path]:
