@@ -134,6 +134,8 @@ async function drawWalk() {
   if (!state.model) return;
   const canvas = $("walk");
   canvas.dataset.state = "loading";
+  // the frame count this request asks for (the field may change before the answer comes)
+  const frames = parseInt($("frames").value, 10);
   try {
     const { response, body } = await walkRequests.fetch(walkQuery());
     const url = URL.createObjectURL(body);
@@ -142,7 +144,7 @@ async function drawWalk() {
     await image.decode();
     if (walkPlayer.image) URL.revokeObjectURL(walkPlayer.image.src);
     walkPlayer.image = image;
-    walkPlayer.frames = parseInt($("frames").value, 10);
+    walkPlayer.frames = frames;
     $("frame").max = walkPlayer.frames - 1;
     showFrame(Math.min(walkPlayer.frame, walkPlayer.frames - 1));
     canvas.dataset.state = "ready";
