@@ -522,3 +522,27 @@ def test_a_damaged_run_folder_still_lists_and_shows(runs_root, tmp_path):
     assert detail.status_code == 200, detail.text
     table = detail.json()["eval_tables"][0]["rows"][0]
     assert table == {"metric": "fid", "value": 3.5, "interval": None, "better": ""}
+
+
+def test_a_pickled_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    """A run whose newest checkpoint carries a code-running pickle: serve loads through the
+    safe reader (torch.load(weights_only=True)), answers 400 and never runs the payload."""
+    import builtins
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class OpensFile:
+        def __reduce__(self):
+            return (builtins.open, (str(marker), "w"))
+
+    run = tmp_path / "runs" / "evil"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    state = {"format": 1, "step": 7, "generator": {}, "payload": OpensFile()}
+    (run / "checkpoints" / "ckpt-00000007.pt").write_bytes(pickle.dumps(state, protocol=2))
+    client = client_for(tmp_path / "runs")
+    assert [model["name"] for model in client.get("/api/models").json()["models"]] == ["evil"]
+    assert_one_line(client.get("/api/models/evil/grid?seeds=0"), 400, "refused")
+    assert_one_line(client.get("/api/models/evil"), 400, "refused")
+    assert not marker.exists()
