@@ -36,8 +36,10 @@ def runs_root(tmp_path_factory, tiny_config, tiny_images):
     for name in ("alpha", "beta"):
         config = tiny_config(out_dir=str(root), run_name=name, iterations=6)
         train(config, data=tiny_images(), show_progress=False)
+    # a model folder as `ganforge export --format folder` writes it: config.json included
     (root / "digits").mkdir()
     shutil.copy(pretrained_path("mnist-best"), root / "digits" / "model.safetensors")
+    (root / "digits" / "config.json").write_text('{"library_name": "ganforge"}')
     return root
 
 

@@ -128,6 +128,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def is_model_folder(folder: Path) -> bool:
+    """A folder from `ganforge export --format folder` (it has a config.json too)."""
+    return (folder / "model.safetensors").is_file()
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A run folder: config.json and the checkpoints/ folder RunDirectory.create makes."""
+    return (
+        not is_model_folder(folder)
+        and (folder / "config.json").is_file()
+        and (folder / "checkpoints").is_dir()
+    )
+
+
 def _has_generator(folder: Path) -> bool:
     return (
         (folder / "generator.safetensors").is_file()
@@ -178,12 +192,12 @@ class Library:
             if path.suffix not in (".safetensors", ".pt"):
                 raise ConfigError(f"{path}: a generator file ends in .safetensors or .pt")
             return "file"
-        if (path / "config.json").is_file():
-            return "run"
-        if (path / "model.safetensors").is_file():
+        if is_model_folder(path):
             return "model"
+        if is_run_folder(path):
+            return "run"
         for child in _children(path):
-            if (child / "config.json").is_file() or (child / "model.safetensors").is_file():
+            if is_run_folder(child) or is_model_folder(child):
                 return "runs"
         raise ConfigError(
             f"{path} is neither a run folder, a model folder, a generator file nor a folder "
@@ -197,9 +211,7 @@ class Library:
             return {self.root.name: self.root}
         if self.kind != "runs":
             return {}
-        return {
-            child.name: child for child in _children(self.root) if (child / "config.json").is_file()
-        }
+        return {child.name: child for child in _children(self.root) if is_run_folder(child)}
 
     def models(self) -> dict[str, ModelEntry]:
         """Generators by name: every run with one, every model folder, the file, the shipped one."""
@@ -216,8 +228,8 @@ class Library:
             return {entry.name: entry} if _has_generator(self.root) else {}
         entries = {}
         for child in _children(self.root):
-            is_run = (child / "config.json").is_file()
-            if (is_run or (child / "model.safetensors").is_file()) and _has_generator(child):
+            is_run = is_run_folder(child)
+            if (is_run or is_model_folder(child)) and _has_generator(child):
                 shown = os.path.join(self.shown, child.name)
                 entries[child.name] = ModelEntry(
                     child.name, [shown], child, child.name if is_run else None
