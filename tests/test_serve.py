@@ -444,14 +444,16 @@ def test_a_request_whose_page_left_is_not_drawn(pretrained_library, monkeypatch)
     from ganforge.serve import views
     from ganforge.serve.app import create_app
 
-    drawn, real = [], views.grid_images
+    drawn, real, release = [], views.grid_images, threading.Event()
 
-    def slow(generator, info, view):
+    def held(generator, info, view):
         drawn.append(view.seeds[0])
-        time.sleep(0.4)
+        # the first grid holds the one slot until the abandoned request has queued and left
+        if view.seeds[0] == 1000:
+            release.wait(10)
         return real(generator, info, view)
 
-    monkeypatch.setattr(views, "grid_images", slow)
+    monkeypatch.setattr(views, "grid_images", held)
     app = create_app(pretrained_library, slots=1)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -475,14 +477,18 @@ def test_a_request_whose_page_left_is_not_drawn(pretrained_library, monkeypatch)
         drawn.clear()
         first = threading.Thread(target=grid, args=(1000,))
         first.start()
-        time.sleep(0.15)
-        abandoned = threading.Thread(target=grid, args=(2000, 0.1))
-        abandoned.start()
+        while drawn != [1000]:
+            time.sleep(0.01)
+        grid(2000, abandon_after=0.2)
         time.sleep(0.2)
-        grid(3000)
+        last = threading.Thread(target=grid, args=(3000,))
+        last.start()
+        time.sleep(0.1)
+        release.set()
         first.join()
-        abandoned.join()
+        last.join()
     finally:
+        release.set()
         server.should_exit = True
         thread.join(10)
     assert drawn == [1000, 3000]
