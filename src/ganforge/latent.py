@@ -198,15 +198,21 @@ def walk_images(
     """The frames [frames, C, H, W] of :func:`walk`; a conditional generator walks within
     class `label`, by default the first seed's class (``seeds[0] mod classes``), the class
     ``ganforge sample --seeds`` gives that seed."""
+    latents = walk(info, seeds, frames, loop=loop, truncation=truncation)
+    chosen = walk_class(generator, seeds, label)
+    labels = None if chosen is None else torch.full((frames,), chosen, dtype=torch.long)
+    return images_for_latents(generator, latents, labels, batch_size)
+
+
+def walk_class(generator: nn.Module, seeds: list[int], label: int | None = None) -> int | None:
+    """The class a walk stays in: `label`, else the first seed's (seed mod classes); None for
+    an unconditional generator."""
     from ganforge.conditional import num_classes_of
 
-    latents = walk(info, seeds, frames, loop=loop, truncation=truncation)
     classes = num_classes_of(generator)
-    labels = None
-    if classes:
-        chosen = seeds[0] % classes if label is None else label
-        labels = torch.full((frames,), chosen, dtype=torch.long)
-    return images_for_latents(generator, latents, labels, batch_size)
+    if not classes:
+        return None
+    return seeds[0] % classes if label is None else label
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -86,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from ganforge.artefacts.video import check_writer, save_animation
     from ganforge.conditional import class_labels, class_title, num_classes_of
     from ganforge.generate import load_generator
-    from ganforge.latent import check_truncation, parse_seeds, walk_images, with_noise
+    from ganforge.latent import (
+        check_truncation,
+        parse_seeds,
+        walk_class,
+        walk_images,
+        with_noise,
+    )
     from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
@@ -100,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     labels = class_labels(args.label, classes, 1, f"the {info.arch} generator", info.class_names)
     label = int(labels[0]) if labels is not None else None
     frames = walk_images(generator, info, seeds, args.frames, args.loop, args.truncation, label)
-    if classes and label is None:
-        label = seeds[0] % classes
+    label = walk_class(generator, seeds, label)
     try:
         save_animation(frames, out, fps=args.fps, min_side=args.size)
     except OSError as exc:
