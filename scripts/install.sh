@@ -4,7 +4,8 @@
 # on the project's offline machines, a normal download elsewhere). Set GANFORGE_TORCH to
 # another requirement (e.g. "torch>=2.4" for a CUDA build), or to "" to keep the torch
 # already in the environment. GANFORGE_EXTRAS picks the optional parts (default "all": the
-# Keras oracle tests, ONNX export, TensorBoard, video; "test" for the bare minimum).
+# Keras oracle tests, ONNX export, TensorBoard, video, the serve web app with its browser
+# tests; "test" for the bare minimum).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv

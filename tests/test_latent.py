@@ -281,3 +281,32 @@ def test_interpolating_a_conditional_generator_stays_in_one_class(tmp_path, cli,
     assert (logits.argmax(1) == 3).float().mean() >= 0.75
     user_error(cli(*args, "--class", "10", "--out", tmp_path / "x.gif"), "valid classes: 0-9")
     assert not (tmp_path / "x.gif").exists()
+
+
+def test_another_noise_law_keeps_the_seed_rules():
+    """--noise/--noise-std replace the law in the generator's info, nothing else: a seed
+    keeps its own stream, and truncation follows the new law."""
+    from ganforge.latent import seed_latent, with_noise
+
+    assert with_noise(NORMAL, None) is NORMAL
+    wider = with_noise(NORMAL, None, 1.0)
+    assert torch.allclose(seed_latent(wider, 4), 2 * seed_latent(NORMAL, 4))
+    uniform = with_noise(NORMAL, "uniform")
+    assert torch.equal(seed_latent(uniform, 4), seed_latent(UNIFORM, 4)[: NORMAL.latent_dim])
+    assert with_noise(UNIFORM, "normal").noise_std == 1.0
+    for law, std, fragment in (
+        ("cauchy", None, "normal, uniform"),
+        ("uniform", 2.0, "--noise-std"),
+        (None, 0.0, "positive"),
+        (None, float("nan"), "positive"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            with_noise(NORMAL, law, std)
+
+
+def test_sample_says_which_noise_law_it_drew(cli, tmp_path):
+    result = cli(
+        "sample", "--pretrained", "mnist-best", "--seeds", "0-1", "--noise-std", "0.5",
+        "--out", tmp_path / "calm.png",
+    )  # fmt: skip
+    assert result.code == 0 and "normal noise σ 0.5" in result.err

@@ -74,7 +74,8 @@ def class_labels(
 def class_index(requested: int | str, num_classes: int, names: Sequence[str]) -> int | None:
     """The class number `requested` names (its number, or its name in any letter case)."""
     text = str(requested).strip()
-    if text.lstrip("-").isdigit():
+    # isdecimal, not isdigit: isdigit() passes "²", which int() refuses
+    if text.lstrip("-").isdecimal():
         index = int(text)
         return index if 0 <= index < num_classes else None
     usable = list(names)[:num_classes]
@@ -120,20 +121,3 @@ def data_problems(num_classes: int, labels: torch.Tensor | None, dataset: str) -
             )
         ]
     return []
-
-
-@torch.no_grad()
-def images_for_latents_and_labels(
-    generator: nn.Module, latents: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """uint8 images [N, C, H, W], one forward pass per (latent, class), as
-    ganforge.latent.images_for_latents does, so an image does not depend on its neighbours."""
-    from ganforge.data import to_uint8
-
-    device = next(generator.parameters()).device
-    return torch.cat(
-        [
-            to_uint8(generator(z[None].to(device), y[None].to(device))).cpu()
-            for z, y in zip(latents, labels)
-        ]
-    )

@@ -14,10 +14,17 @@ draws its replacements from its own generator, after its latent, so a truncated 
 stays close to the untruncated one for the same seed. Smaller psi: more typical, less
 varied images. Resampling (not scaling towards the mean) keeps every component a plausible
 draw; scaling shrinks the vector's norm into a region the generator never saw in training.
+
+:func:`seed_images` and :func:`walk_images` are what ``ganforge sample --seeds``,
+``ganforge interpolate`` and ``ganforge serve`` call: the class rule (a conditional model
+draws class ``seed mod classes`` unless one is asked for; a walk stays in its first seed's
+class) lives here once. :func:`with_noise` draws the latents in another noise law than the
+one the generator was trained on, to see how it copes (``--noise``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -29,6 +36,7 @@ from ganforge.data import to_uint8
 from ganforge.errors import ConfigError
 
 MAX_SEEDS = 100_000  # a typo such as 0-9999999 should not start a day of generation
+NOISE_LAWS = ("normal", "uniform")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -68,6 +76,26 @@ def check_truncation(info: GeneratorInfo, psi: float | None) -> None:
         )
 
 
+def with_noise(info: GeneratorInfo, law: str | None, std: float | None = None) -> GeneratorInfo:
+    """`info` with another noise law (and standard deviation for "normal"); unchanged for None.
+
+    Every seed, truncation and walk rule then applies as it does to the trained law, because
+    they all read the law from `info`: nothing else has to know about the override.
+    """
+    if law is None and std is None:
+        return info
+    law = info.noise if law is None else law
+    if law not in NOISE_LAWS:
+        raise ConfigError(f"--noise {str(law)[:20]!r}: choose one of {', '.join(NOISE_LAWS)}")
+    if std is not None and law != "normal":
+        raise ConfigError("--noise-std sets the spread of normal noise; drop it for uniform noise")
+    if std is not None and not (math.isfinite(std) and 0 < std <= 100):
+        raise ConfigError(f"--noise-std must be a positive number up to 100, got {std}")
+    if std is None:
+        std = info.noise_std if info.noise == "normal" else 1.0
+    return dataclasses.replace(info, noise=law, noise_std=float(std))
+
+
 def seed_latent(info: GeneratorInfo, seed: int, truncation: float | None = None) -> torch.Tensor:
     """The latent vector [latent_dim] of one seed, in the training noise law."""
     check_truncation(info, truncation)
@@ -102,21 +130,89 @@ def seed_latents(
 
 
 @torch.no_grad()
-def images_for_latents(generator: nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    """uint8 images [N, C, H, W] for latents [N, latent_dim], one forward pass per latent.
+def images_for_latents(
+    generator: nn.Module,
+    latents: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 1,
+) -> torch.Tensor:
+    """uint8 images [N, C, H, W] for latents [N, latent_dim] (and classes [N] for a
+    conditional generator), one forward pass per latent by default.
 
     One at a time, because a convolution may pick another algorithm for another batch size,
-    and then a seed's image would depend on the seeds around it by a grey level.
+    and then a seed's image would depend on the seeds around it by a grey level. A larger
+    `batch_size` trades that for speed (``ganforge serve`` draws a 64-image grid in one pass,
+    several times faster on a CPU); a pixel may then differ by one grey level.
     """
     device = next(generator.parameters()).device
-    return torch.cat([to_uint8(generator(z[None].to(device))).cpu() for z in latents])
+    out = []
+    for start in range(0, len(latents), max(1, batch_size)):
+        z = latents[start : start + max(1, batch_size)].to(device)
+        if labels is None:
+            images = generator(z)
+        else:
+            images = generator(z, labels[start : start + len(z)].to(device))
+        out.append(to_uint8(images).cpu())
+    return torch.cat(out)
 
 
 def images_for_seeds(
     generator: nn.Module, info: GeneratorInfo, seeds: list[int], truncation: float | None = None
 ) -> torch.Tensor:
     """uint8 images [len(seeds), C, H, W]; the image of a seed does not depend on the others."""
-    return images_for_latents(generator, seed_latents(info, seeds, truncation))
+    return seed_images(generator, info, seeds, truncation)
+
+
+def seed_images(
+    generator: nn.Module,
+    info: GeneratorInfo,
+    seeds: list[int],
+    truncation: float | None = None,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 1,
+) -> torch.Tensor:
+    """One uint8 image per seed [len(seeds), C, H, W], in `labels`' classes when given.
+
+    A conditional generator asked for no class draws class ``seed mod classes`` for each
+    seed, so a seed keeps its image (and class) wherever it sits in a grid.
+    """
+    from ganforge.conditional import num_classes_of
+
+    latents = seed_latents(info, seeds, truncation)
+    classes = num_classes_of(generator)
+    if classes and labels is None:
+        labels = torch.tensor(seeds, dtype=torch.long) % classes
+    return images_for_latents(generator, latents, labels if classes else None, batch_size)
+
+
+def walk_images(
+    generator: nn.Module,
+    info: GeneratorInfo,
+    seeds: list[int],
+    frames: int,
+    loop: bool = True,
+    truncation: float | None = None,
+    label: int | None = None,
+    batch_size: int = 1,
+) -> torch.Tensor:
+    """The frames [frames, C, H, W] of :func:`walk`; a conditional generator walks within
+    class `label`, by default the first seed's class (``seeds[0] mod classes``), the class
+    ``ganforge sample --seeds`` gives that seed."""
+    latents = walk(info, seeds, frames, loop=loop, truncation=truncation)
+    chosen = walk_class(generator, seeds, label)
+    labels = None if chosen is None else torch.full((frames,), chosen, dtype=torch.long)
+    return images_for_latents(generator, latents, labels, batch_size)
+
+
+def walk_class(generator: nn.Module, seeds: list[int], label: int | None = None) -> int | None:
+    """The class a walk stays in: `label`, else the first seed's (seed mod classes); None for
+    an unconditional generator."""
+    from ganforge.conditional import num_classes_of
+
+    classes = num_classes_of(generator)
+    if not classes:
+        return None
+    return seeds[0] % classes if label is None else label
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -27,7 +27,16 @@ examples:
 `ganforge COMMAND --help` shows each command's options and examples.
 """
 
-COMMAND_MODULES = ("train", "sample", "interpolate", "export", "eval", "compare", "presets")
+COMMAND_MODULES = (
+    "train",
+    "sample",
+    "interpolate",
+    "export",
+    "eval",
+    "compare",
+    "presets",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,8 +36,10 @@ def seed_int(text: str) -> int:
     return value
 
 
-def add_pretrained_option(parser: argparse.ArgumentParser) -> None:
-    """--pretrained NAME: a generator shipped with ganforge, in place of a SOURCE argument."""
+def add_pretrained_option(parser: argparse.ArgumentParser, source_help: str) -> None:
+    """An optional SOURCE argument (`source_help` says what it may be) and --pretrained NAME,
+    a generator shipped with ganforge, in its place; generator_source picks one of the two."""
+    parser.add_argument("source", nargs="?", default=None, help=source_help)
     parser.add_argument(
         "--pretrained",
         default=None,
@@ -75,3 +77,30 @@ def generator_source(args: argparse.Namespace, verb: str) -> str:
             f"--pretrained NAME (shipped: {shipped})"
         )
     return args.source
+
+
+def add_noise_options(parser: argparse.ArgumentParser) -> None:
+    """--noise LAW and --noise-std S: latents from another law than the one trained on."""
+    parser.add_argument(
+        "--noise",
+        choices=("normal", "uniform"),
+        default=None,
+        help="draw the latents from this law instead of the one the generator was trained "
+        "on (default: the trained law), to see how it copes",
+    )
+    parser.add_argument(
+        "--noise-std",
+        type=float,
+        default=None,
+        metavar="S",
+        help="standard deviation of normal noise (default: the trained one)",
+    )
+
+
+def noise_note(args: argparse.Namespace) -> str:
+    """', uniform noise' or ', normal noise σ 0.5' for the summary line, when --noise or
+    --noise-std chose a law other than the trained one; '' otherwise."""
+    if args.noise is None and args.noise_std is None:
+        return ""
+    law = args.noise or "normal"
+    return f", {law} noise" + (f" σ {args.noise_std:g}" if args.noise_std is not None else "")

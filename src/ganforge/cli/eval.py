@@ -45,14 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source",
-        nargs="?",
-        default=None,
-        help="a run folder, a generator .safetensors or a checkpoint .pt (or use --pretrained); "
+    add_pretrained_option(
+        p,
+        "a run folder, a generator .safetensors or a checkpoint .pt (or use --pretrained); "
         "or images made by any tool (a folder of PNGs or an .npy array) with --dataset",
     )
-    add_pretrained_option(p)
     p.add_argument(
         "--dataset",
         default=None,

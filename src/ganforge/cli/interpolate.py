@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganforge.cli.common import add_class_option, positive_int, say
+from ganforge.cli.common import (
+    add_class_option,
+    add_noise_options,
+    add_pretrained_option,
+    generator_source,
+    noise_note,
+    positive_int,
+    say,
+)
 from ganforge.errors import ConfigError
 
 EXAMPLES = """\
@@ -13,6 +21,7 @@ examples:
   ganforge interpolate runs/demo-001 --seeds 3,7,12 --frames 60 --out walk.gif
   ganforge interpolate runs/demo-001 --seeds 0,1 --frames 30 --no-loop --out pair.gif
   ganforge interpolate runs/demo-001 --seeds 3,7,12 --out walk.mp4   # needs imageio-ffmpeg
+  ganforge interpolate --pretrained mnist-best --seeds 3,7 --class 7 --out sevens.gif
 
 Gaussian latents are joined by spherical interpolation (slerp), uniform ones by straight
 lines (lerp). MP4 needs the video extra: pip install 'ganforge[video]'.
@@ -28,8 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source", help="a run folder, model folder, generator .safetensors or checkpoint .pt"
+    add_pretrained_option(
+        p,
+        "a run folder, model folder, generator .safetensors or checkpoint .pt "
+        "(or use --pretrained)",
     )
     p.add_argument(
         "--seeds",
@@ -54,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PSI",
         help="Gaussian latents only: truncate each seed's latent (see ganforge sample)",
     )
+    add_noise_options(p)
     add_class_option(
         p,
         "walk within class N (default: the first seed's class, seed mod classes, as "
@@ -71,35 +83,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ganforge.artefacts.video import check_writer, save_animation
-    from ganforge.conditional import (
-        class_labels,
-        class_title,
-        images_for_latents_and_labels,
-        num_classes_of,
-    )
+    from ganforge.conditional import class_labels, class_title, num_classes_of
     from ganforge.generate import load_generator
-    from ganforge.latent import check_truncation, images_for_latents, parse_seeds, walk
+    from ganforge.latent import (
+        check_truncation,
+        parse_seeds,
+        walk_class,
+        walk_images,
+        with_noise,
+    )
     from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
     check_writer(out)
     seeds = parse_seeds(args.seeds)
-    generator, info = load_generator(args.source, resolve_device(args.device))
+    source = generator_source(args, "interpolate")
+    generator, info = load_generator(source, resolve_device(args.device))
+    info = with_noise(info, args.noise, args.noise_std)
     check_truncation(info, args.truncation)
     classes = num_classes_of(generator)
-    labels = class_labels(
-        args.label, classes, args.frames, f"the {info.arch} generator", info.class_names
-    )
-    if classes and labels is None:
-        labels = torch.full((args.frames,), seeds[0] % classes, dtype=torch.long)
-    latents = walk(info, seeds, args.frames, loop=args.loop, truncation=args.truncation)
-    if labels is None:
-        frames = images_for_latents(generator, latents)
-    else:
-        frames = images_for_latents_and_labels(generator, latents, labels)
+    labels = class_labels(args.label, classes, 1, f"the {info.arch} generator", info.class_names)
+    label = int(labels[0]) if labels is not None else None
+    frames = walk_images(generator, info, seeds, args.frames, args.loop, args.truncation, label)
+    label = walk_class(generator, seeds, label)
     try:
         save_animation(frames, out, fps=args.fps, min_side=args.size)
     except OSError as exc:
@@ -110,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"wrote {len(frames)} frames ({law} through seeds {args.seeds}"
         f"{', back to the first' if args.loop else ''}"
-        f"{f', {class_title(int(labels[0]), info.class_names)}' if labels is not None else ''})"
+        f"{f', {class_title(label, info.class_names)}' if label is not None else ''}"
+        f"{noise_note(args)})"
         f" to {out}"
     )
     return 0

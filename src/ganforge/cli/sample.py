@@ -19,8 +19,10 @@ from ganforge.artefacts.files import write_bytes, write_with
 from ganforge.artefacts.images import png_bytes, save_grid, save_individual, to_pil
 from ganforge.cli.common import (
     add_class_option,
+    add_noise_options,
     add_pretrained_option,
     generator_source,
+    noise_note,
     positive_int,
     say,
     seed_int,
@@ -46,14 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source",
-        nargs="?",
-        default=None,
-        help="a run folder, a model folder (ganforge export --format folder), "
+    add_pretrained_option(
+        p,
+        "a run folder, a model folder (ganforge export --format folder), "
         "a generator .safetensors or a checkpoint .pt (or use --pretrained)",
     )
-    add_pretrained_option(p)
     add_class_option(p, "every image of class N (e.g. 7 for sevens)")
     p.add_argument(
         "--count", "-n", type=positive_int, default=64, help="number of images (default 64)"
@@ -76,6 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Gaussian latents only: resample latent components beyond PSI standard "
         "deviations (BigGAN's truncation; smaller: more typical, less varied)",
     )
+    add_noise_options(p)
     p.add_argument(
         "--out",
         "-o",
@@ -102,16 +102,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ganforge.conditional import (
-        class_labels,
-        class_title,
-        images_for_latents_and_labels,
-        num_classes_of,
-    )
+    from ganforge.conditional import class_labels, class_title, num_classes_of
     from ganforge.generate import generate, load_generator
-    from ganforge.latent import check_truncation, images_for_seeds, parse_seeds, seed_latents
+    from ganforge.latent import check_truncation, parse_seeds, seed_images, with_noise
     from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
@@ -128,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         seeds = _seed_range(args.seed, args.count)
     source = generator_source(args, "sample")
     generator, info = load_generator(source, resolve_device(args.device))
+    info = with_noise(info, args.noise, args.noise_std)
     check_truncation(info, args.truncation)
     classes = num_classes_of(generator)
     labels = class_labels(
@@ -139,12 +133,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if seeds is None:
         images = generate(generator, info, args.count, args.seed, labels=labels)
-    elif classes:  # each seed keeps its class: the one asked for, else seed mod classes
-        chosen = labels if labels is not None else torch.tensor(seeds) % classes
-        latents = seed_latents(info, seeds, args.truncation)
-        images = images_for_latents_and_labels(generator, latents, chosen)
     else:
-        images = images_for_seeds(generator, info, seeds, args.truncation)
+        images = seed_images(generator, info, seeds, args.truncation, labels)
     try:
         if kind == "grid":
             save_grid(images, out, rows=max(1, int(math.sqrt(len(images)))))
@@ -169,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         what = f"seed {args.seed}" if seeds is None else f"seeds {seeds[0]}-{seeds[-1]}"
     trunc = f", truncation {args.truncation:g}" if args.truncation is not None else ""
     trunc += f", {class_title(int(labels[0]), info.class_names)}" if labels is not None else ""
+    trunc += noise_note(args)
     say(
         f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
         f"iteration {info.step}; {what}{trunc}) to {out}"

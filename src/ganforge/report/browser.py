@@ -30,6 +30,17 @@ FLAGS = (
     "--no-first-run",
     "--disable-dev-shm-usage",
 )
+# Chromium driven by Playwright (tests/test_serve_browser.py, scripts/serve_screenshots.py):
+# headless without a sandbox or GPU, and nothing that reaches the network on its own
+PLAYWRIGHT_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+)
 PROBE = """<script>
 window.addEventListener('load', function () {
   var images = Array.prototype.slice.call(document.images);
