@@ -19,11 +19,16 @@ from PyTorch's defaults and change what a network computes, so they live here on
 
 Both layer classes subclass the PyTorch ones, so their parameters, state-dict keys and
 `isinstance` checks are those of `nn.Conv2d` / `nn.ConvTranspose2d`.
+
+A fourth convention is the BatchNorm moving averages of Keras 2.1.4-2.2.5 on TensorFlow 1
+(every Keras 2 release of 2018 but 2.1.3), which the notebook ran: `Keras2BatchNorm1d/2d`
+(model option `batchnorm: keras2`; see the class docstring and docs/fidelity.md).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +40,107 @@ KERAS_BN_MOMENTUM = 0.01  # Keras BatchNormalization() momentum 0.99, in PyTorch
 KERAS_BN_EPS = 1e-3  # Keras BatchNormalization() epsilon
 
 
+BatchNormKind = Literal["torch", "keras2"]
+
+
+class _Keras2MovingAverages:
+    """BatchNorm whose moving statistics follow Keras 2.1.4-2.2.5 on TensorFlow 1.
+
+    Three things differ from PyTorch, and each changes what inference mode computes (the
+    notebook's `generator.predict` makes D's fakes with these statistics):
+
+    * Zero-debiased moving averages. Keras calls TensorFlow's
+      `assign_moving_average(moving, value, momentum, zero_debias=True)`: TensorFlow keeps a
+      biased accumulator b (starting at 0) and a step count t, and after each batch sets
+      b <- b - (b - value) * (1 - momentum), t <- t + 1 and
+      moving <- moving - (moving - b / (1 - momentum^t)). The initial 0 and 1 are forgotten
+      after the first batch; PyTorch's running averages start from them.
+    * The variance fed to the average is the batch variance times n / (n - 1 - eps)
+      (`layers/normalization.py`), and for 4-D inputs TensorFlow's fused batch-norm kernel
+      has already applied Bessel's n / (n - 1): n^2 / ((n - 1)(n - 1 - eps)) in a conv
+      BatchNorm, n / (n - 1 - eps) in a Dense one. PyTorch: n / (n - 1).
+    * A frozen layer (`trainable = False`, here: weights that require no gradient, as in
+      ganforge's G step through D) normalises with batch statistics and updates nothing:
+      Keras 2 leaves the updates of a non-trainable model out of the combined model.
+
+    b and t are buffers, so checkpoints and resumed runs carry them. Statistics are
+    computed in float32 from the input, without host syncs (CUDA graphs stay possible).
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    biased_mean: torch.Tensor
+    biased_var: torch.Tensor
+    moving_steps: torch.Tensor
+
+    def _register_keras2_buffers(self, features: int) -> None:
+        self.register_buffer("biased_mean", torch.zeros(features))
+        self.register_buffer("biased_var", torch.zeros(features))
+        self.register_buffer("moving_steps", torch.zeros((), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)  # type: ignore[attr-defined]
+        weight, bias, eps = self.weight, self.bias, self.eps  # type: ignore[attr-defined]
+        if not self.training:  # type: ignore[attr-defined]
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, weight, bias, False, 0.0, eps
+            )
+        if weight is None or weight.requires_grad:
+            self._update_moving_averages(x)
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+    @torch.no_grad()
+    def _update_moving_averages(self, x: torch.Tensor) -> None:
+        dims = [0, *range(2, x.dim())]
+        values = x.detach().float()
+        n = values.numel() // values.shape[1]
+        mean, var = values.mean(dims), values.var(dims, correction=0)
+        var = var * (n / (n - 1.0 - self.eps))  # type: ignore[attr-defined]
+        if x.dim() == 4:  # TensorFlow's fused kernel: Bessel's correction first
+            var = var * (n / max(n - 1.0, 1.0))
+        decay = float(self.momentum)  # type: ignore[attr-defined]
+        self.moving_steps.add_(1)
+        debias = 1.0 - torch.pow(1.0 - decay, self.moving_steps)
+        for biased, moving, value in (
+            (self.biased_mean, self.running_mean, mean),
+            (self.biased_var, self.running_var, var),
+        ):
+            biased.sub_((biased - value) * decay)
+            moving.sub_(moving - biased / debias)
+
+
+class Keras2BatchNorm1d(_Keras2MovingAverages, nn.BatchNorm1d):
+    """`nn.BatchNorm1d` with Keras 2's moving averages (see `_Keras2MovingAverages`)."""
+
+    def __init__(self, features: int, momentum: float, eps: float):
+        super().__init__(features, momentum=momentum, eps=eps)
+        self._register_keras2_buffers(features)
+
+
+class Keras2BatchNorm2d(_Keras2MovingAverages, nn.BatchNorm2d):
+    """`nn.BatchNorm2d` with Keras 2's moving averages (see `_Keras2MovingAverages`)."""
+
+    def __init__(self, features: int, momentum: float, eps: float):
+        super().__init__(features, momentum=momentum, eps=eps)
+        self._register_keras2_buffers(features)
+
+
 def keras_bn(
-    kind: type[nn.Module], features: int, momentum: float = KERAS_BN_MOMENTUM
+    kind: type[nn.Module],
+    features: int,
+    momentum: float = KERAS_BN_MOMENTUM,
+    batchnorm: BatchNormKind = "torch",
 ) -> nn.Module:
-    """A BatchNorm1d/2d with Keras' epsilon; `momentum` in PyTorch's convention (1 - Keras')."""
-    return kind(features, momentum=momentum, eps=KERAS_BN_EPS)
+    """A BatchNorm1d/2d with Keras' epsilon; `momentum` in PyTorch's convention (1 - Keras').
+
+    `batchnorm`: "torch" keeps PyTorch's running averages; "keras2" those of the Keras 2
+    the notebook ran (`Keras2BatchNorm1d/2d`)."""
+    if batchnorm == "torch":
+        return kind(features, momentum=momentum, eps=KERAS_BN_EPS)
+    if batchnorm != "keras2":
+        raise ValueError(f"batchnorm must be 'torch' or 'keras2', got {batchnorm!r}")
+    keras2 = Keras2BatchNorm2d if issubclass(kind, nn.BatchNorm2d) else Keras2BatchNorm1d
+    return keras2(features, momentum, KERAS_BN_EPS)
 
 
 def scaled(units: int, width: float) -> int:
