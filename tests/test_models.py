@@ -110,6 +110,7 @@ def test_options_and_their_defaults_come_from_the_constructors():
     assert get_architecture("dcgan-oasis").options == {
         "width": 1.0,
         "bn_momentum": 0.01,
+        "batchnorm": "torch",
         "d_norm": "batch",
         "dropout": 0.0,
     }
@@ -185,5 +186,5 @@ def test_keras2_batchnorm_keeps_tensorflows_zero_debiased_moving_averages(kind, 
 
 
 def test_batchnorm_option_is_checked():
-    with pytest.raises(ConfigError, match="batchnorm must be 'torch' or 'keras2'"):
+    with pytest.raises(ConfigError, match="batchnorm must be one of torch, keras2, tf2"):
         build_models("dcgan-mnist", 100, (1, 28, 28), {"batchnorm": "keras3"})

@@ -32,18 +32,14 @@ set the dropout rate to 0 in both (in inference mode dropout is the identity any
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import pytest
+import torch
+from keras_required import import_keras
+from torch import nn
 
-os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported anywhere
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-keras = pytest.importorskip("keras", minversion="3.15")  # see the conv-transpose test
-if keras.backend.backend() != "torch":  # keras was imported earlier with another backend
-    pytest.skip("the Keras oracle needs KERAS_BACKEND=torch", allow_module_level=True)
+# keras >= 3.15 on the torch backend (see the conv-transpose test); CI fails without it
+keras = import_keras()
 
 from ganforge.models import build_models, count_parameters  # noqa: E402
 

@@ -21,7 +21,7 @@ with that fixed permutation, and gets Keras' outputs.
 BatchNorm uses Keras' defaults (momentum 0.99 = PyTorch 0.01, epsilon 1e-3); `bn_momentum`
 changes the PyTorch-style momentum (0.1 tracks the statistics faster in short runs);
 `batchnorm: keras2` keeps the moving statistics as the notebook's Keras 2 did (zero-debiased,
-see `ganforge.models.layers.Keras2BatchNorm2d`), which the faithful preset sets.
+see `ganforge.models.layers.KerasBatchNorm2d`), which the faithful preset sets.
 `width` scales every layer (the CPU demo uses 0.25); `dropout` is D's dropout rate.
 """
 

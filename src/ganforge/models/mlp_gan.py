@@ -7,7 +7,7 @@ Discriminator: Flatten -> Dense 512 -> LeakyReLU 0.2 -> Dense 256 -> LeakyReLU 0
 Keras ``BatchNormalization(momentum=0.8)`` keeps 80% of the old running value, which is
 PyTorch's ``momentum=0.2``; Keras' epsilon is 1e-3. Options `g_hidden` and `d_hidden` set
 the hidden widths; `batchnorm: keras2` keeps G's moving statistics as the notebook's Keras 2
-did (zero-debiased, `ganforge.models.layers.Keras2BatchNorm1d`). For one channel, Keras'
+did (zero-debiased, `ganforge.models.layers.KerasBatchNorm1d`). For one channel, Keras'
 channels-last reshape and flatten order the pixels as this port does, so Keras weights copy
 over unchanged.
 """
