@@ -32,6 +32,8 @@ set the dropout rate to 0 in both (in inference mode dropout is the identity any
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -91,41 +93,50 @@ def notebook_gan() -> tuple[keras.Model, keras.Model]:
     return g, d
 
 
-def notebook_dcgan(dropout: float = 0.5) -> tuple[keras.Model, keras.Model]:
-    """The notebook's DCGAN. D's second conv has no padding argument: Keras' 'valid'."""
+def notebook_dcgan(
+    dropout: float = 0.5,
+    width: float = 1.0,
+    bn: Callable[[], keras.layers.Layer] = L.BatchNormalization,
+    drop: Callable[[float], keras.layers.Layer] = L.Dropout,
+) -> tuple[keras.Model, keras.Model]:
+    """The notebook's DCGAN. D's second conv has no padding argument: Keras' 'valid'.
+    `width` scales every layer as ganforge's option does; `bn` and `drop` make the
+    BatchNormalization and Dropout layers (test_keras_training.py hands in its own)."""
+    dense, c1, c2 = (max(1, round(units * width)) for units in (1024, 128, 64))
     g = keras.Sequential(
         [
             keras.Input((100,)),
-            L.Dense(1024),
-            L.BatchNormalization(),
+            L.Dense(dense),
+            bn(),
             L.Activation("relu"),
-            L.Dense(128 * 7 * 7),
-            L.BatchNormalization(),
+            L.Dense(c1 * 7 * 7),
+            bn(),
             L.Activation("relu"),
-            L.Reshape((7, 7, 128)),
+            L.Reshape((7, 7, c1)),
             L.UpSampling2D(size=(2, 2)),
-            L.Conv2D(64, (5, 5), padding="same"),
-            L.BatchNormalization(),
+            L.Conv2D(c2, (5, 5), padding="same"),
+            bn(),
             L.Activation("relu"),
             L.UpSampling2D(size=(2, 2)),
             L.Conv2D(1, (5, 5), padding="same"),
             L.Activation("tanh"),
         ]
     )
+    d1, d2, d_dense = (max(1, round(units * width)) for units in (64, 128, 256))
     d = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            L.Conv2D(64, (5, 5), strides=(2, 2), padding="same"),
-            L.BatchNormalization(),
+            L.Conv2D(d1, (5, 5), strides=(2, 2), padding="same"),
+            bn(),
             L.Activation("elu"),
-            L.Conv2D(128, (5, 5), strides=(2, 2)),
-            L.BatchNormalization(),
+            L.Conv2D(d2, (5, 5), strides=(2, 2)),
+            bn(),
             L.Activation("elu"),
             L.MaxPooling2D(pool_size=(2, 2)),
             L.Flatten(),
-            L.Dense(256),
-            L.BatchNormalization(),
-            L.Dropout(dropout),
+            L.Dense(d_dense),
+            bn(),
+            drop(dropout),
             L.Activation("elu"),
             L.Dense(1, activation="sigmoid"),
         ]
