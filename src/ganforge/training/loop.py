@@ -42,6 +42,7 @@ from ganforge.checkpoint import (
 from ganforge.conditional import fake_labels, grid_labels, num_classes_of
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_uint8, to_unit_range
+from ganforge.data.folder import oasis_substitute
 from ganforge.errors import CheckpointError, GanforgeError, TrainingDiverged, first_line
 from ganforge.losses import R1, get_loss
 from ganforge.noise import draw_noise
@@ -479,7 +480,8 @@ class Trainer:
                     progress.show(last_stats)
                     stats_sum.zero_()
                     stats_count, window_start, window_step = 0, now, state.step
-                if end_of_unit and (unit_index % c.sample_every == 0 or is_last):
+                due = (unit_index - c.sample_offset) % c.sample_every == 0
+                if end_of_unit and (due or is_last):
                     self.save_sample_grid()
                 if (
                     end_of_unit
@@ -668,6 +670,10 @@ def train(
     seed_everything(config.seed, config.deterministic)
     data = data if data is not None else load_images(config.data)
     check_against_data(config, data)
+    substitute = oasis_substitute(config.data)
+    if substitute:  # said first, and kept in config.json
+        config = config.with_overrides({"data.substitute": substitute})
+        runtime.notes.insert(0, substitute)
     stage = ["setting up (dataset and models on the device, compilation)"]
     try:
         state = TrainingState.create(config, data.image_shape, len(data), runtime)
