@@ -269,10 +269,17 @@ def _problems(c: TrainConfig):
     yield from positive("grid_size", c.grid_size)
     for name in ("sample_every", "checkpoint_every", "log_every", "keep_checkpoints"):
         yield from positive(name, getattr(c, name))
-    if not (isinstance(c.sample_offset, int) and 0 <= c.sample_offset < max(c.sample_every, 1)):
-        yield f"sample_offset must be in [0, sample_every) (got {c.sample_offset!r})"
+    if not (isinstance(c.sample_offset, int) and c.sample_offset >= 0):
+        yield f"sample_offset must be an integer >= 0 (got {c.sample_offset!r})"
     if c.eval_every < 0:
         yield f"eval_every must be 0 (off) or positive (got {c.eval_every})"
+    batchnorm = c.model.options.get("batchnorm", "torch")
+    if c.sync_bn and batchnorm != "torch":
+        yield (
+            f"sync_bn replaces every BatchNorm with PyTorch's SyncBatchNorm, which would drop "
+            f"model.options.batchnorm: {batchnorm} (the documents' moving statistics); "
+            "turn one of them off"
+        )
     if not 0.0 <= c.label_smoothing < 0.5:
         yield f"label_smoothing must be in [0, 0.5) (got {c.label_smoothing})"
     yield from positive("r1_interval", c.r1_interval)

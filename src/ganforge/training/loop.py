@@ -670,10 +670,7 @@ def train(
     seed_everything(config.seed, config.deterministic)
     data = data if data is not None else load_images(config.data)
     check_against_data(config, data)
-    substitute = oasis_substitute(config.data)
-    if substitute:  # said first, and kept in config.json
-        config = config.with_overrides({"data.substitute": substitute})
-        runtime.notes.insert(0, substitute)
+    config = declare_substitute(config, runtime)
     stage = ["setting up (dataset and models on the device, compilation)"]
     try:
         state = TrainingState.create(config, data.image_shape, len(data), runtime)
@@ -711,6 +708,17 @@ def train(
         if runtime.device.type == "cuda":
             torch.cuda.empty_cache()
         raise GanforgeError(message) from None
+
+
+def declare_substitute(config: TrainConfig, runtime: Runtime) -> TrainConfig:
+    """A preset that requires the documented data (data.require_oasis) trains on other data
+    only when they are named, and then says so: first among the run's notes (its first
+    line) and in config.json (data.substitute)."""
+    substitute = oasis_substitute(config.data)
+    if not substitute:
+        return config
+    runtime.notes.insert(0, substitute)
+    return config.with_overrides({"data.substitute": substitute})
 
 
 def _start_or_resume(
