@@ -130,6 +130,9 @@ class TrainConfig:
     eval_every: int = 0  # 0 disables evaluation during training
     eval_samples: int = 2000
     log_every: int = 50  # iterations between reads of the on-device loss accumulators
+    # also keep every iteration's statistics (metrics.jsonl "raw", read with the means, no
+    # extra sync) and plot them raw, as the notebook plots its losses
+    raw_losses: bool = False
     # Stabilisers (all off in the documented recipes).
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
     r1_gamma: float = 0.0  # R1 gradient penalty on real images

@@ -20,9 +20,13 @@ documents' Keras and says so:
   left D's BatchNorm in training mode (batch statistics) and ran none of D's updates; in
   Keras 3 a frozen BatchNorm runs in inference mode. The G step below runs D in training
   mode and puts D's moving statistics back.
-* BatchNorm's moving variance: Keras >= 2.1.3 (and PyTorch) update it with the unbiased
-  batch variance (Keras 2: n / (n - 1 - eps)); Keras 3 uses the biased one. The check of
-  the running statistics converts Keras 3's update to Keras 2's.
+* BatchNorm's moving variance: Keras 2.1.4-2.2.5 feed it the batch variance times
+  n / (n - 1 - eps) (conv inputs: also Bessel's n / (n - 1), from TensorFlow's fused
+  kernel), PyTorch times n / (n - 1), Keras 3 the biased one. The one-step check of
+  PyTorch's running statistics (a model built without `batchnorm: keras2`) converts
+  Keras 3's update to n / (n - 1 - eps) and allows the difference (rtol 1e-3);
+  test_keras_training.py holds the `keras2` statistics to Keras 2's exactly, debiasing
+  included, over fifty iterations.
 * Keras 3 cannot share one Adam object between two models (it refuses variables it was
   not built with), so the notebook's shared iteration counter is not rebuilt here.
 

@@ -441,6 +441,7 @@ class Trainer:
         self.elapsed_before = state.elapsed  # what earlier sessions of a resumed run took
         stats_sum = torch.zeros(len(STAT_NAMES), device=self.runtime.device)
         stats_count = 0
+        raw: list[torch.Tensor] = []  # every iteration's statistics since the last log
         start = time.perf_counter()
         first_step = state.step
         window_start, window_step = start, state.step
@@ -465,8 +466,11 @@ class Trainer:
         state.discriminator.train()
         with _StopRequest() as stop, progress:
             while state.step < total:
-                stats_sum += self.run_step(self.next_batch())
+                stats = self.run_step(self.next_batch())
+                stats_sum += stats
                 stats_count += 1
+                if c.raw_losses:  # a copy: a CUDA graph overwrites its output next iteration
+                    raw.append(stats.detach().clone())
                 state.step += 1
                 progress.advance()
                 end_of_unit = state.step % self.unit_steps == 0
@@ -476,8 +480,9 @@ class Trainer:
                 if state.step % c.log_every == 0 or is_last or requested:
                     now = time.perf_counter()
                     rate = (state.step - window_step) / max(now - window_start, 1e-9)
-                    last_stats = self._log(stats_sum, stats_count, now - start, rate)
+                    last_stats = self._log(stats_sum, stats_count, now - start, rate, raw)
                     progress.show(last_stats)
+                    raw.clear()
                     stats_sum.zero_()
                     stats_count, window_start, window_step = 0, now, state.step
                 due = (unit_index - c.sample_offset) % c.sample_every == 0
@@ -516,15 +521,25 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - start
 
     def _log(
-        self, stats_sum: torch.Tensor, count: int, elapsed: float, steps_per_second: float
+        self,
+        stats_sum: torch.Tensor,
+        count: int,
+        elapsed: float,
+        steps_per_second: float,
+        raw: list[torch.Tensor] | None = None,
     ) -> dict[str, float]:
         step = self.state.step
-        values = (stats_sum / max(count, 1)).tolist()  # the one device sync per log interval
+        means = stats_sum / max(count, 1)
+        # the one device sync per log interval: the means, and every iteration's values if kept
+        rows = torch.cat([means[None], *(r[None] for r in raw or ())]).tolist()
+        values, every = rows[0], [list(column) for column in zip(*rows[1:])]
         record: dict[str, Any] = {
             "step": step,
             "epoch": round(step / self.state.steps_per_epoch, 4),
         }
         record.update({name: round(v, 6) for name, v in zip(STAT_NAMES, values)})
+        if every:  # every iteration since the last record, ending at `step`
+            record["raw"] = {n: [round(v, 6) for v in vs] for n, vs in zip(STAT_NAMES, every)}
         record["images_per_s"] = round(steps_per_second * self.images_per_step(), 1)
         record["elapsed_s"] = round(self.elapsed_before + elapsed, 3)
         augment = self.step_fn.augment
