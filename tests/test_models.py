@@ -179,7 +179,8 @@ def test_keras2_batchnorm_keeps_tensorflows_zero_debiased_moving_averages(kind, 
     bn.requires_grad_(False)
     frozen = bn(x * 5)
     assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())
-    assert torch.allclose(frozen.mean(dims), bn.bias.expand(3), atol=1e-5)  # batch statistics
+    # batch statistics
+    assert torch.allclose(frozen.mean(dims), bn.bias.expand(3), atol=1e-5)
     fresh = keras_bn(kind, 3, 0.01, "keras2")
     fresh.load_state_dict(bn.state_dict())
     assert float(fresh.moving_steps) == 3 and torch.equal(fresh.biased_var, bn.biased_var)

@@ -13,7 +13,8 @@ from types import ModuleType
 import pytest
 
 INSTALL = "pip install -e '.[fidelity]'"
-MIN_VERSION = (3, 15)  # Conv2DTranspose 'same' crops as TensorFlow from 3.15 on
+# Conv2DTranspose 'same' crops as TensorFlow from 3.15 on
+MIN_VERSION = (3, 15)
 
 
 def _missing(reason: str) -> None:

@@ -87,9 +87,10 @@ QUANTILES = (0.5, 0.9, 0.99)
 BATCH = 16
 LATENT = 100
 KERAS_EPS = 1e-7
-# ganforge may drift from Keras (float32) by this many times Keras' own float32 drift
-# from its float64 run, on every compared quantity; FLOOR keeps a quantity that rounds
-# exactly in both Keras runs from demanding bit equality
+# ganforge may drift from Keras (float32) by this many times the larger of Keras' own two
+# rounding drifts (its float64 run; its run with every batch reversed), on every compared
+# quantity; FLOOR keeps a quantity that rounds alike in all Keras runs from demanding bit
+# equality
 FACTOR = 30.0
 FLOOR = 1e-7
 SEEDS = {"weights": 0, "noise": 1, "dropout": 2}
@@ -104,12 +105,17 @@ class Document:
 
     lr: float
     beta1: float
-    real_batch: int  # real images D sees per iteration
-    fake_batch: int  # generated images D sees per iteration
+    # real images D sees per iteration
+    real_batch: int
+    # generated images D sees per iteration
+    fake_batch: int
     noise_std: float
-    shared_noise: bool  # the G step reuses the noise of D's fakes
-    shared_counter: bool  # one Adam object (one iteration count) for D and the combined model
-    simultaneous: bool  # a GradientTape step: both networks from one forward pass
+    # the G step reuses the noise of D's fakes
+    shared_noise: bool
+    # one Adam object (one iteration count) for D and the combined model
+    shared_counter: bool
+    # a GradientTape step: both networks from one forward pass
+    simultaneous: bool
     beta2: float = 0.999
 
 
@@ -167,7 +173,8 @@ class KerasBatchNormalization(L.BatchNormalization):
     def _update(self, inputs, mean, variance) -> None:
         n = float(np.prod(inputs.shape[:-1]))
         decay = 1.0 - self.momentum
-        if len(inputs.shape) == 4:  # tf.nn.fused_batch_norm's batch variance
+        # tf.nn.fused_batch_norm's batch variance
+        if len(inputs.shape) == 4:
             variance = variance * (n / (n - 1.0))
         if self.rule == "tf2":
             for moving, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
@@ -283,9 +290,11 @@ class System:
 
     preset: str
     builder: Callable[[torch.Generator], tuple[keras.Model, keras.Model]]
-    tiny: dict[str, Any]  # ganforge's overrides for the same small models
+    # ganforge's overrides for the same small models
+    tiny: dict[str, Any]
     shape: tuple[int, int, int]
-    start: Callable[[keras.Model, keras.Model], None] | None = None  # applied to initial weights
+    # applied to initial weights
+    start: Callable[[keras.Model, keras.Model], None] | None = None
 
 
 GAN_TINY = {"model.options.g_hidden": [16, 32], "model.options.d_hidden": [32, 16]}
@@ -404,7 +413,8 @@ def _keras_run(system: str, dtype: str, reverse: bool) -> Checkpoints:
     count = [0]
 
     def apply(opt, model, loss) -> None:
-        if doc.shared_counter:  # one Adam object: every update counts for both models
+        # one Adam object: every update counts for both models
+        if doc.shared_counter:
             opt.iterations.assign(count[0])
             count[0] += 1
         grads = _grads(loss, model.trainable_variables)
@@ -429,9 +439,12 @@ def _keras_run(system: str, dtype: str, reverse: bool) -> Checkpoints:
             opt_g.apply_gradients(zip(g_grads, g_vars))
             opt_d.apply_gradients(zip(_grads(d_loss, d_vars), d_vars))
         else:
-            fake = ops.stop_gradient(kg(z_d, training=False))  # generator.predict
-            apply(opt_d, kd, _bce(1.0, kd(real, training=True)))  # D.train_on_batch(real, 1)
-            apply(opt_d, kd, _bce(0.0, kd(fake, training=True)))  # D.train_on_batch(fake, 0)
+            # generator.predict
+            fake = ops.stop_gradient(kg(z_d, training=False))
+            # D.train_on_batch(real, 1)
+            apply(opt_d, kd, _bce(1.0, kd(real, training=True)))
+            # D.train_on_batch(fake, 0)
+            apply(opt_d, kd, _bce(0.0, kd(fake, training=True)))
             # the combined model: D frozen (d.trainable = False), none of D's updates run
             kd.trainable = False
             apply(opt_g, kg, _bce(1.0, kd(kg(z_g, training=True), training=True)))
@@ -572,7 +585,8 @@ def differences(a: Checkpoints, b: Checkpoints) -> dict[str, float]:
     for k in sorted(set(a) & set(b)):
         for name in a[k]:
             diff = (a[k][name] - b[k][name]).abs().flatten()
-            if name.startswith("D logits"):  # relative to their size where it exceeds 1
+            # relative to their size where it exceeds 1
+            if name.startswith("D logits"):
                 diff = diff / a[k][name].abs().flatten().clamp(min=1.0)
             for q in QUANTILES:
                 found[f"iteration {k}, {name}, q{q}"] = float(diff.quantile(q))

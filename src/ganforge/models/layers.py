@@ -103,7 +103,8 @@ class _KerasMovingAverages:
         values = x.detach().float()
         n = values.numel() // values.shape[1]
         mean, var = values.mean(dims), values.var(dims, correction=0)
-        if x.dim() == 4:  # TensorFlow's fused kernel: Bessel's correction
+        # TensorFlow's fused kernel: Bessel's correction
+        if x.dim() == 4:
             var = var * (n / max(n - 1.0, 1.0))
         decay = float(self.momentum)  # type: ignore[attr-defined]
         if self.rule == "tf2":

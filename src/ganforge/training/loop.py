@@ -441,7 +441,8 @@ class Trainer:
         self.elapsed_before = state.elapsed  # what earlier sessions of a resumed run took
         stats_sum = torch.zeros(len(STAT_NAMES), device=self.runtime.device)
         stats_count = 0
-        raw: list[torch.Tensor] = []  # every iteration's statistics since the last log
+        # every iteration's statistics since the last log
+        raw: list[torch.Tensor] = []
         start = time.perf_counter()
         first_step = state.step
         window_start, window_step = start, state.step
@@ -469,7 +470,8 @@ class Trainer:
                 stats = self.run_step(self.next_batch())
                 stats_sum += stats
                 stats_count += 1
-                if c.raw_losses:  # a copy: a CUDA graph overwrites its output next iteration
+                # a copy: a CUDA graph overwrites its output next iteration
+                if c.raw_losses:
                     raw.append(stats.detach().clone())
                 state.step += 1
                 progress.advance()
@@ -538,7 +540,8 @@ class Trainer:
             "epoch": round(step / self.state.steps_per_epoch, 4),
         }
         record.update({name: round(v, 6) for name, v in zip(STAT_NAMES, values)})
-        if every:  # every iteration since the last record, ending at `step`
+        # every iteration since the last record, ending at `step`
+        if every:
             record["raw"] = {n: [round(v, 6) for v in vs] for n, vs in zip(STAT_NAMES, every)}
         record["images_per_s"] = round(steps_per_second * self.images_per_step(), 1)
         record["elapsed_s"] = round(self.elapsed_before + elapsed, 3)
