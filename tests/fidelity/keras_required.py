@@ -30,6 +30,9 @@ def import_keras() -> ModuleType:
     try:
         import keras
     except ImportError:
+        keras = None
+    # outside the except block, so a CI failure shows the reason, not an import traceback
+    if keras is None:
         _missing("keras is not installed")
     version = tuple(int(part) for part in keras.__version__.split(".")[:2])
     if version < MIN_VERSION:
