@@ -122,3 +122,22 @@ def test_large_frames_are_shrunk_and_no_frames_write_nothing(tmp_path):
         assert gif.size == (100, 200)  # the longer side fits, the aspect ratio is kept
     assert save_gif([], tmp_path / "none.gif") is None
     assert not (tmp_path / "none.gif").exists()
+
+
+def test_raw_losses_keep_every_iteration_for_the_notebooks_plots(train_tiny):
+    """raw_losses (the faithful MNIST presets): each metrics.jsonl record also holds the
+    values of every iteration since the one before, whose mean is the record's value, and
+    losses.png plots them raw."""
+    import json
+
+    from ganforge.artefacts.plots import every_iteration
+
+    result = train_tiny("raw", iterations=6, log_every=3, raw_losses=True)
+    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if "d_loss" in r]
+    assert [len(r["raw"]["g_loss"]) for r in records] == [3, 3]
+    for r in records:
+        assert sum(r["raw"]["d_loss"]) / 3 == pytest.approx(r["d_loss"], abs=1e-5)
+    steps, values = every_iteration(records, "g_loss")
+    assert steps == [1, 2, 3, 4, 5, 6] and len(values) == 6
+    assert (result.run_dir / "losses.png").is_file()

@@ -817,3 +817,58 @@ def test_a_conditional_model_trains_on_class_folders_and_samples_by_class(cli, t
     for source in (tmp_path / "runs" / "cond", checkpoint):
         result = cli("sample", source, "--class", "c", "--count", "3", "--out", tmp_path / "c.npy")
         assert result.code == 0 and "class 2 (c)" in result.err, result.err
+
+
+# ---- oasis-dcgan: the document's data, or other slices only when named ---------------------------
+def _write_slices(folder: Path, count: int = 8) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((20, 24), 10 + 20 * i, np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _only_here(tmp_path: Path, monkeypatch) -> Path:
+    """The brain-mri source looks in $GANFORGE_DATA = tmp_path/data, never in ../shared."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("GANFORGE_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_oasis_preset_without_data_refuses_other_slices_it_finds(
+    tmp_path, monkeypatch, cli, user_error
+):
+    """Kaggle-style slices where the source looks are not OASIS: one line that says how to
+    get OASIS and how to name other slices, exit 2, no run folder."""
+    data = _only_here(tmp_path, monkeypatch)
+    _write_slices(data / "brain-mri-slices" / "train")
+    result = cli("train", "--preset", "oasis-dcgan", "--out", tmp_path / "runs", "--device", "cpu")
+    user_error(result, "OASIS brain slices not found", "keras_png_slices_data", "--data FOLDER")
+    assert not (tmp_path / "runs").exists()
+    # the same search without the requirement still takes them (the brain-mri source's default)
+    assert len(load_images(DataConfig(dataset="brain-mri"))) == 8
+
+
+def test_oasis_preset_finds_oasis_without_data(tmp_path, monkeypatch):
+    data = _only_here(tmp_path, monkeypatch)
+    _write_slices(data / "brain-mri-slices" / "train")
+    _write_slices(data / "keras_png_slices_data" / "keras_png_slices_train", count=4)
+    loaded = load_images(DataConfig(dataset="brain-mri", require_oasis=True))
+    assert loaded.name == "keras_png_slices_data/train" and len(loaded) == 4
+
+
+def test_oasis_preset_trains_on_named_slices_and_says_so_first(tmp_path, monkeypatch, cli):
+    import json
+
+    _only_here(tmp_path, monkeypatch)
+    slices = _write_slices(tmp_path / "kaggle")
+    result = cli(
+        *("train", "--preset", "oasis-dcgan", "--data", slices, "--resolution", "32"),
+        *("--set", "model.options.width=0.125", "--batch-size", "4", "--iterations", "1"),
+        *("--out", tmp_path / "runs", "--name", "kaggle", "--device", "cpu", "--quiet"),
+    )
+    assert result.code == 0, result.err
+    first = result.err.splitlines()[0]
+    assert first.startswith(f"note: {slices} is not the OASIS data") and "--data" in first
+    saved = json.loads((tmp_path / "runs" / "kaggle" / "config.json").read_text())
+    assert saved["data"]["substitute"] == first

@@ -108,3 +108,16 @@ def test_both_or_neither_schedule_is_refused():
         TrainConfig(epochs=1, iterations=5).validate()
     with pytest.raises(ConfigError, match="exactly one of epochs or iterations"):
         TrainConfig().validate()
+
+
+def test_settings_that_would_undo_the_documents_batchnorm_or_grid_cadence_are_refused():
+    """sync_bn swaps every BatchNorm for PyTorch's SyncBatchNorm, which would silently drop
+    the Keras moving statistics of the faithful presets; a grid offset cannot be negative."""
+    with pytest.raises(ConfigError, match="sync_bn .*batchnorm: keras2"):
+        load_preset("mnist-dcgan").with_overrides({"sync_bn": True}).validate()
+    load_preset("mnist-dcgan").with_overrides(
+        {"sync_bn": True, "model.options.batchnorm": "torch"}
+    ).validate()
+    with pytest.raises(ConfigError, match=r"sample_offset must be an integer >= 0"):
+        load_preset("mnist-gan").with_overrides({"sample_offset": -1}).validate()
+    load_preset("mnist-gan").with_overrides({"sample_every": 1}).validate()

@@ -140,7 +140,8 @@ def test_oasis_preset_is_the_documented_recipe():
     assert (config.data.resolution, config.data.channels, config.data.fit) == (128, 1, "pad")
     assert config.schedule_unit == "epoch" and config.sample_every == 1
     assert config.epochs == 100  # "generated images at 100th epoch"
-    assert config.model.options == {"d_norm": "batch", "dropout": 0.0}  # BN in both networks
+    # BN in both networks, with tf.keras 2's moving statistics
+    assert config.model.options == {"d_norm": "batch", "dropout": 0.0, "batchnorm": "tf2"}
     stable = load_preset("oasis-dcgan-stable").validate()
     assert (stable.optim.lr_g, stable.optim.lr_d, stable.optim.beta1) == (2e-4, 2e-4, 0.5)
     assert (stable.model, stable.data, stable.loss, stable.batch_size) == (

@@ -12,7 +12,7 @@ from torch import nn
 
 from ganforge.errors import ConfigError
 from ganforge.models import ARCHITECTURES, build_models, count_parameters, get_architecture
-from ganforge.models.layers import KerasConv2d, same_padding
+from ganforge.models.layers import KerasConv2d, keras_bn, same_padding
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,9 @@ def test_bad_model_option_is_a_config_error():
 
 
 def test_unknown_model_option_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="no option 'widht'.*width, bn_momentum, dropout"):
+    with pytest.raises(
+        ConfigError, match="no option 'widht'.*width, bn_momentum, batchnorm, dropout"
+    ):
         build_models("dcgan-mnist", 100, (1, 28, 28), {"widht": 0.5})
 
 
@@ -102,16 +104,19 @@ def test_options_and_their_defaults_come_from_the_constructors():
     assert get_architecture("dcgan-mnist").options == {
         "width": 1.0,
         "bn_momentum": 0.01,
+        "batchnorm": "torch",
         "dropout": 0.5,
     }
     assert get_architecture("dcgan-oasis").options == {
         "width": 1.0,
         "bn_momentum": 0.01,
+        "batchnorm": "torch",
         "d_norm": "batch",
         "dropout": 0.0,
     }
     assert get_architecture("gan").options == {
         "g_hidden": (256, 512, 1024, 2048),
+        "batchnorm": "torch",
         "d_hidden": (512, 256),
     }
     assert get_architecture("dcgan").options == {"width": 1.0}
@@ -145,3 +150,42 @@ def test_keras_same_padding_puts_the_extra_row_after():
         out = conv(image)
     assert out.shape == (1, 1, 14, 14)
     assert out[0, 0, 1, 1] == image[0, 0, 1, 1] and out[0, 0, 0, 0] == 0  # row -1 is padding
+
+
+@pytest.mark.parametrize("kind, shape", [(nn.BatchNorm1d, (6, 3)), (nn.BatchNorm2d, (4, 3, 5, 5))])
+def test_keras2_batchnorm_keeps_tensorflows_zero_debiased_moving_averages(kind, shape):
+    """`batchnorm: keras2`: TensorFlow's assign_moving_average(zero_debias=True) as Keras
+    2.1.4-2.2.5 call it, written out step by step: a biased accumulator from 0, a step
+    count, and the variance times n / (n - 1 - eps) (and Bessel's n / (n - 1) first, from the
+    fused kernel, for conv inputs). Frozen (weights without gradients), it updates nothing."""
+    bn = keras_bn(kind, 3, 0.01, "keras2")
+    assert isinstance(bn, kind)
+    assert {"biased_mean", "biased_var", "moving_steps"} <= set(bn.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    biased_mean, biased_var = torch.zeros(3), torch.zeros(3)
+    dims = [0, *range(2, len(shape))]
+    for t in (1, 2, 3):
+        x = torch.randn(shape, generator=generator) * t + 1
+        bn(x)
+        n = x.numel() // 3
+        var = x.var(dims, correction=0) * n / (n - 1 - 1e-3)
+        var = var * n / (n - 1) if len(shape) == 4 else var
+        biased_mean = 0.99 * biased_mean + 0.01 * x.mean(dims)
+        biased_var = 0.99 * biased_var + 0.01 * var
+        assert torch.allclose(bn.running_mean, biased_mean / (1 - 0.99**t), atol=1e-6)
+        assert torch.allclose(bn.running_var, biased_var / (1 - 0.99**t), rtol=1e-5)
+    assert float(bn.moving_steps) == 3
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    bn.requires_grad_(False)
+    frozen = bn(x * 5)
+    assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())
+    # batch statistics
+    assert torch.allclose(frozen.mean(dims), bn.bias.expand(3), atol=1e-5)
+    fresh = keras_bn(kind, 3, 0.01, "keras2")
+    fresh.load_state_dict(bn.state_dict())
+    assert float(fresh.moving_steps) == 3 and torch.equal(fresh.biased_var, bn.biased_var)
+
+
+def test_batchnorm_option_is_checked():
+    with pytest.raises(ConfigError, match="batchnorm must be one of torch, keras2, tf2"):
+        build_models("dcgan-mnist", 100, (1, 28, 28), {"batchnorm": "keras3"})

@@ -79,6 +79,8 @@ def test_simultaneous_step_is_the_gradient_tape_update():
     assert stats[1].item() == pytest.approx(
         g_loss.item(), abs=1e-6
     )  # G's loss on the same fakes D saw
+    # D's loss as the tutorial reports it: real + fake, the loss its tape differentiates
+    assert stats[0].item() == pytest.approx(d_loss.item(), abs=1e-6)
 
 
 def test_alternating_step_trains_g_through_the_updated_d():

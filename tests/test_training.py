@@ -135,7 +135,14 @@ def test_notebook_gan_recipe_trains_with_half_batches(mnist_test_split, tmp_path
     assert result.steps == 20
     assert result.images_per_second > 0
     samples = sorted(p.name for p in (result.run_dir / "samples").glob("*.png"))
-    assert samples == ["iteration_000000.png", "iteration_000010.png", "iteration_000020.png"]
+    # the notebook's cadence (a grid after its iteration e = 0, 10, ...: sample_offset 1),
+    # plus ganforge's grids before training and at the end
+    assert samples == [
+        "iteration_000000.png",
+        "iteration_000001.png",
+        "iteration_000011.png",
+        "iteration_000020.png",
+    ]
 
 
 def test_notebook_dcgan_recipe_counts_epochs(mnist_test_split, tmp_path):

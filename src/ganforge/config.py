@@ -57,6 +57,14 @@ class DataConfig:
     # MNIST without the full files: train on the 5,000-digit slice shipped with ganforge (the
     # demo), or stop and say how to get full MNIST (the faithful presets).
     allow_bundled_slice: bool = True
+    # The brain-MRI document's data or nothing: without --data, train only on OASIS slices
+    # (the keras_png_slices_train/_validate/_test layout) and stop when none are found,
+    # never on other slices that happen to be around (oasis-dcgan). Other slices are trained
+    # on when named with --data, and the run says so (`substitute`).
+    require_oasis: bool = False
+    # Written by ganforge, not by hand: why the data are not the preset's documented data
+    # (--data naming other slices than OASIS); the run's first line and config.json say it.
+    substitute: str | None = None
 
 
 @dataclass
@@ -114,11 +122,17 @@ class TrainConfig:
     grid_noise: GridNoise = "train"  # train: same law as training
     grid_size: int = 5  # sample grids are grid_size x grid_size
     sample_every: int = 1
+    # a grid after unit u when (u - sample_offset) % sample_every == 0: 1 puts the notebook's
+    # `if e % 200 == 0` after iterations 1, 201, 401, ... (its loop counts e from 0)
+    sample_offset: int = 0
     checkpoint_every: int = 1
     keep_checkpoints: int = 3
     eval_every: int = 0  # 0 disables evaluation during training
     eval_samples: int = 2000
     log_every: int = 50  # iterations between reads of the on-device loss accumulators
+    # also keep every iteration's statistics (metrics.jsonl "raw", read with the means, no
+    # extra sync) and plot them raw, as the notebook plots its losses
+    raw_losses: bool = False
     # Stabilisers (all off in the documented recipes).
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
     r1_gamma: float = 0.0  # R1 gradient penalty on real images
@@ -258,8 +272,17 @@ def _problems(c: TrainConfig):
     yield from positive("grid_size", c.grid_size)
     for name in ("sample_every", "checkpoint_every", "log_every", "keep_checkpoints"):
         yield from positive(name, getattr(c, name))
+    if not (isinstance(c.sample_offset, int) and c.sample_offset >= 0):
+        yield f"sample_offset must be an integer >= 0 (got {c.sample_offset!r})"
     if c.eval_every < 0:
         yield f"eval_every must be 0 (off) or positive (got {c.eval_every})"
+    batchnorm = c.model.options.get("batchnorm", "torch")
+    if c.sync_bn and batchnorm != "torch":
+        yield (
+            f"sync_bn replaces every BatchNorm with PyTorch's SyncBatchNorm, which would drop "
+            f"model.options.batchnorm: {batchnorm} (the documents' moving statistics); "
+            "turn one of them off"
+        )
     if not 0.0 <= c.label_smoothing < 0.5:
         yield f"label_smoothing must be in [0, 0.5) (got {c.label_smoothing})"
     yield from positive("r1_interval", c.r1_interval)

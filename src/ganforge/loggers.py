@@ -200,8 +200,10 @@ class LoggingHook:
         )
 
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
+        # one value per key: every iteration's values ("raw", raw_losses) stay in metrics.jsonl
+        scalars = {key: value for key, value in record.items() if key != "raw"}
         for logger in self.loggers:
-            logger.log_scalars(record["step"], record)
+            logger.log_scalars(record["step"], scalars)
 
     def on_grid(self, trainer: Any, images: torch.Tensor, path: Path) -> None:
         for logger in self.loggers:

@@ -20,9 +20,13 @@ documents' Keras and says so:
   left D's BatchNorm in training mode (batch statistics) and ran none of D's updates; in
   Keras 3 a frozen BatchNorm runs in inference mode. The G step below runs D in training
   mode and puts D's moving statistics back.
-* BatchNorm's moving variance: Keras >= 2.1.3 (and PyTorch) update it with the unbiased
-  batch variance (Keras 2: n / (n - 1 - eps)); Keras 3 uses the biased one. The check of
-  the running statistics converts Keras 3's update to Keras 2's.
+* BatchNorm's moving variance: Keras 2.1.4-2.2.5 feed it the batch variance times
+  n / (n - 1 - eps) (conv inputs: also Bessel's n / (n - 1), from TensorFlow's fused
+  kernel), PyTorch times n / (n - 1), Keras 3 the biased one. The one-step check of
+  PyTorch's running statistics (a model built without `batchnorm: keras2`) converts
+  Keras 3's update to n / (n - 1 - eps) and allows the difference (rtol 1e-3);
+  test_keras_training.py holds the `keras2` statistics to Keras 2's exactly, debiasing
+  included, over fifty iterations.
 * Keras 3 cannot share one Adam object between two models (it refuses variables it was
   not built with), so the notebook's shared iteration counter is not rebuilt here.
 
@@ -32,18 +36,16 @@ set the dropout rate to 0 in both (in inference mode dropout is the identity any
 
 from __future__ import annotations
 
-import os
+from typing import Callable
 
-os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported anywhere
+import numpy as np
+import pytest
+import torch
+from keras_required import import_keras
+from torch import nn
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-keras = pytest.importorskip("keras", minversion="3.15")  # see the conv-transpose test
-if keras.backend.backend() != "torch":  # keras was imported earlier with another backend
-    pytest.skip("the Keras oracle needs KERAS_BACKEND=torch", allow_module_level=True)
+# keras >= 3.15 on the torch backend (see the conv-transpose test); CI fails without it
+keras = import_keras()
 
 from ganforge.models import build_models, count_parameters  # noqa: E402
 
@@ -95,41 +97,50 @@ def notebook_gan() -> tuple[keras.Model, keras.Model]:
     return g, d
 
 
-def notebook_dcgan(dropout: float = 0.5) -> tuple[keras.Model, keras.Model]:
-    """The notebook's DCGAN. D's second conv has no padding argument: Keras' 'valid'."""
+def notebook_dcgan(
+    dropout: float = 0.5,
+    width: float = 1.0,
+    bn: Callable[[], keras.layers.Layer] = L.BatchNormalization,
+    drop: Callable[[float], keras.layers.Layer] = L.Dropout,
+) -> tuple[keras.Model, keras.Model]:
+    """The notebook's DCGAN. D's second conv has no padding argument: Keras' 'valid'.
+    `width` scales every layer as ganforge's option does; `bn` and `drop` make the
+    BatchNormalization and Dropout layers (test_keras_training.py hands in its own)."""
+    dense, c1, c2 = (max(1, round(units * width)) for units in (1024, 128, 64))
     g = keras.Sequential(
         [
             keras.Input((100,)),
-            L.Dense(1024),
-            L.BatchNormalization(),
+            L.Dense(dense),
+            bn(),
             L.Activation("relu"),
-            L.Dense(128 * 7 * 7),
-            L.BatchNormalization(),
+            L.Dense(c1 * 7 * 7),
+            bn(),
             L.Activation("relu"),
-            L.Reshape((7, 7, 128)),
+            L.Reshape((7, 7, c1)),
             L.UpSampling2D(size=(2, 2)),
-            L.Conv2D(64, (5, 5), padding="same"),
-            L.BatchNormalization(),
+            L.Conv2D(c2, (5, 5), padding="same"),
+            bn(),
             L.Activation("relu"),
             L.UpSampling2D(size=(2, 2)),
             L.Conv2D(1, (5, 5), padding="same"),
             L.Activation("tanh"),
         ]
     )
+    d1, d2, d_dense = (max(1, round(units * width)) for units in (64, 128, 256))
     d = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            L.Conv2D(64, (5, 5), strides=(2, 2), padding="same"),
-            L.BatchNormalization(),
+            L.Conv2D(d1, (5, 5), strides=(2, 2), padding="same"),
+            bn(),
             L.Activation("elu"),
-            L.Conv2D(128, (5, 5), strides=(2, 2)),
-            L.BatchNormalization(),
+            L.Conv2D(d2, (5, 5), strides=(2, 2)),
+            bn(),
             L.Activation("elu"),
             L.MaxPooling2D(pool_size=(2, 2)),
             L.Flatten(),
-            L.Dense(256),
-            L.BatchNormalization(),
-            L.Dropout(dropout),
+            L.Dense(d_dense),
+            bn(),
+            drop(dropout),
             L.Activation("elu"),
             L.Dense(1, activation="sigmoid"),
         ]
@@ -685,7 +696,17 @@ def test_one_brain_step_gives_kerass_weights():
 PRESET_SYSTEMS = {
     "mnist-gan": (notebook_gan, (1, 28, 28)),
     "mnist-dcgan": (notebook_dcgan, (1, 28, 28)),
-    "oasis-dcgan": (lambda: brain_dcgan(32), (1, 32, 32)),  # the same layers, small
+    # the same layers, small
+    "oasis-dcgan": (lambda: brain_dcgan(32), (1, 32, 32)),
+}
+# Each document's iteration, written out here and never read from the preset under test:
+# (D sees half batches, one noise batch for D's fakes and the G step, a GradientTape step,
+# one Adam object for D and the combined model). test_keras_training.py holds ganforge's
+# own batch sizes and noise to these over fifty iterations.
+DOCUMENTED_ITERATION = {
+    "mnist-gan": (True, False, False, True),
+    "mnist-dcgan": (False, True, False, False),
+    "oasis-dcgan": (False, True, True, False),
 }
 
 
@@ -721,22 +742,20 @@ def test_ganforges_own_step_with_the_presets_settings_is_the_documented_iteratio
     counter, and Keras' epsilon placement: optim.keras_epsilon), against the document's
     iteration in Keras. Without keras_epsilon the deviation is the one measured in
     test_pytorch_epsilon_placement_is_a_bounded_deviation."""
-    from ganforge.presets import load_preset
-
     builder, shape = PRESET_SYSTEMS[preset]
-    preset_config = load_preset(preset)
-    real_batch = BATCH // 2 if preset_config.d_half_batch else BATCH
+    half_batch, shared_noise, simultaneous, shared_counter = DOCUMENTED_ITERATION[preset]
+    real_batch = BATCH // 2 if half_batch else BATCH
     real, z_d, z_g = _inputs(shape, real_batch, real_batch)
-    if preset_config.shared_noise:
+    if shared_noise:
         z_g = z_d
     keras.utils.set_random_seed(0)
     kg, kd = builder()
     config, g, d = ganforge_iteration(preset, kg, kd, shape, real, z_d, z_g)
     set_dropout(kd, d, 0.0)
-    if config.update == "simultaneous":
+    if simultaneous:
         keras_brain_step(kg, kd, real, z_g)
     else:
-        keras_notebook_iteration(kg, kd, real, z_d, z_g, config.optim.shared_counter)
+        keras_notebook_iteration(kg, kd, real, z_d, z_g, shared_counter)
     assert_same_step(kd, d, lr=config.optim.lr_d)
     assert_same_step(kg, g, lr=config.optim.lr_g)
 

@@ -23,8 +23,25 @@ def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
     return out
 
 
+def every_iteration(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(iterations, values) of `key` for every iteration when the records keep them
+    (`raw_losses`: a record's "raw" lists end at its step), else one point per record."""
+    if not all("raw" in r for r in records):
+        return [r["step"] for r in records], [r[key] for r in records]
+    steps: list[int] = []
+    values: list[float] = []
+    for r in records:
+        kept = r["raw"][key]
+        steps += range(r["step"] - len(kept) + 1, r["step"] + 1)
+        values += kept
+    return steps, values
+
+
 def plot_training_curves(records: list[dict], path: str | Path, title: str = "") -> Path | None:
-    """Three panels: D and G losses (raw, faint, and smoothed), D(x) vs D(G(z)), D accuracy."""
+    """Three panels: D and G losses (raw, faint, and smoothed), D(x) vs D(G(z)), D accuracy.
+
+    Raw is every iteration when the run kept them (`raw_losses`, the notebook's plots),
+    else each record's mean over its log interval."""
     records = [r for r in records if "d_loss" in r]
     if not records:
         return None
@@ -35,18 +52,16 @@ def plot_training_curves(records: list[dict], path: str | Path, title: str = "")
         ("g_loss", "tab:orange", "G loss"),
     ):
         values = [r[key] for r in records]
-        axes[0].plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+        axes[0].plot(*every_iteration(records, key), color=colour, alpha=0.25, linewidth=0.8)
         axes[0].plot(steps, smooth(values), color=colour, label=f"{label} (smoothed)")
     axes[0].set_title("losses")
     for key, colour, label in (("d_real", "tab:green", "D(x)"), ("d_fake", "tab:red", "D(G(z))")):
         values = [r[key] for r in records]
-        axes[1].plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+        axes[1].plot(*every_iteration(records, key), color=colour, alpha=0.25, linewidth=0.8)
         axes[1].plot(steps, smooth(values), color=colour, label=label)
     axes[1].set_ylim(-0.02, 1.02)
     axes[1].set_title("discriminator outputs (probabilities)")
-    axes[2].plot(
-        steps, [r["d_acc"] for r in records], color="tab:purple", alpha=0.25, linewidth=0.8
-    )
+    axes[2].plot(*every_iteration(records, "d_acc"), color="tab:purple", alpha=0.25, linewidth=0.8)
     axes[2].plot(
         steps, smooth([r["d_acc"] for r in records]), color="tab:purple", label="D accuracy"
     )

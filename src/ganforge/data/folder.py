@@ -193,6 +193,34 @@ def load_folder(config: DataConfig) -> ImageData:
     raise nothing_found(root, folders)
 
 
+OASIS_SPLITS = ("keras_png_slices_train", "keras_png_slices_validate", "keras_png_slices_test")
+OASIS_HOWTO = (
+    "get OASIS (keras_png_slices_data.zip of the course project, 11,328 slices in "
+    "keras_png_slices_train/_validate/_test; docs/brain-mri.md) and pass --data "
+    "keras_png_slices_data or put it in $GANFORGE_DATA/keras_png_slices_data"
+)
+
+
+def is_oasis_layout(root: Path) -> bool:
+    """An OASIS keras_png_slices_data folder (it holds a split folder), or one split folder."""
+    return root.name in OASIS_SPLITS or any((root / split).is_dir() for split in OASIS_SPLITS)
+
+
+def oasis_substitute(config: DataConfig) -> str | None:
+    """The note a run owes its user when a preset that requires OASIS (`require_oasis`)
+    trains on other data named with --data; None when nothing is substituted."""
+    if not config.require_oasis or not config.path:
+        return None
+    root = Path(config.path).expanduser()
+    if config.dataset == "brain-mri" and is_oasis_layout(root):
+        return None
+    return (
+        f"note: {root} is not the OASIS data of the brain-MRI document (no "
+        "keras_png_slices_train/_validate/_test folders): training on these slices, as "
+        "named with --data"
+    )
+
+
 def brain_mri_candidates() -> list[Path]:
     """Where brain slices are looked for without --data, in order (first existing folder wins)."""
     return search_places(BRAIN_DATASETS)
@@ -205,9 +233,15 @@ def load_brain_mri(config: DataConfig) -> ImageData:
         return load_folder(config)
     candidates = brain_mri_candidates()
     for place in candidates:
-        if place.is_dir():
+        if place.is_dir() and (is_oasis_layout(place) or not config.require_oasis):
             return load_folder(replace(config, path=str(place.resolve())))
     searched = ", ".join(str(p) for p in candidates)
+    if config.require_oasis:
+        raise DataError(
+            f"OASIS brain slices not found (looked in {searched}); this preset trains on "
+            f"the document's data only: {OASIS_HOWTO}. To train on other slices, name "
+            "them: --data FOLDER"
+        )
     raise DataError(
         f"brain MRI slices not found: looked in {searched}; pass a folder of slices with "
         "--data (OASIS keras_png_slices_data, Kaggle 'Alzheimer's Dataset (4 class of "

@@ -19,7 +19,9 @@ the two compute the same family of functions: tests/fidelity copies Keras' weigh
 with that fixed permutation, and gets Keras' outputs.
 
 BatchNorm uses Keras' defaults (momentum 0.99 = PyTorch 0.01, epsilon 1e-3); `bn_momentum`
-changes the PyTorch-style momentum (0.1 tracks the statistics faster in short runs).
+changes the PyTorch-style momentum (0.1 tracks the statistics faster in short runs);
+`batchnorm: keras2` keeps the moving statistics as the notebook's Keras 2 did (zero-debiased,
+see `ganforge.models.layers.KerasBatchNorm2d`), which the faithful preset sets.
 `width` scales every layer (the CPU demo uses 0.25); `dropout` is D's dropout rate.
 """
 
@@ -30,6 +32,7 @@ from torch import nn
 
 from ganforge.models.layers import (
     KERAS_BN_MOMENTUM,
+    BatchNormKind,
     ImageShape,
     KerasConv2d,
     keras_bn,
@@ -46,6 +49,7 @@ class DCGANMnistGenerator(nn.Module):
         image_shape: ImageShape,
         width: float = 1.0,
         bn_momentum: float = KERAS_BN_MOMENTUM,
+        batchnorm: BatchNormKind = "torch",
     ):
         super().__init__()
         channels = image_shape[0]
@@ -53,16 +57,16 @@ class DCGANMnistGenerator(nn.Module):
         self.latent_dim, self.image_shape, self.c1 = latent_dim, tuple(image_shape), c1
         self.dense = nn.Sequential(
             nn.Linear(latent_dim, dense),
-            keras_bn(nn.BatchNorm1d, dense, bn_momentum),
+            keras_bn(nn.BatchNorm1d, dense, bn_momentum, batchnorm),
             nn.ReLU(),
             nn.Linear(dense, c1 * 7 * 7),
-            keras_bn(nn.BatchNorm1d, c1 * 7 * 7, bn_momentum),
+            keras_bn(nn.BatchNorm1d, c1 * 7 * 7, bn_momentum, batchnorm),
             nn.ReLU(),
         )
         self.conv = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"),  # [c1, 14, 14]
             KerasConv2d(c1, c2, 5),
-            keras_bn(nn.BatchNorm2d, c2, bn_momentum),
+            keras_bn(nn.BatchNorm2d, c2, bn_momentum, batchnorm),
             nn.ReLU(),
             nn.Upsample(scale_factor=2, mode="nearest"),  # [c2, 28, 28]
             KerasConv2d(c2, channels, 5),
@@ -82,21 +86,22 @@ class DCGANMnistDiscriminator(nn.Module):
         width: float = 1.0,
         dropout: float = 0.5,
         bn_momentum: float = KERAS_BN_MOMENTUM,
+        batchnorm: BatchNormKind = "torch",
     ):
         super().__init__()
         channels = image_shape[0]
         c1, c2, dense = scaled(64, width), scaled(128, width), scaled(256, width)
         self.net = nn.Sequential(
             KerasConv2d(channels, c1, 5, stride=2, padding="same"),  # [c1, 14, 14]
-            keras_bn(nn.BatchNorm2d, c1, bn_momentum),
+            keras_bn(nn.BatchNorm2d, c1, bn_momentum, batchnorm),
             nn.ELU(),
             KerasConv2d(c1, c2, 5, stride=2, padding="valid"),  # [c2, 5, 5]
-            keras_bn(nn.BatchNorm2d, c2, bn_momentum),
+            keras_bn(nn.BatchNorm2d, c2, bn_momentum, batchnorm),
             nn.ELU(),
             nn.MaxPool2d(2),  # [c2, 2, 2]
             nn.Flatten(),
             nn.Linear(c2 * 2 * 2, dense),
-            keras_bn(nn.BatchNorm1d, dense, bn_momentum),
+            keras_bn(nn.BatchNorm1d, dense, bn_momentum, batchnorm),
             nn.Dropout(dropout),
             nn.ELU(),
             nn.Linear(dense, 1),

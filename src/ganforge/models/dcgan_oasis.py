@@ -21,7 +21,9 @@ Options: `d_norm` ("batch", the document; "none", the tutorial) and `dropout` (0
 document; the tutorial uses 0.3 after each LeakyReLU) choose the discriminator;
 `d_norm="none", dropout=0.3` is the tutorial's discriminator. `width` scales every layer;
 `bn_momentum` sets BatchNorm's momentum in PyTorch's convention (0.1 makes the running
-statistics, which sample grids use, settle within a few dozen iterations in short runs).
+statistics, which sample grids use, settle within a few dozen iterations in short runs);
+`batchnorm: tf2` keeps them as tf.keras on TensorFlow 2 does (the faithful preset; see
+`ganforge.models.layers.KerasBatchNorm1d`).
 Besides 128, any power-of-two size from 32 to 256 works (the Dense layer starts at R/8),
 which lets tests and CPU demos run the same architecture small.
 """
@@ -33,6 +35,7 @@ from torch import nn
 
 from ganforge.models.layers import (
     KERAS_BN_MOMENTUM,
+    BatchNormKind,
     ImageShape,
     KerasConv2d,
     KerasConvTranspose2d,
@@ -53,6 +56,7 @@ class OasisGenerator(nn.Module):
         image_shape: ImageShape,
         width: float = 1.0,
         bn_momentum: float = KERAS_BN_MOMENTUM,
+        batchnorm: BatchNormKind = "torch",
     ):
         super().__init__()
         channels, resolution = image_shape[0], image_shape[1]
@@ -62,15 +66,15 @@ class OasisGenerator(nn.Module):
         units = c0 * (resolution // 8) ** 2
         self.dense = nn.Sequential(
             nn.Linear(latent_dim, units, bias=False),
-            keras_bn(nn.BatchNorm1d, units, bn_momentum),
+            keras_bn(nn.BatchNorm1d, units, bn_momentum, batchnorm),
             nn.LeakyReLU(0.2),
         )
         self.conv = nn.Sequential(
             KerasConvTranspose2d(c0, c1, 5, 2, bias=False),  # [c1, R/4, R/4]
-            keras_bn(nn.BatchNorm2d, c1, bn_momentum),
+            keras_bn(nn.BatchNorm2d, c1, bn_momentum, batchnorm),
             nn.LeakyReLU(0.2),
             KerasConvTranspose2d(c1, c2, 5, 2, bias=False),  # [c2, R/2, R/2]
-            keras_bn(nn.BatchNorm2d, c2, bn_momentum),
+            keras_bn(nn.BatchNorm2d, c2, bn_momentum, batchnorm),
             nn.LeakyReLU(0.2),
             KerasConvTranspose2d(c2, channels, 5, 2, bias=False),  # [C, R, R]
             nn.Tanh(),
@@ -89,6 +93,7 @@ class OasisDiscriminator(nn.Module):
         d_norm: str = "batch",
         dropout: float = 0.0,
         bn_momentum: float = KERAS_BN_MOMENTUM,
+        batchnorm: BatchNormKind = "torch",
     ):
         super().__init__()
         if d_norm not in D_NORMS:
@@ -99,7 +104,7 @@ class OasisDiscriminator(nn.Module):
         for n_in, n_out in ((channels, c1), (c1, c2)):  # [c1, R/2, R/2], then [c2, R/4, R/4]
             layers.append(KerasConv2d(n_in, n_out, 5, stride=2))
             if d_norm == "batch":
-                layers.append(keras_bn(nn.BatchNorm2d, n_out, bn_momentum))
+                layers.append(keras_bn(nn.BatchNorm2d, n_out, bn_momentum, batchnorm))
             layers.append(nn.LeakyReLU(0.2))
             if dropout:
                 layers.append(nn.Dropout(dropout))

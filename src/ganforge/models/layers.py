@@ -19,11 +19,17 @@ from PyTorch's defaults and change what a network computes, so they live here on
 
 Both layer classes subclass the PyTorch ones, so their parameters, state-dict keys and
 `isinstance` checks are those of `nn.Conv2d` / `nn.ConvTranspose2d`.
+
+A fourth convention is how BatchNorm keeps its moving statistics: Keras 2.1.4-2.2.5 on
+TensorFlow 1 (every Keras 2 release of 2018 but 2.1.3, the notebook's) debiases them and
+corrects the variance its own way, tf.keras on TensorFlow 2 another way: `KerasBatchNorm1d/2d`
+(model option `batchnorm: keras2 | tf2`; see `_KerasMovingAverages` and docs/fidelity.md).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +41,121 @@ KERAS_BN_MOMENTUM = 0.01  # Keras BatchNormalization() momentum 0.99, in PyTorch
 KERAS_BN_EPS = 1e-3  # Keras BatchNormalization() epsilon
 
 
+BatchNormKind = Literal["torch", "keras2", "tf2"]
+BATCHNORM_KINDS = ("torch", "keras2", "tf2")
+
+
+class _KerasMovingAverages:
+    """BatchNorm whose moving statistics follow the Keras the documents ran.
+
+    `rule` "keras2": Keras 2.1.4-2.2.5 on TensorFlow 1 (the notebook). Three things differ
+    from PyTorch, and each changes what inference mode computes (the notebook's
+    `generator.predict` makes D's fakes with these statistics):
+
+    * Zero-debiased moving averages. Keras calls TensorFlow's
+      `assign_moving_average(moving, value, momentum, zero_debias=True)`: TensorFlow keeps a
+      biased accumulator b (starting at 0) and a step count t, and after each batch sets
+      b <- b - (b - value) * (1 - momentum), t <- t + 1 and
+      moving <- moving - (moving - b / (1 - momentum^t)). The initial 0 and 1 are forgotten
+      after the first batch; PyTorch's running averages start from them.
+    * The variance fed to the average is the batch variance times n / (n - 1 - eps)
+      (`layers/normalization.py`), and for 4-D inputs TensorFlow's fused batch-norm kernel
+      has already applied Bessel's n / (n - 1): n^2 / ((n - 1)(n - 1 - eps)) in a conv
+      BatchNorm, n / (n - 1 - eps) in a Dense one. PyTorch: n / (n - 1).
+    * A frozen layer (`trainable = False`, here: weights that require no gradient, as in
+      ganforge's G step through D) normalises with batch statistics and updates nothing:
+      Keras 2 leaves the updates of a non-trainable model out of the combined model.
+
+    `rule` "tf2": tf.keras on TensorFlow 2 (the brain-MRI project's tutorial): plain
+    moving averages, Bessel's n / (n - 1) from the fused kernel for conv inputs and the
+    biased batch variance for Dense ones (PyTorch corrects both).
+
+    b and t are buffers, so checkpoints and resumed runs carry them. Statistics are
+    computed in float32 from the input, without host syncs (CUDA graphs stay possible).
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    biased_mean: torch.Tensor
+    biased_var: torch.Tensor
+    moving_steps: torch.Tensor
+
+    def _set_rule(self, rule: str, features: int) -> None:
+        self.rule = rule
+        if rule == "keras2":
+            self.register_buffer("biased_mean", torch.zeros(features))  # type: ignore[attr-defined]
+            self.register_buffer("biased_var", torch.zeros(features))  # type: ignore[attr-defined]
+            self.register_buffer("moving_steps", torch.zeros(()))  # type: ignore[attr-defined]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)  # type: ignore[attr-defined]
+        weight, bias, eps = self.weight, self.bias, self.eps  # type: ignore[attr-defined]
+        if not self.training:  # type: ignore[attr-defined]
+            moving = (self.running_mean, self.running_var)
+            return F.batch_norm(x, *moving, weight, bias, False, 0.0, eps)
+        if weight is None or weight.requires_grad:
+            self._update_moving_averages(x)
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+    @torch.no_grad()
+    def _update_moving_averages(self, x: torch.Tensor) -> None:
+        dims = [0, *range(2, x.dim())]
+        values = x.detach().float()
+        n = values.numel() // values.shape[1]
+        mean, var = values.mean(dims), values.var(dims, correction=0)
+        # TensorFlow's fused kernel: Bessel's correction
+        if x.dim() == 4:
+            var = var * (n / max(n - 1.0, 1.0))
+        decay = float(self.momentum)  # type: ignore[attr-defined]
+        if self.rule == "tf2":
+            self.running_mean.sub_((self.running_mean - mean) * decay)
+            self.running_var.sub_((self.running_var - var) * decay)
+            return
+        var = var * (n / (n - 1.0 - self.eps))  # type: ignore[attr-defined]
+        self.moving_steps.add_(1)
+        debias = 1.0 - torch.pow(1.0 - decay, self.moving_steps)
+        for biased, moving, value in (
+            (self.biased_mean, self.running_mean, mean),
+            (self.biased_var, self.running_var, var),
+        ):
+            biased.sub_((biased - value) * decay)
+            moving.sub_(moving - biased / debias)
+
+
+class KerasBatchNorm1d(_KerasMovingAverages, nn.BatchNorm1d):
+    """`nn.BatchNorm1d` with Keras' moving averages (see `_KerasMovingAverages`)."""
+
+    def __init__(self, features: int, momentum: float, eps: float, rule: str):
+        super().__init__(features, momentum=momentum, eps=eps)
+        self._set_rule(rule, features)
+
+
+class KerasBatchNorm2d(_KerasMovingAverages, nn.BatchNorm2d):
+    """`nn.BatchNorm2d` with Keras' moving averages (see `_KerasMovingAverages`)."""
+
+    def __init__(self, features: int, momentum: float, eps: float, rule: str):
+        super().__init__(features, momentum=momentum, eps=eps)
+        self._set_rule(rule, features)
+
+
 def keras_bn(
-    kind: type[nn.Module], features: int, momentum: float = KERAS_BN_MOMENTUM
+    kind: type[nn.Module],
+    features: int,
+    momentum: float = KERAS_BN_MOMENTUM,
+    batchnorm: BatchNormKind = "torch",
 ) -> nn.Module:
-    """A BatchNorm1d/2d with Keras' epsilon; `momentum` in PyTorch's convention (1 - Keras')."""
-    return kind(features, momentum=momentum, eps=KERAS_BN_EPS)
+    """A BatchNorm1d/2d with Keras' epsilon; `momentum` in PyTorch's convention (1 - Keras').
+
+    `batchnorm`: "torch" keeps PyTorch's running averages; "keras2" those of the Keras 2
+    the notebook ran, "tf2" those of tf.keras on TensorFlow 2 (`_KerasMovingAverages`)."""
+    if batchnorm == "torch":
+        return kind(features, momentum=momentum, eps=KERAS_BN_EPS)
+    if batchnorm not in BATCHNORM_KINDS:
+        raise ValueError(
+            f"batchnorm must be one of {', '.join(BATCHNORM_KINDS)}, got {batchnorm!r}"
+        )
+    keras = KerasBatchNorm2d if issubclass(kind, nn.BatchNorm2d) else KerasBatchNorm1d
+    return keras(features, momentum, KERAS_BN_EPS, batchnorm)
 
 
 def scaled(units: int, width: float) -> int:

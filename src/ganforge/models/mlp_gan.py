@@ -6,8 +6,10 @@ Discriminator: Flatten -> Dense 512 -> LeakyReLU 0.2 -> Dense 256 -> LeakyReLU 0
 
 Keras ``BatchNormalization(momentum=0.8)`` keeps 80% of the old running value, which is
 PyTorch's ``momentum=0.2``; Keras' epsilon is 1e-3. Options `g_hidden` and `d_hidden` set
-the hidden widths. For one channel, Keras' channels-last reshape and flatten order the
-pixels as this port does, so Keras weights copy over unchanged.
+the hidden widths; `batchnorm: keras2` keeps G's moving statistics as the notebook's Keras 2
+did (zero-debiased, `ganforge.models.layers.KerasBatchNorm1d`). For one channel, Keras'
+channels-last reshape and flatten order the pixels as this port does, so Keras weights copy
+over unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from ganforge.models.layers import ImageShape, keras_bn, keras_init
+from ganforge.models.layers import BatchNormKind, ImageShape, keras_bn, keras_init
 from ganforge.models.registry import Architecture, register
 
 NOTEBOOK_BN_MOMENTUM = 0.2  # Keras BatchNormalization(momentum=0.8), in PyTorch's convention
@@ -29,6 +31,7 @@ class MLPGenerator(nn.Module):
         latent_dim: int,
         image_shape: ImageShape,
         g_hidden: tuple[int, ...] = (256, 512, 1024, 2048),
+        batchnorm: BatchNormKind = "torch",
     ):
         super().__init__()
         self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
@@ -38,7 +41,7 @@ class MLPGenerator(nn.Module):
             layers += [
                 nn.Linear(width, units),
                 nn.LeakyReLU(0.2),
-                keras_bn(nn.BatchNorm1d, units, NOTEBOOK_BN_MOMENTUM),
+                keras_bn(nn.BatchNorm1d, units, NOTEBOOK_BN_MOMENTUM, batchnorm),
             ]
             width = units
         layers += [nn.Linear(width, math.prod(image_shape)), nn.Tanh()]

@@ -63,7 +63,13 @@ from ganforge.errors import (
     first_line,
 )
 from ganforge.training import loop
-from ganforge.training.loop import Evaluator, Hook, Trainer, TrainResult
+from ganforge.training.loop import (
+    Evaluator,
+    Hook,
+    Trainer,
+    TrainResult,
+    declare_substitute,
+)
 from ganforge.training.oom import out_of_memory_message
 from ganforge.training.runtime import resolve_runtime
 from ganforge.training.state import TrainingState
@@ -755,6 +761,7 @@ def _train(
         distributed.from_main(lambda: loaded.append(load_images(config.data)))
         data = loaded[0] if loaded else load_images(config.data)
     check_against_data(config, data)
+    config = declare_substitute(config, runtime)
     state = TrainingState.create(config, data.image_shape, len(data), runtime)
     state.sampler.shard(rank, world)
     if config.sync_bn:

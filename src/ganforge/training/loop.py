@@ -42,6 +42,7 @@ from ganforge.checkpoint import (
 from ganforge.conditional import fake_labels, grid_labels, num_classes_of
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_uint8, to_unit_range
+from ganforge.data.folder import oasis_substitute
 from ganforge.errors import CheckpointError, GanforgeError, TrainingDiverged, first_line
 from ganforge.losses import R1, get_loss
 from ganforge.noise import draw_noise
@@ -440,6 +441,8 @@ class Trainer:
         self.elapsed_before = state.elapsed  # what earlier sessions of a resumed run took
         stats_sum = torch.zeros(len(STAT_NAMES), device=self.runtime.device)
         stats_count = 0
+        # every iteration's statistics since the last log
+        raw: list[torch.Tensor] = []
         start = time.perf_counter()
         first_step = state.step
         window_start, window_step = start, state.step
@@ -464,8 +467,12 @@ class Trainer:
         state.discriminator.train()
         with _StopRequest() as stop, progress:
             while state.step < total:
-                stats_sum += self.run_step(self.next_batch())
+                stats = self.run_step(self.next_batch())
+                stats_sum += stats
                 stats_count += 1
+                # a copy: a CUDA graph overwrites its output next iteration
+                if c.raw_losses:
+                    raw.append(stats.detach().clone())
                 state.step += 1
                 progress.advance()
                 end_of_unit = state.step % self.unit_steps == 0
@@ -475,11 +482,13 @@ class Trainer:
                 if state.step % c.log_every == 0 or is_last or requested:
                     now = time.perf_counter()
                     rate = (state.step - window_step) / max(now - window_start, 1e-9)
-                    last_stats = self._log(stats_sum, stats_count, now - start, rate)
+                    last_stats = self._log(stats_sum, stats_count, now - start, rate, raw)
                     progress.show(last_stats)
+                    raw.clear()
                     stats_sum.zero_()
                     stats_count, window_start, window_step = 0, now, state.step
-                if end_of_unit and (unit_index % c.sample_every == 0 or is_last):
+                due = (unit_index - c.sample_offset) % c.sample_every == 0
+                if end_of_unit and (due or is_last):
                     self.save_sample_grid()
                 if (
                     end_of_unit
@@ -514,15 +523,26 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - start
 
     def _log(
-        self, stats_sum: torch.Tensor, count: int, elapsed: float, steps_per_second: float
+        self,
+        stats_sum: torch.Tensor,
+        count: int,
+        elapsed: float,
+        steps_per_second: float,
+        raw: list[torch.Tensor] | None = None,
     ) -> dict[str, float]:
         step = self.state.step
-        values = (stats_sum / max(count, 1)).tolist()  # the one device sync per log interval
+        means = stats_sum / max(count, 1)
+        # the one device sync per log interval: the means, and every iteration's values if kept
+        rows = torch.cat([means[None], *(r[None] for r in raw or ())]).tolist()
+        values, every = rows[0], [list(column) for column in zip(*rows[1:])]
         record: dict[str, Any] = {
             "step": step,
             "epoch": round(step / self.state.steps_per_epoch, 4),
         }
         record.update({name: round(v, 6) for name, v in zip(STAT_NAMES, values)})
+        # every iteration since the last record, ending at `step`
+        if every:
+            record["raw"] = {n: [round(v, 6) for v in vs] for n, vs in zip(STAT_NAMES, every)}
         record["images_per_s"] = round(steps_per_second * self.images_per_step(), 1)
         record["elapsed_s"] = round(self.elapsed_before + elapsed, 3)
         augment = self.step_fn.augment
@@ -668,6 +688,7 @@ def train(
     seed_everything(config.seed, config.deterministic)
     data = data if data is not None else load_images(config.data)
     check_against_data(config, data)
+    config = declare_substitute(config, runtime)
     stage = ["setting up (dataset and models on the device, compilation)"]
     try:
         state = TrainingState.create(config, data.image_shape, len(data), runtime)
@@ -705,6 +726,17 @@ def train(
         if runtime.device.type == "cuda":
             torch.cuda.empty_cache()
         raise GanforgeError(message) from None
+
+
+def declare_substitute(config: TrainConfig, runtime: Runtime) -> TrainConfig:
+    """A preset that requires the documented data (data.require_oasis) trains on other data
+    only when they are named, and then says so: first among the run's notes (its first
+    line) and in config.json (data.substitute)."""
+    substitute = oasis_substitute(config.data)
+    if not substitute:
+        return config
+    runtime.notes.insert(0, substitute)
+    return config.with_overrides({"data.substitute": substitute})
 
 
 def _start_or_resume(

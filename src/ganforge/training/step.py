@@ -256,8 +256,9 @@ class AdversarialStep:
                 scaler.update()
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
+        # D's loss as the GradientTape step defines it: real + fake, the sum it differentiates
         d_loss, d_acc, d_real, d_fake = self._d_stats(
-            real_logits, fake_logits, real_loss, fake_loss
+            real_logits, fake_logits, real_loss, fake_loss, share=1.0
         )
         return d_loss, g_loss.detach(), d_acc, d_real, d_fake
 
@@ -267,11 +268,14 @@ class AdversarialStep:
         fake_logits: torch.Tensor,
         real_loss: torch.Tensor,
         fake_loss: torch.Tensor,
+        share: float = 0.5,
     ):
+        """D's statistics; its loss is `share` times real + fake: the mean of the two Keras
+        train_on_batch losses (0.5, the notebook's 0.5 * np.add) or the GradientTape sum (1)."""
         with torch.no_grad():
             real_logits, fake_logits = real_logits.detach().float(), fake_logits.detach().float()
             accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
-            d_loss = 0.5 * (real_loss.detach() + fake_loss.detach())
+            d_loss = share * (real_loss.detach() + fake_loss.detach())
             return (
                 d_loss,
                 accuracy,
