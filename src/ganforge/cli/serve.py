@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"ganforge serve: open http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
-    config = uvicorn.Config(app, log_level="warning")
+    # log_config=None: uvicorn's default would dictConfig the whole process's logging, which
+    # closes every handler already installed (a caller's, or a test runner's capture)
+    config = uvicorn.Config(app, log_level="warning", log_config=None)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
