@@ -24,7 +24,9 @@ def main(folder: str, out: str) -> None:
     from ganforge.serve import build_app
 
     server = uvicorn.Server(
-        uvicorn.Config(build_app(folder), host="127.0.0.1", port=0, log_level="warning")
+        uvicorn.Config(
+            build_app(folder), host="127.0.0.1", port=0, log_level="warning", log_config=None
+        )
     )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

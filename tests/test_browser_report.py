@@ -16,13 +16,17 @@ import ganforge
 from ganforge.cli import main
 from ganforge.report.browser import check_in_browser, find_chromium, screenshot
 
+# one skip for the whole file when Chromium is missing, not one per test
+if find_chromium() is None:
+    pytest.skip(
+        "headless Chromium not installed (apt-get install chromium); .ci/run installs it",
+        allow_module_level=True,
+    )
+
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
-    pytest.mark.slow,  # two tiny trainings, ~15 s idle
-    pytest.mark.skipif(
-        find_chromium() is None,
-        reason="headless Chromium not installed (apt-get install chromium); .ci/run installs it",
-    ),
+    # two tiny trainings, ~15 s idle
+    pytest.mark.slow,
 ]
 
 TINY = {

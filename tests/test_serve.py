@@ -457,7 +457,9 @@ def test_a_request_whose_page_left_is_not_drawn(pretrained_library, monkeypatch)
 
     monkeypatch.setattr(views, "grid_images", held)
     app = create_app(pretrained_library, slots=1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -24,6 +24,12 @@ playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="needs Playwright: pip install -e '.[serve-test]'"
 )
 
+from ganforge.report.browser import PLAYWRIGHT_FLAGS, find_chromium  # noqa: E402
+
+# one skip for the whole file when Chromium is missing, not one per test
+if find_chromium() is None:
+    pytest.skip("no Chromium: apt-get install chromium", allow_module_level=True)
+
 pytestmark = pytest.mark.slow
 
 
@@ -48,7 +54,9 @@ def served(tmp_path_factory, tiny_config, tiny_images):
     shutil.copy(pretrained_path("mnist-best"), root / "digits" / "model.safetensors")
     (root.parent / "secret.json").write_text('{"secret": 1}')
     server = uvicorn.Server(
-        uvicorn.Config(build_app(root), host="127.0.0.1", port=0, log_level="warning")
+        uvicorn.Config(
+            build_app(root), host="127.0.0.1", port=0, log_level="warning", log_config=None
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -63,11 +71,7 @@ def served(tmp_path_factory, tiny_config, tiny_images):
 
 @pytest.fixture(scope="module")
 def browser():
-    from ganforge.report.browser import PLAYWRIGHT_FLAGS, find_chromium
-
     path = find_chromium()
-    if path is None:
-        pytest.skip("no Chromium: apt-get install chromium")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         with playwright_api.sync_playwright() as playwright:

@@ -563,11 +563,18 @@ class DistributedTrainer(Trainer):
             self.writer.close()
 
     def _log(
-        self, stats_sum: torch.Tensor, count: int, elapsed: float, steps_per_second: float
+        self,
+        stats_sum: torch.Tensor,
+        count: int,
+        elapsed: float,
+        steps_per_second: float,
+        raw: list[torch.Tensor] | None = None,
     ) -> dict[str, float]:
-        # the whole batch's statistics, once per log interval; every process checks them for
-        # NaN, rank 0 alone writes them (the others' run folder does not write)
-        return super()._log(self.dist.mean(stats_sum), count, elapsed, steps_per_second)
+        # the whole batch's statistics (and every iteration's, if kept), once per log interval
+        # in one all_reduce; every process checks them for NaN, rank 0 alone writes them (the
+        # others' run folder does not write)
+        rows = self.dist.mean(torch.stack([stats_sum, *(raw or ())]))
+        return super()._log(rows[0], count, elapsed, steps_per_second, list(rows[1:]))
 
     def _evaluate(self, elapsed: float) -> None:
         """Rank 0 evaluates; a new best is then saved by all (the checkpoint gathers every

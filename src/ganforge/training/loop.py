@@ -559,7 +559,9 @@ class Trainer:
         for hook in self.hooks:
             hook.on_log(self, record)
         self._warn(self.health.check_stats(step, record))
-        return record
+        # the interval's figures for the progress line and the final summary (the raw values
+        # live in metrics.jsonl and reach the hooks)
+        return {key: value for key, value in record.items() if key != "raw"}
 
     def _last_good(self) -> str:
         latest = find_latest(self.run.checkpoints_dir)
