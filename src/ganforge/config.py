@@ -62,6 +62,10 @@ class DataConfig:
     # never on other slices that happen to be around (oasis-dcgan). Other slices are trained
     # on when named with --data, and the run says so (`substitute`).
     require_oasis: bool = False
+    # stacked-mnist: how many three-digit stacks to draw (None: as many as the split has
+    # images) and the seed that picks the three digits of each, so a stack set is repeatable
+    stacks: int | None = None
+    stack_seed: int = 0
     # Written by ganforge, not by hand: why the data are not the preset's documented data
     # (--data naming other slices than OASIS); the run's first line and config.json say it.
     substitute: str | None = None
