@@ -67,6 +67,17 @@ def test_rpgan_refuses_unpaired_step_settings_in_one_line(cli, user_error):
     user_error(result, "d_separate_updates=false", "d_half_batch=false", "label_smoothing=0")
 
 
+def test_rpgan_refuses_adaptive_augmentation_which_reads_d_on_reals(tiny_config):
+    from ganforge.check import check
+
+    config = tiny_config(
+        "stacked-best", {"augment": "translation", "ada_target": 0.6}, iterations=4
+    )
+    with pytest.raises(ConfigError, match="ada_target=0"):
+        check(config)
+    check(tiny_config("stacked-best", {"augment": "translation", "augment_p": 0.5}))
+
+
 # ---- R2 by hand ----------------------------------------------------------------------------------
 def test_r2_is_the_squared_gradient_norm_at_the_fakes():
     """D(x) = sum(x^2) has gradient 2x: fakes of four ones give |grad|^2 = 16, zeros 0; R2 with

@@ -62,6 +62,12 @@ def paired_loss_problems(config: TrainConfig) -> list[str]:
         found.append(f"loss {name!r} pairs every real image with a fake; set d_half_batch=false")
     if config.label_smoothing:
         found.append(f"loss {name!r} has no real targets to smooth; set label_smoothing=0")
+    if config.augment and config.ada_target > 0:
+        # ADA steers p by E[sign D(real)], which a relativistic D's logits do not measure
+        found.append(
+            f"loss {name!r} scores reals only against fakes, so D's sign on reals cannot steer "
+            "adaptive augmentation; set ada_target=0 and a fixed augment_p"
+        )
     return found
 
 
