@@ -135,8 +135,15 @@ def test_r2_in_a_step_penalises_d_at_the_generated_images():
         )
         before = d.w.detach().clone()
         real, z = torch.ones(2, 1, 2, 2), torch.zeros(2, 4)
-        step(Batch(real=real, z_d=z, z_g=z))
+        stats = step(Batch(real=real, z_d=z, z_g=z))
         grads[gamma] = before - d.w.detach()
+        if not gamma:
+            # D(real) = 1 - 2 + 3 + 0.5 = 2.5 and D(fake) = 0: D's loss softplus(-2.5); its
+            # statistics read the pair, not the drifting logits: the real wins every pair
+            d_loss, _, d_acc, d_real, d_fake = stats.tolist()
+            assert d_loss == approx(math.log1p(math.exp(-2.5)))
+            assert d_acc == 1.0 and d_real == approx(1 / (1 + math.exp(-2.5)))
+            assert d_fake == approx(1 - d_real)
     # R2 of w . x is |w|^2 at every fake: gamma/2 * |w|^2 has gradient gamma * w
     expected = 3.0 * torch.tensor([1.0, -2.0, 3.0, 0.5])
     assert torch.allclose(grads[3.0] - grads[0.0], expected, atol=1e-5)

@@ -181,7 +181,7 @@ class AdversarialStep:
             fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
             fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
             self._step_d(real_loss + fake_loss)
-            return self._d_stats(real_logits, fake_logits, real_loss, fake_loss, share=1.0)
+            return self._d_stats(*_relative(real_logits, fake_logits), real_loss, fake_loss, 1.0)
         if (
             self.options.separate_d_updates
         ):  # two optimiser steps, as two Keras train_on_batch calls
@@ -297,6 +297,8 @@ class AdversarialStep:
                 scaler.update()
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
+        if self.loss.pair is not None:
+            real_logits, fake_logits = _relative(real_logits, fake_logits)
         # D's loss as the GradientTape step defines it: real + fake, the sum it differentiates
         d_loss, d_acc, d_real, d_fake = self._d_stats(
             real_logits, fake_logits, real_loss, fake_loss, share=1.0
@@ -327,6 +329,18 @@ class AdversarialStep:
 
 def _same(loss: torch.Tensor) -> torch.Tensor:
     return loss
+
+
+def _relative(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A paired loss's verdicts as D's statistics read them: D(real) - D(fake) for the reals
+    and its negation for the fakes. A relativistic D's logits can drift by any constant
+    without changing its loss, so only the difference says anything: D accuracy becomes the
+    share of pairs with the real scored higher, D(x) the mean sigmoid of the difference, and
+    the health monitor's "D dominates" warning keeps its meaning."""
+    difference = real_logits.detach().float() - fake_logits.detach().float()
+    return difference, -difference
 
 
 class _Snapshot:
