@@ -22,7 +22,7 @@ import torch
 
 from ganforge.config import DataConfig
 from ganforge.data.base import ImageData
-from ganforge.data.idx import IDX_SHAPE, _idx_problems, load_idx_dataset
+from ganforge.data.idx import IDX_SHAPE, idx_problems, load_idx_dataset
 from ganforge.data.registry import register_source
 from ganforge.errors import DataError
 
@@ -53,7 +53,7 @@ def _stacked_shape(config: DataConfig) -> tuple[int, int, int]:
 
 def _stacked_problems(config: DataConfig) -> list[str]:
     """The MNIST source's own problems (missing files, a bad --data), and the stack options."""
-    found = _idx_problems(replace(config, dataset="mnist"))
+    found = idx_problems(replace(config, dataset="mnist"))
     if config.stacks is not None and (
         isinstance(config.stacks, bool) or not isinstance(config.stacks, int) or config.stacks <= 0
     ):
