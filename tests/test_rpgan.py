@@ -167,6 +167,8 @@ def test_gamma_falls_along_a_half_cosine_then_stays():
         ("r2_gamma=-1", "r2_gamma must be"),
         ("gamma_ramp=-5", "gamma_ramp must be"),
         ("gamma_end=2", "gamma_end must be"),
+        # an unknown penalty is an unknown setting, listed with the real ones
+        ("r3_gamma=1", "r2_gamma, gamma_ramp, gamma_end"),
     ],
 )
 def test_bad_penalty_settings_are_one_line(cli, user_error, setting, fragment):
