@@ -30,6 +30,8 @@ def check(config: TrainConfig) -> TrainConfig:
     problems = config.problems()
     if config.loss not in LOSSES:
         problems.append(f"unknown loss {config.loss!r}; choose one of: {', '.join(sorted(LOSSES))}")
+    elif LOSSES[config.loss].paired:
+        problems += paired_loss_problems(config)
     problems += source_problems(config.data)
     augment_problem = names_problem(
         [n.strip() for n in str(config.augment).split(",") if n.strip()]
@@ -45,6 +47,28 @@ def check(config: TrainConfig) -> TrainConfig:
     if problems:
         raise ConfigError("; ".join(problems))
     return config
+
+
+def paired_loss_problems(config: TrainConfig) -> list[str]:
+    """A paired loss (rpgan) scores the i-th real image against the i-th fake: D must see both
+    in one update, as many fakes as reals, and no real targets to smooth."""
+    name, found = config.loss, []
+    if config.d_separate_updates:
+        found.append(
+            f"loss {name!r} compares each real image with its fake in one D update; set "
+            "d_separate_updates=false"
+        )
+    if config.d_half_batch:
+        found.append(f"loss {name!r} pairs every real image with a fake; set d_half_batch=false")
+    if config.label_smoothing:
+        found.append(f"loss {name!r} has no real targets to smooth; set label_smoothing=0")
+    if config.augment and config.ada_target > 0:
+        # ADA steers p by E[sign D(real)], which a relativistic D's logits do not measure
+        found.append(
+            f"loss {name!r} scores reals only against fakes, so D's sign on reals cannot steer "
+            "adaptive augmentation; set ada_target=0 and a fixed augment_p"
+        )
+    return found
 
 
 def check_against_data(config: TrainConfig, data: ImageData) -> None:
@@ -115,6 +139,12 @@ def _execution_problems(config: TrainConfig) -> list[str]:
         problems.append(
             "cuda_graphs=on replays the same step every iteration; lazy R1 "
             "(r1_interval > 1) needs cuda_graphs=off"
+        )
+    if config.cuda_graphs == "on" and config.gamma_ramp > 0:
+        problems.append(
+            "cuda_graphs=on replays the same step every iteration; the gamma ramp "
+            "(gamma_ramp > 0) changes the penalty weight between iterations and needs "
+            "cuda_graphs=off"
         )
     if config.cuda_graphs == "on" and config.augment and config.ada_target > 0:
         problems.append(

@@ -62,6 +62,10 @@ class DataConfig:
     # never on other slices that happen to be around (oasis-dcgan). Other slices are trained
     # on when named with --data, and the run says so (`substitute`).
     require_oasis: bool = False
+    # stacked-mnist: how many three-digit stacks to draw (None: as many as the split has
+    # images) and the seed that picks the three digits of each, so a stack set is repeatable
+    stacks: int | None = None
+    stack_seed: int = 0
     # Written by ganforge, not by hand: why the data are not the preset's documented data
     # (--data naming other slices than OASIS); the run's first line and config.json say it.
     substitute: str | None = None
@@ -136,7 +140,12 @@ class TrainConfig:
     # Stabilisers (all off in the documented recipes).
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
     r1_gamma: float = 0.0  # R1 gradient penalty on real images
-    r1_interval: int = 1  # lazy R1: apply it every N iterations (scaled by N)
+    r1_interval: int = 1  # lazy R1 and R2: apply them every N iterations (scaled by N)
+    r2_gamma: float = 0.0  # R2 gradient penalty on generated images (R3GAN: r1_gamma = r2_gamma)
+    # gamma schedule of R1 and R2 (R3GAN): over the first gamma_ramp iterations both weights
+    # fall along a half cosine to gamma_end times their value, then stay there; 0: constant
+    gamma_ramp: int = 0
+    gamma_end: float = 0.1
     ema_decay: float = 0.0  # exponential moving average of G weights, e.g. 0.999
     spectral_norm: Literal["off", "d"] = "off"  # d: spectral norm on D's conv/linear layers
     # Differentiable augmentation of every image D sees, real and fake (ganforge.augment):
@@ -286,8 +295,14 @@ def _problems(c: TrainConfig):
     if not 0.0 <= c.label_smoothing < 0.5:
         yield f"label_smoothing must be in [0, 0.5) (got {c.label_smoothing})"
     yield from positive("r1_interval", c.r1_interval)
-    if not (c.r1_gamma >= 0 and math.isfinite(c.r1_gamma)):
-        yield f"r1_gamma must be a finite number >= 0 (got {c.r1_gamma})"
+    for name in ("r1_gamma", "r2_gamma"):
+        gamma = getattr(c, name)
+        if not (isinstance(gamma, (int, float)) and gamma >= 0 and math.isfinite(gamma)):
+            yield f"{name} must be a finite number >= 0 (got {gamma})"
+    if isinstance(c.gamma_ramp, bool) or not isinstance(c.gamma_ramp, int) or c.gamma_ramp < 0:
+        yield f"gamma_ramp must be 0 (off) or a number of iterations (got {c.gamma_ramp!r})"
+    if not 0.0 <= c.gamma_end <= 1.0:
+        yield f"gamma_end must be a share of the starting gamma in [0, 1] (got {c.gamma_end})"
     if not (c.ema_decay == 0.0 or 0.0 < c.ema_decay < 1.0):
         yield f"ema_decay must be 0 (off) or in (0, 1) (got {c.ema_decay})"
     if not 0.0 <= c.augment_p <= 1.0:

@@ -2,11 +2,14 @@
 
 Each loss splits the discriminator's objective into a real and a fake term, because the
 documented recipes update D on the real batch and then on the fake batch as two steps.
+A relativistic loss (``rpgan``) cannot be split: it scores each real image against its
+fake, so it is a *paired* loss (``GANLoss.pair``) and the step passes it both logits.
 All terms are computed in fp32 from D's logits.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,13 +21,36 @@ from ganforge.errors import unknown_name
 Term = Callable[[torch.Tensor], torch.Tensor]
 
 
+PairTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """A relativistic loss: D's and G's losses as functions of paired real and fake logits.
+
+    ``d(real_logits, fake_logits)`` and ``g(fake_logits, real_logits)``, both [B]; the i-th
+    real image is paired with the i-th fake, so both batches have the same size.
+    """
+
+    d: PairTerm
+    g: PairTerm
+
+
 @dataclass(frozen=True)
 class GANLoss:
+    """A loss as separate real and fake terms, or (``pair`` set) as one paired term."""
+
     name: str
-    d_real: Callable[[torch.Tensor, float], torch.Tensor]  # (logits, label_smoothing) -> loss
+    # (logits, label_smoothing) -> loss
+    d_real: Callable[[torch.Tensor, float], torch.Tensor]
     d_fake: Term
     g: Term
     summary: str
+    pair: Pairing | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.pair is not None
 
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon()
@@ -41,6 +67,25 @@ def _bce_keras(logits: torch.Tensor, target: float) -> torch.Tensor:
     is zero past the clip (the documented notebook trains with this)."""
     probability = torch.sigmoid(logits.float()).clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
     return _bce(torch.log(probability / (1.0 - probability)), target)
+
+
+def _rp_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """RpGAN's D loss: softplus(-(D(x_real) - D(x_fake))), per pair, averaged."""
+    return F.softplus(fake_logits.float() - real_logits.float()).mean()
+
+
+def _rp_g(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """RpGAN's G loss: softplus(-(D(x_fake) - D(x_real))), per pair, averaged."""
+    return F.softplus(real_logits.float() - fake_logits.float()).mean()
+
+
+def _unpaired(name: str) -> Callable[..., torch.Tensor]:
+    """The separate terms of a paired loss: they do not exist, and asking for one is a bug."""
+
+    def refuse(*args: object) -> torch.Tensor:
+        raise TypeError(f"loss {name!r} is paired: use GANLoss.pair, not its separate terms")
+
+    return refuse
 
 
 LOSSES: dict[str, GANLoss] = {
@@ -75,6 +120,15 @@ LOSSES: dict[str, GANLoss] = {
             lambda x: 0.5 * (x.float() - 1.0).pow(2).mean(),
             "least squares (Mao et al. 2017)",
         ),
+        GANLoss(
+            "rpgan",
+            _unpaired("rpgan"),
+            _unpaired("rpgan"),
+            _unpaired("rpgan"),
+            "relativistic pairing loss (RpGAN; R3GAN with r1_gamma and r2_gamma): each real "
+            "image scored against its fake",
+            Pairing(_rp_d, _rp_g),
+        ),
     )
 }
 
@@ -95,21 +149,45 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
     return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
+def gamma_at(gamma: float, final: float | None, ramp: int, index: int) -> float:
+    """A penalty weight that falls from `gamma` to `final` along a half cosine over the first
+    `ramp` iterations, then stays at `final` (R3GAN's gamma schedule); `gamma` without a ramp."""
+    if final is None or ramp <= 0:
+        return gamma
+    progress = min(index, ramp) / ramp
+    return final + (gamma - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class R1:
     """The R1 penalty as a regulariser of D's loss on real images: gamma/2 * R1.
 
     Lazy (Karras et al. 2020): with ``interval`` k > 1 it is applied every k-th iteration,
     multiplied by k so that its average strength stays the same, which saves most of its cost.
+    With ``final`` and ``ramp`` gamma follows :func:`gamma_at`.
     """
 
     needs_real_grad = True
+    needs_fake_grad = False
+    # which of D's inputs the gradient is taken at: "real" (R1) or "fake" (R2)
+    on = "real"
 
-    def __init__(self, gamma: float, interval: int = 1):
-        self.gamma, self.interval = gamma, interval
+    def __init__(self, gamma: float, interval: int = 1, final: float | None = None, ramp: int = 0):
+        self.gamma, self.interval, self.final, self.ramp = gamma, interval, final, ramp
 
     def penalty(
-        self, real: torch.Tensor, real_logits: torch.Tensor, index: int
+        self, images: torch.Tensor, logits: torch.Tensor, index: int
     ) -> torch.Tensor | None:
         if index % self.interval:
             return None
-        return (0.5 * self.gamma * self.interval) * r1_penalty(real_logits, real)
+        gamma = gamma_at(self.gamma, self.final, self.ramp, index)
+        return (0.5 * gamma * self.interval) * r1_penalty(logits, images)
+
+
+class R2(R1):
+    """The R2 penalty (Roth et al. 2017; R3GAN): gamma/2 * |grad D(fake)|², R1 taken on the
+    fakes instead of the reals, so D stays smooth around what G makes as well as around the
+    data. Added to D's loss on fake images; lazy and scheduled like R1."""
+
+    needs_real_grad = False
+    needs_fake_grad = True
+    on = "fake"

@@ -9,8 +9,8 @@ Layout (imports point down only; no module imports this package's ``__init__``):
 - ``decode``: image files -> arrays -> one stacked tensor, the unreadable-file policy;
 - ``cache``: the decoded-image cache and its keys;
 - ``registry``: SOURCES, register_source, load_images, source_problems, expected_shape;
-- the sources: ``idx`` (mnist, fashion-mnist), ``nifti`` (nifti), ``folder`` (folder,
-  brain-mri), each registered where it is defined.
+- the sources: ``idx`` (mnist, fashion-mnist), ``stacked`` (stacked-mnist, built on idx),
+  ``nifti`` (nifti), ``folder`` (folder, brain-mri), each registered where it is defined.
 
 Add a source with :func:`register_source` in a new module and import it below; the trainer
 only ever sees ImageData.
@@ -18,7 +18,7 @@ only ever sees ImageData.
 
 from __future__ import annotations
 
-from ganforge.data import folder, idx, nifti  # noqa: F401  (register the built-in sources)
+from ganforge.data import folder, idx, nifti, stacked  # noqa: F401  (register the built-in sources)
 from ganforge.data.base import ImageData, to_uint8, to_unit_range
 from ganforge.data.nifti import save_nifti_stack
 from ganforge.data.registry import (

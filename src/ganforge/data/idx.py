@@ -325,7 +325,7 @@ def _idx_shape(config: DataConfig) -> tuple[int, int, int]:
     return IDX_SHAPE
 
 
-def _idx_problems(config: DataConfig) -> list[str]:
+def idx_problems(config: DataConfig) -> list[str]:
     """A --data folder that does not exist; MNIST missing offline when the slice is not allowed.
 
     Only stat calls: whether the files are complete is known, whether they are intact is not.
@@ -344,13 +344,13 @@ def _idx_problems(config: DataConfig) -> list[str]:
     return [str(_not_found(dataset, missing[0], None, allow))] if missing else []
 
 
-@register_source("mnist", shape=_idx_shape, problems=_idx_problems)
+@register_source("mnist", shape=_idx_shape, problems=idx_problems)
 def load_mnist(config: DataConfig) -> ImageData:
     """MNIST digits with labels; the bundled slice only while data.allow_bundled_slice is true."""
     return load_idx_dataset("mnist", config.split, config.path, config.allow_bundled_slice)
 
 
-@register_source("fashion-mnist", shape=_idx_shape, problems=_idx_problems)
+@register_source("fashion-mnist", shape=_idx_shape, problems=idx_problems)
 def load_fashion_mnist(config: DataConfig) -> ImageData:
     """Fashion-MNIST articles with labels."""
     return load_idx_dataset("fashion-mnist", config.split, config.path)

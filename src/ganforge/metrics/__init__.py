@@ -8,6 +8,7 @@ as the main metric; :data:`METRICS` maps names to those records.
     fid, kid, precision-recall, density-coverage   feature metrics: run in the classifier's space
                                                     and the contrastive encoder's (MNIST, Fashion)
     is, class-balance                               need the classifier's logits
+    stacked-mnist                                   modes and mode_kl of StackedMNIST stacks
     swd, msssim                                     need nothing (any grayscale or RGB data)
     fid-inception                                   needs local Inception-v3 weights (optional)
 
@@ -31,12 +32,15 @@ import ganforge.metrics.swd  # noqa: F401
 import ganforge.metrics.msssim  # noqa: F401
 import ganforge.metrics.inception  # noqa: F401
 import ganforge.metrics.memorisation  # noqa: F401
+import ganforge.metrics.modes  # noqa: F401
 
 # isort: on
 from ganforge.config import TrainConfig
 from ganforge.data.base import ImageData
 from ganforge.errors import ConfigError, DataError, unknown_name
+from ganforge.metrics.classifier import load_classifier
 from ganforge.metrics.context import MetricContext, dataset_family, default_features
+from ganforge.metrics.modes import stacked_problem
 from ganforge.metrics.registry import (
     HIGHER,
     INFO,
@@ -64,6 +68,8 @@ def usable(metric: Metric, context: MetricContext) -> bool:
         return context.extractor != "none" and context.fake_labels is not None
     if metric.needs == "training":
         return context.training is not None
+    if metric.needs == "stacked":
+        return not stacked_problem(context)
     return True
 
 
@@ -114,6 +120,11 @@ def check_available(names: list[str], context: MetricContext) -> None:
                 f"metric {name!r} scores a conditional generator (one trained with "
                 f"model.options.num_classes); this one is unconditional: drop {name}"
             )
+        if metric.needs == "stacked":
+            problem = stacked_problem(context)
+            if problem:
+                raise ConfigError(problem)
+            load_classifier("mnist")
         if metric.needs == "training" and context.training is None:
             raise ConfigError(
                 f"metric {name!r} needs reference images the generator did not train on: "
@@ -126,7 +137,8 @@ def check_samples(names: list[str], real_count: int, fake_count: int) -> None:
     """Refuse before any work when a set is too small for a requested metric to mean anything."""
     for name in names:
         need = METRICS[name].min_samples
-        have = min(real_count, fake_count)
+        # the mode metric scores the generated stacks alone (its target is uniform)
+        have = fake_count if METRICS[name].needs == "stacked" else min(real_count, fake_count)
         if have < need:
             raise ConfigError(
                 f"metric {name!r} needs at least {need} generated and {need} reference images to "
@@ -189,6 +201,13 @@ def evaluate_with_intervals(
                         resamples,
                     )
                 )
+            for offset, name in enumerate(names):
+                metric = METRICS[name]
+                if metric.intervals is not None:
+                    generator = context.rng(201 + offset)
+                    intervals.update(
+                        metric.intervals(real, fake, context, scores, generator, resamples)
+                    )
     finally:
         context.release(fake)
     return scores, intervals

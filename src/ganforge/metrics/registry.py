@@ -25,8 +25,9 @@ LOWER, HIGHER, MATCH, INFO = (
     "match",
     "info",
 )  # MATCH: closest to the real-pairs value
-# labels: the classes a conditional generator was asked for (context.fake_labels)
-Needs = Literal["features", "classifier", "training", "labels", "nothing"]
+# labels: the classes a conditional generator was asked for (context.fake_labels);
+# stacked: StackedMNIST stacks (3 channels), read digit by digit by the MNIST classifier
+Needs = Literal["features", "classifier", "training", "labels", "stacked", "nothing"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class Metric:
     prerequisite: Callable[[], object] | None = (
         None  # raises when an optional dependency is missing
     )
+    # (real, fake, context, scores, generator, resamples) -> {output: [low, high]}: bootstrap
+    # intervals of a metric that is not a feature metric (those get theirs from uncertainty.py)
+    intervals: Callable[..., dict[str, list[float]]] | None = None
 
     @property
     def needs_classifier(self) -> bool:
@@ -85,6 +89,7 @@ def register(
     main_rank: int | None = None,
     summary: str,
     prerequisite: Callable[[], object] | None = None,
+    intervals: Callable[..., dict[str, list[float]]] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator: add the function below it to :data:`METRICS` under `name`."""
 
@@ -92,7 +97,7 @@ def register(
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
         METRICS[name] = Metric(
-            name, compute, outputs, min_samples, needs, main_rank, summary, prerequisite
+            name, compute, outputs, min_samples, needs, main_rank, summary, prerequisite, intervals
         )
         return compute
 

@@ -47,10 +47,8 @@ from ganforge.metrics import (
 from ganforge.metrics.floors import floor_for
 
 SPLITS = ("train", "test", "all")
-TEST_SPLIT_DATASETS = (
-    "mnist",
-    "fashion-mnist",
-)  # sources with a held-out test split to measure against
+# sources with a held-out test split to measure against
+TEST_SPLIT_DATASETS = ("mnist", "fashion-mnist", "stacked-mnist")
 SPLIT_CHOICES = ("auto", "test", "train")
 TRAINING_SUBSET = 10_000  # training images searched for the memorisation figure
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

@@ -44,7 +44,7 @@ from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_uint8, to_unit_range
 from ganforge.data.folder import oasis_substitute
 from ganforge.errors import CheckpointError, GanforgeError, TrainingDiverged, first_line
-from ganforge.losses import R1, get_loss
+from ganforge.losses import R1, R2, get_loss
 from ganforge.noise import draw_noise
 from ganforge.training.health import HealthMonitor, spread
 from ganforge.training.oom import out_of_memory_message
@@ -170,7 +170,12 @@ def build_step(
         fakes_from_eval_g=c.d_fakes_from_eval_g,
         label_smoothing=c.label_smoothing,
     )
-    regularisers = (R1(c.r1_gamma, c.r1_interval),) if c.r1_gamma > 0 else ()
+    ramp = {"ramp": c.gamma_ramp}
+    regularisers = tuple(
+        kind(gamma, c.r1_interval, final=gamma * c.gamma_end, **ramp)
+        for kind, gamma in ((R1, c.r1_gamma), (R2, c.r2_gamma))
+        if gamma > 0
+    )
     return AdversarialStep(
         state.generator,
         state.discriminator,

@@ -141,14 +141,17 @@ def _autocast_dtype(
     if precision == "bf16" or (precision == "auto" and native_bf16(device)):
         return torch.bfloat16
     if precision == "fp16" or (precision == "auto" and cuda):
-        if config.r1_gamma > 0 and precision == "auto":
+        penalised = config.r1_gamma > 0 or config.r2_gamma > 0
+        if penalised and precision == "auto":
             notes.append(
-                "precision: fp32 (R1's gradient penalty is not scaled for fp16 on this GPU, "
-                "which has no native bf16)"
+                "precision: fp32 (R1's and R2's gradient penalties are not scaled for fp16 on "
+                "this GPU, which has no native bf16)"
             )
             return None
-        if config.r1_gamma > 0:
-            raise ConfigError("precision fp16 cannot be combined with R1 (r1_gamma > 0); use fp32")
+        if penalised:
+            raise ConfigError(
+                "precision fp16 cannot be combined with R1 or R2 (r1_gamma, r2_gamma > 0); use fp32"
+            )
         if precision == "auto":
             notes.append("precision: fp16 with gradient scaling (this GPU has no native bf16)")
         return torch.float16

@@ -49,12 +49,16 @@ class Batch:
 
 
 class Regulariser(Protocol):
-    """A term added to D's loss on real images (R1, ...): ``losses.R1`` is one."""
+    """A term added to D's loss on real images (``losses.R1``) or, with ``on = "fake"``, on
+    fake images (``losses.R2``)."""
 
-    needs_real_grad: bool  # D's input must carry a gradient (gradient penalties)
+    # D's real (fake) input must carry a gradient (gradient penalties)
+    needs_real_grad: bool
+    needs_fake_grad: bool
+    on: str
 
     def penalty(
-        self, real: torch.Tensor, real_logits: torch.Tensor, index: int
+        self, images: torch.Tensor, logits: torch.Tensor, index: int
     ) -> torch.Tensor | None:
         """The term to add for iteration ``index``, or None when it skips this iteration."""
 
@@ -118,7 +122,7 @@ class AdversarialStep:
         else:
             fake = self._fakes_for_d(batch.z_d, batch.fake_labels)
             d_loss, d_acc, d_real, d_fake = self._update_d(batch, fake)
-            g_loss = self._update_g(batch.z_g, batch.fake_labels_g)
+            g_loss = self._update_g(batch.z_g, batch.fake_labels_g, batch)
             stats = (d_loss, g_loss, d_acc, d_real, d_fake)
         if self.ema is not None and not self.defer_ema:
             self.ema.update(self.G, batch.index)
@@ -171,33 +175,58 @@ class AdversarialStep:
         if any(r.needs_real_grad for r in self.regularisers):
             real = real.detach().requires_grad_(True)
         real_logits, real_loss = self._d_real_pass(real, batch)
+        if self.loss.pair is not None:
+            # a paired loss needs both logits: one step on it plus the penalties (check.py
+            # refuses separate D updates and half batches for it)
+            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
+            fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
+            self._step_d(real_loss + fake_loss)
+            return self._d_stats(*_relative(real_logits, fake_logits), real_loss, fake_loss, 1.0)
         if (
             self.options.separate_d_updates
         ):  # two optimiser steps, as two Keras train_on_batch calls
             self._step_d(real_loss)
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels)
+            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
             self._step_d(fake_loss)
         else:  # one step on the sum; real and fake pass D separately, as in the G step
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels)
+            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
             self._step_d(real_loss + fake_loss)
         return self._d_stats(real_logits, fake_logits, real_loss, fake_loss)
 
     def _d_real_pass(self, real: torch.Tensor, batch: Batch):
         with self.runtime.autocast():
             logits = self._discriminate(real, batch.labels)
-        loss = self.loss.d_real(logits, self.options.label_smoothing)
+        if self.loss.pair is None:
+            loss = self.loss.d_real(logits, self.options.label_smoothing)
+        else:
+            # the paired term is added once both logits exist; here only the penalties
+            loss = logits.new_zeros((), dtype=torch.float32)
         if self.observe is not None:
             self.observe(logits)
-        for regulariser in self.regularisers:
-            term = regulariser.penalty(real, logits, batch.index)
-            if term is not None:
-                loss = loss + term
-        return logits, loss
+        return logits, self._penalties("real", loss, real, logits, batch.index)
 
-    def _d_fake_pass(self, fake: torch.Tensor, labels: torch.Tensor | None):
+    def _d_fake_pass(self, fake: torch.Tensor, labels: torch.Tensor | None, index: int = 0):
+        if any(r.needs_fake_grad for r in self.regularisers) and not fake.requires_grad:
+            fake = fake.detach().requires_grad_(True)
         with self.runtime.autocast():
             logits = self._discriminate(fake, labels)
-        return logits, self.loss.d_fake(logits)
+        if self.loss.pair is None:
+            loss = self.loss.d_fake(logits)
+        else:
+            loss = logits.new_zeros((), dtype=torch.float32)
+        return logits, self._penalties("fake", loss, fake, logits, index)
+
+    def _penalties(
+        self, on: str, loss: torch.Tensor, images: torch.Tensor, logits: torch.Tensor, index: int
+    ) -> torch.Tensor:
+        """`loss` plus every regulariser of D's loss on these (real or fake) images."""
+        for regulariser in self.regularisers:
+            if getattr(regulariser, "on", "real") != on:
+                continue
+            term = regulariser.penalty(images, logits, index)
+            if term is not None:
+                loss = loss + term
+        return loss
 
     def _step_d(self, loss: torch.Tensor) -> None:
         self.opt_d.zero_grad(set_to_none=True)
@@ -215,11 +244,19 @@ class AdversarialStep:
         scaler.step(optimiser)  # skipped when the scaled gradients overflowed
         scaler.update()
 
-    def _update_g(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _update_g(
+        self, z: torch.Tensor, labels: torch.Tensor | None, batch: Batch | None = None
+    ) -> torch.Tensor:
         self.D.requires_grad_(False)  # D is frozen in the G step; no weight gradients for it
         with self.runtime.autocast():
             logits = self._discriminate(self._generate(z, labels), labels)
-        loss = self.loss.g(logits)
+        if self.loss.pair is not None and batch is not None:
+            # the updated D's verdict on the paired reals; a constant for G
+            with torch.no_grad(), self.runtime.autocast():
+                real_logits = self._discriminate(batch.real, batch.labels)
+            loss = self.loss.pair.g(logits, real_logits)
+        else:
+            loss = self.loss.g(logits)
         self.opt_g.zero_grad(set_to_none=True)
         self._backward_and_step(loss, self.opt_g, self.scalers.get("g"))
         self.D.requires_grad_(True)
@@ -237,8 +274,12 @@ class AdversarialStep:
         with self.runtime.autocast():
             fake = self._generate(batch.z_g, batch.fake_labels_g)
         real_logits, real_loss = self._d_real_pass(real, batch)
-        fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels_g)
-        g_loss = self.loss.g(fake_logits)
+        fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels_g, batch.index)
+        if self.loss.pair is not None:
+            fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
+            g_loss = self.loss.pair.g(fake_logits, real_logits.detach())
+        else:
+            g_loss = self.loss.g(fake_logits)
         g_params = [p for p in self.G.parameters() if p.requires_grad]
         d_params = [p for p in self.D.parameters() if p.requires_grad]
         scaled = {name: scaler.scale for name, scaler in self.scalers.items()}
@@ -256,6 +297,8 @@ class AdversarialStep:
                 scaler.update()
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
+        if self.loss.pair is not None:
+            real_logits, fake_logits = _relative(real_logits, fake_logits)
         # D's loss as the GradientTape step defines it: real + fake, the sum it differentiates
         d_loss, d_acc, d_real, d_fake = self._d_stats(
             real_logits, fake_logits, real_loss, fake_loss, share=1.0
@@ -286,6 +329,18 @@ class AdversarialStep:
 
 def _same(loss: torch.Tensor) -> torch.Tensor:
     return loss
+
+
+def _relative(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A paired loss's verdicts as D's statistics read them: D(real) - D(fake) for the reals
+    and its negation for the fakes. A relativistic D's logits can drift by any constant
+    without changing its loss, so only the difference says anything: D accuracy becomes the
+    share of pairs with the real scored higher, D(x) the mean sigmoid of the difference, and
+    the health monitor's "D dominates" warning keeps its meaning."""
+    difference = real_logits.detach().float() - fake_logits.detach().float()
+    return difference, -difference
 
 
 class _Snapshot:
