@@ -13,10 +13,6 @@ import argparse
 import math
 from pathlib import Path
 
-import numpy as np
-
-from ganforge.artefacts.files import write_bytes, write_with
-from ganforge.artefacts.images import png_bytes, save_grid, save_individual, to_pil
 from ganforge.cli.common import (
     add_class_option,
     add_pretrained_option,
@@ -102,8 +98,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch, numpy and PIL load here, not at import: `ganforge --help` needs none of them
+    import numpy as np
     import torch
 
+    from ganforge.artefacts.files import write_with
+    from ganforge.artefacts.images import save_grid, save_individual
     from ganforge.conditional import (
         class_labels,
         class_title,
@@ -203,6 +203,9 @@ def _seed_range(first: int, count: int) -> list[int]:
 
 def _save_per_seed(images, seeds: list[int], folder: Path) -> None:
     """seed-NNNN.png per seed (at least four digits, so a listing sorts by seed)."""
+    from ganforge.artefacts.files import write_bytes
+    from ganforge.artefacts.images import png_bytes, to_pil
+
     folder.mkdir(parents=True, exist_ok=True)
     for seed, image in zip(seeds, images, strict=True):
         picture = to_pil(image.permute(1, 2, 0).numpy())
