@@ -175,6 +175,10 @@ def _saved_config(run_dir: Path):
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if args.dry_run:
+        from ganforge.training.runtime import resolve_runtime
+
+        # what this machine cannot do (fp16 on a CPU, a missing GPU) fails the dry run too
+        resolve_runtime(config)
         print(config.to_json())
         return 0
     if args.resume and (args.out or args.name):

@@ -218,6 +218,8 @@ class Trainer:
             log,
         )
         self.warnings: list[str] = []
+        # process-wide switches (TF32) are set by the run that needs them, before any kernel
+        runtime.apply()
         self.health = HealthMonitor(
             spread(to_unit_range(data.images[:64])), dominance_steps=max(20 * config.log_every, 500)
         )
@@ -727,7 +729,8 @@ def _start_or_resume(
         log(note)
     log(
         f"training {config.model.arch} on {data.name} ({len(data)} images {data.image_shape}) on "
-        f"{runtime.device}: {trainer.state.total_steps} iterations, run folder {run.path}"
+        f"{runtime.device} ({runtime.path()}): {trainer.state.total_steps} iterations, "
+        f"run folder {run.path}"
     )
     if runtime.compile:
         log("compiling the models (torch.compile; once per run)")
