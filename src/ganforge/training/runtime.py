@@ -6,8 +6,8 @@ CPU: channels-last, and bf16 autocast where the CPU computes bf16 natively (AMX-
 AVX512-BF16 or ARM BF16, read from its flags: ``cpu_bf16_unit``) and the images are large
 enough for it to pay (``CPU_BF16_MIN_SIDE``). An explicit fp32, which the faithful presets
 pin, is exact fp32 (TF32 off) on the plain path. The start line names the path taken
-(``Runtime.path``). Asking explicitly for something the machine lacks is a ConfigError that names the
-fallback; "auto" falling back is announced once, in the log and in the run's
+(``Runtime.path``). Asking explicitly for something the machine lacks is a ConfigError
+that names the fallback; "auto" falling back is announced once, in the log and in the run's
 summary.json ("notes"). Nothing here silently takes a slow path.
 
 Neighbours: threads.py (CPU threads, seeding), transfer.py (copies without host syncs),
