@@ -412,7 +412,7 @@ def measure_variant(
         }
     ).validate()
     runtime = resolve_runtime(config)
-    configure_threads()
+    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
     seed_everything(config.seed, config.deterministic)
     device = runtime.device
     if device.type == "cuda":
@@ -566,7 +566,7 @@ def run_full(
         }
     ).validate()
     runtime = resolve_runtime(config)
-    configure_threads()
+    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
     seed_everything(config.seed, config.deterministic)
     device = runtime.device
     sync(device)

@@ -125,6 +125,13 @@ def test_threads_follow_the_user_then_the_usable_physical_cores(monkeypatch):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize(
+    "cores, load, threads", [(2, 0.0, 2), (2, 0.4, 2), (2, 1.2, 1), (2, 5.5, 1), (8, 3.0, 5)]
+)
+def test_bf16_on_a_cpu_takes_only_the_cores_other_processes_leave_idle(cores, load, threads):
+    assert cpu_threads.idle_cores(cores, load) == threads
+
+
 def test_importing_ganforge_makes_openmp_wait_passively():
     import subprocess
     import sys

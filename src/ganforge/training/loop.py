@@ -666,7 +666,7 @@ def train(
             log=log,
         )
     runtime = resolve_runtime(config)
-    configure_threads()
+    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
     seed_everything(config.seed, config.deterministic)
     data = data if data is not None else load_images(config.data)
     check_against_data(config, data)

@@ -53,6 +53,11 @@ class Runtime:
     cpu_bf16: str | None = None
 
     @property
+    def cpu_mixed_precision(self) -> bool:
+        """bf16 autocast on a CPU: its threads should take only idle cores (threads.py)."""
+        return self.device.type == "cpu" and self.dtype is not None
+
+    @property
     def grad_scaling(self) -> bool:
         """fp16 gradients need a loss scale (bf16 has fp32's range and does not)."""
         return self.dtype == torch.float16
@@ -81,6 +86,7 @@ class Runtime:
             else "",
             "channels-last" if self.channels_last else "",
             "torch.compile" if self.compile else "eager",
+            f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else "",
         ]
         fast = self.dtype is not None or self.compile or self.channels_last
         kind = "fast path" if fast else "plain path"
