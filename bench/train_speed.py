@@ -358,20 +358,29 @@ def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> t
     return int(counter.get_total_flops()), 2 * real_batch + c.batch_size
 
 
-def matmul_probe(device: torch.device, size: int, repeats: int = 5) -> dict[str, float]:
+def matmul_probe(device: torch.device, size: int, repeats: int = 5) -> dict[str, Any]:
     """The device's own peak: GFLOP/s of a size x size matrix product in fp32 and in bf16.
 
-    The best of `repeats` (on a shared machine the least disturbed one is the machine's
-    limit). Achieved model GFLOP/s is read against these.
+    The best of `repeats`, and on a CPU the best over 1 .. N threads (on a shared machine the
+    least disturbed measurement is the machine's limit; bf16 with every thread is the first
+    to suffer from another process, bench/README.md "CPU fast path"). Achieved model GFLOP/s
+    is read against these.
     """
-    out = {}
+    threads_before = torch.get_num_threads()
+    counts = range(1, threads_before + 1) if device.type == "cpu" else [threads_before]
+    out: dict[str, Any] = {"size": size}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(size, size, device=device).to(dtype)
         b = torch.randn(size, size, device=device).to(dtype)
-        torch.mm(a, b)
-        best = min(timed(lambda a=a, b=b: torch.mm(a, b), device) for _ in range(repeats))
-        out[f"{name}_gflops"] = 2 * size**3 / best / 1e9
-    out["size"] = size
+        for threads in counts:
+            torch.set_num_threads(threads)
+            torch.mm(a, b)
+            best = min(timed(lambda a=a, b=b: torch.mm(a, b), device) for _ in range(repeats))
+            gflops = 2 * size**3 / best / 1e9
+            out[f"{name}_gflops_{threads}_threads"] = gflops
+            if gflops > out.get(f"{name}_gflops", 0.0):
+                out[f"{name}_gflops"], out[f"{name}_threads"] = gflops, threads
+    torch.set_num_threads(threads_before)
     return out
 
 

@@ -389,6 +389,29 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
     )
 
 
+def batch_norm_on_contiguous(module: torch.nn.Module) -> None:
+    """Every BatchNorm2d of `module` computes on a contiguous copy of its input and hands a
+    channels-last result on.
+
+    On a CPU, batch norm over channels-last tensors (forward and above all backward) ran 3-7x
+    slower than over contiguous ones with the two copies included (measured on 2 cores,
+    [128, 64, 64, 64]: 11.7 s against 1.8 s per forward and backward in bf16); it was half of
+    oasis-dcgan's bf16 step. The convolutions around it keep channels-last, which they need.
+    """
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.register_forward_pre_hook(_contiguous_input)
+            layer.register_forward_hook(_channels_last_output)
+
+
+def _contiguous_input(layer: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def _channels_last_output(layer: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    return out.contiguous(memory_format=torch.channels_last)
+
+
 def compile_module(module: torch.nn.Module, runtime: Runtime) -> Callable:
     """torch.compile(module) with the configured mode (it compiles at the first call)."""
     mode = None if runtime.compile_mode == "default" else runtime.compile_mode
