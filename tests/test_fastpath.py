@@ -481,3 +481,17 @@ def test_auto_on_a_cpu_takes_bf16_where_it_is_native_and_pays(
     assert runtime.path().startswith("fast path")
     assert ("bf16 autocast" in runtime.path()) == (autocast is not None)
     assert any(note.startswith("precision: ") for note in runtime.notes)
+
+
+def test_exact_fp32_turns_tf32_off_and_other_runs_restore_the_defaults():
+    """The flags are process-wide; a run asking for fp32 must not leave them off for the next
+    run (the benchmark runs fp32 and bf16 variants in one process)."""
+    defaults = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    cuda = torch.device("cuda")
+    try:
+        rt.Runtime(cuda, None, False, False, tf32=False).apply()
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        rt.Runtime(cuda, torch.bfloat16, False, True).apply()
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == defaults
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = defaults

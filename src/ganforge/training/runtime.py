@@ -28,6 +28,10 @@ import torch
 from ganforge.config import TrainConfig
 from ganforge.errors import ConfigError
 
+# PyTorch's TF32 switches as this process found them (matmul, cuDNN), restored by any run that
+# does not ask for exact fp32
+_TF32_DEFAULTS = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
 CUDA_GRAPH_COMPILE_MODES = (
     "reduce-overhead",
     "max-autotune",
@@ -73,8 +77,9 @@ class Runtime:
     def apply(self) -> None:
         """Set the process-wide backend switches these decisions need (before any kernel runs)."""
         if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = self.tf32
-            torch.backends.cudnn.allow_tf32 = self.tf32
+            # TF32 off where fp32 was asked for; otherwise PyTorch's own defaults, unchanged
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32 and _TF32_DEFAULTS[0]
+            torch.backends.cudnn.allow_tf32 = self.tf32 and _TF32_DEFAULTS[1]
 
     def path(self) -> str:
         """The execution path in a few words, for the start line: what was taken, and why."""
@@ -86,7 +91,7 @@ class Runtime:
             else "",
             "channels-last" if self.channels_last else "",
             "torch.compile" if self.compile else "eager",
-            f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else "",
+            _threads(torch.get_num_threads()) if self.device.type == "cpu" else "",
         ]
         fast = self.dtype is not None or self.compile or self.channels_last
         kind = "fast path" if fast else "plain path"
@@ -106,6 +111,10 @@ class Runtime:
             "tf32": self.tf32 if self.device.type == "cuda" else None,
             "cpu_bf16": self.cpu_bf16,
         }
+
+
+def _threads(count: int) -> str:
+    return "1 thread" if count == 1 else f"{count} threads"
 
 
 def resolve_device(name: str) -> torch.device:
