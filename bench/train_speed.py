@@ -88,6 +88,8 @@ VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
     "fast": ({}, False),
     "plain": (PLAIN, True),
     "fast-fp32": ({"precision": "fp32"}, False),  # no bf16 autocast
+    # bf16 autocast asked for: the faithful presets pin fp32, so this is their fast path
+    "fast-bf16": ({"precision": "bf16"}, False),
     "fast-eager": ({"compile": "off"}, False),  # no torch.compile
     "fast-contiguous": ({"channels_last": "off"}, False),
     "fast-unfused": ({"fused_optim": "off"}, False),
@@ -112,8 +114,6 @@ CUDA_ONLY = {
     "fast-autotune",
     "fast-unfused",
     "fast-sync-io",
-    "fast-fp32",
-    "fast-contiguous",
     "fast-eager",
 }  # identical to "fast" (or impossible) off a CUDA GPU
 FIELDS = (
@@ -358,6 +358,32 @@ def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> t
     return int(counter.get_total_flops()), 2 * real_batch + c.batch_size
 
 
+def matmul_probe(device: torch.device, size: int, repeats: int = 5) -> dict[str, Any]:
+    """The device's own peak: GFLOP/s of a size x size matrix product in fp32 and in bf16.
+
+    The best of `repeats`, and on a CPU the best over 1 .. N threads (on a shared machine the
+    least disturbed measurement is the machine's limit; bf16 with every thread is the first
+    to suffer from another process, bench/README.md "CPU fast path"). Achieved model GFLOP/s
+    is read against these.
+    """
+    threads_before = torch.get_num_threads()
+    counts = range(1, threads_before + 1) if device.type == "cpu" else [threads_before]
+    out: dict[str, Any] = {"size": size}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        for threads in counts:
+            torch.set_num_threads(threads)
+            torch.mm(a, b)
+            best = min(timed(lambda a=a, b=b: torch.mm(a, b), device) for _ in range(repeats))
+            gflops = 2 * size**3 / best / 1e9
+            out[f"{name}_gflops_{threads}_threads"] = gflops
+            if gflops > out.get(f"{name}_gflops", 0.0):
+                out[f"{name}_gflops"], out[f"{name}_threads"] = gflops, threads
+    torch.set_num_threads(threads_before)
+    return out
+
+
 # ---- one variant of one preset -------------------------------------------------------------------
 def measure_variant(
     preset: str,
@@ -372,9 +398,15 @@ def measure_variant(
 ) -> dict[str, Any]:
     overrides, plain_input = VARIANTS[variant]
     device_name = args.device
-    window = args.window or max(1, min(base.log_every, args.steps // 5))
+    steps = args.steps
+    if args.seconds:
+        # about --seconds of measured training at the plain path's expected speed (the FLOPs
+        # at half the fp32 probe), so a 128x128 preset and the demo both take tens of seconds
+        expected_step_s = flops_per_step / (0.5 * args.probe_fp32_gflops * 1e9)
+        steps = max(2, min(steps, round(args.seconds / expected_step_s)))
+    window = args.window or max(1, min(base.log_every, steps // 5))
     warmup = math.ceil(args.warmup / window) * window
-    measured = math.ceil(args.steps / window) * window
+    measured = math.ceil(steps / window) * window
     config = base.with_overrides(
         {
             **overrides,
@@ -389,7 +421,7 @@ def measure_variant(
         }
     ).validate()
     runtime = resolve_runtime(config)
-    configure_threads()
+    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
     seed_everything(config.seed, config.deterministic)
     device = runtime.device
     if device.type == "cuda":
@@ -543,7 +575,7 @@ def run_full(
         }
     ).validate()
     runtime = resolve_runtime(config)
-    configure_threads()
+    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
     seed_everything(config.seed, config.deterministic)
     device = runtime.device
     sync(device)
@@ -657,6 +689,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the preset's log_every, at most steps/5)",
     )
     p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="measure about this many seconds per variant (fewer steps for big presets; "
+        "CPU default 15, GPU: off, --steps as given)",
+    )
+    p.add_argument(
+        "--probe-size",
+        type=int,
+        default=4096,
+        help="side of the fp32/bf16 matrix-product probe of the device's peak (default 4096)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -725,6 +770,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gpu = device.type == "cuda"
     args.steps = args.steps or (600 if gpu else 12)
     args.warmup = args.warmup if args.warmup is not None else (100 if gpu else 2)
+    if args.seconds is None and not gpu:
+        args.seconds = 15.0
     names = (
         preset_names()
         if args.presets == "all"
@@ -758,6 +805,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup": args.warmup,
             "window": args.window,
             "rounds": args.rounds,
+            "seconds": args.seconds,
             "variants": variants,
             "full": full,
             "seeds": seeds,
@@ -768,6 +816,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     startup_s = startup_seconds()
     report["environment"]["startup_s"] = startup_s
+    print("[bench] matrix-product probe", file=sys.stderr, flush=True)
+    probe = matmul_probe(device, args.probe_size)
+    report["environment"]["matmul_probe"] = probe
+    args.probe_fp32_gflops = probe["fp32_gflops"]
     with tempfile.TemporaryDirectory(prefix="ganforge-bench-") as tmp:
         workdir = Path(args.workdir or tmp)
         for name in names:
@@ -795,11 +847,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "variants": {},
             }
             report["presets"][name] = entry
-            rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+            preset_variants = list(variants)
+            if base.precision == "fp32" and "fast" in variants and "fast-bf16" not in variants:
+                # the faithful presets pin fp32: their fast path is asked for with --precision
+                preset_variants.append("fast-bf16")
+            rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in preset_variants}
             for round_index in range(
                 args.rounds
             ):  # variants interleaved, so drifting load hits them alike
-                for variant in variants:
+                for variant in preset_variants:
                     print(
                         f"[bench] {name}: {variant} (round {round_index + 1}/{args.rounds})",
                         file=sys.stderr,
@@ -811,7 +867,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         )
                     )
             for variant, results in rounds.items():
-                entry["variants"][variant] = merge_rounds(results, flops)
+                merged = merge_rounds(results, flops)
+                merged["achieved_gflops"] = merged["achieved_tflops"] * 1e3
+                merged["percent_of_probe"] = {
+                    kind: 100 * merged["achieved_gflops"] / probe[f"{kind}_gflops"]
+                    for kind in ("fp32", "bf16")
+                }
+                entry["variants"][variant] = merged
             plain = entry["variants"].get("plain")
             for result in entry["variants"].values():
                 result["speedup_vs_plain"] = (
@@ -864,6 +926,7 @@ def _jsonable(value: Any) -> Any:
 def format_table(report: dict[str, Any]) -> str:
     env = report["environment"]
     where = env["gpu"] or f"CPU: {env['cpu_model']}, {env['torch_threads']} threads"
+    probe = env.get("matmul_probe") or {}
     lines = [
         f"ganforge training speed on {env['device']} ({where}); torch {env['torch']}"
         + (f", CUDA {env.get('cuda')}" if env.get("cuda") else "")
@@ -873,6 +936,9 @@ def format_table(report: dict[str, Any]) -> str:
         "recipe time = process start + data + set-up + compile + "
         "iterations x ms/step + grids + checkpoints + final artefacts "
         f"({'extrapolated'} unless marked 'meas.')",
+        f"peak (matrix-product probe, {probe.get('size')}^2): "
+        f"fp32 {probe.get('fp32_gflops', 0):,.0f} GFLOP/s, "
+        f"bf16 {probe.get('bf16_gflops', 0):,.0f} GFLOP/s; GFLOP/s columns are model FLOPs",
         "",
     ]
     head = (
@@ -887,15 +953,15 @@ def format_table(report: dict[str, Any]) -> str:
         "recipe s",
         "x plain",
         "GFLOP/img",
-        "TFLOP/s",
+        "GFLOP/s",
+        "% fp32 probe",
+        "% bf16 probe",
         "peak MiB",
     )
     rows = [head]
     for name, entry in report["presets"].items():
         if "error" in entry:
-            rows.append(
-                (name, "skipped", entry["error"][:60], "", "", "", "", "", "", "", "", "", "")
-            )
+            rows.append((name, "skipped", entry["error"][:60], *[""] * (len(head) - 3)))
             continue
         for variant, r in entry["variants"].items():
             s = r["settings"]
@@ -912,7 +978,9 @@ def format_table(report: dict[str, Any]) -> str:
                     f"~{r['recipe_s']:,.0f}",
                     _ratio(r.get("recipe_speedup_vs_plain")),
                     f"{entry['flops_per_image'] / 1e9:.3f}",
-                    f"{r['achieved_tflops']:.3f}",
+                    f"{r['achieved_gflops']:,.1f}",
+                    f"{r['percent_of_probe']['fp32']:.0f}%",
+                    f"{r['percent_of_probe']['bf16']:.0f}%",
                     "-" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:,.0f}",
                 )
             )
@@ -929,10 +997,7 @@ def format_table(report: dict[str, Any]) -> str:
                         "",
                         "",
                         f"{run['recipe_s']:,.1f} meas.",
-                        "",
-                        "",
-                        "",
-                        "",
+                        *[""] * (len(head) - 9),
                     )
                 )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]

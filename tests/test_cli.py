@@ -30,6 +30,7 @@ NO_CUDA_DEVICE = ["--device", "cuda"] if not torch.cuda.is_available() else ["--
         (["--set", "epochs"], ["--set wants KEY=VALUE"]),
         (["--set", "colour=blue"], ["unknown setting 'colour'"]),
         (NO_CUDA_DEVICE, ["device"]),
+        (["--device", "cpu", "--precision", "fp16"], ["precision fp16 needs a CUDA GPU"]),
         (
             ["--preset", "mnist-gan", "--config", "x.yaml"],
             ["only one of --preset, --config and --resume"],
@@ -51,6 +52,7 @@ def test_bad_train_settings_are_one_line_errors(cli, user_error, args, fragments
         (["--resolution", "100"], "100"),
         (["--set", "model.options.widht=0.5"], "widht"),
         (["--dataset", "nifti", "--set", "data.nifti_axis=5"], "nifti_axis"),
+        (["--device", "cpu", "--precision", "fp16"], "precision fp16 needs a CUDA GPU"),
     ],
 )
 def test_dry_run_rejects_what_training_would_reject(cli, user_error, args, fragment, tmp_path):
@@ -80,6 +82,25 @@ def test_set_on_a_group_changes_only_the_named_settings(cli):
         0.003,
         0.7,
     )  # merged, not reset
+
+
+def test_bf16_on_a_cpu_without_native_bf16_trains_and_says_it_will_be_slow(
+    cli, tmp_path, monkeypatch
+):
+    from ganforge.training import runtime
+
+    # the detection's input: a CPU whose flags name no bf16 unit (AVX2 only)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    result = cli(
+        "train",
+        *("--device", "cpu", "--precision", "bf16", "--iterations", "2", "--batch-size", "8"),
+        *("--limit", "64", "--sample-every", "2", "--checkpoint-every", "2", "--quiet"),
+        *("--out", tmp_path, "--name", "slow"),
+    )
+    assert result.code == 0, result.err
+    assert "no native bf16" in result.err and "will be slower than fp32" in result.err
+    assert "bf16 autocast" in result.err  # the start line names the path taken
+    assert (tmp_path / "slow" / "generator.safetensors").is_file()
 
 
 def test_sampling_a_run_that_does_not_exist(cli, user_error):

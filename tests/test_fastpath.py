@@ -66,7 +66,7 @@ def test_auto_on_cpu_is_the_plain_path_and_says_so():
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("precision", "bf16", "use --precision fp32"),
+        ("precision", "fp16", "use --precision bf16, fp32"),
         ("fused_optim", "on", "needs a CUDA GPU"),
         ("cuda_graphs", "on", "needs a CUDA GPU"),
         ("device", "cuda", "sees no CUDA GPU"),
@@ -123,6 +123,13 @@ def test_threads_follow_the_user_then_the_usable_physical_cores(monkeypatch):
         assert threads == cpu_threads.physical_cores(cpu_threads.usable_cpus())
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "cores, load, threads", [(2, 0.0, 2), (2, 0.4, 2), (2, 1.2, 1), (2, 5.5, 1), (8, 3.0, 5)]
+)
+def test_bf16_on_a_cpu_takes_only_the_cores_other_processes_leave_idle(cores, load, threads):
+    assert cpu_threads.idle_cores(cores, load) == threads
 
 
 def test_importing_ganforge_makes_openmp_wait_passively():
@@ -420,9 +427,71 @@ def test_fp16_step_scales_gradients_and_keeps_weights_fp32():
         assert state["exp_avg"].dtype == torch.float32
 
 
-def test_precision_choices_follow_the_hardware():
-    """fp16 and bf16 are GPU-only; asking for them on a CPU is one clear line."""
-    for precision in ("fp16", "bf16"):
-        with pytest.raises(ConfigError, match=f"precision {precision} needs a CUDA GPU"):
-            rt.resolve_runtime(_config(precision=precision))
-    assert rt.resolve_runtime(_config(precision="auto")).dtype is None
+def test_precision_choices_follow_the_hardware(monkeypatch):
+    """fp16 is GPU-only (one clear line on a CPU); bf16 works on any CPU, and says where it
+    will be slow; a faithful preset (it pins fp32 in its YAML) runs exact fp32, plain."""
+    with pytest.raises(ConfigError, match="precision fp16 needs a CUDA GPU"):
+        rt.resolve_runtime(_config(precision="fp16"))
+    monkeypatch.setattr(rt, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    emulated = rt.resolve_runtime(_config(precision="bf16"))
+    assert emulated.dtype == torch.bfloat16
+    assert any("will be slower than fp32" in note for note in emulated.notes)
+    # mnist-dcgan is a faithful preset: exact fp32 and the plain path, as its YAML says
+    pinned = rt.resolve_runtime(_config())
+    assert pinned.dtype is None and not pinned.tf32 and not pinned.channels_last
+    assert any("pins it" in note for note in pinned.notes)
+
+
+@pytest.mark.parametrize(
+    "flags, unit",
+    [
+        ({"avx512f", "amx_tile", "amx_bf16", "avx512_bf16"}, "AMX-BF16"),
+        ({"avx512f", "avx512_bf16"}, "AVX512-BF16"),
+        ({"fp", "asimd", "bf16"}, "ARM BF16"),
+        ({"avx2", "avx512f", "fma"}, None),
+        (set(), None),
+    ],
+)
+def test_native_cpu_bf16_is_read_from_the_cpu_flags(flags, unit):
+    assert rt.cpu_bf16_unit(frozenset(flags)) == unit
+
+
+@pytest.mark.parametrize(
+    "flags, resolution, autocast",
+    [
+        ({"amx_bf16"}, 64, torch.bfloat16),
+        ({"avx512_bf16"}, 128, torch.bfloat16),
+        # measured: at 32x32 bf16 costs more than it saves, so auto stays fp32
+        ({"amx_bf16"}, 32, None),
+        # no native bf16: always fp32
+        ({"avx2", "avx512f"}, 128, None),
+    ],
+)
+def test_auto_on_a_cpu_takes_bf16_where_it_is_native_and_pays(
+    monkeypatch, flags, resolution, autocast
+):
+    monkeypatch.setattr(rt, "cpu_flags", lambda: frozenset(flags))
+    config = load_preset("brain-demo").with_overrides(
+        {"device": "cpu", "data.resolution": str(resolution)}
+    )
+    runtime = rt.resolve_runtime(config)
+    assert runtime.dtype == autocast
+    # channels-last either way: oneDNN's convolutions want it on a CPU
+    assert runtime.channels_last and not runtime.compile
+    assert runtime.path().startswith("fast path")
+    assert ("bf16 autocast" in runtime.path()) == (autocast is not None)
+    assert any(note.startswith("precision: ") for note in runtime.notes)
+
+
+def test_exact_fp32_turns_tf32_off_and_other_runs_restore_the_defaults():
+    """The flags are process-wide; a run asking for fp32 must not leave them off for the next
+    run (the benchmark runs fp32 and bf16 variants in one process)."""
+    defaults = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    cuda = torch.device("cuda")
+    try:
+        rt.Runtime(cuda, None, False, False, tf32=False).apply()
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        rt.Runtime(cuda, torch.bfloat16, False, True).apply()
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == defaults
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = defaults

@@ -24,7 +24,7 @@ from ganforge.checkpoint import (
 )
 from ganforge.data import to_uint8
 from ganforge.errors import CheckpointError
-from ganforge.models import build_models
+from ganforge.models import build_models, generator_skeleton
 from ganforge.noise import draw_noise
 
 
@@ -59,12 +59,26 @@ def load_generator(
     else:
         state = load_checkpoint(path)
         info, tensors = generator_from_checkpoint(state, path, use_ema)
-    with torch.device("meta"):  # compare shapes first: a forged size allocates nothing
-        skeleton, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
+    # compare shapes first: a forged size allocates nothing
+    skeleton = generator_skeleton(info.arch, info.latent_dim, info.image_shape, info.options)
     check_state_fits(skeleton, tensors, "generator", path)
-    generator, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
-    load_state_strict(generator, tensors, "generator", path)
+    expected = skeleton.state_dict()
+    if set(expected) == {name for name, _ in _parameters_and_buffers(skeleton)}:
+        # every value is in the file: the file's tensors become the weights, nothing is
+        # initialised or copied (in the model's dtypes, as a copying load would convert)
+        generator = skeleton
+        tensors = {k: v.to(expected[k].dtype) if k in expected else v for k, v in tensors.items()}
+        generator.load_state_dict(tensors, assign=True)
+    else:
+        # a non-persistent buffer is computed at construction, not saved: build it for real
+        generator, _ = build_models(info.arch, info.latent_dim, info.image_shape, info.options)
+        load_state_strict(generator, tensors, "generator", path)
     return generator.to(device).eval(), info
+
+
+def _parameters_and_buffers(module: nn.Module):
+    yield from module.named_parameters()
+    yield from module.named_buffers()
 
 
 @torch.no_grad()

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import sys
+from pathlib import Path
+
+# The package's source folder: its files' sizes and times key the cache of registry names.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def say(message: str) -> None:
@@ -104,3 +111,60 @@ def noise_note(args: argparse.Namespace) -> str:
         return ""
     law = args.noise or "normal"
     return f", {law} noise" + (f" σ {args.noise_std:g}" if args.noise_std is not None else "")
+
+
+def registry_names(kind: str) -> list[str]:
+    """The valid names of a registry ("model", "loss" or "dataset"), for help texts.
+
+    Help texts list them so they never go stale, but the registries are filled by importing
+    the models, losses and data sources, which loads torch (a second or more). The names are
+    kept in the user cache, keyed by the size and time of every source file of the package, so
+    ``--help`` reads a small JSON file instead; an edit anywhere in the package, or a new
+    version, rebuilds it. A cache that cannot be read or written costs only the speed.
+    """
+    key = _source_fingerprint()
+    path = _cache_root() / "help-names.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return list(saved["names"][kind])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    from ganforge.data import SOURCES
+    from ganforge.losses import LOSSES
+    from ganforge.models import ARCHITECTURES
+
+    names = {
+        "model": sorted(ARCHITECTURES),
+        "loss": sorted(LOSSES),
+        "dataset": sorted(SOURCES),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"key": key, "names": names}), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:
+        pass
+    return names[kind]
+
+
+def _source_fingerprint() -> str:
+    """A digest of the package's Python files: relative paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for folder, subfolders, files in os.walk(PACKAGE_DIR):
+        subfolders.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                stat = os.stat(os.path.join(folder, name))
+                where = os.path.relpath(os.path.join(folder, name), PACKAGE_DIR)
+                digest.update(f"{where}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def _cache_root() -> Path:
+    # the same folder as ganforge.data.locations.cache_root, without importing the data
+    # package (which loads torch)
+    if os.environ.get("GANFORGE_CACHE"):
+        return Path(os.environ["GANFORGE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganforge"

@@ -13,10 +13,6 @@ import argparse
 import math
 from pathlib import Path
 
-import numpy as np
-
-from ganforge.artefacts.files import write_bytes, write_with
-from ganforge.artefacts.images import png_bytes, save_grid, save_individual, to_pil
 from ganforge.cli.common import (
     add_class_option,
     add_noise_options,
@@ -102,6 +98,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # numpy and PIL load here, not at import: `ganforge --help` needs neither
+    import numpy as np
+
+    from ganforge.artefacts.files import write_with
+    from ganforge.artefacts.images import save_grid, save_individual
     from ganforge.conditional import class_labels, class_title, num_classes_of
     from ganforge.generate import generate, load_generator
     from ganforge.latent import check_truncation, parse_seeds, seed_images, with_noise
@@ -194,6 +195,9 @@ def _seed_range(first: int, count: int) -> list[int]:
 
 def _save_per_seed(images, seeds: list[int], folder: Path) -> None:
     """seed-NNNN.png per seed (at least four digits, so a listing sorts by seed)."""
+    from ganforge.artefacts.files import write_bytes
+    from ganforge.artefacts.images import png_bytes, to_pil
+
     folder.mkdir(parents=True, exist_ok=True)
     for seed, image in zip(seeds, images, strict=True):
         picture = to_pil(image.permute(1, 2, 0).numpy())

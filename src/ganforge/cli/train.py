@@ -11,7 +11,7 @@ import os
 import signal
 from pathlib import Path
 
-from ganforge.cli.common import say
+from ganforge.cli.common import registry_names, say
 from ganforge.errors import ConfigError
 from ganforge.presets import DEFAULT_PRESET, load_config_file, load_preset, preset_names
 
@@ -26,17 +26,6 @@ EXAMPLES = """examples:
 exit status: 0 done; 2 a setting or input to fix; 3 training diverged (the last good checkpoint
 is kept); 130 or 143 stopped by Ctrl-C or SIGTERM after saving a checkpoint (--resume continues)
 """
-
-
-def _names(kind: str) -> str:
-    """The valid names of a registry, for help texts (so they never go stale)."""
-    if kind == "model":
-        from ganforge.models import ARCHITECTURES as registry
-    elif kind == "loss":
-        from ganforge.losses import LOSSES as registry
-    else:
-        from ganforge.data import SOURCES as registry
-    return ", ".join(sorted(registry))
 
 
 # flag -> dotted config key; every flag is optional and overrides the preset.
@@ -54,7 +43,12 @@ FLAGS = {
     "loss": ("loss", str, "adversarial loss: {loss}"),
     "seed": ("seed", int, "random seed"),
     "device": ("device", str, "auto, cpu, cuda, cuda:N"),
-    "precision": ("precision", str, "auto, fp32 or bf16"),
+    "precision": (
+        "precision",
+        str,
+        "auto (bf16 where the GPU or CPU has it natively and it pays, else fp32), fp32 (exact, "
+        "TF32 off; the faithful presets' default), bf16, or fp16 (GPUs)",
+    ),
     "sample_every": ("sample_every", int, "save a sample grid every N epochs/iterations"),
     "checkpoint_every": ("checkpoint_every", int, "save a checkpoint every N epochs/iterations"),
     "eval_every": ("eval_every", int, "evaluate quality every N epochs/iterations (0: off)"),
@@ -73,13 +67,26 @@ FLAGS = {
 }
 
 
+class _HelpWithNames(argparse.RawDescriptionHelpFormatter):
+    """Fills the registries' names ({model}, {loss}, {dataset}) into the help texts when the help
+    is shown, so building the parser (for `ganforge --help`, or to run a command) never looks
+    them up."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        text = super()._expand_help(action)
+        for kind in ("model", "loss", "dataset"):
+            if "{" + kind + "}" in text:
+                text = text.replace("{" + kind + "}", ", ".join(registry_names(kind)))
+        return text
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a GAN (default: the small offline MNIST demo)",
         description="Train a GAN. Without options: the 'demo' preset, a small DCGAN on MNIST.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpWithNames,
     )
     p.add_argument(
         "--preset",
@@ -87,14 +94,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"named recipe (default: {DEFAULT_PRESET}): {', '.join(preset_names())}",
     )
     p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
-    names = {kind: _names(kind) for kind in ("model", "loss", "dataset")}
     for flag, (_, kind, text) in FLAGS.items():
         p.add_argument(
             "--" + flag.replace("_", "-"),
             dest=flag,
             type=kind,
             default=None,
-            help=text.format(**names),
+            help=text,
         )
     p.add_argument(
         "--set",
@@ -169,6 +175,10 @@ def _saved_config(run_dir: Path):
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if args.dry_run:
+        from ganforge.training.runtime import resolve_runtime
+
+        # what this machine cannot do (fp16 on a CPU, a missing GPU) fails the dry run too
+        resolve_runtime(config)
         print(config.to_json())
         return 0
     if args.resume and (args.out or args.name):

@@ -6,6 +6,7 @@ from ganforge.models.registry import (
     Architecture,
     build_models,
     count_parameters,
+    generator_skeleton,
     get_architecture,
     register,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "Architecture",
     "build_models",
     "count_parameters",
+    "generator_skeleton",
     "get_architecture",
     "register",
 ]

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ganforge.errors import ConfigError, first_line, unknown_name
 from ganforge.models.layers import ImageShape
@@ -30,6 +32,7 @@ __all__ = [
     "ImageShape",
     "build_models",
     "count_parameters",
+    "generator_skeleton",
     "get_architecture",
     "register",
 ]
@@ -129,12 +132,76 @@ def build_models(
     name: str, latent_dim: int, image_shape: ImageShape, options: dict[str, Any] | None = None
 ) -> tuple[nn.Module, nn.Module]:
     """Build (generator, discriminator) for `image_shape`, or raise a one-line ConfigError."""
+    return _built(
+        name, options, lambda arch: arch.build(latent_dim, image_shape, options), image_shape
+    )
+
+
+def generator_skeleton(
+    name: str, latent_dim: int, image_shape: ImageShape, options: dict[str, Any] | None = None
+) -> nn.Module:
+    """The generator alone on the meta device, its initialisation skipped: every parameter's
+    shape, and no memory or time spent.
+
+    Loading a saved generator needs nothing more: its shapes are compared with the file before
+    anything is allocated (a forged size costs nothing), then ``to_empty`` gives it storage
+    the file's weights fill. Random initialisation of meta tensors runs PyTorch's Python
+    reference kernels, which took seconds of ``ganforge sample``'s start-up for values that
+    are thrown away.
+    """
+
+    def build(arch: Architecture) -> nn.Module:
+        shape = tuple(image_shape)
+        g_options = {k: v for k, v in (options or {}).items() if k in arch.g_options}
+        with torch.device("meta"), _SkipInitOnMeta():
+            return arch.generator(latent_dim, shape, **g_options)
+
+    return _built(name, options, build, image_shape)
+
+
+class _SkipInitOnMeta(TorchFunctionMode):
+    """In-place random initialisation of meta tensors (which hold no values) does nothing."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        # torch.nn.init's functions pass the tensor by keyword, Tensor methods as `self`
+        target = args[0] if args else (kwargs or {}).get("tensor")
+        if (
+            getattr(func, "__name__", "") in _INIT_OPS
+            and isinstance(target, torch.Tensor)
+            and target.is_meta
+        ):
+            return target
+        return func(*args, **(kwargs or {}))
+
+
+# the in-place fills torch.nn.init and the layers' reset_parameters use
+_INIT_OPS = frozenset(
+    {
+        "normal_",
+        "uniform_",
+        "trunc_normal_",
+        "fill_",
+        "zero_",
+        "copy_",
+        "bernoulli_",
+        "exponential_",
+    }
+)
+
+
+def _built(
+    name: str,
+    options: dict[str, Any] | None,
+    build: Callable[[Architecture], Any],
+    image_shape: ImageShape,
+) -> Any:
+    """`build(arch)` after the architecture's own checks; a failure is a one-line ConfigError."""
     arch = get_architecture(name)
     found = arch.problems(image_shape, options)
     if found:
         raise ConfigError(found[0])
     try:
-        return arch.build(latent_dim, image_shape, options)
+        return build(arch)
     except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # width=nan, too big, ...
         text = first_line(exc, 200)
         raise ConfigError(f"bad option for model {name!r} ({options!r:.80}): {text}") from None

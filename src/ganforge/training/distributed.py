@@ -761,7 +761,7 @@ def _train(
     world, rank = distributed.world_size, distributed.rank
     runtime = resolve_runtime(config)
     runtime.device = distributed.device
-    configure_threads()
+    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
     seed_everything(config.seed, config.deterministic)
     if data is None:  # rank 0 first (it may fill the cache), then the others
         loaded: list[ImageData] = []

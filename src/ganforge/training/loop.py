@@ -224,6 +224,8 @@ class Trainer:
             log,
         )
         self.warnings: list[str] = []
+        # process-wide switches (TF32) are set by the run that needs them, before any kernel
+        runtime.apply()
         self.health = HealthMonitor(
             spread(to_unit_range(data.images[:64])), dominance_steps=max(20 * config.log_every, 500)
         )
@@ -691,7 +693,7 @@ def train(
             log=log,
         )
     runtime = resolve_runtime(config)
-    configure_threads()
+    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
     seed_everything(config.seed, config.deterministic)
     data = data if data is not None else load_images(config.data)
     check_against_data(config, data)
@@ -766,7 +768,8 @@ def _start_or_resume(
         log(note)
     log(
         f"training {config.model.arch} on {data.name} ({len(data)} images {data.image_shape}) on "
-        f"{runtime.device}: {trainer.state.total_steps} iterations, run folder {run.path}"
+        f"{runtime.device} ({runtime.path()}): {trainer.state.total_steps} iterations, "
+        f"run folder {run.path}"
     )
     if runtime.compile:
         log("compiling the models (torch.compile; once per run)")

@@ -4,8 +4,8 @@ This is the only place where the adversarial game is played. It returns its stat
 as device tensors, so that the loop never waits for the GPU inside an iteration: nothing
 here calls ``.item()``, ``bool(tensor)`` or anything else that needs a value on the host.
 
-Mixed precision (bf16 autocast, CUDA only): convolutions and matrix products run in
-bf16; autocast leaves ``batch_norm`` alone (it is in neither of its cast lists), so
+Mixed precision (bf16 autocast, on a GPU or a CPU with native bf16): convolutions and matrix
+products run in bf16; autocast leaves ``batch_norm`` alone (it is in neither of its cast lists), so
 BatchNorm runs on bf16 activations with fp32 weights, accumulates its batch statistics
 in fp32 and keeps its running mean and variance in fp32 (tests/test_fastpath.py checks
 this). Every loss is computed in fp32 from ``logits.float()`` (ganforge/losses.py), and

@@ -42,19 +42,40 @@ def physical_cores(cpus: int) -> int:
         return cpus
 
 
-def configure_threads() -> int:
+def configure_threads(idle_cores_only: bool = False) -> int:
     """Intra-op threads = physical cores this process may use, unless the user chose.
 
     OMP_NUM_THREADS (or GANFORGE_THREADS) wins. PyTorch's own default counts logical CPUs
     of the whole machine and ignores container quotas, which oversubscribes shared
-    machines; SMT siblings add little to convolutions. Returns the thread count in use.
+    machines; SMT siblings add little to convolutions. `idle_cores_only` (bf16 on a CPU's
+    matrix units) counts only the cores other processes leave idle (``idle_cores``).
+    Returns the thread count in use.
     """
     chosen = os.environ.get("GANFORGE_THREADS")
     if chosen and chosen.isdigit() and int(chosen) > 0:
         torch.set_num_threads(int(chosen))
     elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(physical_cores(usable_cpus()))
+        cores = physical_cores(usable_cpus())
+        torch.set_num_threads(idle_cores(cores) if idle_cores_only else cores)
     return torch.get_num_threads()
+
+
+def idle_cores(cores: int, load: float | None = None) -> int:
+    """Of `cores`, how many other processes leave idle: cores minus the 1-minute load average
+    (`load`, this machine's by default), at least one.
+
+    bf16 kernels on a CPU's matrix units (AMX) split into many short parallel pieces; when
+    another process takes one thread's core, the other threads wait for it at every piece.
+    Measured on 2 shared cores (load average 4-6), one brain-demo step: 2 threads 3.2 s
+    (median, 0.8-8.2 s), 1 thread 0.51 s; fp32 was not hurt the same way (bench/README.md,
+    "CPU fast path").
+    """
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return cores
+    return max(1, min(cores, cores - math.floor(load + 0.5)))
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
