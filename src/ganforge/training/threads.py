@@ -101,3 +101,13 @@ def _cpu_times() -> tuple[int, int] | None:
         return None
     # user nice system idle iowait irq softirq steal ...: idle and iowait are idle time
     return sum(fields[:8]), fields[3] + fields[4]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
