@@ -479,6 +479,8 @@ def measure_variant(
         "overrides": overrides,
         "plain_input": plain_input,
         "settings": runtime.describe(),
+        # intra-op threads this variant trained with (bf16 on a CPU takes only idle cores)
+        "threads": torch.get_num_threads(),
         "notes": list(runtime.notes),
         "ms_per_step": 1e3 * step_s,
         "ms_per_step_windows": [round(1e3 * s, 4) for s in per_step],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -60,22 +61,46 @@ def configure_threads(idle_cores_only: bool = False) -> int:
     return torch.get_num_threads()
 
 
-def idle_cores(cores: int, load: float | None = None) -> int:
-    """Of `cores`, how many other processes leave idle: cores minus the 1-minute load average
-    (`load`, this machine's by default), at least one.
+def idle_cores(cores: int, busy: float | None = None) -> int:
+    """Of `cores`, how many other processes leave idle: cores minus the CPUs they keep busy
+    (`busy`; by default measured now, ``busy_cpus``), at least one.
 
     bf16 kernels on a CPU's matrix units (AMX) split into many short parallel pieces; when
     another process takes one thread's core, the other threads wait for it at every piece.
     Measured on 2 shared cores (load average 4-6), one brain-demo step: 2 threads 3.2 s
     (median, 0.8-8.2 s), 1 thread 0.51 s; fp32 was not hurt the same way (bench/README.md,
-    "CPU fast path").
+    "CPU fast path"). The load average was the first measure used, but it lags by a minute
+    and counts this process's own threads, so it gave one thread on a quiet machine too.
     """
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
+    if busy is None:
+        busy = busy_cpus()
+        if busy is None:
             return cores
-    return max(1, min(cores, cores - math.floor(load + 0.5)))
+    return max(1, min(cores, cores - math.floor(busy + 0.5)))
+
+
+def busy_cpus(seconds: float = 0.25) -> float | None:
+    """CPUs kept busy by other processes over the next `seconds` (this one sleeps meanwhile),
+    from the kernel's counters in /proc/stat; None where they cannot be read."""
+    first = _cpu_times()
+    if first is None:
+        return None
+    time.sleep(seconds)
+    second = _cpu_times()
+    if second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (total - idle) / total * (os.cpu_count() or 1)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(all, idle) jiffies of every CPU together, from the first line of /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: idle and iowait are idle time
+    return sum(fields[:8]), fields[3] + fields[4]
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
