@@ -80,8 +80,19 @@ def test_json_is_the_report_and_names_the_environment(report):
     assert env["startup_s"] > 0
 
 
+def fast_bf16(preset: str) -> bool:
+    """Whether the CPU fast path takes bf16 autocast for `preset` on this machine: a CPU with
+    native bf16, images of at least CPU_BF16_MIN_SIDE, and a preset that does not pin fp32."""
+    from ganforge.presets import load_preset
+    from ganforge.training.runtime import CPU_BF16_MIN_SIDE, cpu_bf16_unit
+
+    config = load_preset(preset)
+    side = config.data.resolution or 28
+    return config.precision == "auto" and cpu_bf16_unit() is not None and side >= CPU_BF16_MIN_SIDE
+
+
 def test_every_preset_has_fast_and_plain_with_every_field(report):
-    from ganforge.presets import preset_names
+    from ganforge.presets import load_preset, preset_names
 
     _, written = report
     bench = _bench_module()
@@ -91,7 +102,9 @@ def test_every_preset_has_fast_and_plain_with_every_field(report):
         assert entry["flops_per_step"] > 0 and entry["flops_per_image"] > 0
         assert entry["images_per_step"] > 0
         assert entry["data_note"].startswith("synthetic")
-        assert set(entry["variants"]) == {"fast", "plain"}
+        # a preset that pins exact fp32 is also timed as its user may run it: --precision bf16
+        pinned = load_preset(name).precision == "fp32"
+        assert set(entry["variants"]) == {"fast", "plain"} | ({"fast-bf16"} if pinned else set())
         for variant, r in entry["variants"].items():
             for field in bench.FIELDS:
                 assert field in r, (name, variant, field)
@@ -113,7 +126,15 @@ def test_every_preset_has_fast_and_plain_with_every_field(report):
             )
             assert r["grid_s"] > 0 and r["checkpoint_s"] > 0 and r["finish_s"] > 0
             assert r["peak_gpu_mib"] is None  # no GPU in this test
-            assert r["settings"]["autocast"] == "fp32" and r["settings"]["compile"] == "off"
+            bf16 = variant == "fast-bf16" or (variant == "fast" and fast_bf16(name))
+            expected = "bfloat16" if bf16 else "fp32"
+            assert r["settings"]["autocast"] == expected, (name, variant)
+            assert r["settings"]["compile"] == "off"
+            assert math.isclose(
+                r["achieved_gflops"],
+                entry["flops_per_step"] / (r["ms_per_step"] / 1e3) / 1e9,
+                rel_tol=1e-6,
+            )
             assert r["speedup_vs_plain"] > 0
         assert entry["variants"]["plain"]["speedup_vs_plain"] == 1.0
         assert entry["variants"]["plain"]["plain_input"] is True
@@ -156,7 +177,9 @@ def test_table_is_printed(report, capsys):
     bench = _bench_module()
     _, written = report
     table = bench.format_table(written)
-    assert "img/s" in table and "TFLOP/s" in table and "mnist-gan" in table and "plain" in table
+    assert "img/s" in table and "GFLOP/s" in table and "mnist-gan" in table and "plain" in table
+    # achieved FLOP/s beside the machine's own measured peak, in fp32 and in bf16
+    assert "% fp32 probe" in table and "% bf16 probe" in table and "matrix-product probe" in table
 
 
 def test_command_line_help_runs_with_the_projects_python():
