@@ -828,7 +828,7 @@ def _write_slices(folder: Path, count: int = 8) -> Path:
 
 
 def _only_here(tmp_path: Path, monkeypatch) -> Path:
-    """The brain-mri source looks in $GANFORGE_DATA = tmp_path/data, never in ../shared."""
+    """The brain-mri source looks in $GANFORGE_DATA = tmp_path/data, never in a team copy."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(locations, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setenv("GANFORGE_DATA", str(tmp_path / "data"))
