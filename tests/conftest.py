@@ -170,21 +170,11 @@ def write_idx(path: Path, array) -> Path:
 @pytest.fixture(scope="session")
 def mnist_test_split():
     """The 5,000 real MNIST test digits that ship with ganforge, with labels, loaded once."""
-    import torch
+    from dataclasses import replace
 
-    from ganforge import ImageData
-    from ganforge.data.idx import ASSETS, IMAGE_MAGIC, LABEL_MAGIC, MNIST, read_idx
+    from ganforge.data.idx import read_bundled_slice
 
-    images = read_idx(ASSETS / "mnist-slice-images-idx3-ubyte.gz", IMAGE_MAGIC)
-    labels = read_idx(ASSETS / "mnist-slice-labels-idx1-ubyte.gz", LABEL_MAGIC)
-    return ImageData(
-        torch.from_numpy(images.copy()).unsqueeze(1),
-        "mnist/test",
-        str(ASSETS),
-        torch.from_numpy(labels.astype("int64")),
-        10,
-        MNIST.class_names,
-    )
+    return replace(read_bundled_slice(), name="mnist/test")
 
 
 @pytest.fixture(scope="session")

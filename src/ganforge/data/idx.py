@@ -308,6 +308,11 @@ def _bundled_slice() -> ImageData:
         "ganforge; pass --data DIR for the full set",
         stacklevel=2,
     )
+    return read_bundled_slice()
+
+
+def read_bundled_slice() -> ImageData:
+    """The 5,000 real MNIST test digits that ship with ganforge, with their labels."""
     images = read_idx(ASSETS / "mnist-slice-images-idx3-ubyte.gz", IMAGE_MAGIC)
     labels = read_idx(ASSETS / "mnist-slice-labels-idx1-ubyte.gz", LABEL_MAGIC)
     return ImageData(
