@@ -1,6 +1,13 @@
 """Model architectures, registered by name. Importing this package registers them all."""
 
-from ganforge.models import dcgan, dcgan_mnist, dcgan_oasis, mlp_gan, resnet  # noqa: F401  (registers)
+from ganforge.models import (  # noqa: F401  (registers)
+    dcgan,
+    dcgan_mnist,
+    dcgan_oasis,
+    fastgan,
+    mlp_gan,
+    resnet,
+)
 from ganforge.models.registry import (
     ARCHITECTURES,
     Architecture,
