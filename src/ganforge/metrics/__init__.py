@@ -6,7 +6,8 @@ records its outputs and which way each is better, how many samples it needs and 
 as the main metric; :data:`METRICS` maps names to those records.
 
     fid, kid, precision-recall, density-coverage   feature metrics: run in the classifier's space
-                                                    and the contrastive encoder's (MNIST, Fashion)
+                                                    and the contrastive encoder's (MNIST, Fashion,
+                                                    brain slices: classifier.FEATURE_DATA)
     is, class-balance                               need the classifier's logits
     stacked-mnist                                   modes and mode_kl of StackedMNIST stacks
     swd, msssim                                     need nothing (any grayscale or RGB data)

@@ -364,7 +364,7 @@ def evaluate_source(
         features=features,
         training=training,
         fake_labels=labels,
-        class_names=tuple(getattr(info, "class_names", ()) or ()),
+        class_names=tuple(info.class_names),
         image_shape=tuple(info.image_shape),
         source=trained_on.dataset if trained_on is not None else dataset,
     )
