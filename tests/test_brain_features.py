@@ -51,6 +51,10 @@ def test_the_shipped_brain_networks_load_with_their_documented_sizes():
     assert encode(encoder, slices).shape == (4, 64)
     assert classifier.input_size == encoder.input_size == FEATURE_DATA["brain-mri"].input_size
     assert FEATURE_DATA["brain-mri"].unfit((3, 64, 64)) is not None
+    # the cards say what a reader needs beyond the figures, the class imbalance included
+    for record_ in (card, record):
+        assert all(record_[key] for key in ("data", "recipe", "limits"))
+    assert "52 ModerateDemented" in card["data"] and "inverse class share" in card["recipe"]
     # the card's figures add up, per class too
     per_class = card["per_class"]
     assert sum(c["correct"] for c in per_class.values()) == card["correct"] == info.correct
