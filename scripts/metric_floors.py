@@ -5,6 +5,10 @@
     python scripts/metric_floors.py --ladder            # the calibration ladder (docs table)
     python scripts/metric_floors.py --datasets mnist,fashion-mnist --split test --count 10000
     python scripts/metric_floors.py --datasets brain-mri --resolution 64   # brain-demo's size
+    python scripts/metric_floors.py --datasets brain-mri                   # brain slices, 128x128
+
+Brain slices are measured in their own feature space (the brain classifier and encoder, which
+judge 1-channel slices at 64x64 and 128x128), beside SWD and MS-SSIM.
 
 For each dataset, set A is the reference subset that `ganforge eval` and the training
 evaluator use (``reference_subset``: 2,000 training images chosen by a fixed seed) and
@@ -115,7 +119,7 @@ def measure(name: str, count: int, split: str = "train", resolution: int | None 
             b, set_b = other_images(train_images, count), "training images outside the subset"
     if len(data) < 2 * count and set_b == "other":
         raise SystemExit(f"{name}: {len(data)} images, fewer than two disjoint sets of {count}")
-    context = MetricContext(data.name, training=training)
+    context = MetricContext(data.name, training=training, image_shape=data.image_shape)
     names = resolve_metrics("auto", context)
     a = reference_subset(data.images, count)
     if set_b == "other":

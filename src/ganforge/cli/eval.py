@@ -23,9 +23,11 @@ examples:
   ganforge eval my-digits/ --dataset mnist             # a folder of PNGs made by any tool
   ganforge eval samples.npy --dataset fashion-mnist    # or an .npy array
   ganforge eval --pretrained mnist-best --count 10000  # a shipped generator, vs the test split
+  ganforge eval runs/brain-demo-001 --split test       # brain slices: their own feature space
 
-Feature metrics are computed in ganforge's own classifier and contrastive encoder, not
-Inception: compare numbers only with each other at the same count. See docs/metrics.md.
+Feature metrics are computed in ganforge's own classifier and contrastive encoder (MNIST,
+Fashion-MNIST, and 1-channel brain slices at 64x64 or 128x128), not Inception: compare
+numbers only with each other at the same count. See docs/metrics.md.
 """
 ARROWS = {
     "lower": "lower is better",
@@ -90,7 +92,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--features",
         default="auto",
-        choices=("auto", "mnist", "fashion-mnist", "none"),
+        # metrics.context.FEATURE_CHOICES, spelt out: the parser must not import torch
+        choices=("auto", "mnist", "fashion-mnist", "brain-mri", "none"),
         help="which dataset's networks (classifier and contrastive encoder) give the feature "
         "spaces (auto: by dataset); none: only metrics that need no network",
     )
@@ -200,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_output(source, args.seed, args.pretrained)
     write_text(out, json.dumps(record, indent=2) + "\n")
     print(format_table(record))
+    if record.get("features_note"):
+        say(f"note: {record['features_note']}")
     if record["reference"] != record["trained_on"]:
         say(f"note: trained on {record['trained_on']}, measured against {record['reference']}")
     say(f"wrote {out} ({record['seconds']:.1f} s)")

@@ -6,7 +6,8 @@ records its outputs and which way each is better, how many samples it needs and 
 as the main metric; :data:`METRICS` maps names to those records.
 
     fid, kid, precision-recall, density-coverage   feature metrics: run in the classifier's space
-                                                    and the contrastive encoder's (MNIST, Fashion)
+                                                    and the contrastive encoder's (MNIST, Fashion,
+                                                    brain slices: classifier.FEATURE_DATA)
     is, class-balance                               need the classifier's logits
     stacked-mnist                                   modes and mode_kl of StackedMNIST stacks
     swd, msssim                                     need nothing (any grayscale or RGB data)
@@ -38,8 +39,13 @@ import ganforge.metrics.modes  # noqa: F401
 from ganforge.config import TrainConfig
 from ganforge.data.base import ImageData
 from ganforge.errors import ConfigError, DataError, unknown_name
-from ganforge.metrics.classifier import load_classifier
-from ganforge.metrics.context import MetricContext, dataset_family, default_features
+from ganforge.metrics.classifier import FEATURE_DATA, load_classifier
+from ganforge.metrics.context import (
+    MetricContext,
+    dataset_family,
+    default_features,
+    network_for,
+)
 from ganforge.metrics.modes import stacked_problem
 from ganforge.metrics.registry import (
     HIGHER,
@@ -131,6 +137,17 @@ def check_available(names: list[str], context: MetricContext) -> None:
                 "evaluate against the test split of its training data (the default for MNIST "
                 f"and Fashion-MNIST; --split test for brain slices or a folder) or drop {name}"
             )
+
+
+def unfit_note(names: list[str], context: MetricContext) -> str | None:
+    """The one line a run owes its user when the data's feature networks cannot judge its
+    images (another size, channel count, set or modality): why, and which metrics were scored."""
+    if context.unfit is None:
+        return None
+    return (
+        f"no feature metrics (FID, KID, precision/recall, density/coverage, class metrics): "
+        f"{context.unfit}; scored instead: {', '.join(names) or 'nothing'}"
+    )
 
 
 def check_samples(names: list[str], real_count: int, fake_count: int) -> None:
@@ -240,8 +257,15 @@ def training_evaluator(
     from ganforge.checkpoint import GeneratorInfo
     from ganforge.generate import generate
 
+    spec = network_for(data.name)
     context = MetricContext(
-        data.name, seed=config.seed, device=torch.device(device), spaces=("classifier",)
+        data.name,
+        seed=config.seed,
+        device=torch.device(device),
+        spaces=("classifier",),
+        # brain runs keep SWD as their main metric while training (FeatureData.during_training)
+        features="auto" if spec is None or spec.during_training else "none",
+        image_shape=data.image_shape,
     )
     names = list(TRAINING_SET[context.extractor != "none"])
     count = min(config.eval_samples, len(data))
@@ -281,6 +305,8 @@ __all__ = [
     "direction",
     "evaluate",
     "evaluate_with_intervals",
+    "FEATURE_DATA",
+    "unfit_note",
     "main_metric",
     "main_output_order",
     "output_keys",

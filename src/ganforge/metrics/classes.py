@@ -102,9 +102,26 @@ def class_accuracy(
             "metric 'class-accuracy' needs the class of every generated image (context.fake_labels)"
         )
     _, logits = context.embedding(fake, "class-accuracy")
+    labels = by_name(labels, context)
     if int(labels.max()) >= logits.shape[1]:
         raise ConfigError(
             f"the generator has classes up to {int(labels.max())} but the {context.extractor} "
             f"classifier knows {logits.shape[1]}; drop class-accuracy"
         )
     return {"class_accuracy": float((logits.argmax(1).cpu() == labels.cpu()).double().mean())}
+
+
+def by_name(labels: torch.Tensor, context: MetricContext) -> torch.Tensor:
+    """The generator's labels in the classifier's class order, matched by name where both name
+    their classes (a folder's classes and the classifier's need not be numbered alike)."""
+    known = context.classifier_classes("class-accuracy")
+    if not known or not context.class_names:
+        return labels
+    missing = [name for name in context.class_names if name not in known]
+    if missing:
+        raise ConfigError(
+            f"the generator's class {missing[0]!r} is not one the {context.extractor} "
+            f"classifier knows ({', '.join(known)}); drop class-accuracy"
+        )
+    order = torch.tensor([known.index(name) for name in context.class_names])
+    return order[labels.cpu()]

@@ -16,11 +16,20 @@ from typing import Any, Callable
 import torch
 
 from ganforge.errors import ConfigError
-from ganforge.metrics.classifier import CLASSIFIER_DATASETS, SmallClassifier, embed, load_classifier
+from ganforge.metrics.classifier import (
+    CLASSIFIER_DATASETS,
+    FEATURE_DATA,
+    FeatureData,
+    SmallClassifier,
+    embed,
+    load_classifier,
+)
 from ganforge.metrics.encoder import ContrastiveEncoder, encode, load_encoder
 from ganforge.metrics.registry import SPACES
 
 FEATURE_CHOICES = ("auto", *CLASSIFIER_DATASETS, "none")
+# what needs no feature network: the metrics that still apply where none fits
+PRETRAINED_FREE = "swd, msssim and memorisation (in pixels, with --split test)"
 
 
 def dataset_family(name: str) -> str:
@@ -30,10 +39,37 @@ def dataset_family(name: str) -> str:
     return name.split("/", 1)[0]
 
 
-def default_features(dataset: str) -> str:
-    """The classifier that fits a dataset, or 'none' when ganforge has no network for it."""
+def network_for(dataset: str) -> FeatureData | None:
+    """The shipped feature networks whose training data `dataset` belongs to (by family)."""
     family = dataset_family(dataset)
-    return family if family in CLASSIFIER_DATASETS else "none"
+    return next((spec for spec in FEATURE_DATA.values() if family in spec.families), None)
+
+
+def default_features(dataset: str, image_shape: tuple[int, ...] | None = None) -> str:
+    """The networks that fit a dataset (and its images' shape, when known), or 'none' when
+    ganforge has none for it or the images are not of the kind they were trained on."""
+    spec = network_for(dataset)
+    return spec.name if spec is not None and spec.unfit(image_shape) is None else "none"
+
+
+def unfit_reason(
+    dataset: str, image_shape: tuple[int, ...] | None, source: str | None, features: str = "auto"
+) -> str | None:
+    """Why the feature networks meant for this data cannot judge it, or None when they can (or
+    none are meant for it): images of another size or channel count, or a run of a source that
+    has networks (a brain-mri run) trained on other data (another modality or set)."""
+    if features == "none":
+        return None
+    spec = network_for(dataset) if features == "auto" else FEATURE_DATA[features]
+    if spec is not None:
+        return spec.unfit(image_shape)
+    meant = next((s for s in FEATURE_DATA.values() if source in s.sources), None)
+    if meant is None:
+        return None
+    return (
+        f"the {meant.name} feature networks were trained on {meant.what}, and {dataset} is "
+        "other data (another set or modality)"
+    )
 
 
 @dataclass
@@ -51,7 +87,13 @@ class MetricContext:
         None  # the generator's training images, when the reference is unseen data
     )
     fake_labels: torch.Tensor | None = None  # [N] classes a conditional generator was asked for
+    # the generator's class names (label i is class_names[i]), to match the classifier's by name
+    class_names: tuple[str, ...] = ()
+    # [C, H, W] of the images, so that a feature space judges only the kind it was trained on
+    image_shape: tuple[int, ...] | None = None
+    source: str | None = None  # the data source the run trained on (DataConfig.dataset)
     _classifier: SmallClassifier | None = field(default=None, repr=False)
+    _classifier_classes: tuple[str, ...] = field(default=(), repr=False)
     _encoder: ContrastiveEncoder | None = field(default=None, repr=False)
     _features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, repr=False
@@ -74,9 +116,18 @@ class MetricContext:
         self.device = torch.device(self.device)
 
     @property
+    def unfit(self) -> str | None:
+        """Why the feature networks meant for this data cannot judge these images, or None."""
+        return unfit_reason(self.dataset, self.image_shape, self.source, self.features)
+
+    @property
     def extractor(self) -> str:
         """The classifier used for feature metrics, or 'none'."""
-        return default_features(self.dataset) if self.features == "auto" else self.features
+        if self.unfit is not None:
+            return "none"
+        if self.features == "auto":
+            return default_features(self.dataset, self.image_shape)
+        return self.features
 
     def classifier(self, metric: str) -> SmallClassifier:
         """The feature network, loaded once; a clear error when the data has none."""
@@ -84,6 +135,11 @@ class MetricContext:
             raise ConfigError(
                 f"metric {metric!r} needs a classifier, but features 'none' was asked for; "
                 "drop --features none or ask only for swd and msssim"
+            )
+        if self.unfit is not None:
+            raise ConfigError(
+                f"metric {metric!r} needs a classifier, and {self.unfit}; "
+                f"{PRETRAINED_FREE} apply to these images"
             )
         if self.extractor == "none":
             raise ConfigError(
@@ -93,8 +149,14 @@ class MetricContext:
                 "pretrained network, or fid-inception with local Inception weights"
             )
         if self._classifier is None:
-            self._classifier, _ = load_classifier(self.extractor, self.device)
+            self._classifier, info = load_classifier(self.extractor, self.device)
+            self._classifier_classes = tuple(info.record.get("classes", ()))
         return self._classifier
+
+    def classifier_classes(self, metric: str) -> tuple[str, ...]:
+        """The class names the classifier was trained on, in its output order (() if unnamed)."""
+        self.classifier(metric)
+        return self._classifier_classes
 
     @property
     def active_spaces(self) -> tuple[str, ...]:

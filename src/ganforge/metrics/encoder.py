@@ -1,4 +1,4 @@
-"""A self-supervised contrastive encoder: the second feature space for MNIST and Fashion-MNIST.
+"""A self-supervised contrastive encoder: the second feature space (MNIST, Fashion, brain slices).
 
 One feature space is one opinion. The classifier was trained to tell classes apart, so
 its embedding cares about "which digit" and punishes anything that disturbs the class
@@ -10,7 +10,8 @@ Its 64-d representation therefore describes how an image looks up to those small
 changes, which is a different judgement from the classifier's, and when the two spaces
 rank two generators differently the difference is worth a look.
 
-Like the classifier it is tiny (about 0.1 M parameters, under 0.5 MB as float32) and is
+Like the classifier it is tiny (about 0.1 M parameters, under 0.5 MB as float32; the 64x64
+brain encoder has one more strided block) and is
 trained here, offline and deterministically, by ``scripts/train_encoder.py``; neither is
 Inception-v3, so no number in either space is comparable with a published FID.
 """
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from ganforge.metrics.classifier import (
+    INPUT_SIZE,
     WEIGHTS_DIR,
     load_committed_network,
     prepare,
@@ -30,31 +32,33 @@ from ganforge.metrics.classifier import (
 
 ENCODER_DIM = 64
 PROJECTION_DIM = 64
+# the strided convolutions' widths per input size: 28 -> 14 -> 7 -> 4; 64 -> 32 -> 16 -> 8 -> 4
+ENCODER_WIDTHS = {28: (32, 64, 64), 64: (32, 64, 64, 64)}
 
 
 class ContrastiveEncoder(nn.Module):
-    """Three strided conv blocks (32-64-64 channels) and a 64-d representation.
+    """Strided conv blocks (32-64-64 channels at 28x28, 32-64-64-64 at 64x64) and a 64-d
+    representation.
 
     The projection head exists only for training (SimCLR computes its loss on the
     projection and keeps the layer before it, which holds more information).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
+        self.input_size = input_size
+        layers: list[nn.Module] = []
+        channels, side = 1, input_size
+        for width in ENCODER_WIDTHS[input_size]:
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
+            channels, side = width, (side + 1) // 2
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, stride=2, padding=1),
-            nn.LeakyReLU(0.1),  # 28 -> 14
-            nn.Conv2d(32, 64, 3, stride=2, padding=1),
-            nn.LeakyReLU(0.1),  # 14 -> 7
-            nn.Conv2d(64, 64, 3, stride=2, padding=1),
-            nn.LeakyReLU(0.1),  # 7 -> 4
-            nn.Flatten(),
-            nn.Linear(64 * 4 * 4, ENCODER_DIM),
+            *layers, nn.Flatten(), nn.Linear(channels * side * side, ENCODER_DIM)
         )
         self.projection = nn.Sequential(nn.LeakyReLU(0.1), nn.Linear(ENCODER_DIM, PROJECTION_DIM))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The 64-d representation of float images in [-1, 1], [N, 1, 28, 28]."""
+        """The 64-d representation of float images in [-1, 1], [N, 1, input_size, input_size]."""
         return self.body(x)
 
 
@@ -71,7 +75,10 @@ def load_encoder(
 ) -> tuple[ContrastiveEncoder, dict]:
     """The committed encoder for `dataset` (eval mode) and its training record."""
     model, record = load_committed_network(
-        "encoder", dataset, lambda record: ContrastiveEncoder(), "train_encoder.py"
+        "encoder",
+        dataset,
+        lambda record: ContrastiveEncoder(int(record["input_size"])),
+        "train_encoder.py",
     )
     return model.to(device).eval(), record
 
@@ -81,7 +88,10 @@ def encode(model: ContrastiveEncoder, images: torch.Tensor, batch_size: int = 10
     """Representations [N, 64] (float64, CPU) of uint8 images, in batches."""
     device = next(model.parameters()).device
     return torch.cat(
-        [model(prepare(chunk.to(device))).double().cpu() for chunk in images.split(batch_size)]
+        [
+            model(prepare(chunk.to(device), model.input_size)).double().cpu()
+            for chunk in images.split(batch_size)
+        ]
     )
 
 

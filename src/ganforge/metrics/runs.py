@@ -43,6 +43,7 @@ from ganforge.metrics import (
     reference_subset,
     resolve_metrics,
     split_key,
+    unfit_note,
 )
 from ganforge.metrics.floors import floor_for
 
@@ -355,6 +356,7 @@ def evaluate_source(
     # a conditional generator is asked for every class in turn, so the class-accuracy figure
     # and the distribution metrics score the same images
     labels = balanced_labels(count, classes, "cpu") if classes else None
+    trained_on = training_config(info, config)
     context = MetricContext(
         reference.name,
         seed=seed,
@@ -362,6 +364,9 @@ def evaluate_source(
         features=features,
         training=training,
         fake_labels=labels,
+        class_names=tuple(info.class_names),
+        image_shape=tuple(info.image_shape),
+        source=trained_on.dataset if trained_on is not None else dataset,
     )
     names = resolve_metrics(metrics, context)
     check_available(names, context)
@@ -389,6 +394,7 @@ def evaluate_source(
         "requested": metrics or "auto",
         "split": split,
         "features": context.extractor,
+        "features_note": unfit_note(names, context),
         "spaces": describe_spaces(context, list(scores)),
         "metrics": scores,
         "intervals": intervals,
