@@ -21,12 +21,15 @@ import importlib.util
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from ganforge.config import TrainConfig
 from ganforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    # annotations only: `ganforge sample` resolves its device here without the config schema
+    from ganforge.config import TrainConfig
 
 # PyTorch's TF32 switches as this process found them (matmul, cuDNN), restored by any run that
 # does not ask for exact fp32
