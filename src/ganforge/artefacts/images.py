@@ -13,12 +13,12 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from ganforge.artefacts.files import write_bytes
 
 if TYPE_CHECKING:
-    import numpy as np
     from PIL import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -73,36 +73,41 @@ def png_bytes(pixels: torch.Tensor) -> bytes:
     minimum-sum-of-absolute-differences heuristic, as PIL and libpng do), all rows at once.
     """
     height, width, channels = pixels.shape
-    rows = pixels.detach().cpu().reshape(height, width * channels).to(torch.int16)
+    rows = pixels.detach().cpu().reshape(height, width * channels).numpy().astype(np.int16)
     filtered = _best_filters(rows, channels)
     header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOUR_TYPE[channels], 0, 0, 0)
-    data = zlib.compress(bytes(filtered.contiguous().untyped_storage()), 9)
+    # level 6 (zlib's default): 3 % larger than 9 on sample grids, 10 times faster
+    data = zlib.compress(filtered.tobytes(), 6)
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 
 
-def _best_filters(rows: torch.Tensor, channels: int) -> torch.Tensor:
-    """int16 rows [H, B] -> uint8 [H, 1 + B]: each row: its filter type byte, the filtered row."""
+def _best_filters(rows: np.ndarray, channels: int) -> np.ndarray:
+    """int16 rows [H, B] -> uint8 [H, 1 + B]: each row's filter type byte, then the filtered row.
+
+    numpy, not torch: single-threaded, so a busy machine's other processes cannot stall it at
+    every one of its small steps (torch took 0.5 s here on 2 busy cores, numpy 20 ms).
+    """
     # the neighbours the filters predict from: left (a), above (b), above-left (c); 0 off the edge
-    left = torch.nn.functional.pad(rows, (channels, 0))[:, :-channels]
-    above = torch.nn.functional.pad(rows, (0, 0, 1, 0))[:-1]
-    above_left = torch.nn.functional.pad(above, (channels, 0))[:, :-channels]
+    left = np.pad(rows, ((0, 0), (channels, 0)))[:, :-channels]
+    above = np.pad(rows, ((1, 0), (0, 0)))[:-1]
+    above_left = np.pad(above, ((0, 0), (channels, 0)))[:, :-channels]
     estimate = left + above - above_left
-    to_left, to_above = (estimate - left).abs(), (estimate - above).abs()
-    to_corner = (estimate - above_left).abs()
-    paeth = torch.where(
+    to_left, to_above = np.abs(estimate - left), np.abs(estimate - above)
+    to_corner = np.abs(estimate - above_left)
+    paeth = np.where(
         (to_left <= to_above) & (to_left <= to_corner),
         left,
-        torch.where(to_above <= to_corner, above, above_left),
+        np.where(to_above <= to_corner, above, above_left),
     )
     # types 0-4: None, Sub, Up, Average, Paeth; each output is taken modulo 256
-    candidates = torch.stack(
-        [rows, rows - left, rows - above, rows - (left + above) // 2, rows - paeth]
-    ).remainder(256)
+    candidates = (
+        np.stack([rows, rows - left, rows - above, rows - (left + above) // 2, rows - paeth]) % 256
+    )
     # a byte read as signed: small differences of either sign cost little
-    cost = torch.where(candidates < 128, candidates, 256 - candidates).sum(dim=2)
-    best = cost.argmin(dim=0)
-    chosen = candidates[best, torch.arange(rows.shape[0])]
-    return torch.cat([best[:, None], chosen], dim=1).to(torch.uint8)
+    cost = np.minimum(candidates, 256 - candidates).sum(axis=2)
+    best = cost.argmin(axis=0)
+    chosen = candidates[best, np.arange(rows.shape[0])]
+    return np.concatenate([best[:, None], chosen], axis=1).astype(np.uint8)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
