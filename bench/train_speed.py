@@ -451,8 +451,12 @@ def measure_variant(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fit_start = time.perf_counter()
+    load_before = os.getloadavg()[0]
     trainer.fit()
     fit_s = time.perf_counter() - fit_start
+    # the 1-minute load average around the measured training: on a shared machine, which
+    # variant met how much contention
+    load_during = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
     pairs = [(a, b) for a, b in zip(marks.marks, marks.marks[1:]) if a[0] >= warmup]
@@ -497,6 +501,7 @@ def measure_variant(
         "settings": runtime.describe(),
         # intra-op threads this variant trained with (bf16 on a CPU takes only idle cores)
         "threads": torch.get_num_threads(),
+        "load_average": load_during,
         "notes": list(runtime.notes),
         "ms_per_step": 1e3 * step_s,
         "ms_per_step_windows": [round(1e3 * s, 4) for s in per_step],
@@ -544,6 +549,7 @@ def merge_rounds(results: list[dict[str, Any]], flops_per_step: int) -> dict[str
         best_ms_per_step=min(r["best_ms_per_step"] for r in results),
         images_per_s=results[-1]["images_per_s"] * results[-1]["ms_per_step"] / step_ms,
         achieved_tflops=flops_per_step / (step_ms / 1e3) / 1e12,
+        load_average=[load for r in results for load in r["load_average"]],
     )
     for key in ("setup_s", "compile_s", "grid_s", "grid_blocking_s", "checkpoint_s", "finish_s"):
         merged[key] = statistics.median(r[key] for r in results)

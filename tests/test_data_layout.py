@@ -104,6 +104,18 @@ def test_every_data_module_imports_first_in_a_fresh_interpreter():
     assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
 
 
+def test_the_first_public_name_read_registers_every_built_in_source():
+    """The package imports its sources on first use (start-up time); whichever name is read
+    first, SOURCES then holds all of them, never a partial registry."""
+    script = "from ganforge.data import SOURCES\nprint(sorted(SOURCES))\n"
+    fresh = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip() == str(sorted(ganforge.data.SOURCES))
+    assert {"brain-mri", "folder", "mnist", "nifti", "stacked-mnist"} <= set(ganforge.data.SOURCES)
+
+
 # ---- what sources declare: problems and shapes, known before a file is read --------------------
 @pytest.fixture()
 def nothing_is_read(monkeypatch):

@@ -186,6 +186,20 @@ def test_keras2_batchnorm_keeps_tensorflows_zero_debiased_moving_averages(kind, 
     assert float(fresh.moving_steps) == 3 and torch.equal(fresh.biased_var, bn.biased_var)
 
 
+@pytest.mark.parametrize("rule", ["keras2", "tf2"])
+def test_keras_moving_averages_are_the_same_from_channels_last_input(rule):
+    """The CPU fast path feeds the faithful presets' batch norm channels-last tensors: their
+    moving statistics are those of the contiguous input, bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 6, 6, generator=generator) * 2 + 1
+    plain, fast = keras_bn(nn.BatchNorm2d, 3, 0.2, rule), keras_bn(nn.BatchNorm2d, 3, 0.2, rule)
+    for _ in range(2):
+        plain(x)
+        fast(x.contiguous(memory_format=torch.channels_last))
+    for name, value in plain.state_dict().items():
+        assert torch.equal(fast.state_dict()[name], value), name
+
+
 def test_batchnorm_option_is_checked():
     with pytest.raises(ConfigError, match="batchnorm must be one of torch, keras2, tf2"):
         build_models("dcgan-mnist", 100, (1, 28, 28), {"batchnorm": "keras3"})

@@ -8,8 +8,8 @@ folder from ``ganforge export --format folder`` (its model.safetensors), an expo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -22,10 +22,13 @@ from ganforge.checkpoint import (
     load_state_strict,
     read_generator_file,
 )
-from ganforge.data import to_uint8
+from ganforge.data.base import to_uint8
 from ganforge.errors import CheckpointError
 from ganforge.models import build_models, generator_skeleton
 from ganforge.noise import draw_noise
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def resolve_source(source: str | Path) -> Path:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ganforge.checkpoint import GeneratorInfo
-from ganforge.data import to_uint8
+from ganforge.data.base import to_uint8
 from ganforge.errors import ConfigError
 
 MAX_SEEDS = 100_000  # a typo such as 0-9999999 should not start a day of generation

@@ -7,11 +7,12 @@ YAML file of their own and passes it with ``--config``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-
-from ganforge.config import TrainConfig
 from ganforge.errors import ConfigError, first_line, unknown_name
+
+if TYPE_CHECKING:
+    from ganforge.config import TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "demo"
@@ -31,6 +32,12 @@ def load_preset(name: str) -> TrainConfig:
 
 def load_config_file(path: str | Path) -> TrainConfig:
     """A TrainConfig from a YAML (or JSON) file, e.g. a run folder's config.json."""
+    # YAML and the config's dataclasses load here, not at import: every command's parser lists
+    # the preset names, and `ganforge sample` needs nothing else of this module
+    import yaml
+
+    from ganforge.config import TrainConfig
+
     path = Path(path)
     shown = str(path) if str(path).isprintable() else repr(str(path))  # the error stays on one line
     try:

@@ -98,9 +98,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # numpy and PIL load here, not at import: `ganforge --help` needs neither
-    import numpy as np
-
     from ganforge.artefacts.files import write_with
     from ganforge.artefacts.images import save_grid, save_individual
     from ganforge.conditional import class_labels, class_title, num_classes_of
@@ -140,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         if kind == "grid":
             save_grid(images, out, rows=max(1, int(math.sqrt(len(images)))))
         elif kind == "npy":
+            import numpy as np
+
             write_with(out, lambda handle: np.save(handle, images.permute(0, 2, 3, 1).numpy()))
         elif kind == "nifti":
             from ganforge.data import save_nifti_stack
@@ -196,9 +195,8 @@ def _seed_range(first: int, count: int) -> list[int]:
 def _save_per_seed(images, seeds: list[int], folder: Path) -> None:
     """seed-NNNN.png per seed (at least four digits, so a listing sorts by seed)."""
     from ganforge.artefacts.files import write_bytes
-    from ganforge.artefacts.images import png_bytes, to_pil
+    from ganforge.artefacts.images import png_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     for seed, image in zip(seeds, images, strict=True):
-        picture = to_pil(image.permute(1, 2, 0).numpy())
-        write_bytes(folder / f"seed-{seed:04d}.png", png_bytes(picture))
+        write_bytes(folder / f"seed-{seed:04d}.png", png_bytes(image.permute(1, 2, 0)))

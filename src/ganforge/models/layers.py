@@ -100,7 +100,10 @@ class _KerasMovingAverages:
     @torch.no_grad()
     def _update_moving_averages(self, x: torch.Tensor) -> None:
         dims = [0, *range(2, x.dim())]
-        values = x.detach().float()
+        # a contiguous copy of a channels-last input (the CPU fast path): the reductions over
+        # dims (0, 2, 3) of channels-last took 37 % of oasis-dcgan's bf16 step, 2.5x the
+        # copy and the contiguous reductions; the same layout also gives the same sums
+        values = x.detach().contiguous().float()
         n = values.numel() // values.shape[1]
         mean, var = values.mean(dims), values.var(dims, correction=0)
         # TensorFlow's fused kernel: Bessel's correction

@@ -21,12 +21,15 @@ import importlib.util
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from ganforge.config import TrainConfig
 from ganforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    # annotations only: `ganforge sample` resolves its device here without the config schema
+    from ganforge.config import TrainConfig
 
 # PyTorch's TF32 switches as this process found them (matmul, cuDNN), restored by any run that
 # does not ask for exact fp32
@@ -401,27 +404,38 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
     )
 
 
-def batch_norm_on_contiguous(module: torch.nn.Module) -> None:
-    """Every BatchNorm2d of `module` computes on a contiguous copy of its input and hands a
-    channels-last result on.
+def batch_norm_channels_last(module: torch.nn.Module) -> None:
+    """Every BatchNorm2d of `module` sees its input and its output's gradient in channels-last.
 
-    On a CPU, batch norm over channels-last tensors (forward and above all backward) ran 3-7x
-    slower than over contiguous ones with the two copies included (measured on 2 cores,
-    [128, 64, 64, 64]: 11.7 s against 1.8 s per forward and backward in bf16); it was half of
-    oasis-dcgan's bf16 step. The convolutions around it keep channels-last, which they need.
+    On a CPU, batch norm is fast when both are in the same layout and 10-20x slower when they
+    differ (torch 2.13, 1 thread, [64, 128, 32, 32] bf16, forward + backward: 0.02 s both
+    channels-last, 0.40 s contiguous input with a channels-last gradient, 0.61 s the other
+    way round). A channels-last network hands batch norm a gradient in either layout,
+    depending on the layer after it, so the gradient is put into channels-last on its way
+    back. Batch norm backward was 39 % of a brain-best bf16 step before (bench/README.md).
     """
     for layer in module.modules():
         if isinstance(layer, torch.nn.BatchNorm2d):
-            layer.register_forward_pre_hook(_contiguous_input)
-            layer.register_forward_hook(_channels_last_output)
+            layer.register_forward_pre_hook(_channels_last_input)
+            layer.register_forward_hook(_channels_last_gradient)
 
 
-def _contiguous_input(layer: torch.nn.Module, args: tuple) -> tuple:
-    return (args[0].contiguous(), *args[1:])
+def _channels_last_input(layer: torch.nn.Module, args: tuple) -> tuple:
+    # a no-op where the input is channels-last already
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
 
-def _channels_last_output(layer: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-    return out.contiguous(memory_format=torch.channels_last)
+def _channels_last_gradient(layer: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    # a hook on this tensor sees the gradient with respect to batch norm's own output, also
+    # when an in-place activation modifies the output next
+    if out.requires_grad:
+        out.register_hook(_to_channels_last)
+    return out
+
+
+def _to_channels_last(grad: torch.Tensor) -> torch.Tensor:
+    # a no-op where the gradient is channels-last already
+    return grad.contiguous(memory_format=torch.channels_last)
 
 
 def compile_module(module: torch.nn.Module, runtime: Runtime) -> Callable:

@@ -26,7 +26,7 @@ from ganforge.models.spectral import apply_spectral_norm
 from ganforge.noise import draw_noise
 from ganforge.training.ema import GeneratorEMA
 from ganforge.training.optim import SharedIterationCounter, build_optimisers
-from ganforge.training.runtime import Runtime, batch_norm_on_contiguous
+from ganforge.training.runtime import Runtime, batch_norm_channels_last
 from ganforge.training.sampler import BatchSampler
 
 
@@ -73,8 +73,8 @@ class TrainingState:
         generator.to(device, memory_format=memory_format)
         discriminator.to(device, memory_format=memory_format)
         if runtime.channels_last and device.type == "cpu":
-            batch_norm_on_contiguous(generator)
-            batch_norm_on_contiguous(discriminator)
+            batch_norm_channels_last(generator)
+            batch_norm_channels_last(discriminator)
         opt_g, opt_d, counter = build_optimisers(generator, discriminator, c.optim, runtime)
         ema = GeneratorEMA(generator, c.ema_decay) if c.ema_decay > 0 else None
         sampler = BatchSampler(dataset_size, real_batch_size(c), c.batch_order, seed=c.seed + 1)
