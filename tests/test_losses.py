@@ -116,10 +116,10 @@ def plain_bce_generator(tiny_config, tiny_images, tmp_path_factory) -> dict[str,
     """The generator of the tiny run with plain bce and no regulariser, trained once."""
     from safetensors.torch import load_file
 
-    from ganforge import train
+    from ganforge import RunOptions, train
 
     config = tiny_config(out_dir=str(tmp_path_factory.mktemp("runs")), run_name="plain")
-    result = train(config, data=tiny_images(), show_progress=False)
+    result = train(config, run=RunOptions(data=tiny_images(), show_progress=False))
     return load_file(result.run_dir / "generator.safetensors")
 
 

@@ -24,6 +24,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # `ganforge --help` and other commands that never train start without loading torch.
 _EXPORTS = {
     "train": "ganforge.api",
+    "RunOptions": "ganforge.api",
     "DataConfig": "ganforge.config",
     "ModelConfig": "ganforge.config",
     "OptimConfig": "ganforge.config",
@@ -72,6 +73,7 @@ __all__ = [
     "ImageData",
     "ModelConfig",
     "OptimConfig",
+    "RunOptions",
     "TrainConfig",
     "TrainResult",
     "generate",

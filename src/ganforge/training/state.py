@@ -77,7 +77,7 @@ class TrainingState:
             batch_norm_on_contiguous(discriminator)
         opt_g, opt_d, counter = build_optimisers(generator, discriminator, c.optim, runtime)
         ema = GeneratorEMA(generator, c.ema_decay) if c.ema_decay > 0 else None
-        sampler = BatchSampler(dataset_size, real_batch_size(c), c.batch_order, seed=c.seed + 1)
+        sampler = BatchSampler(dataset_size, c.batch_sizes().real, c.batch_order, seed=c.seed + 1)
         noise_rng = torch.Generator(device=device).manual_seed(c.seed + 2)
         grid_rng = torch.Generator(device="cpu").manual_seed(c.seed + 3)
         grid_law = c.noise if c.grid_noise == "train" else c.grid_noise
@@ -179,8 +179,3 @@ class TrainingState:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         best = float(state["best_metric"])
         self.best_metric = None if math.isnan(best) else best
-
-
-def real_batch_size(config: TrainConfig) -> int:
-    """Real images per iteration: half the batch when D sees half real, half fake."""
-    return config.batch_size // 2 if config.d_half_batch else config.batch_size

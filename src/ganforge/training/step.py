@@ -15,15 +15,19 @@ parameters, gradients and Adam moments stay fp32.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 from torch import nn
 
-from ganforge.errors import first_line
-from ganforge.losses import GANLoss
+from ganforge.augment import from_config as augment_from_config
+from ganforge.config import TrainConfig
+from ganforge.losses import R1, R2, GANLoss, get_loss
 from ganforge.training.runtime import Runtime
+
+if TYPE_CHECKING:
+    from ganforge.training.state import TrainingState
 
 STAT_NAMES = ("d_loss", "g_loss", "d_acc", "d_real", "d_fake")
 
@@ -385,90 +389,39 @@ class _Snapshot:
             torch.cuda.set_rng_state(self.cuda_rng, self.step.runtime.device)
 
 
-class GraphedStep:
-    """The whole iteration (D update(s), G update, statistics) replayed as one CUDA graph; the EMA
-    of G follows eagerly, because its warm-up decay changes every iteration.
-
-    For fixed shapes the GPU work of an iteration never changes, so after ``warmup`` eager
-    iterations (on a side stream, which also creates Adam's state) the next one is
-    captured and every later one is a single ``graph.replay()``: no per-kernel launch cost,
-    no Python in the iteration beyond copying the batch and the noise into static inputs.
-    Requires Adam(capturable=True) (the loop sets it) and autocast without its weight cache
-    (Runtime.autocast). Dropout's RNG is graph-safe (philox offsets advance per replay).
-
-    If capture fails, it says why in ``runtime.notes`` and runs eagerly from then on; the
-    failed capture executed nothing, so training continues from the same state.
-    The returned statistics tensor is overwritten by the next call: consume it at once.
-    """
-
-    def __init__(self, step: AdversarialStep, runtime: Runtime, warmup: int = 3):
-        self.step, self.runtime, self.warmup = step, runtime, warmup
-        step.defer_ema = True
-        self.calls = 0
-        self.graph: Any = None
-        self.failed = False
-        self.static: tuple[torch.Tensor | None, ...] = ()
-        self.static_out: torch.Tensor | None = None
-        self._side = torch.cuda.Stream(device=runtime.device)
-
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        out = self._iteration(batch)
-        if self.step.ema is not None:
-            self.step.ema.update(self.step.G, batch.index)
-        return out
-
-    def _iteration(self, batch: Batch) -> torch.Tensor:
-        self.calls += 1
-        if self.graph is not None:
-            for static, value in zip(self.static, batch.tensors()):
-                if static is not None:
-                    static.copy_(value)
-            self.graph.replay()
-            return self.static_out
-        if self.failed:
-            return self.step(batch)
-        if self.calls <= self.warmup:
-            return self._eager_on_side_stream(batch)
-        return self._capture(batch)
-
-    def _eager_on_side_stream(self, batch: Batch) -> torch.Tensor:
-        current = torch.cuda.current_stream(self.runtime.device)
-        self._side.wait_stream(current)
-        with torch.cuda.stream(self._side):
-            out = self.step(batch)
-        current.wait_stream(self._side)
-        out.record_stream(current)
-        return out
-
-    def _capture(self, batch: Batch) -> torch.Tensor:
-        # clone keeps channels-last; a shared noise batch stays one tensor in the graph
-        real, z_d, *labels = (None if t is None else t.clone() for t in batch.tensors())
-        z_g = z_d if batch.z_g is batch.z_d else batch.z_g.clone()
-        self.static = (real, z_d, z_g, *labels)
-        static_batch = replace(
-            batch,
-            real=real,
-            z_d=z_d,
-            z_g=z_g,
-            labels=labels[0],
-            fake_labels=labels[1],
-            fake_labels_g=labels[2],
-        )
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self.step(static_batch)
-        except torch.OutOfMemoryError:
-            raise  # the trainer turns it into a message with the memory figures
-        except Exception as exc:  # e.g. an op that syncs, or a library that cannot be captured
-            self.failed, self.static = True, ()
-            torch.cuda.synchronize(self.runtime.device)
-            first = first_line(exc, 200)
-            self.runtime.notes.append(
-                f"cuda_graphs: capture failed ({type(exc).__name__}: {first}); "
-                "running the step without CUDA graphs"
-            )
-            return self.step(batch)
-        self.graph, self.static_out = graph, out
-        graph.replay()  # the captured iteration is this one: capture itself executes nothing
-        return out
+def build_step(
+    config: TrainConfig,
+    state: TrainingState,
+    runtime: Runtime,
+    g_forward: Callable | None = None,
+    d_forward: Callable | None = None,
+) -> AdversarialStep:
+    """The iteration the config describes: loss, update mode, regularisers, augmentation."""
+    c = config
+    options = StepOptions(
+        update=c.update,
+        separate_d_updates=c.d_separate_updates,
+        fakes_from_eval_g=c.d_fakes_from_eval_g,
+        label_smoothing=c.label_smoothing,
+    )
+    ramp = {"ramp": c.gamma_ramp}
+    regularisers = tuple(
+        kind(gamma, c.r1_interval, final=gamma * c.gamma_end, **ramp)
+        for kind, gamma in ((R1, c.r1_gamma), (R2, c.r2_gamma))
+        if gamma > 0
+    )
+    return AdversarialStep(
+        state.generator,
+        state.discriminator,
+        state.opt_g,
+        state.opt_d,
+        get_loss(c.loss),
+        runtime,
+        options,
+        regularisers=regularisers,
+        augment=augment_from_config(c, runtime.device),
+        ema=state.ema,
+        g_forward=g_forward,
+        d_forward=d_forward,
+        scalers=state.scalers,
+    )
