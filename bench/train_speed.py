@@ -68,6 +68,7 @@ from ganforge.errors import GanforgeError
 from ganforge.noise import draw_noise
 from ganforge.presets import load_preset, preset_names
 from ganforge.training import Trainer, TrainerHook, TrainingState
+from ganforge.training.batches import ResidentBatches
 from ganforge.training.hooks import SampleGrids
 from ganforge.training.runtime import Runtime, resolve_device
 from ganforge.training.setup import RunOptions, prepare
@@ -201,12 +202,16 @@ def make_trainer(config: TrainConfig, data: ImageData, plain_input: bool) -> tup
     (training/setup.py), instrumented; the plain variant reads its real batches from a
     DataLoader. Compilation is left to the caller, which times it."""
     marks = Marks()
-    real_batches = (
-        (lambda data, state, runtime: LoaderBatches(config, data, runtime)) if plain_input else None
-    )
+    real_batches = ResidentBatches
+    if plain_input:
+
+        def real_batches(data: ImageData, state: TrainingState, runtime: Runtime) -> LoaderBatches:
+            return LoaderBatches(config, data, runtime)
+
     options = RunOptions(data=data, overwrite=True, show_progress=False)
-    extra = {"real_batches": real_batches} if real_batches else {}
-    trainer = prepare(config, SingleProcess(), options, hooks=(marks,), warm_up=False, **extra)
+    trainer = prepare(
+        config, SingleProcess(), options, hooks=(marks,), real_batches=real_batches, warm_up=False
+    )
     return trainer, marks
 
 
@@ -338,7 +343,11 @@ def load_data(
     images = torch.randint(
         0, 256, (synthetic_size, channels, res, res), dtype=torch.uint8, generator=generator
     )
-    return ImageData(images, f"synthetic/{res}", "random uint8"), 0.0, note
+    # a conditional model trains on labelled data only (check.check_against_data)
+    classes = int((config.model.options or {}).get("num_classes") or 0)
+    labels = torch.randint(0, classes, (synthetic_size,), generator=generator) if classes else None
+    data = ImageData(images, f"synthetic/{res}", "random uint8", labels, classes or None)
+    return data, 0.0, note
 
 
 def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> tuple[int, int]:
