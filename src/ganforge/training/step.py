@@ -174,51 +174,47 @@ class AdversarialStep:
 
     # ---- alternating: D, then G through the updated D --------------------------------------------
     def _update_d(self, batch: Batch, fake: torch.Tensor):
+        """D's update(s) on the real batch and the fakes; the loss terms are called here."""
         self.D.requires_grad_(True)
-        real = batch.real
-        if any(r.needs_real_grad for r in self.regularisers):
-            real = real.detach().requires_grad_(True)
-        real_logits, real_loss = self._d_real_pass(real, batch)
-        if self.loss.pair is not None:
-            # a paired loss needs both logits: one step on it plus the penalties (check.py
-            # refuses separate D updates and half batches for it)
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
+        paired, smoothing = self.loss.pair is not None, self.options.label_smoothing
+        real = self._real_input(batch.real)
+        real_logits = self._d_logits(real, batch.labels)
+        # a paired loss's term is added once both logits exist; here only the penalties
+        real_loss = _zero(real_logits) if paired else self.loss.d_real(real_logits, smoothing)
+        if self.observe is not None:
+            self.observe(real_logits)
+        real_loss = self._penalties("real", real_loss, real, real_logits, batch.index)
+        # two optimiser steps, as two Keras train_on_batch calls (check.py refuses it for a
+        # paired loss, which needs both logits in one step)
+        separate = self.options.separate_d_updates and not paired
+        if separate:
+            self._step_d(real_loss)
+        fake = self._fake_input(fake)
+        fake_logits = self._d_logits(fake, batch.fake_labels)
+        fake_loss = _zero(fake_logits) if paired else self.loss.d_fake(fake_logits)
+        fake_loss = self._penalties("fake", fake_loss, fake, fake_logits, batch.index)
+        if paired:
             fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
             self._step_d(real_loss + fake_loss)
             return self._d_stats(*_relative(real_logits, fake_logits), real_loss, fake_loss, 1.0)
-        if (
-            self.options.separate_d_updates
-        ):  # two optimiser steps, as two Keras train_on_batch calls
-            self._step_d(real_loss)
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
-            self._step_d(fake_loss)
-        else:  # one step on the sum; real and fake pass D separately, as in the G step
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
-            self._step_d(real_loss + fake_loss)
+        # else one step on the sum; real and fake pass D separately, as in the G step
+        self._step_d(fake_loss if separate else real_loss + fake_loss)
         return self._d_stats(real_logits, fake_logits, real_loss, fake_loss)
 
-    def _d_real_pass(self, real: torch.Tensor, batch: Batch):
-        with self.runtime.autocast():
-            logits = self._discriminate(real, batch.labels)
-        if self.loss.pair is None:
-            loss = self.loss.d_real(logits, self.options.label_smoothing)
-        else:
-            # the paired term is added once both logits exist; here only the penalties
-            loss = logits.new_zeros((), dtype=torch.float32)
-        if self.observe is not None:
-            self.observe(logits)
-        return logits, self._penalties("real", loss, real, logits, batch.index)
+    def _real_input(self, real: torch.Tensor) -> torch.Tensor:
+        """The real batch, carrying a gradient when a penalty needs D's gradient on it."""
+        if any(r.needs_real_grad for r in self.regularisers):
+            return real.detach().requires_grad_(True)
+        return real
 
-    def _d_fake_pass(self, fake: torch.Tensor, labels: torch.Tensor | None, index: int = 0):
+    def _fake_input(self, fake: torch.Tensor) -> torch.Tensor:
         if any(r.needs_fake_grad for r in self.regularisers) and not fake.requires_grad:
-            fake = fake.detach().requires_grad_(True)
+            return fake.detach().requires_grad_(True)
+        return fake
+
+    def _d_logits(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         with self.runtime.autocast():
-            logits = self._discriminate(fake, labels)
-        if self.loss.pair is None:
-            loss = self.loss.d_fake(logits)
-        else:
-            loss = logits.new_zeros((), dtype=torch.float32)
-        return logits, self._penalties("fake", loss, fake, logits, index)
+            return self._discriminate(images, labels)
 
     def _penalties(
         self, on: str, loss: torch.Tensor, images: torch.Tensor, logits: torch.Tensor, index: int
@@ -272,14 +268,21 @@ class AdversarialStep:
         taken on the same fake logits; each network gets the gradient of its own loss, then
         both optimisers step."""
         self.D.requires_grad_(True)
-        real = batch.real
-        if any(r.needs_real_grad for r in self.regularisers):
-            real = real.detach().requires_grad_(True)
+        paired, index = self.loss.pair is not None, batch.index
+        real = self._real_input(batch.real)
         with self.runtime.autocast():
             fake = self._generate(batch.z_g, batch.fake_labels_g)
-        real_logits, real_loss = self._d_real_pass(real, batch)
-        fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels_g, batch.index)
-        if self.loss.pair is not None:
+        real_logits = self._d_logits(real, batch.labels)
+        smoothing = self.options.label_smoothing
+        real_loss = _zero(real_logits) if paired else self.loss.d_real(real_logits, smoothing)
+        if self.observe is not None:
+            self.observe(real_logits)
+        real_loss = self._penalties("real", real_loss, real, real_logits, index)
+        fake = self._fake_input(fake)
+        fake_logits = self._d_logits(fake, batch.fake_labels_g)
+        fake_loss = _zero(fake_logits) if paired else self.loss.d_fake(fake_logits)
+        fake_loss = self._penalties("fake", fake_loss, fake, fake_logits, index)
+        if paired:
             fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
             g_loss = self.loss.pair.g(fake_logits, real_logits.detach())
         else:
@@ -333,6 +336,10 @@ class AdversarialStep:
 
 def _same(loss: torch.Tensor) -> torch.Tensor:
     return loss
+
+
+def _zero(logits: torch.Tensor) -> torch.Tensor:
+    return logits.new_zeros((), dtype=torch.float32)
 
 
 def _relative(
