@@ -45,7 +45,11 @@ def run(preset: str, iterations: int, out_dir: str) -> str:
             "run_name": preset,
         }
     )
-    result = ganforge.train(config, show_progress=False)
+    if hasattr(ganforge, "RunOptions"):
+        result = ganforge.train(config, run=ganforge.RunOptions(show_progress=False))
+    else:
+        # the API before issue 19, so that one script gives the "before" hashes too
+        result = ganforge.train(config, show_progress=False)
     checkpoint = sorted((result.run_dir / "checkpoints").glob("ckpt-*.pt"))[-1]
     saved = load_checkpoint(checkpoint, map_location="cpu")
     return state_hash(saved["generator"])
