@@ -79,7 +79,6 @@ class StepOptions:
         True  # two D steps (real, then fake) as two Keras train_on_batch calls
     )
     fakes_from_eval_g: bool = False  # D's fakes from G in inference mode (Keras predict)
-    label_smoothing: float = 0.0
 
 
 class AdversarialStep:
@@ -176,7 +175,7 @@ class AdversarialStep:
     def _update_d(self, batch: Batch, fake: torch.Tensor):
         """D's update(s) on the real batch and the fakes; the loss terms are called here."""
         self.D.requires_grad_(True)
-        paired, smoothing = self.loss.pair is not None, self.options.label_smoothing
+        paired, smoothing = self.loss.pair is not None, self.loss.label_smoothing
         real = self._real_input(batch.real)
         real_logits = self._d_logits(real, batch.labels)
         # a paired loss's term is added once both logits exist; here only the penalties
@@ -273,7 +272,7 @@ class AdversarialStep:
         with self.runtime.autocast():
             fake = self._generate(batch.z_g, batch.fake_labels_g)
         real_logits = self._d_logits(real, batch.labels)
-        smoothing = self.options.label_smoothing
+        smoothing = self.loss.label_smoothing
         real_loss = _zero(real_logits) if paired else self.loss.d_real(real_logits, smoothing)
         if self.observe is not None:
             self.observe(real_logits)
@@ -409,7 +408,6 @@ def build_step(
         update=c.update,
         separate_d_updates=c.d_separate_updates,
         fakes_from_eval_g=c.d_fakes_from_eval_g,
-        label_smoothing=c.label_smoothing,
     )
     ramp = {"ramp": c.gamma_ramp}
     regularisers = tuple(
@@ -422,7 +420,7 @@ def build_step(
         state.discriminator,
         state.opt_g,
         state.opt_d,
-        get_loss(c.loss),
+        get_loss(c.loss, label_smoothing=c.label_smoothing),
         runtime,
         options,
         regularisers=regularisers,
