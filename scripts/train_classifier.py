@@ -37,10 +37,8 @@ from ganforge.metrics.classifier import (
 )
 
 DEFAULTS = {"epochs": 0, "batch_size": 128, "lr": 2e-3, "seed": 0, "threads": 1, "max_shift": 2}
-EPOCHS = {
-    "mnist": 3,
-    "fashion-mnist": 8,
-}  # epochs 0 (the default) means these; garments need longer than digits
+# epochs 0 (the default) means these; garments need longer than digits
+EPOCHS = {"mnist": 3, "fashion-mnist": 8}
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

@@ -167,7 +167,8 @@ def _demo_args(tmp_path: Path) -> list[str]:
     ]
 
 
-def test_a_train_command_checks_the_config_exactly_once(cli, tmp_path, monkeypatch):
+def _checks_during(cli, *argv: str) -> int:
+    """How many times ganforge.check.check runs during one command (every binding of it)."""
     from ganforge import check
 
     calls = []
@@ -179,30 +180,19 @@ def test_a_train_command_checks_the_config_exactly_once(cli, tmp_path, monkeypat
 
     sys.setprofile(profile)
     try:
-        result = cli(*_demo_args(tmp_path))
+        result = cli(*argv)
     finally:
         sys.setprofile(None)
     assert result.code == 0, result.err
-    assert len(calls) == 1
+    return len(calls)
+
+
+def test_a_train_command_checks_the_config_exactly_once(cli, tmp_path):
+    assert _checks_during(cli, *_demo_args(tmp_path)) == 1
 
 
 def test_a_dry_run_checks_the_config_exactly_once(cli, tmp_path):
-    from ganforge import check
-
-    calls = []
-    code = check.check.__code__
-
-    def profile(frame, event, arg):
-        if event == "call" and frame.f_code is code:
-            calls.append(1)
-
-    sys.setprofile(profile)
-    try:
-        result = cli(*_demo_args(tmp_path), "--dry-run")
-    finally:
-        sys.setprofile(None)
-    assert result.code == 0, result.err
-    assert len(calls) == 1
+    assert _checks_during(cli, *_demo_args(tmp_path), "--dry-run") == 1
 
 
 LOSS_FRAMES = 6

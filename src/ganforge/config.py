@@ -278,8 +278,9 @@ def _problems(c: TrainConfig):
             value is None
             or not isinstance(value, (int, float))
             or value <= 0
+            # only floats: math.isfinite(10**400) overflows
             or (isinstance(value, float) and not math.isfinite(value))
-        ):  # math.isfinite(10**400) overflows
+        ):
             yield f"{name} must be a positive number (got {_show(value)})"
 
     if c.update == "simultaneous" and c.d_separate_updates:

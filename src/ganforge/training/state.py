@@ -46,9 +46,8 @@ class TrainingState:
     step: int = 0
     elapsed: float = 0.0  # training seconds of earlier sessions of a resumed run
     best_metric: float | None = None
-    counter: SharedIterationCounter | None = (
-        None  # one Adam count for D and G (optim.shared_counter)
-    )
+    # one Adam count for D and G (optim.shared_counter)
+    counter: SharedIterationCounter | None = None
     scalers: dict[str, torch.amp.GradScaler] | None = None  # fp16 loss scales of D and G
 
     @classmethod
@@ -161,9 +160,8 @@ class TrainingState:
             (self.opt_g, self.config.optim.lr_g),
             (self.opt_d, self.config.optim.lr_d),
         ):
-            for (
-                group
-            ) in optimiser.param_groups:  # a resumed run may lower the rate after a divergence
+            # a resumed run may lower the rate after a divergence
+            for group in optimiser.param_groups:
                 group["lr"] = lr
         for name, saved in (state.get("scalers") or {}).items():
             if self.scalers and name in self.scalers:

@@ -75,9 +75,8 @@ class StepOptions:
     """How the iteration is played (each one a config field)."""
 
     update: str = "alternating"  # alternating | simultaneous
-    separate_d_updates: bool = (
-        True  # two D steps (real, then fake) as two Keras train_on_batch calls
-    )
+    # two D steps (real, then fake) as two Keras train_on_batch calls
+    separate_d_updates: bool = True
     fakes_from_eval_g: bool = False  # D's fakes from G in inference mode (Keras predict)
 
 
@@ -146,9 +145,8 @@ class AdversarialStep:
         snapshot = _Snapshot(self)
         try:
             stats = self(batch)
-            values = (
-                stats.detach().cpu()
-            )  # deliberate sync: errors of asynchronous kernels surface here
+            # deliberate sync: errors of asynchronous kernels surface here
+            values = stats.detach().cpu()
         finally:
             snapshot.restore()
         return values
