@@ -2,10 +2,13 @@
 
 ``TrainingState`` holds the two networks, their optimisers, the EMA of G, the batch sampler,
 the noise stream, the fixed grid noise, the iteration count, the training time and the best
-evaluation score. It is built from a config and an image shape, saved by
-``ganforge.checkpoint`` (``training_checkpoint``) from :meth:`state_dict` and restored with
-:meth:`load_state_dict`; ``ganforge.generate`` reads the generator out of a saved state through
-``checkpoint.generator_from_checkpoint``. Nothing else keeps training state.
+evaluation score. It is built from a config and an image shape, saved by the checkpointer
+(``training/checkpointer.py``, through ``checkpoint.training_checkpoint``) from
+:meth:`state_dict` and restored with :meth:`load_state_dict`; ``ganforge.generate`` reads the
+generator out of a saved state through ``checkpoint.generator_from_checkpoint``. Two more
+things a run changes live beside it, and the checkpointer saves and restores them with it:
+the adaptive augmentation's probability (owned by the augmentation) and, with several
+processes, each process's own random streams.
 """
 
 from __future__ import annotations
