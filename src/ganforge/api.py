@@ -59,6 +59,8 @@ def train(
         if error is None:
             raise
         raise error from None
+    # the DDP wrappers go before the process group does (Distributed.leave says why)
+    del trainer
     world.leave()
     return result
 
