@@ -62,18 +62,19 @@ except ImportError:  # running from a checkout without `pip install -e .`
     import ganforge
 
 from ganforge.artefacts.gif import save_gif
-from ganforge.artefacts.rundir import RunDirectory
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_unit_range
 from ganforge.errors import GanforgeError
 from ganforge.noise import draw_noise
 from ganforge.presets import load_preset, preset_names
 from ganforge.training import Trainer, TrainerHook, TrainingState
-from ganforge.training.loop import build_step
-from ganforge.training.runtime import Runtime, resolve_runtime
-from ganforge.training.state import real_batch_size
-from ganforge.training.step import Batch
-from ganforge.training.threads import configure_threads, seed_everything, usable_cpus
+from ganforge.training.batches import ResidentBatches
+from ganforge.training.hooks import SampleGrids
+from ganforge.training.runtime import Runtime, resolve_device
+from ganforge.training.setup import RunOptions, prepare
+from ganforge.training.step import Batch, build_step
+from ganforge.training.threads import configure_threads, usable_cpus
+from ganforge.training.world import SingleProcess
 
 PLAIN = {
     "precision": "fp32",
@@ -164,7 +165,7 @@ class LoaderBatches:
             data.images.float().div_(127.5).sub_(1.0)
         )  # float32 [N, C, H, W] in [-1, 1], host memory
         dataset = TensorDataset(images)
-        real_batch = real_batch_size(config)
+        real_batch = config.batch_sizes().real
         generator = torch.Generator().manual_seed(config.seed + 1)
         if config.batch_order == "random":
             sampler = RandomSampler(
@@ -196,20 +197,27 @@ class LoaderBatches:
         return batch, None
 
 
-def make_trainer(
-    config: TrainConfig, data: ImageData, runtime: Runtime, plain_input: bool
-) -> tuple[Trainer, Marks]:
-    """The real Trainer on a fresh state and run folder, instrumented; the plain variant reads
-    its real batches from a DataLoader."""
-    state = TrainingState.create(config, data.image_shape, len(data), runtime)
-    run = RunDirectory.create(config.out_dir, config.run_name, overwrite=True)
-    run.write_json(run.config_file, config.to_dict())
+def make_trainer(config: TrainConfig, data: ImageData, plain_input: bool) -> tuple[Trainer, Marks]:
+    """The real Trainer on a fresh run folder, set up as ``ganforge.train`` sets it up
+    (training/setup.py), instrumented; the plain variant reads its real batches from a
+    DataLoader. Compilation is left to the caller, which times it."""
     marks = Marks()
-    batches = LoaderBatches(config, data, runtime) if plain_input else None
-    trainer = Trainer(
-        config, data, state, run, runtime, hooks=(marks,), batches=batches, show_progress=False
+    real_batches = ResidentBatches
+    if plain_input:
+
+        def real_batches(data: ImageData, state: TrainingState, runtime: Runtime) -> LoaderBatches:
+            return LoaderBatches(config, data, runtime)
+
+    options = RunOptions(data=data, overwrite=True, show_progress=False)
+    trainer = prepare(
+        config, SingleProcess(), options, hooks=(marks,), real_batches=real_batches, warm_up=False
     )
     return trainer, marks
+
+
+def sample_grids(trainer: Trainer) -> SampleGrids:
+    """The run's built-in sample-grid hook (its grids and its writer thread)."""
+    return next(hook for hook in trainer.hooks if isinstance(hook, SampleGrids))
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -335,7 +343,11 @@ def load_data(
     images = torch.randint(
         0, 256, (synthetic_size, channels, res, res), dtype=torch.uint8, generator=generator
     )
-    return ImageData(images, f"synthetic/{res}", "random uint8"), 0.0, note
+    # a conditional model trains on labelled data only (check.check_against_data)
+    classes = int((config.model.options or {}).get("num_classes") or 0)
+    labels = torch.randint(0, classes, (synthetic_size,), generator=generator) if classes else None
+    data = ImageData(images, f"synthetic/{res}", "random uint8", labels, classes or None)
+    return data, 0.0, note
 
 
 def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> tuple[int, int]:
@@ -344,7 +356,7 @@ def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> t
     runtime = Runtime(device, None, False, False)
     state = TrainingState.create(c, data.image_shape, len(data), runtime)
     step = build_step(c, state, runtime)
-    real_batch = real_batch_size(c)
+    real_batch = c.batch_sizes().real
     rng = torch.Generator(device=device).manual_seed(0)
     real = to_unit_range(data.images[:real_batch].to(device))
     z_d = draw_noise(real_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
@@ -436,15 +448,13 @@ def measure_variant(
             "eval_every": 0,
         }
     ).validate()
-    runtime = resolve_runtime(config)
-    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
-    seed_everything(config.seed, config.deterministic)
-    device = runtime.device
+    device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     sync(device)
     start = time.perf_counter()
-    trainer, marks = make_trainer(config, data, runtime, plain_input)
+    trainer, marks = make_trainer(config, data, plain_input)
+    runtime, device = trainer.runtime, trainer.runtime.device
     sync(device)
     setup_s = time.perf_counter() - start
     compile_s = timed(trainer.warm_up, device)  # 0 without compile
@@ -468,12 +478,12 @@ def measure_variant(
 
     # Fixed costs, measured on the trained state (the grid is what the recipe writes).
     repeats = args.fixed_repeats
-    grid_blocking_s = timed(
-        trainer.save_sample_grid, torch.device("cpu"), repeats
-    )  # what the loop waits for
-    grid_s = timed(lambda: (trainer.save_sample_grid(), trainer.writer.drain()), device, repeats)
-    checkpoint_s = timed(lambda: trainer.save_checkpoint(), device, repeats)
-    trainer.writer.close()
+    grids = sample_grids(trainer)
+    # what the loop waits for
+    grid_blocking_s = timed(lambda: grids.save(trainer), torch.device("cpu"), repeats)
+    grid_s = timed(lambda: (grids.save(trainer), grids.writer.drain()), device, repeats)
+    checkpoint_s = timed(lambda: trainer.checkpointer.save(), device, repeats)
+    grids.writer.close()
 
     recipe = recipe_shape(base, trainer)
     frames = trainer.run.sample_frames()
@@ -598,14 +608,11 @@ def run_full(
             "run_name": f"{preset}-{variant}-full-s{seed}",
         }
     ).validate()
-    runtime = resolve_runtime(config)
-    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
-    seed_everything(config.seed, config.deterministic)
-    device = runtime.device
+    device = resolve_device(config.device)
     sync(device)
     start = time.perf_counter()
-    trainer, marks = make_trainer(config, data, runtime, plain_input)
-    run = trainer.run
+    trainer, marks = make_trainer(config, data, plain_input)
+    runtime, device, run = trainer.runtime, trainer.runtime.device, trainer.run
     trainer.warm_up()
     result = trainer.fit()
     sync(device)

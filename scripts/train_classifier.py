@@ -49,11 +49,8 @@ from ganforge.metrics.classifier import (
 )
 
 DEFAULTS = {"epochs": 0, "batch_size": 128, "lr": 2e-3, "seed": 0, "threads": 1, "max_shift": 2}
-EPOCHS = {
-    "mnist": 3,
-    "fashion-mnist": 8,
-    "brain-mri": 24,
-}  # epochs 0 (the default) means these; garments need longer than digits
+# epochs 0 (the default) means these; garments need longer than digits
+EPOCHS = {"mnist": 3, "fashion-mnist": 8, "brain-mri": 24}
 # settings that differ per dataset (recorded with the others): brain slices are shifted by up
 # to 2 of 64 pixels (padding centres them), flipped left-right, and their imbalanced classes
 # weighed by inverse share

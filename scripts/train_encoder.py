@@ -118,9 +118,8 @@ def augment(
         [torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    view = (
-        F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1
-    )  # background stays -1
+    # background stays -1
+    view = F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1
     view = (view + 1) * uniform(0.6, 1.0).view(n, 1, 1, 1) - 1  # contrast
     noisy = (torch.rand(n, generator=generator) < 0.5).float().view(n, 1, 1, 1)
     view = view + noisy * 0.15 * torch.randn(x.shape, generator=generator)

@@ -274,7 +274,7 @@ def train_tiny(tmp_path) -> Callable[..., Any]:
     random images (28x28, or 32x32 for the demo). The same name with ``resume=True``
     continues that run.
     """
-    from ganforge import train
+    from ganforge import RunOptions, train
 
     def run(
         name: str = "tiny",
@@ -292,10 +292,9 @@ def train_tiny(tmp_path) -> Callable[..., Any]:
         images = data if data is not None else _tiny_images(size=size)
         return train(
             config,
-            data=images,
-            resume=resume,
-            show_progress=False,
-            allow_data_change=allow_data_change,
+            run=RunOptions(
+                data=images, resume=resume, show_progress=False, allow_data_change=allow_data_change
+            ),
         )
 
     return run

@@ -52,13 +52,13 @@ def report(tmp_path_factory, mnist_dir):
         ganforge.load_preset("mnist-gan").with_overrides(
             {**common, "iterations": 20, "eval_every": 10, "run_name": "gan"}
         ),
-        show_progress=False,
+        run=ganforge.RunOptions(show_progress=False),
     )
     dcgan = ganforge.train(
         ganforge.load_preset("mnist-dcgan").with_overrides(
             {**common, "iterations": 10, "model.options.width": 0.25, "run_name": "dcgan"}
         ),
-        show_progress=False,
+        run=ganforge.RunOptions(show_progress=False),
     )
     html = out / "report.html"
     assert (

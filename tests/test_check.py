@@ -73,11 +73,13 @@ def test_every_problem_is_reported_at_once():
 
 def test_a_failed_set_up_leaves_no_run_folder(tmp_path, tiny_config, tiny_images):
     """A model that cannot make the data's images is found before the run folder is made."""
-    from ganforge.training import train
+    from ganforge import RunOptions, train
 
     config = tiny_config("demo", out_dir=str(tmp_path / "runs"), run_name="never")
     with pytest.raises(ConfigError, match="cannot make images of shape"):
-        train(config, data=tiny_images(size=28), show_progress=False)  # dcgan wants 32, not 28
+        train(
+            config, run=RunOptions(data=tiny_images(size=28), show_progress=False)
+        )  # dcgan wants 32, not 28
     assert not (tmp_path / "runs" / "never").exists()
 
 

@@ -36,17 +36,19 @@ def test_grid_rows_are_classes():
 
 
 def test_training_batches_carry_real_and_fake_labels(tiny_config, tmp_path):
-    from ganforge.artefacts.rundir import RunDirectory
-    from ganforge.training import Trainer, TrainingState
+    from ganforge.conditional import num_classes_of
+    from ganforge.training import TrainingState
+    from ganforge.training.batches import BatchSource, ResidentBatches
     from ganforge.training.runtime import resolve_runtime
+    from ganforge.training.world import SingleProcess
 
     config = tiny_config("mnist-best", SMALL, out_dir=str(tmp_path), run_name="c")
     data = labelled_images()
     runtime = resolve_runtime(config)
     state = TrainingState.create(config, data.image_shape, len(data), runtime)
-    run = RunDirectory.create(str(tmp_path), "c")
-    trainer = Trainer(config, data, state, run, runtime, show_progress=False)
-    batch = trainer.next_batch()
+    real = ResidentBatches(data, state, runtime)
+    classes = num_classes_of(state.generator)
+    batch = BatchSource(config, state, runtime, SingleProcess(), real, classes).next()
     pixel = ((batch.real[:, 0, 0, 0] + 1) * 127.5).round()
     assert torch.equal(pixel, (batch.labels * 20).float())  # each real image with its own label
     assert batch.fake_labels.shape == (config.batch_size,)

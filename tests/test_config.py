@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ganforge.config import TrainConfig
@@ -121,3 +124,18 @@ def test_settings_that_would_undo_the_documents_batchnorm_or_grid_cadence_are_re
     with pytest.raises(ConfigError, match=r"sample_offset must be an integer >= 0"):
         load_preset("mnist-gan").with_overrides({"sample_offset": -1}).validate()
     load_preset("mnist-gan").with_overrides({"sample_every": 1}).validate()
+
+
+# config.json as the version before issue 19 wrote it (flat keys: r1_gamma, noise, device,
+# ...), made by TrainConfig.to_dict at commit 38ccfde for mnist-best: runs made then must
+# keep loading (`ganforge train --resume`, `ganforge sample`), whatever the settings' layout.
+CONFIG_BEFORE_ISSUE_19 = Path(__file__).parent / "fixtures" / "config-before-issue-19.json"
+
+
+def test_a_config_json_from_before_issue_19_loads_with_every_value():
+    saved = json.loads(CONFIG_BEFORE_ISSUE_19.read_text(encoding="utf-8"))
+    config = load_config_file(CONFIG_BEFORE_ISSUE_19)
+    assert config.preset == "mnist-best" and config.run_name == "mnist-best-001"
+    assert config.loss == saved["loss"] and config.model.options == saved["model"]["options"]
+    assert config.ema_decay == saved["ema_decay"] and config.iterations == 100
+    assert json.loads(config.to_json()) == saved

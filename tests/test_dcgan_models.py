@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ganforge import RunOptions, train
 from ganforge.config import DataConfig
 from ganforge.data import load_images
 from ganforge.errors import ConfigError
 from ganforge.generate import load_generator
 from ganforge.models import build_models, get_architecture
 from ganforge.presets import load_preset
-from ganforge.training import train
 
 
 def _forward(arch: str, shape: tuple[int, int, int], width: float, batch: int = 2):
@@ -130,7 +130,7 @@ def test_training_at_a_non_power_of_two_resolution_stops_with_a_config_error(tmp
         }
     )
     with pytest.raises(ConfigError, match="resolution 100 is not a power of two"):
-        train(config, show_progress=False)
+        train(config, run=RunOptions(show_progress=False))
 
 
 def test_oasis_preset_is_the_documented_recipe():
@@ -169,7 +169,7 @@ def test_oasis_dcgan_trains_on_brain_slices_and_writes_every_artefact(brain_slic
             "compile": "off",
         }
     )
-    result = train(config, show_progress=False)
+    result = train(config, run=RunOptions(show_progress=False))
     run = result.run_dir
     assert result.steps == 3
     assert (

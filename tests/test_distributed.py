@@ -25,17 +25,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ganforge.check import distributed_problems as problems
 from ganforge.checkpoint import load_checkpoint
 from ganforge.config import TrainConfig
 from ganforge.errors import ConfigError
 from ganforge.models import build_models
-from ganforge.training.distributed import (
-    CPUSyncBatchNorm,
-    join,
-    problems,
-    synchronise_batchnorm,
-    weights_digest,
-)
+from ganforge.training.checkpointer import weights_digest
+from ganforge.training.distributed import CPUSyncBatchNorm, join, synchronise_batchnorm
 from ganforge.training.sampler import BatchSampler
 
 # The notebook's MLP GAN, shrunk: BatchNorm in G (synchronised with sync_bn), none in D. MNIST
@@ -415,7 +411,7 @@ import os, sys
 from pathlib import Path
 from ganforge.data import load_images
 from ganforge.presets import load_preset
-from ganforge.training import train
+from ganforge import RunOptions, train
 
 out = Path(sys.argv[1])
 config = load_preset("demo").with_overrides({
@@ -429,7 +425,8 @@ def evaluator(generator, step):  # better at every evaluation: a new best each t
         calls.write(f"{step}\\n")
     return {"main": 100.0 - step}
 
-train(config, data=load_images(config.data), evaluator=evaluator, show_progress=False)
+options = RunOptions(data=load_images(config.data), show_progress=False)
+train(config, run=options, evaluator=evaluator)
 """
 
 

@@ -42,13 +42,13 @@ def runs(tmp_path_factory, mnist_dir):
         ganforge.load_preset("mnist-gan").with_overrides(
             {**common, "iterations": 30, "eval_every": 10, "run_name": "gan"}
         ),
-        show_progress=False,
+        run=ganforge.RunOptions(show_progress=False),
     )
     dcgan = ganforge.train(
         ganforge.load_preset("mnist-dcgan").with_overrides(
             {**common, "iterations": 20, "model.options.width": 0.25, "run_name": "dcgan"}
         ),
-        show_progress=False,
+        run=ganforge.RunOptions(show_progress=False),
     )
     yield out, gan, dcgan
     mp.undo()
@@ -86,7 +86,7 @@ def test_evaluating_during_training_does_not_change_the_training(runs, mnist_dir
                 "run_name": "gan-no-eval",
             }
         ),
-        show_progress=False,
+        run=ganforge.RunOptions(show_progress=False),
     )
     with_eval, without = (
         load_file(str(gan.run_dir / "generator.safetensors")),
@@ -108,7 +108,7 @@ def test_default_evaluator_refuses_too_few_samples_before_training(tmp_path, mni
         }
     )
     with pytest.raises(ConfigError, match="at least 500"):
-        ganforge.train(config, show_progress=False)
+        ganforge.train(config, run=ganforge.RunOptions(show_progress=False))
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
@@ -293,7 +293,7 @@ def test_compare_refuses_runs_on_different_data_unless_allowed(runs, tmp_path, m
                 "run_name": "gan32",
             }
         ),
-        show_progress=False,
+        run=ganforge.RunOptions(show_progress=False),
     )
     html_path = tmp_path / "mixed.html"
     assert (
@@ -575,7 +575,7 @@ def test_eval_falls_back_to_the_training_data_without_a_local_test_split(tmp_pat
                 "run_name": "local",
             }
         ),
-        show_progress=False,
+        run=ganforge.RunOptions(show_progress=False),
     )
     out = tmp_path / "eval.json"
     assert (

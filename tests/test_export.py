@@ -23,7 +23,7 @@ EXAMPLE = REPO / "docs" / "examples" / "onnx_generate.py"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_config, tiny_images) -> Path:
-    from ganforge import train
+    from ganforge import RunOptions, train
 
     out = tmp_path_factory.mktemp("export-runs")
     config = tiny_config(
@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory, tiny_config, tiny_images) -> Path:
         out_dir=str(out),
         run_name="tiny",
     )
-    return train(config, data=tiny_images(size=32), show_progress=False).run_dir
+    return train(config, run=RunOptions(data=tiny_images(size=32), show_progress=False)).run_dir
 
 
 def _latents(seed: int, count: int, latent_dim: int) -> torch.Tensor:

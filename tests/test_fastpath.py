@@ -236,7 +236,8 @@ def _weights(run_dir) -> dict[str, torch.Tensor]:
 
 
 def _train(tmp_path, name, monkeypatch=None, compile_module=None, required=False, **overrides):
-    from ganforge.training import loop
+    from ganforge import RunOptions, train
+    from ganforge.training import forwards, setup
 
     config = _config(out_dir=str(tmp_path), run_name=name, **overrides)
     if compile_module is not None:
@@ -247,10 +248,11 @@ def _train(tmp_path, name, monkeypatch=None, compile_module=None, required=False
             runtime.compile, runtime.compile_required = True, required
             return runtime
 
-        monkeypatch.setattr(loop, "resolve_runtime", resolve)
-        monkeypatch.setattr(loop, "compile_module", compile_module)
+        monkeypatch.setattr(setup, "resolve_runtime", resolve)
+        monkeypatch.setattr(forwards, "compile_module", compile_module)
     notes: list[str] = []
-    result = loop.train(config, data=_tiny_data(), show_progress=False, log=notes.append)
+    options = RunOptions(data=_tiny_data(), show_progress=False, log=notes.append)
+    result = train(config, run=options)
     return result, notes
 
 
@@ -348,6 +350,7 @@ def test_torch_compile_through_dynamo_and_aot_autograd_trains_like_eager(tmp_pat
 
 # ---- out of memory -------------------------------------------------------------------------------
 def test_out_of_memory_becomes_a_message_with_batch_size_and_what_to_change(tmp_path, monkeypatch):
+    from ganforge import RunOptions, train
     from ganforge.training import loop
 
     def oom(self):
@@ -355,8 +358,9 @@ def test_out_of_memory_becomes_a_message_with_batch_size_and_what_to_change(tmp_
 
     monkeypatch.setattr(loop.Trainer, "fit", oom)
     with pytest.raises(GanforgeError) as info:
-        loop.train(
-            _config(out_dir=str(tmp_path), run_name="oom"), data=_tiny_data(), show_progress=False
+        train(
+            _config(out_dir=str(tmp_path), run_name="oom"),
+            run=RunOptions(data=_tiny_data(), show_progress=False),
         )
     message = str(info.value)
     assert "out of memory on cpu while training" in message
@@ -403,10 +407,10 @@ def test_background_writer_disabled_runs_inline():
 
 
 def test_async_grids_on_cpu_write_every_grid_before_the_gif(tmp_path):
-    from ganforge.training import loop
+    from ganforge import RunOptions, train
 
     config = _config(out_dir=str(tmp_path), run_name="async", async_artefacts="on")
-    result = loop.train(config, data=_tiny_data(), show_progress=False)
+    result = train(config, run=RunOptions(data=_tiny_data(), show_progress=False))
     frames = sorted(p.name for p in (result.run_dir / "samples").glob("*.png"))
     assert frames == ["iteration_000000.png", "iteration_000003.png", "iteration_000006.png"]
     assert (result.run_dir / "training.gif").stat().st_size > 0

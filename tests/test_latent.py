@@ -17,7 +17,7 @@ UNIFORM = GeneratorInfo("gan", 64, (1, 28, 28), {}, noise="uniform")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_config, tiny_images) -> Path:
-    from ganforge import train
+    from ganforge import RunOptions, train
 
     out = tmp_path_factory.mktemp("latent-runs")
     config = tiny_config(
@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory, tiny_config, tiny_images) -> Path:
         out_dir=str(out),
         run_name="tiny",
     )
-    return train(config, data=tiny_images(size=32), show_progress=False).run_dir
+    return train(config, run=RunOptions(data=tiny_images(size=32), show_progress=False)).run_dir
 
 
 # ---- seeds --------------------------------------------------------------------------------------

@@ -42,6 +42,21 @@ def test_bce_label_smoothing_moves_only_the_real_target():
     assert bce.d_fake(logits).item() == approx((LN2 + math.log(4)) / 2)  # one-sided: fakes stay 0
 
 
+def test_label_smoothing_is_a_parameter_of_the_configured_loss(tiny_config):
+    """The step reads the smoothing from its loss, which build_step sets from the config."""
+    from ganforge.training.runtime import resolve_runtime
+    from ganforge.training.state import TrainingState
+    from ganforge.training.step import build_step
+
+    assert get_loss("bce").label_smoothing == 0.0
+    assert get_loss("bce", label_smoothing=0.2).label_smoothing == 0.2
+    config = tiny_config("mnist-gan", label_smoothing=0.1)
+    runtime = resolve_runtime(config)
+    state = TrainingState.create(config, (1, 28, 28), 64, runtime)
+    step = build_step(config, state, runtime)
+    assert step.loss.name == "bce-keras" and step.loss.label_smoothing == 0.1
+
+
 def test_bce_gradient_is_sigmoid_minus_target():
     logits = torch.tensor([0.0, LN3], requires_grad=True)
     get_loss("bce").g(logits).backward()
@@ -116,10 +131,10 @@ def plain_bce_generator(tiny_config, tiny_images, tmp_path_factory) -> dict[str,
     """The generator of the tiny run with plain bce and no regulariser, trained once."""
     from safetensors.torch import load_file
 
-    from ganforge import train
+    from ganforge import RunOptions, train
 
     config = tiny_config(out_dir=str(tmp_path_factory.mktemp("runs")), run_name="plain")
-    result = train(config, data=tiny_images(), show_progress=False)
+    result = train(config, run=RunOptions(data=tiny_images(), show_progress=False))
     return load_file(result.run_dir / "generator.safetensors")
 
 

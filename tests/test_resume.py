@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge import load_preset, train
+from ganforge import RunOptions, load_preset, train
 from ganforge.artefacts.files import write_with
 from ganforge.checkpoint import load_checkpoint
 from ganforge.errors import TrainingDiverged
@@ -188,12 +188,12 @@ def test_divergence_stops_with_the_last_good_checkpoint_intact(mnist_test_split,
         }
     )
     data = mnist_test_split.subset(256)
-    train(config, data=data, show_progress=False)
+    train(config, run=RunOptions(data=data, show_progress=False))
     exploding = config.with_overrides({"iterations": 20, "optim.lr_g": 1e20, "optim.lr_d": 1e20})
     with pytest.raises(
         TrainingDiverged, match="iteration 11.*ckpt-00000010.pt, is intact.*--resume"
     ):
-        train(exploding, data=data, resume=True, show_progress=False)
+        train(exploding, run=RunOptions(data=data, resume=True, show_progress=False))
     survivors = sorted((tmp_path / "diverge" / "checkpoints").glob("ckpt-*.pt"))
     assert survivors[-1].name == "ckpt-00000010.pt"
     state = load_checkpoint(survivors[-1])

@@ -184,12 +184,12 @@ def hinge_generator(tiny_config, tiny_images, tmp_path_factory) -> dict[str, tor
     """The generator of the tiny run with hinge, trained once, on the paired step settings."""
     from safetensors.torch import load_file
 
-    from ganforge import train
+    from ganforge import RunOptions, train
 
     config = tiny_config(
         out_dir=str(tmp_path_factory.mktemp("runs")), run_name="hinge", loss="hinge", **PAIRED
     )
-    result = train(config, data=tiny_images(), show_progress=False)
+    result = train(config, run=RunOptions(data=tiny_images(), show_progress=False))
     return load_file(result.run_dir / "generator.safetensors")
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from ganforge import train
+from ganforge import RunOptions, train
 from ganforge.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from ganforge.errors import CheckpointError
 from ganforge.generate import generate, load_generator
@@ -150,7 +150,7 @@ def tiny_run(tmp_path_factory, tiny_config) -> Path:
             "run_name": "tiny",
         },
     )
-    return train(config, show_progress=False).run_dir
+    return train(config, run=RunOptions(show_progress=False)).run_dir
 
 
 def copy_run(run: Path, tmp_path: Path) -> Path:

@@ -29,13 +29,13 @@ pytest.importorskip("httpx", reason="needs httpx for TestClient: pip install -e 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory, tiny_config, tiny_images):
     """A folder of runs: two tiny finished runs and a model folder (mnist-best's generator)."""
-    from ganforge import train
+    from ganforge import RunOptions, train
     from ganforge.pretrained import pretrained_path
 
     root = tmp_path_factory.mktemp("served") / "runs"
     for name in ("alpha", "beta"):
         config = tiny_config(out_dir=str(root), run_name=name, iterations=6)
-        train(config, data=tiny_images(), show_progress=False)
+        train(config, run=RunOptions(data=tiny_images(), show_progress=False))
     # a model folder as `ganforge export --format folder` writes it: config.json included
     (root / "digits").mkdir()
     shutil.copy(pretrained_path("mnist-best"), root / "digits" / "model.safetensors")

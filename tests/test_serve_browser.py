@@ -38,15 +38,14 @@ def served(tmp_path_factory, tiny_config, tiny_images):
     """(base URL, folder): a live server over a model folder and a run still training."""
     import uvicorn
 
-    from ganforge import train
+    from ganforge import RunOptions, train
     from ganforge.pretrained import pretrained_path
     from ganforge.serve import build_app
 
     root = tmp_path_factory.mktemp("browser") / "runs"
     train(
         tiny_config(out_dir=str(root), run_name="live", iterations=6),
-        data=tiny_images(),
-        show_progress=False,
+        run=RunOptions(data=tiny_images(), show_progress=False),
     )
     # as a run looks while it trains: no summary.json, a fresh log
     (root / "live" / "summary.json").unlink()

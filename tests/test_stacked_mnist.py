@@ -139,7 +139,7 @@ def test_grayscale_or_other_data_is_refused_in_one_line(
 # ---- the preset and the command line -------------------------------------------------------------
 def test_stacked_best_trains_and_is_scored_with_modes(tmp_path, tiny_config, cli):
     """A tiny run of the preset on real stacks, then `ganforge eval --metrics stacked-mnist`."""
-    from ganforge import train
+    from ganforge import RunOptions, train
 
     config = tiny_config(
         "stacked-best",
@@ -149,7 +149,7 @@ def test_stacked_best_trains_and_is_scored_with_modes(tmp_path, tiny_config, cli
         run_name="stacked",
     )
     assert config.loss == "rpgan" and config.r1_gamma > 0 and config.r2_gamma > 0
-    result = train(config, show_progress=False)
+    result = train(config, run=RunOptions(show_progress=False))
     assert result.steps == 4 and math.isfinite(result.final_stats["d_loss"])
     code, out, err = cli("eval", result.run_dir, "--metrics", "stacked-mnist", "--count", "1000")
     assert code == 0, err

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import ganforge
-from ganforge import ImageData, load_preset, train
+from ganforge import ImageData, RunOptions, load_preset, train
 from ganforge.checkpoint import load_checkpoint
 from ganforge.data.transforms import fit_square
 from ganforge.errors import ConfigError
@@ -43,7 +43,7 @@ def demo_run(digits32, tmp_path_factory):
             "keep_checkpoints": 2,
         }
     )
-    return train(config, data=digits32, show_progress=False)
+    return train(config, run=RunOptions(data=digits32, show_progress=False))
 
 
 @pytest.mark.slow
@@ -116,7 +116,7 @@ def test_existing_run_folder_is_refused_and_left_untouched(demo_run, digits32):
     before = {p: p.stat().st_mtime_ns for p in demo_run.run_dir.rglob("*")}
     config = ganforge.load_config_file(demo_run.run_dir / "config.json")
     with pytest.raises(ConfigError, match="already exists.*--resume.*--overwrite"):
-        train(config, data=digits32, show_progress=False)
+        train(config, run=RunOptions(data=digits32, show_progress=False))
     assert {p: p.stat().st_mtime_ns for p in demo_run.run_dir.rglob("*")} == before
 
 
@@ -131,7 +131,7 @@ def test_notebook_gan_recipe_trains_with_half_batches(mnist_test_split, tmp_path
             "model.options": {"g_hidden": [32, 64], "d_hidden": [64, 32]},
         }
     )
-    result = train(config, data=mnist_test_split.subset(500), show_progress=False)
+    result = train(config, run=RunOptions(data=mnist_test_split.subset(500), show_progress=False))
     assert result.steps == 20
     assert result.images_per_second > 0
     samples = sorted(p.name for p in (result.run_dir / "samples").glob("*.png"))
@@ -155,7 +155,7 @@ def test_notebook_dcgan_recipe_counts_epochs(mnist_test_split, tmp_path):
             "model.options": {"width": 0.125},
         }
     )
-    result = train(config, data=mnist_test_split.subset(200), show_progress=False)
+    result = train(config, run=RunOptions(data=mnist_test_split.subset(200), show_progress=False))
     assert result.steps == 8  # 200 images / 50 per batch = 4 iterations per epoch
     samples = sorted(p.name for p in (result.run_dir / "samples").glob("*.png"))
     assert samples == ["epoch_000000.png", "epoch_000001.png", "epoch_000002.png"]

@@ -13,6 +13,7 @@ import sys as _sys
 import types as _types
 
 from ganforge.lazy import lazy_exports as _lazy_exports
+from ganforge.version import __version__
 
 # OpenMP threads sleep at barriers instead of spinning, unless the user chose otherwise. It
 # must be set before torch loads libgomp. On a busy or shared CPU, spinning threads fight
@@ -24,6 +25,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # `ganforge --help` and other commands that never train start without loading torch.
 _EXPORTS = {
     "train": "ganforge.api",
+    "RunOptions": "ganforge.api",
     "DataConfig": "ganforge.config",
     "ModelConfig": "ganforge.config",
     "OptimConfig": "ganforge.config",
@@ -65,13 +67,13 @@ class _Package(_types.ModuleType):
 _sys.modules[__name__].__class__ = _Package
 
 
-__version__ = "0.1.0"
 __all__ = [
     "DataConfig",
     "GanforgeError",
     "ImageData",
     "ModelConfig",
     "OptimConfig",
+    "RunOptions",
     "TrainConfig",
     "TrainResult",
     "generate",
@@ -82,4 +84,5 @@ __all__ = [
     "preset_names",
     "sample",
     "train",
+    "__version__",
 ]

@@ -1,58 +1,72 @@
-"""The Python API's training call: the loop plus the defaults a user expects.
+"""``ganforge.train``: the one entry point of training, for one process and under torchrun.
 
-``ganforge.training.train`` knows nothing of metrics; this wrapper gives it the default
-evaluator (classifier FID on MNIST-like data, else SWD) when ``eval_every`` asks for a quality
-curve, so the CLI and ``ganforge.train`` behave the same.
+    check -> world (one process, or torchrun's group) -> set-up (training/setup.py)
+        -> Trainer.fit (training/loop.py) -> leave the world
+
+The defaults a user expects are added here, so no public path skips them: the default
+evaluator (classifier FID on MNIST-like data, else SWD) when ``eval_every`` asks for a
+quality curve, and the run's loggers (``config.loggers``, plus the CSV twin of
+metrics.jsonl). The command line (``ganforge train``) calls this same function.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Callable
+import torch
 
 from ganforge.check import check
 from ganforge.config import TrainConfig
-from ganforge.data import ImageData, load_images
+from ganforge.data import ImageData
 from ganforge.loggers import LoggingHook
-from ganforge.training import TrainResult
-from ganforge.training import train as train_loop
-from ganforge.training.loop import Evaluator, Hook
-from ganforge.training.runtime import resolve_device
+from ganforge.training.hooks import Hook
+from ganforge.training.loop import Evaluator, TrainResult
+from ganforge.training.setup import RunOptions, out_of_memory, prepare
+from ganforge.training.world import open_world
+
+__all__ = ["RunOptions", "TrainResult", "train"]
 
 
 def train(
     config: TrainConfig,
     *,
-    data: ImageData | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    show_progress: bool = True,
+    run: RunOptions = RunOptions(),
     evaluator: Evaluator | None = None,
     hooks: tuple[Hook, ...] = (),
-    allow_data_change: bool = False,
-    log: Callable[[str], None] = lambda message: None,
 ) -> TrainResult:
-    """Train a GAN as `config` says; see :func:`ganforge.training.train` for the arguments.
+    """Train a GAN as `config` says and write every artefact to its run folder.
 
-    With ``eval_every > 0`` and no evaluator given, the default one scores the generator. The
-    run's loggers (``config.loggers``, plus the CSV twin of metrics.jsonl) are added as hooks.
+    `run` says how (a given dataset, resume, overwrite, progress, a log function: see
+    :class:`RunOptions`); `evaluator` scores the generator every ``eval_every`` units (the
+    default one when None); `hooks` are told about the start, logs, grids, evaluations and
+    the finish (:class:`ganforge.training.TrainerHook`). Everything is checked, the data
+    read and the models built before the run folder is made.
     """
-    if evaluator is None and config.eval_every > 0 and os.environ.get("RANK", "0") == "0":
-        # under torchrun only rank 0 evaluates (training/distributed.py)
-        check(config)
-        data = data if data is not None else load_images(config.data)
-        from ganforge.metrics import training_evaluator
-
-        evaluator = training_evaluator(config, data, resolve_device(config.device))
-    hooks = (LoggingHook(config.loggers), *hooks)  # metrics.csv always; TensorBoard when asked
-    return train_loop(
-        config,
-        data=data,
-        overwrite=overwrite,
-        resume=resume,
-        show_progress=show_progress,
-        evaluator=evaluator,
-        hooks=hooks,
-        allow_data_change=allow_data_change,
-        log=log,
+    check(config)
+    world = open_world(config)
+    hooks = (LoggingHook(config.loggers), *hooks)
+    trainer = prepare(
+        config, world, run, evaluator=evaluator, default_evaluator=_evaluator, hooks=hooks
     )
+    result = trainer.nothing_to_do() if run.resume else None
+    try:
+        result = result or trainer.fit()
+    except torch.OutOfMemoryError:
+        raise out_of_memory(
+            trainer.config, world, trainer.runtime, trainer.data, "training"
+        ) from None
+    except RuntimeError as exc:
+        # several processes: a lost peer becomes one line
+        error = world.explain(exc, trainer.state.step, trainer.run)
+        if error is None:
+            raise
+        raise error from None
+    # the DDP wrappers go before the process group does (Distributed.leave says why)
+    del trainer
+    world.leave()
+    return result
+
+
+def _evaluator(config: TrainConfig, data: ImageData, device: torch.device) -> Evaluator:
+    """The default evaluator (ganforge.metrics, loaded only when a run evaluates)."""
+    from ganforge.metrics import training_evaluator
+
+    return training_evaluator(config, data, device)

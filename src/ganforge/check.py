@@ -12,6 +12,9 @@ shape and checks that one batch fits in the dataset, still before the run folder
 
 from __future__ import annotations
 
+import math
+import os
+
 import torch
 
 from ganforge.augment import names_problem
@@ -41,9 +44,8 @@ def check(config: TrainConfig) -> TrainConfig:
     problems += _model_problems(config)
     problems += _execution_problems(config)
     problems += logger_problems(config.loggers)
-    from ganforge.training.distributed import problems as distributed_problems
-
-    problems += distributed_problems(config)  # batch split over WORLD_SIZE processes, backend
+    # the batch split over WORLD_SIZE processes, the backend
+    problems += distributed_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
     return config
@@ -71,6 +73,58 @@ def paired_loss_problems(config: TrainConfig) -> list[str]:
     return found
 
 
+def world_size_from_env() -> int:
+    """WORLD_SIZE as torchrun sets it; 1 when unset (check() reports a malformed value)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def distributed_problems(config: TrainConfig, world_size: int | None = None) -> list[str]:
+    """What keeps `config` from running on `world_size` processes (WORLD_SIZE by default)."""
+    found: list[str] = []
+    timeout = config.dist_timeout_s
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        found.append(f"dist_timeout_s must be a positive number of seconds (got {timeout!r})")
+    raw = os.environ.get("WORLD_SIZE", "1")
+    if world_size is None and not raw.strip().isdigit():
+        found.append(f"WORLD_SIZE={raw[:20]!r} is not a number of processes; let torchrun set it")
+    world = world_size_from_env() if world_size is None else world_size
+    if world <= 1:
+        return found
+    batch = config.batch_size
+    if isinstance(batch, int) and batch > 0 and batch % world:
+        lower, higher = batch // world * world, (batch // world + 1) * world
+        found.append(
+            f"batch_size {batch} is the global batch and must split evenly over the "
+            f"{world} processes; use a multiple of {world}, e.g. {higher}"
+            + (f" or {lower}" if lower else "")
+        )
+    elif isinstance(batch, int) and config.d_half_batch and (batch // 2) % world:
+        found.append(
+            f"with d_half_batch D takes {batch // 2} real images per iteration, which "
+            f"must split evenly over the {world} processes; use a batch_size that is a "
+            f"multiple of {2 * world}"
+        )
+    if config.cuda_graphs == "on":
+        found.append(
+            "cuda_graphs=on cannot capture DDP's communication; use --set "
+            "cuda_graphs=off with several processes"
+        )
+    if config.device == "mps" or str(config.device).startswith("cuda:"):
+        found.append(
+            f"device {config.device} cannot be shared by {world} processes: each one uses "
+            "the GPU of its LOCAL_RANK (--device cuda or auto) or the CPU (--device cpu)"
+        )
+    if config.dist_backend == "nccl" and (config.device == "cpu" or not torch.cuda.is_available()):
+        found.append(
+            "dist_backend=nccl needs CUDA GPUs, and this process has none (or --device "
+            "cpu); use --set dist_backend=gloo (or auto: nccl on GPUs, gloo on the CPU)"
+        )
+    return found
+
+
 def check_against_data(config: TrainConfig, data: ImageData) -> None:
     """Checks that need the loaded data: its shape against the model, its size against a batch."""
     problems = _build_problems(config, data.image_shape)
@@ -82,7 +136,7 @@ def check_against_data(config: TrainConfig, data: ImageData) -> None:
         problems += data_problems(
             int(getattr(generator, "num_classes", 0) or 0), data.labels, data.name
         )
-    real_batch = config.batch_size // 2 if config.d_half_batch else config.batch_size
+    real_batch = config.batch_sizes().real
     if len(data) < real_batch:
         problems.append(
             f"the dataset has {len(data)} images, fewer than one batch of {real_batch}; "

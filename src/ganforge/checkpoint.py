@@ -94,9 +94,10 @@ def training_checkpoint(
         "dataset": dataset,
         "class_names": list(class_names),
         "data_fingerprint": data_fingerprint,
+        # processes that trained it (distributed runs)
         "world_size": world_size,
         **state,
-    }  # processes that trained it (distributed runs)
+    }
 
 
 def generator_from_checkpoint(
@@ -146,9 +147,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        with (
-            warnings.catch_warnings()
-        ):  # torch's pickle-protocol notices about a foreign file would only confuse
+        # torch's pickle-protocol notices about a foreign file would only confuse
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's own text is long and about torch, not this file

@@ -96,6 +96,34 @@ class OptimConfig:
     shared_counter: bool = False
 
 
+@dataclass(frozen=True)
+class BatchSizes:
+    """Images of one iteration, derived from the config in this one place.
+
+    ``real``, ``fake`` and ``g`` are one process's part (reals and fakes through D, noise
+    vectors through G); the whole iteration, over all ``world_size`` processes, is that
+    times ``world_size`` (check.py refuses a batch that does not split evenly).
+    """
+
+    real: int
+    fake: int
+    g: int
+    world_size: int = 1
+
+    @property
+    def global_fake(self) -> int:
+        return self.fake * self.world_size
+
+    @property
+    def global_g(self) -> int:
+        return self.g * self.world_size
+
+    @property
+    def images_per_step(self) -> int:
+        """Images through D (real + fake) plus through G, in all processes together."""
+        return (self.real + self.fake + self.g) * self.world_size
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Presets are instances of this, as YAML."""
@@ -189,6 +217,13 @@ class TrainConfig:
         return self.epochs if self.epochs is not None else int(self.iterations or 0)
 
     # ---- validation -----------------------------------------------------------------
+    def batch_sizes(self, world_size: int = 1) -> BatchSizes:
+        """One process's batches: D sees half real, half fake with ``d_half_batch``."""
+        real = self.batch_size // 2 if self.d_half_batch else self.batch_size
+        return BatchSizes(
+            real // world_size, real // world_size, self.batch_size // world_size, world_size
+        )
+
     def problems(self) -> list[str]:
         """What is wrong with the fields themselves (types, ranges, choices), one item each.
 
@@ -243,8 +278,9 @@ def _problems(c: TrainConfig):
             value is None
             or not isinstance(value, (int, float))
             or value <= 0
+            # only floats: math.isfinite(10**400) overflows
             or (isinstance(value, float) and not math.isfinite(value))
-        ):  # math.isfinite(10**400) overflows
+        ):
             yield f"{name} must be a positive number (got {_show(value)})"
 
     if c.update == "simultaneous" and c.d_separate_updates:

@@ -361,8 +361,8 @@ def export_folder(
 
 def folder_config(info: GeneratorInfo, run: dict[str, Any]) -> dict[str, Any]:
     """config.json: the generator's description, and the full training config when known."""
-    from ganforge import __version__
     from ganforge.checkpoint import GENERATOR_FORMAT
+    from ganforge.version import __version__
 
     return {
         "library_name": "ganforge",

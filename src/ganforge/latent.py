@@ -34,6 +34,7 @@ from torch import nn
 from ganforge.checkpoint import GeneratorInfo
 from ganforge.data.base import to_uint8
 from ganforge.errors import ConfigError
+from ganforge.noise import draw_noise
 
 MAX_SEEDS = 100_000  # a typo such as 0-9999999 should not start a day of generation
 NOISE_LAWS = ("normal", "uniform")
@@ -97,28 +98,11 @@ def with_noise(info: GeneratorInfo, law: str | None, std: float | None = None) -
 
 
 def seed_latent(info: GeneratorInfo, seed: int, truncation: float | None = None) -> torch.Tensor:
-    """The latent vector [latent_dim] of one seed, in the training noise law."""
+    """The latent vector [latent_dim] of one seed, in the training noise law (noise.py)."""
     check_truncation(info, truncation)
     rng = torch.Generator(device="cpu").manual_seed(seed)
-    if info.noise == "uniform":
-        return torch.rand(info.latent_dim, generator=rng).mul_(2).sub_(1)
-    z = torch.randn(info.latent_dim, generator=rng)
-    if truncation is not None:
-        z = _truncate(z, truncation, rng)
-    return z.mul_(info.noise_std)
-
-
-def _truncate(z: torch.Tensor, psi: float, rng: torch.Generator) -> torch.Tensor:
-    """Resample the components outside [-psi, psi] from the normal truncated to that range.
-
-    Inverse-CDF sampling (u uniform between Phi(-psi) and Phi(psi), z = Phi^-1(u)) gives the
-    truncated normal in one draw, however small psi is; a rejection loop would not end for
-    psi near zero. One uniform per component is drawn, so the count of draws is fixed.
-    """
-    u = torch.rand(z.shape, generator=rng, dtype=torch.float64)
-    low = 0.5 * math.erfc(psi / math.sqrt(2.0))  # Phi(-psi)
-    redrawn = torch.special.ndtri(low + u * (1.0 - 2.0 * low)).to(z.dtype).clamp_(-psi, psi)
-    return torch.where(z.abs() > psi, redrawn, z)
+    law, std = info.noise, info.noise_std
+    return draw_noise(1, info.latent_dim, law, std, rng, "cpu", truncation)[0]
 
 
 def seed_latents(

@@ -199,6 +199,9 @@ class LoggingHook:
             self.names, trainer.run.path, resume_step=trainer.state.step or None
         )
 
+    def after_iteration(self, trainer: Any, tick: Any) -> None:
+        """Loggers see the log records, not every iteration."""
+
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
         # one value per key: every iteration's values ("raw", raw_losses) stay in metrics.jsonl
         scalars = {key: value for key, value in record.items() if key != "raw"}

@@ -10,7 +10,7 @@ All terms are computed in fp32 from D's logits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -47,6 +47,9 @@ class GANLoss:
     g: Term
     summary: str
     pair: Pairing | None = None
+    # the loss's own parameter, set from the config by get_loss: one-sided smoothing, the
+    # real target becomes 1 - label_smoothing (d_real is called with it)
+    label_smoothing: float = 0.0
 
     @property
     def paired(self) -> bool:
@@ -133,10 +136,11 @@ LOSSES: dict[str, GANLoss] = {
 }
 
 
-def get_loss(name: str) -> GANLoss:
+def get_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
+    """The registered loss `name`, with its parameters set."""
     if name not in LOSSES:
         raise unknown_name("loss", name, list(LOSSES))
-    return LOSSES[name]
+    return replace(LOSSES[name], label_smoothing=label_smoothing)
 
 
 def loss_names() -> list[str]:

@@ -7,6 +7,8 @@ with the law stored in the run's config or the exported generator's metadata.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -17,8 +19,30 @@ def draw_noise(
     std: float,
     generator: torch.Generator,
     device: torch.device | str,
+    truncation: float | None = None,
 ) -> torch.Tensor:
-    """Latent vectors [count, latent_dim]: N(0, std^2) for law "normal", U(-1, 1) for "uniform"."""
+    """Latent vectors [count, latent_dim]: N(0, std^2) for law "normal", U(-1, 1) for "uniform".
+
+    ``truncation`` psi (normal law only; latent.check_truncation says so to a user) draws
+    from the standard normal truncated to [-psi, psi] before scaling by std.
+    """
     if law == "uniform":
         return torch.rand(count, latent_dim, generator=generator, device=device).mul_(2).sub_(1)
-    return torch.randn(count, latent_dim, generator=generator, device=device).mul_(std)
+    z = torch.randn(count, latent_dim, generator=generator, device=device)
+    if truncation is not None:
+        z = _truncate(z, truncation, generator)
+    return z.mul_(std)
+
+
+def _truncate(z: torch.Tensor, psi: float, rng: torch.Generator) -> torch.Tensor:
+    """Resample the components outside [-psi, psi] from the normal truncated to that range.
+
+    Inverse-CDF sampling (u uniform between Phi(-psi) and Phi(psi), z = Phi^-1(u)) gives the
+    truncated normal in one draw, however small psi is; a rejection loop would not end for
+    psi near zero. One uniform per component is drawn, so the count of draws is fixed.
+    """
+    u = torch.rand(z.shape, generator=rng, dtype=torch.float64, device=z.device)
+    # Phi(-psi)
+    low = 0.5 * math.erfc(psi / math.sqrt(2.0))
+    redrawn = torch.special.ndtri(low + u * (1.0 - 2.0 * low)).to(z.dtype).clamp_(-psi, psi)
+    return torch.where(z.abs() > psi, redrawn, z)

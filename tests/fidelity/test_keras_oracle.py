@@ -714,10 +714,9 @@ def ganforge_iteration(preset: str, kg, kd, shape, real, z_d, z_g):
     """ganforge's state and step, made from the preset as `train` makes them, with Keras'
     weights copied in; one iteration on the given batch and noise."""
     from ganforge.presets import load_preset
-    from ganforge.training.loop import build_step
     from ganforge.training.runtime import resolve_runtime
     from ganforge.training.state import TrainingState
-    from ganforge.training.step import Batch
+    from ganforge.training.step import Batch, build_step
 
     config = load_preset(preset).with_overrides(
         {"device": "cpu", "compile": "off", "batch_size": BATCH}

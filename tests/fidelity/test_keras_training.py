@@ -9,7 +9,7 @@ and update mode from the preset it checks. Here:
 * Each document's settings are written out on the Keras side (`Document`), never read
   from a preset. ganforge runs its own `TrainingState` and step, made from the preset as
   `train` makes them, and draws its noise and batch sizes as its loop does
-  (`Trainer.next_batch`); both sides draw from the same seeded streams, so equal settings
+  (`BatchSource.next`); both sides draw from the same seeded streams, so equal settings
   give equal numbers.
 * BatchNorm keeps its moving statistics as the documents' Keras did, written from their
   sources (`KerasBatchNormalization`): Keras 2.1.4-2.2.5 on TensorFlow 1 for the notebook
@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -73,9 +72,11 @@ from test_keras_oracle import notebook_dcgan as oracle_notebook_dcgan  # noqa: E
 from ganforge.data.base import to_unit_range  # noqa: E402
 from ganforge.data.idx import ASSETS, IMAGE_MAGIC, read_idx  # noqa: E402
 from ganforge.presets import load_preset  # noqa: E402
-from ganforge.training.loop import Trainer, build_step  # noqa: E402
+from ganforge.training.batches import BatchSource  # noqa: E402
 from ganforge.training.runtime import resolve_runtime  # noqa: E402
-from ganforge.training.state import TrainingState, real_batch_size  # noqa: E402
+from ganforge.training.state import TrainingState  # noqa: E402
+from ganforge.training.step import build_step  # noqa: E402
+from ganforge.training.world import SingleProcess  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 L, ops = keras.layers, keras.ops
@@ -501,19 +502,13 @@ def ganforge_run(
     state.noise_rng = s["noise"]
     step = build_step(config, state, runtime)
     # the loop's own way to draw an iteration's inputs (batch sizes, noise law, shared noise)
-    loop = SimpleNamespace(
-        config=config,
-        runtime=runtime,
-        state=state,
-        batches=PoolBatches(real_batches(shape[1]), real_batch_size(config)),
-        fake_batch=real_batch_size(config),
-        num_classes=0,
-    )
+    pool = PoolBatches(real_batches(shape[1]), config.batch_sizes().real)
+    batches = BatchSource(config, state, runtime, SingleProcess(), pool, num_classes=0)
     found: Checkpoints = {}
     for k in range(ITERATIONS):
         g.train()
         d.train()
-        step(Trainer.next_batch(loop))
+        step(batches.next())
         state.step += 1
         if k + 1 in CHECKPOINTS:
             found[k + 1] = ganforge_quantities(kg0, kd0, g, d, shape)

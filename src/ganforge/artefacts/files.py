@@ -39,9 +39,8 @@ def _read_umask() -> int:
     return mask
 
 
-_UMASK = (
-    _read_umask()
-)  # read once at import: os.umask is process-wide, and grids are written from a thread
+# read once at import: os.umask is process-wide, and grids are written from a thread
+_UMASK = _read_umask()
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

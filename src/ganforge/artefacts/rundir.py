@@ -25,8 +25,16 @@ from ganforge.errors import ConfigError
 
 
 class RunDirectory:
-    def __init__(self, path: str | Path):
+    """The run folder's paths, and its logs and JSON files.
+
+    In a run of several processes every process knows the paths, but only rank 0 writes:
+    the others hold a ``RunDirectory(path, writes=False)``, whose log and JSON writes do
+    nothing (each artefact is written once).
+    """
+
+    def __init__(self, path: str | Path, writes: bool = True):
         self.path = Path(path)
+        self.writes = writes
 
     # ---- creation ---------------------------------------------------------------------
     @classmethod
@@ -106,6 +114,8 @@ class RunDirectory:
     # ---- logs -----------------------------------------------------------------------------
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:
         """Append one line; a torn last line from a crash is skipped by read_jsonl."""
+        if not self.writes:
+            return
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -123,11 +133,15 @@ class RunDirectory:
 
     def truncate_logs_after(self, step: int) -> None:
         """On resume, drop records past the checkpoint's step: they will be produced again."""
+        if not self.writes:
+            return
         for path in (self.metrics_file, self.eval_file):
             kept = [r for r in self.read_jsonl(path) if r.get("step", 0) <= step]
             write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write_json(self, path: Path, data: Any) -> None:
+        if not self.writes:
+            return
         write_text(path, json.dumps(data, indent=2) + "\n")
 
 

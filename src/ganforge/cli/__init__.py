@@ -40,7 +40,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ganforge import __version__
+    from ganforge.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="ganforge",

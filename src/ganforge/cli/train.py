@@ -129,9 +129,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    """The config the flags describe, checked (names, options, shapes) before anything runs."""
-    from ganforge.check import check
-
+    """The config the flags describe (checked once, by ``train`` or the dry run)."""
     if sum(bool(x) for x in (args.preset, args.config, args.resume)) > 1:
         raise ConfigError("give only one of --preset, --config and --resume")
     if args.epochs is not None and args.iterations is not None:
@@ -158,7 +156,7 @@ def resolve_config(args: argparse.Namespace):
         if not sep or not key:
             raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
-    return check(config.with_overrides(overrides))
+    return config.with_overrides(overrides)
 
 
 def _saved_config(run_dir: Path):
@@ -175,26 +173,28 @@ def _saved_config(run_dir: Path):
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if args.dry_run:
+        from ganforge.check import check
         from ganforge.training.runtime import resolve_runtime
 
-        # what this machine cannot do (fp16 on a CPU, a missing GPU) fails the dry run too
-        resolve_runtime(config)
+        # the one check of this command (train() makes it otherwise); what this machine
+        # cannot do (fp16 on a CPU, a missing GPU) fails the dry run too
+        resolve_runtime(check(config))
         print(config.to_json())
         return 0
     if args.resume and (args.out or args.name):
         raise ConfigError(
             "--resume continues the run folder it names; --out and --name cannot move it"
         )
-    from ganforge.api import train
+    from ganforge.api import RunOptions, train
 
-    result = train(
-        config,
+    options = RunOptions(
         overwrite=args.overwrite,
         resume=bool(args.resume),
         show_progress=not args.quiet,
         allow_data_change=args.allow_data_change,
         log=say,
     )
+    result = train(config, run=options)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports for all processes
         return 128 + (result.stop_signal or signal.SIGINT) if result.stopped_early else 0
     if result.nothing_to_do:

@@ -103,9 +103,8 @@ def read(path: Path, expected_fingerprint: str) -> Decoded | None:
     if not path.is_file():
         return None
     try:
-        with (
-            warnings.catch_warnings()
-        ):  # a foreign file's pickle-protocol notice is not the user's concern
+        # a foreign file's pickle-protocol notice is not the user's concern
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (

@@ -319,8 +319,8 @@ def evaluate_source(
 ) -> dict[str, Any]:
     """Generate `count` images with noise seed `seed` (or take a folder's or array's images), score
     them, and return a JSON-ready record."""
-    from ganforge import __version__
     from ganforge.generate import generate, load_generator, resolve_source
+    from ganforge.version import __version__
 
     start = time.perf_counter()
     images = None

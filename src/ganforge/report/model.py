@@ -28,9 +28,8 @@ class MetricRow:
     values: list[float | None]  # one per run
     best: set[int]  # indices of the runs with the best value
     floor: float | None  # real-vs-real value at the same count, where documented
-    intervals: list[list[float] | None] = field(
-        default_factory=list
-    )  # 95 % bootstrap interval per run
+    # 95 % bootstrap interval per run
+    intervals: list[list[float] | None] = field(default_factory=list)
     space: str | None = None  # the feature space that produced it (None: needs no features)
 
 
@@ -89,9 +88,8 @@ def _best(values: list[float | None], better: str, target: list[float | None]) -
     pick = min if better == "lower" else max
     best = pick(v for _, v in scored)
     winners = {i for i, v in scored if v == best}
-    return (
-        set() if len(winners) == len(scored) else winners
-    )  # a tie between all runs singles out nobody
+    # a tie between all runs singles out nobody
+    return set() if len(winners) == len(scored) else winners
 
 
 def metric_rows(runs: list[RunRecord], mixed: bool) -> tuple[list[MetricRow], str | None]:
@@ -127,14 +125,8 @@ def metric_rows(runs: list[RunRecord], mixed: bool) -> tuple[list[MetricRow], st
     return rows, note
 
 
-RANKED = (
-    "fid",
-    "kid",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-)  # outputs checked for disagreement
+# outputs checked for disagreement
+RANKED = ("fid", "kid", "precision", "recall", "density", "coverage")
 
 
 def noise_and_disagreement(runs: list[RunRecord], rows: list[MetricRow]) -> list[str]:

@@ -3,11 +3,10 @@
     torchrun --nproc_per_node=N -m ganforge train ...        (docs/distributed.md)
 
 torchrun starts one process per GPU (or CPU worker) and sets WORLD_SIZE, RANK, LOCAL_RANK,
-MASTER_ADDR and MASTER_PORT. ``loop.train`` sees WORLD_SIZE > 1 and calls
-:func:`train_distributed`, which joins the process group (env://; gloo on the CPU, nccl on
-CUDA), wraps G and D in DistributedDataParallel and runs the one training loop through
-:class:`DistributedTrainer`. That subclass changes only what several processes must do
-differently:
+MASTER_ADDR and MASTER_PORT. ``ganforge.train`` sees WORLD_SIZE > 1 and opens this world
+(training/world.py): :func:`join` joins the process group (env://; gloo on the CPU, nccl on
+CUDA) and returns a :class:`Distributed`, which the one set-up (setup.py) and the one loop
+(loop.py) ask what several processes must do differently:
 
 * The batch. ``batch_size`` is the global batch. The sampler's order (one seed) is the same
   in every process and process r takes the r-th slice of every batch; the noise of the whole
@@ -34,26 +33,22 @@ from __future__ import annotations
 
 import datetime
 import gc
-import hashlib
 import inspect
-import math
 import os
 import re
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ganforge.artefacts.rundir import RunDirectory, default_run_name
-from ganforge.check import check, check_against_data
+from ganforge.artefacts.rundir import RunDirectory
+from ganforge.check import world_size_from_env
 from ganforge.config import TrainConfig
-from ganforge.data import ImageData, load_images
 from ganforge.errors import (
     CheckpointError,
     ConfigError,
@@ -62,19 +57,11 @@ from ganforge.errors import (
     TrainingDiverged,
     first_line,
 )
-from ganforge.training import loop
-from ganforge.training.loop import (
-    Evaluator,
-    Hook,
-    Trainer,
-    TrainResult,
-    declare_substitute,
-)
-from ganforge.training.oom import out_of_memory_message
-from ganforge.training.runtime import resolve_runtime
-from ganforge.training.state import TrainingState
-from ganforge.training.step import Batch
-from ganforge.training.threads import configure_threads, seed_everything
+
+if TYPE_CHECKING:
+    from ganforge.training.runtime import Runtime
+    from ganforge.training.state import TrainingState
+    from ganforge.training.step import AdversarialStep
 
 _ERRORS: dict[str, type[GanforgeError]] = {
     cls.__name__: cls
@@ -94,58 +81,6 @@ _LOST_PEER_MARKERS = (
 )
 
 
-def world_size_from_env() -> int:
-    """WORLD_SIZE as torchrun sets it; 1 when unset (check() reports a malformed value)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
-def problems(config: TrainConfig, world_size: int | None = None) -> list[str]:
-    """What keeps `config` from running on `world_size` processes (WORLD_SIZE by default)."""
-    found: list[str] = []
-    timeout = config.dist_timeout_s
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        found.append(f"dist_timeout_s must be a positive number of seconds (got {timeout!r})")
-    raw = os.environ.get("WORLD_SIZE", "1")
-    if world_size is None and not raw.strip().isdigit():
-        found.append(f"WORLD_SIZE={raw[:20]!r} is not a number of processes; let torchrun set it")
-    world = world_size_from_env() if world_size is None else world_size
-    if world <= 1:
-        return found
-    batch = config.batch_size
-    if isinstance(batch, int) and batch > 0 and batch % world:
-        lower, higher = batch // world * world, (batch // world + 1) * world
-        found.append(
-            f"batch_size {batch} is the global batch and must split evenly over the "
-            f"{world} processes; use a multiple of {world}, e.g. {higher}"
-            + (f" or {lower}" if lower else "")
-        )
-    elif isinstance(batch, int) and config.d_half_batch and (batch // 2) % world:
-        found.append(
-            f"with d_half_batch D takes {batch // 2} real images per iteration, which "
-            f"must split evenly over the {world} processes; use a batch_size that is a "
-            f"multiple of {2 * world}"
-        )
-    if config.cuda_graphs == "on":
-        found.append(
-            "cuda_graphs=on cannot capture DDP's communication; use --set "
-            "cuda_graphs=off with several processes"
-        )
-    if config.device == "mps" or str(config.device).startswith("cuda:"):
-        found.append(
-            f"device {config.device} cannot be shared by {world} processes: each one uses "
-            "the GPU of its LOCAL_RANK (--device cuda or auto) or the CPU (--device cpu)"
-        )
-    if config.dist_backend == "nccl" and (config.device == "cpu" or not torch.cuda.is_available()):
-        found.append(
-            "dist_backend=nccl needs CUDA GPUs, and this process has none (or --device "
-            "cpu); use --set dist_backend=gloo (or auto: nccl on GPUs, gloo on the CPU)"
-        )
-    return found
-
-
 @dataclass
 class Distributed:
     """This process's place in the run, and the few collectives the loop needs."""
@@ -155,6 +90,8 @@ class Distributed:
     local_rank: int
     backend: str
     device: torch.device
+    # G's and D's DDP wrappers, made once (training/forwards.py asks for them)
+    _wrapped: tuple[nn.Module, nn.Module] | None = field(default=None, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -197,6 +134,75 @@ class Distributed:
         if box[0][0] == "error":
             raise _ERRORS.get(box[0][1], GanforgeError)(box[0][2])
         return box[0][1]
+
+    def should_stop(self, requested: bool, log_time: bool) -> bool:
+        """A signal stops every process at the same iteration: they agree at log time (one
+        tiny all_reduce per log interval), never inside the iterations between."""
+        return self.any(requested) if log_time else False
+
+    # ---- the set-up's questions ----------------------------------------------------------
+    def place(self, runtime: Runtime) -> None:
+        """Each process on the GPU of its LOCAL_RANK (chosen when joining), or the CPU."""
+        runtime.device = self.device
+
+    def prepare(self, config: TrainConfig, state: TrainingState, runtime: Runtime) -> None:
+        """This process's shard of every batch, synchronised BatchNorm when asked, and its
+        own random stream (dropout masks; rank 0 keeps the one-process stream)."""
+        state.sampler.shard(self.rank, self.world_size)
+        if config.sync_bn:
+            state.generator, in_g = synchronise_batchnorm(state.generator, runtime.device)
+            state.discriminator, in_d = synchronise_batchnorm(state.discriminator, runtime.device)
+            kind = "SyncBatchNorm" if runtime.device.type == "cuda" else "CPUSyncBatchNorm (gloo)"
+            runtime.notes.append(
+                f"sync_bn: {in_g} BatchNorm layer(s) in G and {in_d} in D use the "
+                f"global batch's statistics ({kind})"
+            )
+        if self.rank:
+            torch.manual_seed(rank_seed(config.seed, self.rank))
+        runtime.notes.append(
+            f"distributed: {self.world_size} processes ({self.backend}), batch "
+            f"{config.batch_size} in all = {config.batch_size // self.world_size} per "
+            "process; rank 0 writes the run folder"
+        )
+
+    def wrap(self, state: TrainingState, update: str) -> tuple[nn.Module, nn.Module] | None:
+        """G and D in DDP, which averages their gradients during backward; None for the
+        simultaneous step, whose gradients the optimisers average (prepare_step)."""
+        if update == "simultaneous":
+            return None
+        if self._wrapped is None:
+            self._wrapped = (
+                _ddp(state.generator, self.device),
+                _ddp(state.discriminator, self.device),
+            )
+        return self._wrapped
+
+    def prepare_step(self, step: AdversarialStep, config: TrainConfig) -> None:
+        """The simultaneous step takes its gradients with torch.autograd.grad, which DDP
+        cannot see: each optimiser averages them just before it steps."""
+        if config.update != "simultaneous":
+            return
+        for name, optimiser in (("g", step.opt_g), ("d", step.opt_d)):
+            average_gradients_before_step(optimiser, self.world_size, step.scalers.get(name))
+
+    def explain(self, exc: BaseException, step: int, run: RunDirectory) -> GanforgeError | None:
+        """The one line for a collective that failed because another process is gone."""
+        if isinstance(exc, torch.OutOfMemoryError) or not lost_peer(exc):
+            return None
+        return lost_contact_error(exc, self.rank, self.world_size, step, run)
+
+    def leave(self) -> None:
+        """Leave the group together, after freeing the DDP wrappers.
+
+        Their reducers hold the last iteration's gloo work objects, and destroying those
+        during interpreter shutdown aborts ("terminate called without an active
+        exception"; pytorch/pytorch#179291). A process that tears its connections down while
+        another still finishes its artefacts can abort the same way: hence the barrier.
+        """
+        self._wrapped = None
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def join(config: TrainConfig) -> Distributed:
@@ -355,23 +361,7 @@ def _to_cpu_sync(module: nn.Module) -> nn.Module:
     return module
 
 
-# ---- the networks under DDP --------------------------------------------------------------------
-class _Forward:
-    """Calls the DDP-wrapped network when this call will take weight gradients, the network
-    itself otherwise. DDP expects each forward with gradients to be followed by a backward
-    that reaches its weights; D in the G step (weights frozen) and G making D's fakes (no
-    gradients) would leave its all-reduce waiting, or do needless work."""
-
-    def __init__(self, synced: Callable, local: Callable, module: nn.Module):
-        self.synced, self.local = synced, local
-        self.weight = next(module.parameters())
-
-    def __call__(self, *args: Any) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.weight.requires_grad:
-            return self.synced(*args)
-        return self.local(*args)
-
-
+# ---- gradients of the simultaneous step ----------------------------------------------------
 def _average_gradients(optimiser: torch.optim.Optimizer, world_size: int) -> None:
     """Replace the gradients of `optimiser`'s parameters by their mean over processes (one
     all_reduce of them all)."""
@@ -422,228 +412,12 @@ def _ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
     return DistributedDataParallel(module, **options)
 
 
-def weights_digest(*modules: nn.Module) -> str:
-    """SHA-256 of the modules' parameters (names and bytes): equal in every process of a run."""
-    digest = hashlib.sha256()
-    for module in modules:
-        for name, param in module.named_parameters():
-            digest.update(name.encode())
-            digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     """The seed of process `rank`'s own stream (dropout masks); rank 0 keeps `seed`'s."""
     return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
 
 
-# ---- the loop ---------------------------------------------------------------------------------
-class DistributedTrainer(Trainer):
-    """The training loop of one process among several (see the module's docstring)."""
-
-    def __init__(self, *args: Any, distributed: Distributed, **kwargs: Any):
-        self.dist = distributed
-        self._ddp: tuple[DistributedDataParallel, DistributedDataParallel] | None = None
-        self._defer_checkpoints = False
-        self._ranks: list[dict[str, Any]] = []
-        self._resumed: dict[str, Any] | None = None
-        super().__init__(*args, **kwargs)
-        world = distributed.world_size
-        self.real_batch //= world  # this process's part; images_per_step multiplies back
-        self.fake_batch //= world
-        self.g_batch //= world
-        if self.config.update == "simultaneous":
-            scalers = getattr(self.step_fn, "scalers", None) or {}
-            for name, optimiser in (("g", self.state.opt_g), ("d", self.state.opt_d)):
-                average_gradients_before_step(optimiser, world, scalers.get(name))
-
-    def forwards(self) -> tuple[Callable, Callable]:
-        generator, discriminator = self.state.generator, self.state.discriminator
-        if self.config.update == "simultaneous":  # gradients averaged by the optimiser hooks
-            return self._compiled(generator), self._compiled(discriminator)
-        if self._ddp is None:
-            self._ddp = (_ddp(generator, self.dist.device), _ddp(discriminator, self.dist.device))
-        ddp_g, ddp_d = self._ddp
-        return (
-            _Forward(self._compiled(ddp_g), self._compiled(generator), generator),
-            _Forward(self._compiled(ddp_d), self._compiled(discriminator), discriminator),
-        )
-
-    def read_checkpoint(self, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
-        """Rank 0 reads the checkpoint (on the CPU) and hands it to every process, so only
-        rank 0's machine needs the run folder."""
-
-        def read() -> tuple[Path, dict[str, Any]]:
-            return loop._newest_readable_checkpoint(self.run, torch.device("cpu"), log)
-
-        latest, saved = self.dist.from_main(read)
-        self._resumed = saved
-        return latest, saved
-
-    def warm_up(self) -> list[str]:
-        """After a resume: each process's own random streams (loop._start_or_resume restored
-        rank 0's everywhere); then the base warm-up (compilation)."""
-        notes = []
-        if self._resumed is not None:
-            notes = self._restore_rank_streams(self._resumed)
-            self._resumed = None
-        notes += super().warm_up()
-        if self.step_fn.g_forward is self.state.generator:  # compile fell back to eager
-            self.step_fn.g_forward, self.step_fn.d_forward = self.forwards()
-        return notes
-
-    def _restore_rank_streams(self, saved: dict[str, Any]) -> list[str]:
-        """This process's random streams from the checkpoint; a process the saved run did not
-        have (a larger world) starts a fresh stream of its own."""
-        rank, device = self.dist.rank, self.dist.device
-        streams = saved.get("rank_rng") or []
-        if rank < len(streams) and isinstance(streams[rank], torch.Tensor):
-            torch.set_rng_state(streams[rank])
-            cuda_streams = saved.get("rank_cuda_rng") or []
-            if device.type == "cuda" and rank < len(cuda_streams):
-                torch.cuda.set_rng_state(cuda_streams[rank], device)
-        elif rank:
-            torch.manual_seed(_rank_seed(self.config.seed, rank, self.state.step))
-        saved_world = int(saved.get("world_size", 1))
-        if saved_world == self.dist.world_size:
-            return []
-        note = (
-            f"resumed a run of {saved_world} process(es) on {self.dist.world_size}: "
-            "re-sharded (the global batch, its order and its noise are unchanged)"
-        )
-        self.runtime.notes.append(note)  # in summary.json too
-        return [note]
-
-    def next_batch(self) -> Batch:
-        """The base loop's batch with the noise of the whole global batch, then this process's
-        slice of it (the real images come sliced from the sharded sampler)."""
-        world, sizes = self.dist.world_size, (self.fake_batch, self.g_batch)
-        self.fake_batch, self.g_batch = self.fake_batch * world, self.g_batch * world
-        try:
-            batch = super().next_batch()
-        finally:
-            self.fake_batch, self.g_batch = sizes
-        part = self.dist.part
-        z_d = part(batch.z_d)
-        z_g = z_d if batch.z_g is batch.z_d else part(batch.z_g)
-        return replace(
-            batch,
-            z_d=z_d,
-            z_g=z_g,
-            fake_labels=None if batch.fake_labels is None else part(batch.fake_labels),
-            fake_labels_g=(None if batch.fake_labels_g is None else part(batch.fake_labels_g)),
-        )
-
-    def images_per_step(self) -> int:
-        """Images through D (real + fake) and G in one iteration, in all processes together."""
-        return (self.real_batch + self.fake_batch + self.g_batch) * self.dist.world_size
-
-    def stop_requested(self, stop: Any) -> bool:
-        """A signal stops every process at the same iteration: they agree at log time (one
-        tiny all_reduce per log interval), never inside the iterations between."""
-        step, total = self.state.step, self.state.total_steps
-        if step % self.config.log_every and step != total:
-            return False
-        return self.dist.any(stop.requested)
-
-    # ---- what rank 0 alone does --------------------------------------------------------------
-    def save_sample_grid(self) -> Path:
-        return super().save_sample_grid() if self.dist.is_main else self.run.samples_dir
-
-    def save_reals_grid(self) -> Path:
-        return super().save_reals_grid() if self.dist.is_main else self.run.path / "reals.png"
-
-    def export(self) -> Path:
-        return super().export() if self.dist.is_main else self.run.generator_file
-
-    def _finish(self, seconds: float, last_stats: dict[str, float], stopped: bool) -> None:
-        if self.dist.is_main:
-            super()._finish(seconds, last_stats, stopped)
-        else:
-            self.writer.close()
-
-    def _log(
-        self,
-        stats_sum: torch.Tensor,
-        count: int,
-        elapsed: float,
-        steps_per_second: float,
-        raw: list[torch.Tensor] | None = None,
-    ) -> dict[str, float]:
-        # the whole batch's statistics (and every iteration's, if kept), once per log interval
-        # in one all_reduce; every process checks them for NaN, rank 0 alone writes them (the
-        # others' run folder does not write)
-        rows = self.dist.mean(torch.stack([stats_sum, *(raw or ())]))
-        return super()._log(rows[0], count, elapsed, steps_per_second, list(rows[1:]))
-
-    def _evaluate(self, elapsed: float) -> None:
-        """Rank 0 evaluates; a new best is then saved by all (the checkpoint gathers every
-        process's random streams)."""
-
-        def score() -> tuple[bool, float | None, float]:
-            before = self.state.best_metric
-            self._defer_checkpoints = True
-            try:
-                super(DistributedTrainer, self)._evaluate(elapsed)
-            finally:
-                self._defer_checkpoints = False
-            return self.state.best_metric != before, self.state.best_metric, self.state.elapsed
-
-        improved, self.state.best_metric, self.state.elapsed = self.dist.from_main(score)
-        if improved:
-            self.save_checkpoint(best=True)
-
-    def save_checkpoint(self, best: bool = False) -> Path:
-        """Every process: check the weights and hand over its random streams and a digest of
-        its weights; rank 0 writes (atomically) and any error reaches every process."""
-        if self._defer_checkpoints:
-            return self.run.checkpoints_dir / "best.pt"
-        self._check_finite_weights()
-        device = self.runtime.device
-        self._ranks = self.dist.gather(
-            {
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "digest": weights_digest(self.state.generator, self.state.discriminator),
-                "augment_p": self._augment_p(),
-            }
-        )
-        path = self.dist.from_main(lambda: super(DistributedTrainer, self).save_checkpoint(best))
-        if self.dist.is_main and len({r["digest"] for r in self._ranks}) > 1:
-            self._warn(
-                f"the processes hold different weights at iteration {self.state.step} "
-                "(rank digests differ); the checkpoint has rank 0's"
-            )
-        return path
-
-    def _augment_p(self) -> float | None:
-        """This process's adaptive augmentation probability (the same on every process)."""
-        augment = self.step_fn.augment
-        return float(augment.p) if augment is not None and augment.adaptive else None
-
-    def checkpoint_contents(self) -> dict[str, Any]:
-        contents = super().checkpoint_contents()
-        contents["world_size"] = self.dist.world_size
-        contents["rank_rng"] = [r["rng"] for r in self._ranks]
-        if self.runtime.device.type == "cuda":
-            contents["rank_cuda_rng"] = [r["cuda_rng"] for r in self._ranks]
-        contents["rank_digests"] = [r["digest"] for r in self._ranks]
-        contents["rank_augment_p"] = [r["augment_p"] for r in self._ranks]
-        return contents
-
-    def fit(self) -> TrainResult:
-        try:
-            return super().fit()
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:
-            if not lost_peer(exc):
-                raise
-            raise lost_contact_error(
-                exc, self.dist.rank, self.dist.world_size, self.state.step, self.run
-            ) from None
-
-
+# ---- faults --------------------------------------------------------------------------------
 def lost_contact_error(
     exc: BaseException, rank: int, world: int, step: int, run: RunDirectory
 ) -> GanforgeError:
@@ -676,152 +450,3 @@ def lost_peer(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(marker in text for marker in _LOST_PEER_MARKERS)
-
-
-# ---- the entry point ----------------------------------------------------------------------------
-class _MainOnlyRun(RunDirectory):
-    """The run folder as the processes other than rank 0 see it: paths to read, no writes
-    (logs, config.json and summaries are rank 0's)."""
-
-    def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:
-        """Rank 0 keeps the logs."""
-
-    def write_json(self, path: Path, data: Any) -> None:
-        """Rank 0 writes the run's JSON files."""
-
-    def truncate_logs_after(self, step: int) -> None:
-        """Rank 0 trims the logs of a resumed run."""
-
-
-def train_distributed(
-    config: TrainConfig,
-    *,
-    data: ImageData | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    show_progress: bool = True,
-    evaluator: Evaluator | None = None,
-    hooks: tuple[Hook, ...] = (),
-    allow_data_change: bool = False,
-    log: Callable[[str], None] = lambda message: None,
-) -> TrainResult:
-    """:func:`ganforge.training.train` for one of WORLD_SIZE processes started by torchrun.
-
-    Same arguments and result; rank 0 alone logs, shows progress, calls the hooks, evaluates
-    and writes the run folder. The process group is left when training ends.
-    """
-    check(config)
-    distributed = join(config)
-    main = distributed.is_main
-    # Rank 0 alone evaluates, but every process must reach the same evaluation points (a new
-    # best checkpoint is saved by all): the others follow rank 0's evaluator, whatever theirs.
-    if distributed.from_main(lambda: evaluator is not None):
-        evaluator = evaluator if main else _rank_zero_evaluates
-    else:
-        evaluator = None
-    result = _train(
-        distributed,
-        config,
-        data,
-        overwrite,
-        resume,
-        allow_data_change,
-        show_progress and main,
-        evaluator,
-        hooks if main else (),
-        log if main else (lambda message: None),
-    )
-    # Free the DDP wrappers now: their reducers hold the last iteration's gloo work objects,
-    # and destroying those during interpreter shutdown aborts ("terminate called without an
-    # active exception"; pytorch/pytorch#179291). Then leave together: a process that tears its
-    # connections down while another still finishes its artefacts can abort the same way.
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
-    return result
-
-
-def _rank_zero_evaluates(generator: nn.Module, step: int) -> dict[str, float]:
-    """The evaluator of the processes other than rank 0: never called (rank 0 evaluates)."""
-    raise AssertionError("only rank 0 evaluates")
-
-
-def _train(
-    distributed: Distributed,
-    config: TrainConfig,
-    data: ImageData | None,
-    overwrite: bool,
-    resume: bool,
-    allow_data_change: bool,
-    show_progress: bool,
-    evaluator: Evaluator | None,
-    hooks: tuple[Hook, ...],
-    log: Callable[[str], None],
-) -> TrainResult:
-    world, rank = distributed.world_size, distributed.rank
-    runtime = resolve_runtime(config)
-    runtime.device = distributed.device
-    configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
-    seed_everything(config.seed, config.deterministic)
-    if data is None:  # rank 0 first (it may fill the cache), then the others
-        loaded: list[ImageData] = []
-        distributed.from_main(lambda: loaded.append(load_images(config.data)))
-        data = loaded[0] if loaded else load_images(config.data)
-    check_against_data(config, data)
-    config = declare_substitute(config, runtime)
-    state = TrainingState.create(config, data.image_shape, len(data), runtime)
-    state.sampler.shard(rank, world)
-    if config.sync_bn:
-        state.generator, in_g = synchronise_batchnorm(state.generator, runtime.device)
-        state.discriminator, in_d = synchronise_batchnorm(state.discriminator, runtime.device)
-        kind = "SyncBatchNorm" if runtime.device.type == "cuda" else "CPUSyncBatchNorm (gloo)"
-        runtime.notes.append(
-            f"sync_bn: {in_g} BatchNorm layer(s) in G and {in_d} in D use the "
-            f"global batch's statistics ({kind})"
-        )
-    if rank:  # each process its own dropout masks; rank 0 keeps the one-process stream
-        torch.manual_seed(_rank_seed(config.seed, rank))
-    per_process = config.batch_size // world
-    runtime.notes.append(
-        f"distributed: {world} processes ({distributed.backend}), batch "
-        f"{config.batch_size} in all = {per_process} per process; rank 0 writes "
-        "the run folder"
-    )
-    name = distributed.from_main(
-        lambda: config.run_name or default_run_name(config.preset, config.out_dir)
-    )
-    config = config.with_overrides({"run_name": name})
-    state.config = config
-    path = distributed.from_main(
-        lambda: RunDirectory.create(config.out_dir, name, overwrite=overwrite, resume=resume).path
-    )
-    run = RunDirectory(path) if distributed.is_main else _MainOnlyRun(path)
-    trainer = DistributedTrainer(
-        config,
-        data,
-        state,
-        run,
-        runtime,
-        evaluator=evaluator,
-        hooks=hooks,
-        show_progress=show_progress,
-        log=log,
-        distributed=distributed,
-    )
-    try:
-        loop._start_or_resume(trainer, resume, allow_data_change, log)
-        if resume and state.step >= state.total_steps:
-            return TrainResult(
-                run.path,
-                state.step,
-                state.elapsed,
-                0.0,
-                best_metric=state.best_metric,
-                nothing_to_do=True,
-            )
-        return trainer.fit()
-    except torch.OutOfMemoryError:
-        message = out_of_memory_message(
-            runtime.device, per_process, data.image_shape, runtime, "training"
-        )
-        raise GanforgeError(f"process {rank}: {message}") from None

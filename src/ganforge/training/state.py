@@ -2,10 +2,13 @@
 
 ``TrainingState`` holds the two networks, their optimisers, the EMA of G, the batch sampler,
 the noise stream, the fixed grid noise, the iteration count, the training time and the best
-evaluation score. It is built from a config and an image shape, saved by
-``ganforge.checkpoint`` (``training_checkpoint``) from :meth:`state_dict` and restored with
-:meth:`load_state_dict`; ``ganforge.generate`` reads the generator out of a saved state through
-``checkpoint.generator_from_checkpoint``. Nothing else keeps training state.
+evaluation score. It is built from a config and an image shape, saved by the checkpointer
+(``training/checkpointer.py``, through ``checkpoint.training_checkpoint``) from
+:meth:`state_dict` and restored with :meth:`load_state_dict`; ``ganforge.generate`` reads the
+generator out of a saved state through ``checkpoint.generator_from_checkpoint``. Two more
+things a run changes live beside it, and the checkpointer saves and restores them with it:
+the adaptive augmentation's probability (owned by the augmentation) and, with several
+processes, each process's own random streams.
 """
 
 from __future__ import annotations
@@ -46,9 +49,8 @@ class TrainingState:
     step: int = 0
     elapsed: float = 0.0  # training seconds of earlier sessions of a resumed run
     best_metric: float | None = None
-    counter: SharedIterationCounter | None = (
-        None  # one Adam count for D and G (optim.shared_counter)
-    )
+    # one Adam count for D and G (optim.shared_counter)
+    counter: SharedIterationCounter | None = None
     scalers: dict[str, torch.amp.GradScaler] | None = None  # fp16 loss scales of D and G
 
     @classmethod
@@ -77,7 +79,7 @@ class TrainingState:
             batch_norm_channels_last(discriminator)
         opt_g, opt_d, counter = build_optimisers(generator, discriminator, c.optim, runtime)
         ema = GeneratorEMA(generator, c.ema_decay) if c.ema_decay > 0 else None
-        sampler = BatchSampler(dataset_size, real_batch_size(c), c.batch_order, seed=c.seed + 1)
+        sampler = BatchSampler(dataset_size, c.batch_sizes().real, c.batch_order, seed=c.seed + 1)
         noise_rng = torch.Generator(device=device).manual_seed(c.seed + 2)
         grid_rng = torch.Generator(device="cpu").manual_seed(c.seed + 3)
         grid_law = c.noise if c.grid_noise == "train" else c.grid_noise
@@ -161,9 +163,8 @@ class TrainingState:
             (self.opt_g, self.config.optim.lr_g),
             (self.opt_d, self.config.optim.lr_d),
         ):
-            for (
-                group
-            ) in optimiser.param_groups:  # a resumed run may lower the rate after a divergence
+            # a resumed run may lower the rate after a divergence
+            for group in optimiser.param_groups:
                 group["lr"] = lr
         for name, saved in (state.get("scalers") or {}).items():
             if self.scalers and name in self.scalers:
@@ -179,8 +180,3 @@ class TrainingState:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         best = float(state["best_metric"])
         self.best_metric = None if math.isnan(best) else best
-
-
-def real_batch_size(config: TrainConfig) -> int:
-    """Real images per iteration: half the batch when D sees half real, half fake."""
-    return config.batch_size // 2 if config.d_half_batch else config.batch_size

@@ -15,15 +15,19 @@ parameters, gradients and Adam moments stay fp32.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 from torch import nn
 
-from ganforge.errors import first_line
-from ganforge.losses import GANLoss
+from ganforge.augment import from_config as augment_from_config
+from ganforge.config import TrainConfig
+from ganforge.losses import R1, R2, GANLoss, get_loss
 from ganforge.training.runtime import Runtime
+
+if TYPE_CHECKING:
+    from ganforge.training.state import TrainingState
 
 STAT_NAMES = ("d_loss", "g_loss", "d_acc", "d_real", "d_fake")
 
@@ -71,11 +75,9 @@ class StepOptions:
     """How the iteration is played (each one a config field)."""
 
     update: str = "alternating"  # alternating | simultaneous
-    separate_d_updates: bool = (
-        True  # two D steps (real, then fake) as two Keras train_on_batch calls
-    )
+    # two D steps (real, then fake) as two Keras train_on_batch calls
+    separate_d_updates: bool = True
     fakes_from_eval_g: bool = False  # D's fakes from G in inference mode (Keras predict)
-    label_smoothing: float = 0.0
 
 
 class AdversarialStep:
@@ -143,9 +145,8 @@ class AdversarialStep:
         snapshot = _Snapshot(self)
         try:
             stats = self(batch)
-            values = (
-                stats.detach().cpu()
-            )  # deliberate sync: errors of asynchronous kernels surface here
+            # deliberate sync: errors of asynchronous kernels surface here
+            values = stats.detach().cpu()
         finally:
             snapshot.restore()
         return values
@@ -170,51 +171,47 @@ class AdversarialStep:
 
     # ---- alternating: D, then G through the updated D --------------------------------------------
     def _update_d(self, batch: Batch, fake: torch.Tensor):
+        """D's update(s) on the real batch and the fakes; the loss terms are called here."""
         self.D.requires_grad_(True)
-        real = batch.real
-        if any(r.needs_real_grad for r in self.regularisers):
-            real = real.detach().requires_grad_(True)
-        real_logits, real_loss = self._d_real_pass(real, batch)
-        if self.loss.pair is not None:
-            # a paired loss needs both logits: one step on it plus the penalties (check.py
-            # refuses separate D updates and half batches for it)
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
+        paired, smoothing = self.loss.pair is not None, self.loss.label_smoothing
+        real = self._real_input(batch.real)
+        real_logits = self._d_logits(real, batch.labels)
+        # a paired loss's term is added once both logits exist; here only the penalties
+        real_loss = _zero(real_logits) if paired else self.loss.d_real(real_logits, smoothing)
+        if self.observe is not None:
+            self.observe(real_logits)
+        real_loss = self._penalties("real", real_loss, real, real_logits, batch.index)
+        # two optimiser steps, as two Keras train_on_batch calls (check.py refuses it for a
+        # paired loss, which needs both logits in one step)
+        separate = self.options.separate_d_updates and not paired
+        if separate:
+            self._step_d(real_loss)
+        fake = self._fake_input(fake)
+        fake_logits = self._d_logits(fake, batch.fake_labels)
+        fake_loss = _zero(fake_logits) if paired else self.loss.d_fake(fake_logits)
+        fake_loss = self._penalties("fake", fake_loss, fake, fake_logits, batch.index)
+        if paired:
             fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
             self._step_d(real_loss + fake_loss)
             return self._d_stats(*_relative(real_logits, fake_logits), real_loss, fake_loss, 1.0)
-        if (
-            self.options.separate_d_updates
-        ):  # two optimiser steps, as two Keras train_on_batch calls
-            self._step_d(real_loss)
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
-            self._step_d(fake_loss)
-        else:  # one step on the sum; real and fake pass D separately, as in the G step
-            fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels, batch.index)
-            self._step_d(real_loss + fake_loss)
+        # else one step on the sum; real and fake pass D separately, as in the G step
+        self._step_d(fake_loss if separate else real_loss + fake_loss)
         return self._d_stats(real_logits, fake_logits, real_loss, fake_loss)
 
-    def _d_real_pass(self, real: torch.Tensor, batch: Batch):
-        with self.runtime.autocast():
-            logits = self._discriminate(real, batch.labels)
-        if self.loss.pair is None:
-            loss = self.loss.d_real(logits, self.options.label_smoothing)
-        else:
-            # the paired term is added once both logits exist; here only the penalties
-            loss = logits.new_zeros((), dtype=torch.float32)
-        if self.observe is not None:
-            self.observe(logits)
-        return logits, self._penalties("real", loss, real, logits, batch.index)
+    def _real_input(self, real: torch.Tensor) -> torch.Tensor:
+        """The real batch, carrying a gradient when a penalty needs D's gradient on it."""
+        if any(r.needs_real_grad for r in self.regularisers):
+            return real.detach().requires_grad_(True)
+        return real
 
-    def _d_fake_pass(self, fake: torch.Tensor, labels: torch.Tensor | None, index: int = 0):
+    def _fake_input(self, fake: torch.Tensor) -> torch.Tensor:
         if any(r.needs_fake_grad for r in self.regularisers) and not fake.requires_grad:
-            fake = fake.detach().requires_grad_(True)
+            return fake.detach().requires_grad_(True)
+        return fake
+
+    def _d_logits(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         with self.runtime.autocast():
-            logits = self._discriminate(fake, labels)
-        if self.loss.pair is None:
-            loss = self.loss.d_fake(logits)
-        else:
-            loss = logits.new_zeros((), dtype=torch.float32)
-        return logits, self._penalties("fake", loss, fake, logits, index)
+            return self._discriminate(images, labels)
 
     def _penalties(
         self, on: str, loss: torch.Tensor, images: torch.Tensor, logits: torch.Tensor, index: int
@@ -268,14 +265,21 @@ class AdversarialStep:
         taken on the same fake logits; each network gets the gradient of its own loss, then
         both optimisers step."""
         self.D.requires_grad_(True)
-        real = batch.real
-        if any(r.needs_real_grad for r in self.regularisers):
-            real = real.detach().requires_grad_(True)
+        paired, index = self.loss.pair is not None, batch.index
+        real = self._real_input(batch.real)
         with self.runtime.autocast():
             fake = self._generate(batch.z_g, batch.fake_labels_g)
-        real_logits, real_loss = self._d_real_pass(real, batch)
-        fake_logits, fake_loss = self._d_fake_pass(fake, batch.fake_labels_g, batch.index)
-        if self.loss.pair is not None:
+        real_logits = self._d_logits(real, batch.labels)
+        smoothing = self.loss.label_smoothing
+        real_loss = _zero(real_logits) if paired else self.loss.d_real(real_logits, smoothing)
+        if self.observe is not None:
+            self.observe(real_logits)
+        real_loss = self._penalties("real", real_loss, real, real_logits, index)
+        fake = self._fake_input(fake)
+        fake_logits = self._d_logits(fake, batch.fake_labels_g)
+        fake_loss = _zero(fake_logits) if paired else self.loss.d_fake(fake_logits)
+        fake_loss = self._penalties("fake", fake_loss, fake, fake_logits, index)
+        if paired:
             fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
             g_loss = self.loss.pair.g(fake_logits, real_logits.detach())
         else:
@@ -329,6 +333,10 @@ class AdversarialStep:
 
 def _same(loss: torch.Tensor) -> torch.Tensor:
     return loss
+
+
+def _zero(logits: torch.Tensor) -> torch.Tensor:
+    return logits.new_zeros((), dtype=torch.float32)
 
 
 def _relative(
@@ -385,90 +393,38 @@ class _Snapshot:
             torch.cuda.set_rng_state(self.cuda_rng, self.step.runtime.device)
 
 
-class GraphedStep:
-    """The whole iteration (D update(s), G update, statistics) replayed as one CUDA graph; the EMA
-    of G follows eagerly, because its warm-up decay changes every iteration.
-
-    For fixed shapes the GPU work of an iteration never changes, so after ``warmup`` eager
-    iterations (on a side stream, which also creates Adam's state) the next one is
-    captured and every later one is a single ``graph.replay()``: no per-kernel launch cost,
-    no Python in the iteration beyond copying the batch and the noise into static inputs.
-    Requires Adam(capturable=True) (the loop sets it) and autocast without its weight cache
-    (Runtime.autocast). Dropout's RNG is graph-safe (philox offsets advance per replay).
-
-    If capture fails, it says why in ``runtime.notes`` and runs eagerly from then on; the
-    failed capture executed nothing, so training continues from the same state.
-    The returned statistics tensor is overwritten by the next call: consume it at once.
-    """
-
-    def __init__(self, step: AdversarialStep, runtime: Runtime, warmup: int = 3):
-        self.step, self.runtime, self.warmup = step, runtime, warmup
-        step.defer_ema = True
-        self.calls = 0
-        self.graph: Any = None
-        self.failed = False
-        self.static: tuple[torch.Tensor | None, ...] = ()
-        self.static_out: torch.Tensor | None = None
-        self._side = torch.cuda.Stream(device=runtime.device)
-
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        out = self._iteration(batch)
-        if self.step.ema is not None:
-            self.step.ema.update(self.step.G, batch.index)
-        return out
-
-    def _iteration(self, batch: Batch) -> torch.Tensor:
-        self.calls += 1
-        if self.graph is not None:
-            for static, value in zip(self.static, batch.tensors()):
-                if static is not None:
-                    static.copy_(value)
-            self.graph.replay()
-            return self.static_out
-        if self.failed:
-            return self.step(batch)
-        if self.calls <= self.warmup:
-            return self._eager_on_side_stream(batch)
-        return self._capture(batch)
-
-    def _eager_on_side_stream(self, batch: Batch) -> torch.Tensor:
-        current = torch.cuda.current_stream(self.runtime.device)
-        self._side.wait_stream(current)
-        with torch.cuda.stream(self._side):
-            out = self.step(batch)
-        current.wait_stream(self._side)
-        out.record_stream(current)
-        return out
-
-    def _capture(self, batch: Batch) -> torch.Tensor:
-        # clone keeps channels-last; a shared noise batch stays one tensor in the graph
-        real, z_d, *labels = (None if t is None else t.clone() for t in batch.tensors())
-        z_g = z_d if batch.z_g is batch.z_d else batch.z_g.clone()
-        self.static = (real, z_d, z_g, *labels)
-        static_batch = replace(
-            batch,
-            real=real,
-            z_d=z_d,
-            z_g=z_g,
-            labels=labels[0],
-            fake_labels=labels[1],
-            fake_labels_g=labels[2],
-        )
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self.step(static_batch)
-        except torch.OutOfMemoryError:
-            raise  # the trainer turns it into a message with the memory figures
-        except Exception as exc:  # e.g. an op that syncs, or a library that cannot be captured
-            self.failed, self.static = True, ()
-            torch.cuda.synchronize(self.runtime.device)
-            first = first_line(exc, 200)
-            self.runtime.notes.append(
-                f"cuda_graphs: capture failed ({type(exc).__name__}: {first}); "
-                "running the step without CUDA graphs"
-            )
-            return self.step(batch)
-        self.graph, self.static_out = graph, out
-        graph.replay()  # the captured iteration is this one: capture itself executes nothing
-        return out
+def build_step(
+    config: TrainConfig,
+    state: TrainingState,
+    runtime: Runtime,
+    g_forward: Callable | None = None,
+    d_forward: Callable | None = None,
+) -> AdversarialStep:
+    """The iteration the config describes: loss, update mode, regularisers, augmentation."""
+    c = config
+    options = StepOptions(
+        update=c.update,
+        separate_d_updates=c.d_separate_updates,
+        fakes_from_eval_g=c.d_fakes_from_eval_g,
+    )
+    ramp = {"ramp": c.gamma_ramp}
+    regularisers = tuple(
+        kind(gamma, c.r1_interval, final=gamma * c.gamma_end, **ramp)
+        for kind, gamma in ((R1, c.r1_gamma), (R2, c.r2_gamma))
+        if gamma > 0
+    )
+    return AdversarialStep(
+        state.generator,
+        state.discriminator,
+        state.opt_g,
+        state.opt_d,
+        get_loss(c.loss, label_smoothing=c.label_smoothing),
+        runtime,
+        options,
+        regularisers=regularisers,
+        augment=augment_from_config(c, runtime.device),
+        ema=state.ema,
+        g_forward=g_forward,
+        d_forward=d_forward,
+        scalers=state.scalers,
+    )
