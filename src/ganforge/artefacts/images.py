@@ -19,6 +19,7 @@ from ganforge.artefacts.files import write_bytes
 if TYPE_CHECKING:
     from PIL import Image
 
+
 def grid_tensor(
     images: torch.Tensor, rows: int | None = None, padding: int = 2, pad_value: int = 0
 ) -> torch.Tensor:
