@@ -31,6 +31,24 @@ def balanced_labels(count: int, num_classes: int, device: torch.device | str) ->
     return torch.arange(count, device=device) % num_classes
 
 
+def projection_logits(
+    features: torch.Tensor,
+    linear: nn.Module,
+    embed: nn.Module | None,
+    labels: torch.Tensor | None,
+    num_classes: int,
+) -> torch.Tensor:
+    """A discriminator's logits [N] from pooled features [N, F]: the linear score, plus the
+    projection term <embed(y), features> when conditional (Miyato & Koyama 2018); without
+    labels, a balanced cycle of classes, as for the generator."""
+    logits = linear(features).squeeze(1)
+    if embed is None:
+        return logits
+    if labels is None:
+        labels = balanced_labels(features.shape[0], num_classes, features.device)
+    return logits + (embed(labels) * features).sum(1)
+
+
 def fake_labels(
     num_classes: int, count: int, seed: int, step: int, device: torch.device | str
 ) -> torch.Tensor:

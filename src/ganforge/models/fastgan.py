@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganforge.conditional import balanced_labels
+from ganforge.conditional import balanced_labels, projection_logits
 from ganforge.models.registry import Architecture, register
 from ganforge.models.resnet import ConditionalBatchNorm
 
@@ -173,12 +173,7 @@ class FastGANDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.downs(self.from_image(images))  # [N, width[8], 8, 8]
         h = F.leaky_relu(h, 0.2).sum(dim=(2, 3))  # global sum pooling
-        logits = self.linear(h).squeeze(1)  # [N]
-        if self.embed is not None:
-            if labels is None:
-                labels = balanced_labels(images.shape[0], self.num_classes, images.device)
-            logits = logits + (self.embed(labels) * h).sum(1)  # projection discriminator
-        return logits
+        return projection_logits(h, self.linear, self.embed, labels, self.num_classes)
 
 
 register(

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganforge.conditional import balanced_labels
+from ganforge.conditional import balanced_labels, projection_logits
 from ganforge.models.registry import Architecture, register
 
 ImageShape = tuple[int, int, int]
@@ -196,12 +196,7 @@ class ResNetDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = F.relu(self.blocks(images)).sum(dim=(2, 3))  # [N, ch*m] global sum pooling
-        logits = self.linear(h).squeeze(1)  # [N]
-        if self.embed is not None:
-            if labels is None:
-                labels = balanced_labels(images.shape[0], self.num_classes, images.device)
-            logits = logits + (self.embed(labels) * h).sum(1)  # projection discriminator
-        return logits
+        return projection_logits(h, self.linear, self.embed, labels, self.num_classes)
 
 
 register(
