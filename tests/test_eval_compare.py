@@ -432,6 +432,18 @@ def test_eval_measures_memorisation_against_the_test_split_and_train_by_flag(run
     assert "did not train on" in capsys.readouterr().err
 
 
+def test_evaluating_against_another_split_keeps_the_default_record(runs):
+    """Without --out, a split asked for by name is written beside the default record, not over
+    it: measuring memorisation against the test split must not lose the training-split scores."""
+    _, gan, _ = runs
+    flags = ["--count", "200", "--metrics", "swd", "--resamples", "0", "--seed", "7"]
+    assert main(["eval", str(gan.run_dir), *flags]) == 0
+    assert main(["eval", str(gan.run_dir), *flags, "--split", "train"]) == 0
+    default = json.loads((gan.run_dir / "eval-7.json").read_text())
+    by_name = json.loads((gan.run_dir / "eval-train-7.json").read_text())
+    assert default["reference"] == "mnist/test" and by_name["reference"] == "mnist/train"
+
+
 def test_eval_scores_images_from_any_tool_with_the_same_floors(tmp_path, mnist_dir, capsys):
     """A folder of PNGs or an .npy array, made by any tool, scored like a generator; copies of
     training images are caught by the memorisation figure."""

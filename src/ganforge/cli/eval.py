@@ -200,7 +200,11 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         dataset=args.dataset,
     )
-    out = Path(args.out) if args.out else default_output(source, args.seed, args.pretrained)
+    out = (
+        Path(args.out)
+        if args.out
+        else default_output(source, args.seed, args.pretrained, args.split)
+    )
     write_text(out, json.dumps(record, indent=2) + "\n")
     print(format_table(record))
     if record.get("features_note"):

@@ -195,19 +195,25 @@ def _floor(reference: ImageData, count: int) -> dict[str, float] | None:
     return record["metrics"] if record else None
 
 
-def default_output(source: str | Path, seed: int, pretrained: str | None = None) -> Path:
+def default_output(
+    source: str | Path, seed: int, pretrained: str | None = None, split: str = "auto"
+) -> Path:
     """eval-<seed>.json in the run folder (eval-<checkpoint>-<seed>.json for a checkpoint),
     <file>-eval-<seed>.json next to a loose generator file, and <name>-eval-<seed>.json in
-    the working folder for a shipped generator (the installed package is not written to)."""
+    the working folder for a shipped generator (the installed package is not written to).
+
+    A split asked for by name goes into the name (eval-test-<seed>.json), so measuring the
+    same run against another split never overwrites the default record."""
+    seed_part = f"{seed}" if split == "auto" else f"{split}-{seed}"
     if pretrained is not None:
-        return Path(f"{pretrained}-eval-{seed}.json")
+        return Path(f"{pretrained}-eval-{seed_part}.json")
     path = Path(source)
     run_dir = find_run_dir(path)
     if path.is_file() and path.suffix == ".pt":
-        return (run_dir or path.parent) / f"eval-{path.stem}-{seed}.json"
+        return (run_dir or path.parent) / f"eval-{path.stem}-{seed_part}.json"
     if run_dir is not None:
-        return run_dir / f"eval-{seed}.json"
-    return path.with_name(f"{path.stem}-eval-{seed}.json")
+        return run_dir / f"eval-{seed_part}.json"
+    return path.with_name(f"{path.stem}-eval-{seed_part}.json")
 
 
 def is_image_source(source: str | Path) -> bool:

@@ -120,7 +120,7 @@ def attach_evaluation(
     """Fill record.evaluation from a matching eval-<seed>.json, or evaluate and save one."""
     from ganforge.metrics.runs import EVAL_FORMAT, default_output, evaluate_source
 
-    out = default_output(record.path, seed)
+    out = default_output(record.path, seed, split=split)
     if out.is_file():
         try:
             saved = json.loads(out.read_text(encoding="utf-8"))
