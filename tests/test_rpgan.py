@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ganforge.errors import ConfigError
-from ganforge.losses import R1, R2, gamma_at, get_loss
+from ganforge.losses import R1, R2, Seen, gamma_at, get_loss
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -86,10 +86,12 @@ def test_r2_is_the_squared_gradient_norm_at_the_fakes():
     r2 = R2(gamma=2.0)
     assert (r2.on, r2.needs_fake_grad, r2.needs_real_grad) == ("fake", True, False)
     assert (R1(1.0).on, R1(1.0).needs_real_grad) == ("real", True)
-    assert r2.penalty(fakes, logits, 0).item() == approx(8.0)
+    assert r2.penalty(Seen(0, fake=fakes, fake_logits=logits)).item() == approx(8.0)
     # lazy: every 4th iteration, 4 times as strong; nothing in between
-    assert R2(2.0, interval=4).penalty(fakes, logits, 1) is None
-    assert R2(2.0, interval=4).penalty(fakes, logits, 8).item() == approx(32.0)
+    assert R2(2.0, interval=4).penalty(Seen(1, fake=fakes, fake_logits=logits)) is None
+    assert R2(2.0, interval=4).penalty(Seen(8, fake=fakes, fake_logits=logits)).item() == approx(
+        32.0
+    )
 
 
 def test_r2_in_a_step_penalises_d_at_the_generated_images():
@@ -158,7 +160,7 @@ def test_gamma_falls_along_a_half_cosine_then_stays():
     images = torch.ones(1, 1, 2, 2).requires_grad_(True)
     logits = images.pow(2).flatten(1).sum(1)
     # |grad|^2 = 16; at the end of the ramp gamma is 0.1: 0.05 * 16
-    assert R1(1.0, final=0.1, ramp=10).penalty(images, logits, 10).item() == approx(0.8)
+    assert R1(1.0, final=0.1, ramp=10).penalty(Seen(10, images, logits)).item() == approx(0.8)
 
 
 @pytest.mark.parametrize(
@@ -211,3 +213,73 @@ def test_rpgan_and_r2_change_what_training_does(train_tiny, hinge_generator, set
     assert all(math.isfinite(other.final_stats[k]) for k in ("d_loss", "g_loss", "d_acc"))
     weights = load_file(other.run_dir / "generator.safetensors")
     assert any(not torch.equal(weights[k], hinge_generator[k]) for k in weights)
+
+
+# ---- a regulariser sees both sides ---------------------------------------------------------------
+class _Gap:
+    """A user's regulariser: k times D's mean real logit minus its mean fake logit, which needs
+    both sides of D's step at once. It keeps what it was shown."""
+
+    needs_real_grad = needs_fake_grad = False
+    on = "both"
+
+    def __init__(self, k: float):
+        self.k, self.seen = k, []
+
+    def penalty(self, seen: Seen) -> torch.Tensor:
+        self.seen.append(seen)
+        return self.k * (seen.real_logits.mean() - seen.fake_logits.mean())
+
+
+def _linear_step(regularisers, **options):
+    from ganforge.training.runtime import Runtime
+    from ganforge.training.step import AdversarialStep, StepOptions
+
+    d = torch.nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        d.weight.copy_(torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
+    flat = torch.nn.Sequential(torch.nn.Flatten(), d)
+    g = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False), torch.nn.Unflatten(1, (1, 2, 2)))
+    step = AdversarialStep(
+        g,
+        flat,
+        torch.optim.SGD(g.parameters(), lr=0.0),
+        torch.optim.SGD(flat.parameters(), lr=1.0),
+        get_loss("bce"),
+        Runtime(torch.device("cpu"), None, False, False),
+        StepOptions(**options),
+        regularisers=regularisers,
+    )
+    return step, d
+
+
+def test_a_regulariser_sees_reals_fakes_both_logits_and_the_iteration():
+    """In one D step over reals and fakes, a regulariser is shown both sides and the iteration,
+    and its term moves D: k * (mean D(real) - mean D(fake)) for a linear D adds k times the
+    mean real minus the mean fake image to D's gradient."""
+    from ganforge.training.step import Batch
+
+    torch.manual_seed(0)
+    real, z = torch.rand(3, 1, 2, 2), torch.randn(3, 4)
+    moved = {}
+    for k in (0.0, 2.0):
+        gap = _Gap(k)
+        torch.manual_seed(1)
+        step, d = _linear_step((gap,), separate_d_updates=False)
+        fakes = step.G(z).detach()
+        before = d.weight.detach().clone()
+        step(Batch(real=real, z_d=z, z_g=z, index=7))
+        moved[k] = before - d.weight.detach()
+        (seen,) = gap.seen
+        assert seen.index == 7
+        assert torch.equal(seen.real, real) and torch.allclose(seen.fake, fakes)
+        assert torch.allclose(seen.real_logits.flatten(), real.flatten(1) @ before[0])
+        assert torch.allclose(seen.fake_logits.flatten(), fakes.flatten(1) @ before[0])
+    expected = 2.0 * (real.flatten(1).mean(0) - fakes.flatten(1).mean(0))
+    assert torch.allclose((moved[2.0] - moved[0.0])[0], expected, atol=1e-5)
+
+
+def test_a_regulariser_of_both_sides_refuses_two_separate_d_steps():
+    with pytest.raises(ValueError, match="d_separate_updates=false"):
+        _linear_step((_Gap(1.0),), separate_d_updates=True)
+    _linear_step((_Gap(1.0),), update="simultaneous", separate_d_updates=False)

@@ -162,29 +162,55 @@ def gamma_at(gamma: float, final: float | None, ramp: int, index: int) -> float:
     return final + (gamma - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What D saw in the D step a regulariser is added to, and when.
+
+    Each side is the images D was given (carrying a gradient where a penalty asked for one)
+    and D's logits on them. A side D has not seen in this step is None: with two D steps per
+    iteration (the notebook's real step, then its fake step) the real side is gone by the
+    fake step, because its graph was spent on the real step's update.
+    """
+
+    index: int
+    real: torch.Tensor | None = None
+    real_logits: torch.Tensor | None = None
+    fake: torch.Tensor | None = None
+    fake_logits: torch.Tensor | None = None
+
+
 class R1:
     """The R1 penalty as a regulariser of D's loss on real images: gamma/2 * R1.
 
     Lazy (Karras et al. 2020): with ``interval`` k > 1 it is applied every k-th iteration,
     multiplied by k so that its average strength stays the same, which saves most of its cost.
     With ``final`` and ``ramp`` gamma follows :func:`gamma_at`.
+
+    A regulariser says which of D's inputs must carry a gradient, and ``on`` which part of D's
+    loss it joins: "real" (it sees the real side), "fake" (it sees the fake side, and the real
+    side too where D takes both in one step) or "both" (it needs both sides, so it cannot be
+    used with two separate D steps).
     """
 
     needs_real_grad = True
     needs_fake_grad = False
-    # which of D's inputs the gradient is taken at: "real" (R1) or "fake" (R2)
     on = "real"
 
     def __init__(self, gamma: float, interval: int = 1, final: float | None = None, ramp: int = 0):
         self.gamma, self.interval, self.final, self.ramp = gamma, interval, final, ramp
 
-    def penalty(
-        self, images: torch.Tensor, logits: torch.Tensor, index: int
-    ) -> torch.Tensor | None:
-        if index % self.interval:
+    def penalty(self, seen: Seen) -> torch.Tensor | None:
+        """The term for this D step, or None on the iterations a lazy penalty skips."""
+        if seen.index % self.interval:
             return None
-        gamma = gamma_at(self.gamma, self.final, self.ramp, index)
+        gamma = gamma_at(self.gamma, self.final, self.ramp, seen.index)
+        images, logits = self.side(seen)
         return (0.5 * gamma * self.interval) * r1_penalty(logits, images)
+
+    @staticmethod
+    def side(seen: Seen) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images the gradient is taken at, and D's logits on them."""
+        return seen.real, seen.real_logits
 
 
 class R2(R1):
@@ -195,3 +221,7 @@ class R2(R1):
     needs_real_grad = False
     needs_fake_grad = True
     on = "fake"
+
+    @staticmethod
+    def side(seen: Seen) -> tuple[torch.Tensor, torch.Tensor]:
+        return seen.fake, seen.fake_logits

@@ -15,7 +15,7 @@ parameters, gradients and Adam moments stay fp32.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from ganforge.augment import from_config as augment_from_config
 from ganforge.config import TrainConfig
-from ganforge.losses import R1, R2, GANLoss, get_loss
+from ganforge.losses import R1, R2, GANLoss, Seen, get_loss
 from ganforge.training.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -53,18 +53,21 @@ class Batch:
 
 
 class Regulariser(Protocol):
-    """A term added to D's loss on real images (``losses.R1``) or, with ``on = "fake"``, on
-    fake images (``losses.R2``)."""
+    """A term added to D's loss, given everything D saw in that step (:class:`losses.Seen`):
+    the real and fake images, both logits and the iteration.
 
-    # D's real (fake) input must carry a gradient (gradient penalties)
+    ``on`` says which part of D's loss it joins: "real" (``losses.R1``; it sees the real side),
+    "fake" (``losses.R2``; it sees the fake side, and the real side where D takes both in one
+    step) or "both" (it needs both sides: one D step per iteration). ``needs_real_grad`` and
+    ``needs_fake_grad`` ask for D's inputs to carry a gradient (gradient penalties).
+    """
+
     needs_real_grad: bool
     needs_fake_grad: bool
     on: str
 
-    def penalty(
-        self, images: torch.Tensor, logits: torch.Tensor, index: int
-    ) -> torch.Tensor | None:
-        """The term to add for iteration ``index``, or None when it skips this iteration."""
+    def penalty(self, seen: Seen) -> torch.Tensor | None:
+        """The term to add, or None when it skips this iteration."""
 
 
 Augment = Callable[[torch.Tensor], torch.Tensor]  # applied to every image D sees, real and fake
@@ -108,6 +111,7 @@ class AdversarialStep:
         self.d_forward = d_forward if d_forward is not None else discriminator
         self.loss, self.runtime, self.options = loss, runtime, options
         self.regularisers, self.augment, self.ema = tuple(regularisers), augment, ema
+        self._check_regularisers()
         # GraphedStep updates the average itself, outside the graph: its warm-up decay changes
         # every iteration, and a captured graph would replay the capture iteration's value
         self.defer_ema = False
@@ -129,6 +133,22 @@ class AdversarialStep:
         if self.ema is not None and not self.defer_ema:
             self.ema.update(self.G, batch.index)
         return torch.stack(stats)
+
+    def _check_regularisers(self) -> None:
+        both = [type(r).__name__ for r in self.regularisers if r.on == "both"]
+        if both and self._separate_d_steps():
+            raise ValueError(
+                f"{', '.join(both)} needs D's real and fake sides in one step; set "
+                "d_separate_updates=false (or update=simultaneous)"
+            )
+
+    def _separate_d_steps(self) -> bool:
+        """Two D steps per iteration (real, then fake), as two Keras train_on_batch calls."""
+        return (
+            self.options.update == "alternating"
+            and self.options.separate_d_updates
+            and self.loss.pair is None
+        )
 
     def use_eager(self) -> None:
         """Drop the compiled forwards (after a compile failure)."""
@@ -180,16 +200,19 @@ class AdversarialStep:
         real_loss = _zero(real_logits) if paired else self.loss.d_real(real_logits, smoothing)
         if self.observe is not None:
             self.observe(real_logits)
-        real_loss = self._penalties("real", real_loss, real, real_logits, batch.index)
+        real_seen = Seen(batch.index, real, real_logits)
+        real_loss = self._penalties(("real",), real_loss, real_seen)
         # two optimiser steps, as two Keras train_on_batch calls (check.py refuses it for a
         # paired loss, which needs both logits in one step)
-        separate = self.options.separate_d_updates and not paired
+        separate = self._separate_d_steps()
         if separate:
             self._step_d(real_loss)
+            real_seen = Seen(batch.index)
         fake = self._fake_input(fake)
         fake_logits = self._d_logits(fake, batch.fake_labels)
         fake_loss = _zero(fake_logits) if paired else self.loss.d_fake(fake_logits)
-        fake_loss = self._penalties("fake", fake_loss, fake, fake_logits, batch.index)
+        seen = replace(real_seen, fake=fake, fake_logits=fake_logits)
+        fake_loss = self._penalties(("fake", "both"), fake_loss, seen)
         if paired:
             fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
             self._step_d(real_loss + fake_loss)
@@ -213,14 +236,12 @@ class AdversarialStep:
         with self.runtime.autocast():
             return self._discriminate(images, labels)
 
-    def _penalties(
-        self, on: str, loss: torch.Tensor, images: torch.Tensor, logits: torch.Tensor, index: int
-    ) -> torch.Tensor:
-        """`loss` plus every regulariser of D's loss on these (real or fake) images."""
+    def _penalties(self, on: tuple[str, ...], loss: torch.Tensor, seen: Seen) -> torch.Tensor:
+        """`loss` plus every regulariser that joins this part of D's loss (`on`)."""
         for regulariser in self.regularisers:
-            if getattr(regulariser, "on", "real") != on:
+            if regulariser.on not in on:
                 continue
-            term = regulariser.penalty(images, logits, index)
+            term = regulariser.penalty(seen)
             if term is not None:
                 loss = loss + term
         return loss
@@ -274,11 +295,12 @@ class AdversarialStep:
         real_loss = _zero(real_logits) if paired else self.loss.d_real(real_logits, smoothing)
         if self.observe is not None:
             self.observe(real_logits)
-        real_loss = self._penalties("real", real_loss, real, real_logits, index)
+        real_loss = self._penalties(("real",), real_loss, Seen(index, real, real_logits))
         fake = self._fake_input(fake)
         fake_logits = self._d_logits(fake, batch.fake_labels_g)
         fake_loss = _zero(fake_logits) if paired else self.loss.d_fake(fake_logits)
-        fake_loss = self._penalties("fake", fake_loss, fake, fake_logits, index)
+        seen = Seen(index, real, real_logits, fake, fake_logits)
+        fake_loss = self._penalties(("fake", "both"), fake_loss, seen)
         if paired:
             fake_loss = fake_loss + self.loss.pair.d(real_logits, fake_logits)
             g_loss = self.loss.pair.g(fake_logits, real_logits.detach())
