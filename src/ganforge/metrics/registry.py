@@ -141,6 +141,19 @@ def main_metric(names: list[str]) -> str:
     return next(iter(METRICS[name].outputs))
 
 
+def ranked_feature_outputs() -> list[str]:
+    """The outputs of the feature metrics that rank runs (better lower or higher, not
+    information such as ``kid_std``), unsuffixed: the keys compared across feature spaces and
+    given bootstrap intervals."""
+    return [
+        key
+        for metric in METRICS.values()
+        if metric.needs == "features"
+        for key, way in metric.outputs.items()
+        if way in (LOWER, HIGHER)
+    ]
+
+
 def main_output_order() -> list[str]:
     """All main-metric output keys, preferred first (for reading logs written earlier)."""
     ranked = sorted((m.main_rank, m.name) for m in METRICS.values() if m.main_rank is not None)

@@ -25,7 +25,6 @@ from ganforge.metrics.precision_recall import per_image_outcomes
 
 RESAMPLES = 100
 Z95 = 1.96
-INTERVAL_OUTPUTS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
 
 def _weights(n: int, resamples: int, generator: torch.Generator) -> torch.Tensor:

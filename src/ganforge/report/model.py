@@ -14,6 +14,7 @@ from pathlib import Path
 from ganforge.errors import ConfigError
 from ganforge.metrics import direction, split_key
 from ganforge.metrics.floors import floor_for
+from ganforge.metrics.registry import ranked_feature_outputs
 from ganforge.metrics.uncertainty import within_noise
 from ganforge.report.collect import Frame, RunRecord, frame_at
 from ganforge.report.figures import loss_figure, quality_figure
@@ -125,10 +126,6 @@ def metric_rows(runs: list[RunRecord], mixed: bool) -> tuple[list[MetricRow], st
     return rows, note
 
 
-# outputs checked for disagreement
-RANKED = ("fid", "kid", "precision", "recall", "density", "coverage")
-
-
 def noise_and_disagreement(runs: list[RunRecord], rows: list[MetricRow]) -> list[str]:
     """Plain sentences: pairs of runs whose difference is inside the bootstrap noise, and pairs the
     two feature spaces put in opposite order."""
@@ -151,7 +148,7 @@ def noise_and_disagreement(runs: list[RunRecord], rows: list[MetricRow]) -> list
                     f"{', '.join(tied)}: this count cannot tell them apart there."
                 )
             opposite = []
-            for key in RANKED:
+            for key in ranked_feature_outputs():
                 first, second = by_key.get(key), by_key.get(key + "_enc")
                 if (
                     first is None
