@@ -64,13 +64,14 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from ganforge.artefacts.gif import save_gif
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_images, to_unit_range
+from ganforge.devices import resolve_device
 from ganforge.errors import GanforgeError
 from ganforge.noise import draw_noise
 from ganforge.presets import load_preset, preset_names
 from ganforge.training import Trainer, TrainerHook, TrainingState
 from ganforge.training.batches import ResidentBatches
 from ganforge.training.hooks import SampleGrids
-from ganforge.training.runtime import Runtime, resolve_device
+from ganforge.training.runtime import Runtime
 from ganforge.training.setup import RunOptions, prepare
 from ganforge.training.step import Batch, build_step
 from ganforge.training.threads import configure_threads, usable_cpus
@@ -794,8 +795,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from ganforge.training.runtime import resolve_device
-
     device = resolve_device(args.device)
     args.device = str(device)
     gpu = device.type == "cuda"

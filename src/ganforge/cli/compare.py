@@ -72,8 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ganforge.devices import resolve_device
     from ganforge.report import build_report
-    from ganforge.training.runtime import resolve_device
 
     html_path, md_path = build_report(
         args.runs,

@@ -184,8 +184,8 @@ def format_table(record: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ganforge.artefacts.files import write_text
+    from ganforge.devices import resolve_device
     from ganforge.metrics.runs import default_output, evaluate_source
-    from ganforge.training.runtime import resolve_device
 
     source = generator_source(args, "evaluate")
     record = evaluate_source(

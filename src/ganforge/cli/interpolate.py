@@ -85,6 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ganforge.artefacts.video import check_writer, save_animation
     from ganforge.conditional import class_labels, class_title, num_classes_of
+    from ganforge.devices import resolve_device
     from ganforge.generate import load_generator
     from ganforge.latent import (
         check_truncation,
@@ -93,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
         walk_images,
         with_noise,
     )
-    from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
     check_writer(out)

@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
     from ganforge.artefacts.files import write_with
     from ganforge.artefacts.images import save_grid, save_individual
     from ganforge.conditional import class_labels, class_title, num_classes_of
+    from ganforge.devices import resolve_device
     from ganforge.generate import generate, load_generator
     from ganforge.latent import check_truncation, parse_seeds, seed_images, with_noise
-    from ganforge.training.runtime import resolve_device
 
     out = Path(args.out)
     nifti = out.name.lower().endswith((".nii", ".nii.gz"))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from ganforge.devices import resolve_device
 from ganforge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -118,34 +119,6 @@ class Runtime:
 
 def _threads(count: int) -> str:
     return "1 thread" if count == 1 else f"{count} threads"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {name!r} asked for, but this PyTorch sees no CUDA GPU "
-                f"(torch {torch.__version__}); use --device cpu or auto"
-            )
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {name!r} asked for, but only "
-                f"{torch.cuda.device_count()} GPU(s) are visible"
-            )
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ConfigError(
-            "device 'mps' asked for, but it is not available; use --device cpu or auto"
-        )
-    return torch.device(name)
 
 
 def compile_unavailable(device: torch.device) -> str | None:
