@@ -25,7 +25,13 @@ from ganforge.data import to_uint8
 from ganforge.training.transfer import to_host_async
 
 if TYPE_CHECKING:
-    from ganforge.training.loop import Trainer
+    from ganforge.artefacts.rundir import RunDirectory
+    from ganforge.config import TrainConfig
+    from ganforge.data import ImageData
+    from ganforge.training.batches import BatchSource
+    from ganforge.training.health import HealthMonitor
+    from ganforge.training.runtime import Runtime
+    from ganforge.training.state import TrainingState
 
 
 @dataclass(frozen=True)
@@ -38,40 +44,60 @@ class Tick:
     is_last: bool
 
 
+class TrainerView(Protocol):
+    """What a hook may read of the loop that calls it. The loop (``loop.Trainer``) has all of
+    it; hooks are written against this view, so they never import the loop that imports them."""
+
+    config: TrainConfig
+    data: ImageData
+    state: TrainingState
+    run: RunDirectory
+    runtime: Runtime
+    batches: BatchSource
+    health: HealthMonitor
+    hooks: tuple[Hook, ...]
+    unit_steps: int
+    stopped: bool
+    warnings: list[str]
+    last_stats: dict[str, float]
+
+    def warn(self, message: str | None) -> None: ...
+
+
 class Hook(Protocol):
     """Told what the loop does; every method is optional (see :class:`TrainerHook`)."""
 
-    def on_start(self, trainer: Trainer) -> None: ...
-    def after_iteration(self, trainer: Trainer, tick: Tick) -> None: ...
-    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
-    def on_grid(self, trainer: Trainer, images: torch.Tensor, path: Path) -> None: ...
-    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
-    def before_finish(self, trainer: Trainer) -> None: ...
-    def after_finish(self, trainer: Trainer) -> None: ...
+    def on_start(self, trainer: TrainerView) -> None: ...
+    def after_iteration(self, trainer: TrainerView, tick: Tick) -> None: ...
+    def on_log(self, trainer: TrainerView, record: dict[str, Any]) -> None: ...
+    def on_grid(self, trainer: TrainerView, images: torch.Tensor, path: Path) -> None: ...
+    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None: ...
+    def before_finish(self, trainer: TrainerView) -> None: ...
+    def after_finish(self, trainer: TrainerView) -> None: ...
 
 
 class TrainerHook:
     """A hook that ignores everything: subclass it and override what you need."""
 
-    def on_start(self, trainer: Trainer) -> None:
+    def on_start(self, trainer: TrainerView) -> None:
         """The run folder and state are ready (a resumed run: at its checkpoint's step)."""
 
-    def after_iteration(self, trainer: Trainer, tick: Tick) -> None:
+    def after_iteration(self, trainer: TrainerView, tick: Tick) -> None:
         """An iteration ended (after its log record, if one was due)."""
 
-    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def on_log(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         """After the statistics of a log interval were read (a device sync) and written."""
 
-    def on_grid(self, trainer: Trainer, images: torch.Tensor, path: Path) -> None:
+    def on_grid(self, trainer: TrainerView, images: torch.Tensor, path: Path) -> None:
         """A sample grid was made: uint8 [N, C, H, W] images (on the device), its PNG path."""
 
-    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         """An evaluation during training finished."""
 
-    def before_finish(self, trainer: Trainer) -> None:
+    def before_finish(self, trainer: TrainerView) -> None:
         """Training ended; the final artefacts are about to be written."""
 
-    def after_finish(self, trainer: Trainer) -> None:
+    def after_finish(self, trainer: TrainerView) -> None:
         """The final artefacts are on disk."""
 
 
@@ -83,23 +109,23 @@ class SampleGrids(TrainerHook):
     def __init__(self, async_writes: bool):
         self.writer = BackgroundWriter(async_writes)
 
-    def on_start(self, trainer: Trainer) -> None:
+    def on_start(self, trainer: TrainerView) -> None:
         if trainer.state.step == 0:
             self.save_reals(trainer)
             self.save(trainer)
 
-    def after_iteration(self, trainer: Trainer, tick: Tick) -> None:
+    def after_iteration(self, trainer: TrainerView, tick: Tick) -> None:
         c = trainer.config
         due = (tick.unit_index - c.sample_offset) % c.sample_every == 0
         if tick.end_of_unit and (due or tick.is_last):
             self.save(trainer)
 
-    def before_finish(self, trainer: Trainer) -> None:
+    def before_finish(self, trainer: TrainerView) -> None:
         # every sample grid is on disk before the GIF is made
         self.writer.close()
 
     @torch.no_grad()
-    def save(self, trainer: Trainer) -> Path:
+    def save(self, trainer: TrainerView) -> Path:
         """One grid of the sampling generator (the EMA copy when kept), now."""
         state, config = trainer.state, trainer.config
         generator, step, noise = state.sampling_generator, state.step, state.grid_noise
@@ -128,7 +154,7 @@ class SampleGrids(TrainerHook):
             hook.on_grid(trainer, images, path)
         return path
 
-    def save_reals(self, trainer: Trainer) -> Path:
+    def save_reals(self, trainer: TrainerView) -> Path:
         """reals.png: the preprocessed real images as training sees them, so a flipped or
         badly windowed dataset shows at once."""
         config, data = trainer.config, trainer.data
@@ -142,7 +168,7 @@ class FinalArtefacts(TrainerHook):
     """At the end of a run: the generator, the loss curves, the GIF of the grids and
     summary.json."""
 
-    def before_finish(self, trainer: Trainer) -> None:
+    def before_finish(self, trainer: TrainerView) -> None:
         export(trainer)
         state, data, run = trainer.state, trainer.data, trainer.run
         records = run.read_jsonl(run.metrics_file)
@@ -166,7 +192,7 @@ class FinalArtefacts(TrainerHook):
         run.write_json(run.summary_file, summary)
 
 
-def export(trainer: Trainer) -> Path:
+def export(trainer: TrainerView) -> Path:
     """generator.safetensors: the sampling generator with what it is, loadable alone."""
     state, data = trainer.state, trainer.data
     info = GeneratorInfo.from_config(
