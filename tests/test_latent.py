@@ -310,3 +310,28 @@ def test_sample_says_which_noise_law_it_drew(cli, tmp_path):
         "--out", tmp_path / "calm.png",
     )  # fmt: skip
     assert result.code == 0 and "normal noise σ 0.5" in result.err
+
+
+# ---- the same rules from Python -------------------------------------------------------------------
+def test_python_sample_and_interpolate_give_what_the_commands_write(run_dir, tmp_path, cli):
+    """ganforge.sample with seeds and a truncation, and ganforge.interpolate, apply the rules of
+    `ganforge sample` and `ganforge interpolate`: the same seed gives the same pixels."""
+    from PIL import Image
+
+    import ganforge
+
+    assert (
+        cli("sample", run_dir, "--seeds", "4,9", "--truncation", "0.7", "--out", tmp_path).code == 0
+    )
+    images = ganforge.sample(run_dir, seeds=[4, 9], truncation=0.7)
+    assert images.shape == (2, 32, 32, 1) and images.dtype == np.uint8
+    for seed, image in zip((4, 9), images):
+        written = np.asarray(Image.open(tmp_path / f"seed-{seed:04d}.png"))
+        assert np.array_equal(written.reshape(image.shape), image)
+    # a truncation with a count draws seed .. seed + count - 1, one image per seed
+    assert np.array_equal(ganforge.sample(run_dir, 2, seed=4, truncation=0.7)[0], images[0])
+    frames = ganforge.interpolate(run_dir, [4, 9], frames=6, loop=False)
+    assert frames.shape == (6, 32, 32, 1)
+    assert np.array_equal(frames[0], ganforge.sample(run_dir, seeds=[4])[0])
+    with pytest.raises(ConfigError, match="unconditional"):
+        ganforge.sample(run_dir, 4, label=3)

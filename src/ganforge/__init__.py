@@ -36,6 +36,8 @@ _EXPORTS = {
     "generate": "ganforge.generate",
     "load_generator": "ganforge.generate",
     "sample": "ganforge.generate",
+    "interpolate": "ganforge.generate",
+    "draw": "ganforge.generate",
     "load_config_file": "ganforge.presets",
     "load_preset": "ganforge.presets",
     "preset_names": "ganforge.presets",

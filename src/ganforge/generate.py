@@ -7,6 +7,7 @@ folder from ``ganforge export --format folder`` (its model.safetensors), an expo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +23,10 @@ from ganforge.checkpoint import (
     load_state_strict,
     read_generator_file,
 )
+from ganforge.conditional import class_labels, num_classes_of
 from ganforge.data.base import to_uint8
-from ganforge.errors import CheckpointError
+from ganforge.errors import CheckpointError, ConfigError
+from ganforge.latent import check_truncation, seed_images, walk_class, walk_images, with_noise
 from ganforge.models import build_models, generator_skeleton
 from ganforge.noise import draw_noise
 
@@ -113,7 +116,113 @@ def generate(
     return torch.cat(out)
 
 
-def sample(source: str | Path, count: int = 64, seed: int = 0, device: str = "cpu") -> np.ndarray:
-    """The one-call API: uint8 images [N, H, W, C] from a run folder or generator file."""
+@dataclass(frozen=True)
+class Drawn:
+    """Images drawn from a generator, with what a caller needs to save or describe them."""
+
+    images: torch.Tensor
+    """uint8 [N, C, H, W]."""
+    seeds: list[int] | None
+    """One seed per image (asked for, or implied by a truncation); None: one stream from a
+    single seed, the fastest way to many images."""
+    label: int | None
+    """The class every image was asked for; None: no class asked."""
+    info: GeneratorInfo
+    """The generator's description, with the noise law the images were drawn in."""
+
+
+def draw(
+    generator: nn.Module,
+    info: GeneratorInfo,
+    count: int = 64,
+    *,
+    seed: int = 0,
+    seeds: list[int] | None = None,
+    truncation: float | None = None,
+    label: int | str | None = None,
+    noise: str | None = None,
+    noise_std: float | None = None,
+    name: str = "the generator",
+) -> Drawn:
+    """Images as ``ganforge sample`` makes them: `count` from one `seed`, or one per seed.
+
+    A truncation draws one image per seed (``seed`` .. ``seed + count - 1`` unless `seeds`
+    are given), so an image never depends on the others. `label` (a class number or name)
+    asks a conditional generator for one class; `noise` and `noise_std` draw from another
+    law than the trained one. Every choice is checked before anything is generated; `name`
+    says which generator a one-line error is about.
+    """
+    info = with_noise(info, noise, noise_std)
+    check_truncation(info, truncation)
+    if seeds is None and truncation is not None:
+        seeds = seed_range(seed, count)
+    amount = len(seeds) if seeds else count
+    labels = class_labels(label, num_classes_of(generator), amount, name, info.class_names)
+    if seeds is None:
+        images = generate(generator, info, count, seed, labels=labels)
+    else:
+        images = seed_images(generator, info, seeds, truncation, labels)
+    return Drawn(images, seeds, int(labels[0]) if labels is not None else None, info)
+
+
+def walk_frames(
+    generator: nn.Module,
+    info: GeneratorInfo,
+    seeds: list[int],
+    frames: int = 60,
+    *,
+    loop: bool = True,
+    truncation: float | None = None,
+    label: int | str | None = None,
+    noise: str | None = None,
+    noise_std: float | None = None,
+    name: str = "the generator",
+) -> Drawn:
+    """The frames of a walk through the seeds' latents (slerp for normal noise, else lerp),
+    as ``ganforge interpolate`` makes them. A conditional generator stays in one class:
+    `label`, else the first seed's (the class ``ganforge sample --seeds`` gives it)."""
+    info = with_noise(info, noise, noise_std)
+    check_truncation(info, truncation)
+    labels = class_labels(label, num_classes_of(generator), 1, name, info.class_names)
+    asked = int(labels[0]) if labels is not None else None
+    images = walk_images(generator, info, seeds, frames, loop, truncation, asked)
+    return Drawn(images, seeds, walk_class(generator, seeds, asked), info)
+
+
+def seed_range(first: int, count: int) -> list[int]:
+    """`count` consecutive seeds from `first`; each must be a non-negative 64-bit number."""
+    if first < 0 or first + count > 2**63:
+        raise ConfigError(
+            f"a truncation draws one image per seed, here {first}..{first + count - 1}, and "
+            "seeds must be non-negative 64-bit numbers; choose another seed"
+        )
+    return list(range(first, first + count))
+
+
+def sample(
+    source: str | Path,
+    count: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+    **options,
+) -> np.ndarray:
+    """The one-call API: uint8 images [N, H, W, C] from a run folder or generator file.
+
+    `options` are :func:`draw`'s: ``seeds``, ``truncation``, ``label``, ``noise`` and
+    ``noise_std``, e.g. ``ganforge.sample("runs/mnist-best-001", 16, label=7)``.
+    """
     generator, info = load_generator(source, device)
-    return generate(generator, info, count, seed).permute(0, 2, 3, 1).numpy()
+    drawn = draw(generator, info, count, seed=seed, name=f"the generator in {source}", **options)
+    return drawn.images.permute(0, 2, 3, 1).numpy()
+
+
+def interpolate(
+    source: str | Path, seeds: list[int], frames: int = 60, device: str = "cpu", **options
+) -> np.ndarray:
+    """uint8 frames [frames, H, W, C] of a latent walk through `seeds` (:func:`walk_frames`;
+    ``loop``, ``truncation``, ``label``, ``noise``, ``noise_std`` as there)."""
+    generator, info = load_generator(source, device)
+    walked = walk_frames(
+        generator, info, seeds, frames, name=f"the generator in {source}", **options
+    )
+    return walked.images.permute(0, 2, 3, 1).numpy()

@@ -84,29 +84,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ganforge.artefacts.video import check_writer, save_animation
-    from ganforge.conditional import class_labels, class_title, num_classes_of
+    from ganforge.conditional import class_title
     from ganforge.devices import resolve_device
-    from ganforge.generate import load_generator
-    from ganforge.latent import (
-        check_truncation,
-        parse_seeds,
-        walk_class,
-        walk_images,
-        with_noise,
-    )
+    from ganforge.generate import load_generator, walk_frames
+    from ganforge.latent import parse_seeds
 
     out = Path(args.out)
     check_writer(out)
     seeds = parse_seeds(args.seeds)
     source = generator_source(args, "interpolate")
     generator, info = load_generator(source, resolve_device(args.device))
-    info = with_noise(info, args.noise, args.noise_std)
-    check_truncation(info, args.truncation)
-    classes = num_classes_of(generator)
-    labels = class_labels(args.label, classes, 1, f"the {info.arch} generator", info.class_names)
-    label = int(labels[0]) if labels is not None else None
-    frames = walk_images(generator, info, seeds, args.frames, args.loop, args.truncation, label)
-    label = walk_class(generator, seeds, label)
+    walked = walk_frames(
+        generator,
+        info,
+        seeds,
+        args.frames,
+        loop=args.loop,
+        truncation=args.truncation,
+        label=args.label,
+        noise=args.noise,
+        noise_std=args.noise_std,
+        name=f"the {info.arch} generator",
+    )
+    frames, label, info = walked.images, walked.label, walked.info
     try:
         save_animation(frames, out, fps=args.fps, min_side=args.size)
     except OSError as exc:

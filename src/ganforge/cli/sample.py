@@ -100,10 +100,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ganforge.artefacts.files import write_with
     from ganforge.artefacts.images import save_grid, save_individual
-    from ganforge.conditional import class_labels, class_title, num_classes_of
+    from ganforge.conditional import class_title
     from ganforge.devices import resolve_device
-    from ganforge.generate import generate, load_generator
-    from ganforge.latent import check_truncation, parse_seeds, seed_images, with_noise
+    from ganforge.generate import draw, load_generator
+    from ganforge.latent import parse_seeds
 
     out = Path(args.out)
     nifti = out.name.lower().endswith((".nii", ".nii.gz"))
@@ -115,24 +115,21 @@ def run(args: argparse.Namespace) -> int:
             f"--out {out} is a folder; give a file name ending in .png, .npy or .nii.gz"
         )
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    if seeds is None and args.truncation is not None:
-        seeds = _seed_range(args.seed, args.count)
     source = generator_source(args, "sample")
     generator, info = load_generator(source, resolve_device(args.device))
-    info = with_noise(info, args.noise, args.noise_std)
-    check_truncation(info, args.truncation)
-    classes = num_classes_of(generator)
-    labels = class_labels(
-        args.label,
-        classes,
-        len(seeds) if seeds else args.count,
-        f"the {info.arch} generator in {source}",
-        info.class_names,
+    drawn = draw(
+        generator,
+        info,
+        args.count,
+        seed=args.seed,
+        seeds=seeds,
+        truncation=args.truncation,
+        label=args.label,
+        noise=args.noise,
+        noise_std=args.noise_std,
+        name=f"the {info.arch} generator in {source}",
     )
-    if seeds is None:
-        images = generate(generator, info, args.count, args.seed, labels=labels)
-    else:
-        images = seed_images(generator, info, seeds, args.truncation, labels)
+    images, seeds, info = drawn.images, drawn.seeds, drawn.info
     try:
         if kind == "grid":
             save_grid(images, out, rows=max(1, int(math.sqrt(len(images)))))
@@ -158,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         what = f"seed {args.seed}" if seeds is None else f"seeds {seeds[0]}-{seeds[-1]}"
     trunc = f", truncation {args.truncation:g}" if args.truncation is not None else ""
-    trunc += f", {class_title(int(labels[0]), info.class_names)}" if labels is not None else ""
+    trunc += f", {class_title(drawn.label, info.class_names)}" if drawn.label is not None else ""
     trunc += noise_note(args)
     say(
         f"wrote {len(images)} images {tuple(images.shape[1:])} from {info.arch} ({info.dataset}, "
@@ -181,15 +178,6 @@ def _spacing(text: str) -> tuple[float, float, float]:
             "e.g. 1 or 0.9,0.9,2.5"
         )
     return sizes[0], sizes[1], sizes[2]
-
-
-def _seed_range(first: int, count: int) -> list[int]:
-    if first < 0 or first + count > 2**63:
-        raise ConfigError(
-            f"--truncation uses the seeds {first}..{first + count - 1}, which "
-            "must be non-negative 64-bit numbers; choose another --seed"
-        )
-    return list(range(first, first + count))
 
 
 def _save_per_seed(images, seeds: list[int], folder: Path) -> None:
