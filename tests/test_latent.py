@@ -312,7 +312,7 @@ def test_sample_says_which_noise_law_it_drew(cli, tmp_path):
     assert result.code == 0 and "normal noise σ 0.5" in result.err
 
 
-# ---- the same rules from Python -------------------------------------------------------------------
+# ---- the same rules from Python ----------------------------------------------------------------
 def test_python_sample_and_interpolate_give_what_the_commands_write(run_dir, tmp_path, cli):
     """ganforge.sample with seeds and a truncation, and ganforge.interpolate, apply the rules of
     `ganforge sample` and `ganforge interpolate`: the same seed gives the same pixels."""

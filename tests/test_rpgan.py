@@ -283,3 +283,64 @@ def test_a_regulariser_of_both_sides_refuses_two_separate_d_steps():
     with pytest.raises(ValueError, match="d_separate_updates=false"):
         _linear_step((_Gap(1.0),), separate_d_updates=True)
     _linear_step((_Gap(1.0),), update="simultaneous", separate_d_updates=False)
+
+
+# ---- R3GAN's optimiser schedule ------------------------------------------------------------------
+def test_the_optimiser_ramp_sets_rates_and_beta2_from_the_iteration(tiny_config):
+    """R3GAN's schedule: lr falls to lr_end of itself and beta2 rises to beta2_end along the
+    gamma ramp's half cosine, set from the iteration number (so a resumed run continues it)."""
+    from ganforge.training.optim import optim_schedule
+
+    config = tiny_config(
+        "demo",
+        {"optim.ramp": 10, "optim.lr_end": 0.25, "optim.beta2": 0.9, "optim.beta2_end": 0.99},
+    )
+    g, d = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    opt_g = torch.optim.Adam(g.parameters(), lr=config.optim.lr_g, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.lr_d, betas=(0.0, 0.9))
+    schedule = optim_schedule(config.optim, opt_g, opt_d)
+    expected = ((0, 1.0, 0.9), (5, 0.625, 0.945), (10, 0.25, 0.99), (99, 0.25, 0.99))
+    for index, share, beta2 in expected:
+        schedule(index)
+        for optimiser, lr in ((opt_g, config.optim.lr_g), (opt_d, config.optim.lr_d)):
+            (group,) = optimiser.param_groups
+            assert group["lr"] == approx(lr * share)
+            assert group["betas"] == (0.0, approx(beta2))
+    schedule(3)  # back to an earlier iteration: the values are functions of it, not a history
+    assert opt_g.param_groups[0]["lr"] == approx(config.optim.lr_g * gamma_at(1.0, 0.25, 10, 3))
+    assert optim_schedule(tiny_config("demo").optim, opt_g, opt_d) is None
+
+
+@pytest.mark.parametrize(
+    "setting, fragment",
+    [
+        ("optim.ramp=-1", "optim.ramp must be"),
+        ("optim.lr_end=0", "optim.lr_end must be"),
+        ("optim.beta2_end=1", "optim.beta2_end must be"),
+    ],
+)
+def test_impossible_optimiser_ramps_are_one_line(cli, user_error, setting, fragment):
+    result = cli("train", "--preset", "demo", "--set", setting, "--dry-run")
+    user_error(result, fragment)
+
+
+def test_a_run_with_the_ramp_ends_at_the_final_settings_and_resumes_onto_the_same_weights(
+    train_tiny,
+):
+    """4 iterations with a 2-iteration ramp: the checkpoint's optimisers hold the final rates
+    and beta2; stopping at 2 and resuming gives the uninterrupted run's weights bit for bit."""
+    from safetensors.torch import load_file
+
+    from ganforge.checkpoint import find_latest, load_checkpoint
+
+    ramp = {"optim.ramp": 2, "optim.lr_end": 0.5, "optim.beta2_end": 0.99}
+    whole = train_tiny("whole", settings=ramp, iterations=4, checkpoint_every=2)
+    state = load_checkpoint(find_latest(whole.run_dir / "checkpoints"))
+    for name, lr in (("opt_g", 2e-4), ("opt_d", 2e-4)):
+        (group,) = state[name]["param_groups"]
+        assert group["lr"] == approx(lr * 0.5) and group["betas"][1] == approx(0.99)
+    train_tiny("parts", settings=ramp, iterations=2, checkpoint_every=2)
+    parts = train_tiny("parts", settings=ramp, iterations=4, checkpoint_every=2, resume=True)
+    first = load_file(whole.run_dir / "generator.safetensors")
+    second = load_file(parts.run_dir / "generator.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)

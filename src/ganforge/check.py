@@ -200,6 +200,12 @@ def _execution_problems(config: TrainConfig) -> list[str]:
             "(gamma_ramp > 0) changes the penalty weight between iterations and needs "
             "cuda_graphs=off"
         )
+    if config.cuda_graphs == "on" and config.optim.ramp > 0:
+        problems.append(
+            "cuda_graphs=on replays the same step every iteration; the optimiser ramp "
+            "(optim.ramp > 0) changes the learning rates between iterations and needs "
+            "cuda_graphs=off"
+        )
     if config.cuda_graphs == "on" and config.augment and config.ada_target > 0:
         problems.append(
             "cuda_graphs=on replays the same step every iteration; the adaptive augmentation "

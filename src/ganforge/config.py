@@ -94,6 +94,12 @@ class OptimConfig:
     # models (the notebook's GAN): bias correction then advances once per optimiser step of
     # either network.
     shared_counter: bool = False
+    # R3GAN's optimiser schedule: over the first `ramp` iterations both learning rates fall
+    # along a half cosine to lr_end times their value and beta2 moves the same way to
+    # beta2_end (R3GAN: 0.25 and 0.9 -> 0.99), then they stay; 0: constant
+    ramp: int = 0
+    lr_end: float = 1.0
+    beta2_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +319,12 @@ def _problems(c: TrainConfig):
         beta = getattr(c.optim, name)
         if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
             yield f"optim.{name} must be in [0, 1) (got {beta!r})"
+    if isinstance(c.optim.ramp, bool) or not isinstance(c.optim.ramp, int) or c.optim.ramp < 0:
+        yield f"optim.ramp must be 0 (off) or a number of iterations (got {c.optim.ramp!r})"
+    if not 0.0 < c.optim.lr_end <= 1.0:
+        yield f"optim.lr_end must be a share of the starting rate in (0, 1] (got {c.optim.lr_end})"
+    if c.optim.beta2_end is not None and not 0.0 <= c.optim.beta2_end < 1.0:
+        yield f"optim.beta2_end must be in [0, 1) (got {c.optim.beta2_end!r})"
     yield from positive("noise_std", c.noise_std)
     yield from positive("grid_size", c.grid_size)
     for name in ("sample_every", "checkpoint_every", "log_every", "keep_checkpoints"):

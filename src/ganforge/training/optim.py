@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ganforge.config import OptimConfig
+from ganforge.losses import gamma_at
 from ganforge.training.runtime import Runtime
 
 
@@ -114,3 +115,35 @@ class SharedIterationCounter:
                         param, memory_format=torch.preserve_format
                     )
                 state["step"].fill_(count)
+
+
+class OptimSchedule:
+    """R3GAN's optimiser schedule: the learning rates and Adam's beta2 of both networks as
+    functions of the iteration, along the half cosine of the R1/R2 gamma ramp
+    (:func:`ganforge.losses.gamma_at`).
+
+    The values are set from the iteration number before every iteration, never accumulated,
+    so a resumed run takes up the schedule exactly where it stopped.
+    """
+
+    def __init__(
+        self, optim: OptimConfig, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer
+    ):
+        self.optim = optim
+        self.targets = ((opt_g, optim.lr_g), (opt_d, optim.lr_d))
+
+    def __call__(self, index: int) -> None:
+        o = self.optim
+        beta2_end = o.beta2 if o.beta2_end is None else o.beta2_end
+        beta2 = gamma_at(o.beta2, beta2_end, o.ramp, index)
+        for optimiser, lr in self.targets:
+            for group in optimiser.param_groups:
+                group["lr"] = gamma_at(lr, lr * o.lr_end, o.ramp, index)
+                group["betas"] = (group["betas"][0], beta2)
+
+
+def optim_schedule(
+    optim: OptimConfig, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer
+) -> OptimSchedule | None:
+    """The schedule the config asks for, or None for constant settings."""
+    return OptimSchedule(optim, opt_g, opt_d) if optim.ramp > 0 else None

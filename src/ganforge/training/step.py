@@ -24,6 +24,7 @@ from torch import nn
 from ganforge.augment import from_config as augment_from_config
 from ganforge.config import TrainConfig
 from ganforge.losses import R1, R2, GANLoss, Seen, get_loss
+from ganforge.training.optim import optim_schedule
 from ganforge.training.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class AdversarialStep:
         g_forward: Callable | None = None,
         d_forward: Callable | None = None,
         scalers: dict[str, torch.amp.GradScaler] | None = None,
+        schedule: Callable[[int], None] | None = None,
     ):
         self.G, self.D, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
         # possibly torch.compile'd callables (an OptimizedModule has no truth value: test for None)
@@ -111,6 +113,8 @@ class AdversarialStep:
         self.d_forward = d_forward if d_forward is not None else discriminator
         self.loss, self.runtime, self.options = loss, runtime, options
         self.regularisers, self.augment, self.ema = tuple(regularisers), augment, ema
+        # sets the optimisers' settings for an iteration from its number (optim.OptimSchedule)
+        self.schedule = schedule
         self._check_regularisers()
         # GraphedStep updates the average itself, outside the graph: its warm-up decay changes
         # every iteration, and a captured graph would replay the capture iteration's value
@@ -123,6 +127,8 @@ class AdversarialStep:
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         """Returns a [5] tensor of STAT_NAMES, on the device."""
+        if self.schedule is not None:
+            self.schedule(batch.index)
         if self.options.update == "simultaneous":
             stats = self._simultaneous(batch)
         else:
@@ -449,4 +455,5 @@ def build_step(
         g_forward=g_forward,
         d_forward=d_forward,
         scalers=state.scalers,
+        schedule=optim_schedule(c.optim, state.opt_g, state.opt_d),
     )
