@@ -475,7 +475,7 @@ def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_
     ],
 )
 def test_settings_a_world_size_cannot_run_are_refused(settings, world, fragment):
-    config = TrainConfig(iterations=1).with_overrides(settings)
+    config = TrainConfig().with_overrides({"iterations": 1, **settings})
     found = problems(config, world)
     assert len(found) == 1 and fragment in found[0], found
 
@@ -497,7 +497,7 @@ def test_without_a_rendezvous_address_a_process_says_how_to_launch(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(ConfigError, match="MASTER_ADDR and MASTER_PORT are not set.*torchrun"):
-        join(TrainConfig(iterations=1, device="cpu"))
+        join(TrainConfig().with_overrides({"iterations": 1, "device": "cpu"}))
 
 
 def test_a_wrong_rendezvous_address_fails_within_the_timeout(monkeypatch):
@@ -505,7 +505,7 @@ def test_a_wrong_rendezvous_address_fails_within_the_timeout(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(free_port()))  # nobody listens there
-    config = TrainConfig(iterations=1, device="cpu", dist_timeout_s=1)
+    config = TrainConfig().with_overrides({"iterations": 1, "device": "cpu", "dist_timeout_s": 1})
     start = time.monotonic()
     with pytest.raises(
         ConfigError,

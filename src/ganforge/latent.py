@@ -101,8 +101,7 @@ def seed_latent(info: GeneratorInfo, seed: int, truncation: float | None = None)
     """The latent vector [latent_dim] of one seed, in the training noise law (noise.py)."""
     check_truncation(info, truncation)
     rng = torch.Generator(device="cpu").manual_seed(seed)
-    law, std = info.noise, info.noise_std
-    return draw_noise(1, info.latent_dim, law, std, rng, "cpu", truncation)[0]
+    return draw_noise(1, info.latent_dim, info.latent, rng, "cpu", truncation)[0]
 
 
 def seed_latents(

@@ -116,7 +116,7 @@ class Checkpointer:
                 f"({exc.strerror or exc}); {kept}; free space or fix the folder, then "
                 f"--resume {self.run.path}"
             ) from None
-        for stale in sorted(folder.glob("ckpt-*.pt"))[: -self.config.keep_checkpoints]:
+        for stale in sorted(folder.glob("ckpt-*.pt"))[: -self.config.schedule.keep_checkpoints]:
             stale.unlink(missing_ok=True)
         return path
 
@@ -144,7 +144,7 @@ class Checkpointer:
         return (
             f"the last good checkpoint, {latest.name}, is intact; continue from it with a lower "
             f"learning rate: ganforge train --resume {self.run.path} --lr 1e-4 (or a stabiliser: "
-            "--set r1_gamma=1)"
+            "--set regularise.r1_gamma=1)"
         )
 
     # ---- reading ---------------------------------------------------------------------------
