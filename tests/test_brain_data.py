@@ -881,3 +881,20 @@ def test_oasis_preset_trains_on_named_slices_and_says_so_first(tmp_path, monkeyp
     assert first.startswith(f"note: {slices} is not the OASIS data") and "--data" in first
     saved = json.loads((tmp_path / "runs" / "kaggle" / "config.json").read_text())
     assert saved["data"]["substitute"] == first
+
+
+def test_the_nifti_cache_key_is_the_one_of_before_data_options(head_volume):
+    """Moving the NIfTI settings into data.options keeps the decoded-image cache's key: the
+    file is where the flat settings (data.nifti_range, ...) put it, so old caches are reused."""
+    load_images(nifti_config(head_volume, resolution=32, nifti_range=(0.5, 0.53)))
+    settings = {
+        **data_cache.cache_settings(DataConfig(resolution=32), "nifti", "all"),
+        "axis": 2,
+        "range": [0.5, 0.53],
+        "min_foreground": 0.1,
+        "normalise": "percentile",
+        "percentiles": [0.5, 99.5],
+        "subject_split": None,
+        "pixels": "square",
+    }
+    assert cache_files() == [data_cache.cache_file(head_volume, settings)]

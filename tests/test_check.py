@@ -24,6 +24,15 @@ from ganforge.errors import ConfigError
             ["--dataset", "nifti", "--set", "data.nifti_axis=3"],
             "data.options.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial)",
         ),
+        (
+            ["--dataset", "stacked-mnist", "--set", "data.options.stack=3"],
+            "dataset 'stacked-mnist' has no option 'stack'; its options: stacks (int | None), "
+            "stack_seed (int)",
+        ),
+        (
+            ["--dataset", "stacked-mnist", "--set", "data.options.stacks=many"],
+            "data.options.stacks expects int, got 'many'; the options of dataset 'stacked-mnist'",
+        ),
         (["--set", "precision=fp8"], "precision must be one of auto, fp32, bf16"),
         (["--set", "update=sometimes"], "update must be one of alternating, simultaneous"),
         (["--epochs", "2", "--iterations", "5"], "give only one of --epochs and --iterations"),

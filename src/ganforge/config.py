@@ -620,7 +620,13 @@ def _did_you_mean(key: Any) -> str:
     close = difflib.get_close_matches(key, paths, n=1) or [
         by_name[name] for name in difflib.get_close_matches(key.rsplit(".", 1)[-1], by_name, n=1)
     ]
-    return f" (did you mean {close[0]}?)" if close else ""
+    if not close:
+        return ""
+    group, _, _ = close[0].rpartition(".")
+    if not group or group.count("."):
+        return f" (did you mean {close[0]}?)"
+    names = [path.rsplit(".", 1)[-1] for path in paths if path.startswith(group + ".")]
+    return f" (did you mean {close[0]}? {group} holds: {', '.join(names)})"
 
 
 def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
