@@ -77,33 +77,36 @@ from ganforge.training.threads import configure_threads, usable_cpus
 from ganforge.training.world import SingleProcess
 
 PLAIN = {
-    "precision": "fp32",
-    "compile": "off",
-    "channels_last": "off",
-    "fused_optim": "off",
-    "async_artefacts": "off",
-    "cuda_graphs": "off",
+    "execution.precision": "fp32",
+    "execution.compile": "off",
+    "execution.channels_last": "off",
+    "execution.fused_optim": "off",
+    "execution.async_artefacts": "off",
+    "execution.cuda_graphs": "off",
 }
 # name -> (config overrides, plain DataLoader input?)
 VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
     "fast": ({}, False),
     "plain": (PLAIN, True),
-    "fast-fp32": ({"precision": "fp32"}, False),  # no bf16 autocast
+    "fast-fp32": ({"execution.precision": "fp32"}, False),  # no bf16 autocast
     # bf16 autocast asked for: the faithful presets pin fp32, so this is their fast path
-    "fast-bf16": ({"precision": "bf16"}, False),
-    "fast-eager": ({"compile": "off"}, False),  # no torch.compile
-    "fast-contiguous": ({"channels_last": "off"}, False),
-    "fast-unfused": ({"fused_optim": "off"}, False),
-    "fast-sync-io": ({"async_artefacts": "off"}, False),
+    "fast-bf16": ({"execution.precision": "bf16"}, False),
+    "fast-eager": ({"execution.compile": "off"}, False),  # no torch.compile
+    "fast-contiguous": ({"execution.channels_last": "off"}, False),
+    "fast-unfused": ({"execution.fused_optim": "off"}, False),
+    "fast-sync-io": ({"execution.async_artefacts": "off"}, False),
     "fast-dataloader": ({}, True),  # the plain input pipeline, everything else fast
     "fast-reduce-overhead": (
-        {"compile_mode": "reduce-overhead"},
+        {"execution.compile_mode": "reduce-overhead"},
         False,
     ),  # CUDA graphs per model (compile)
-    "fast-autotune": ({"compile_mode": "max-autotune-no-cudagraphs"}, False),
-    "fast-graphs": ({"cuda_graphs": "on"}, False),  # the whole iteration as one CUDA graph
+    "fast-autotune": ({"execution.compile_mode": "max-autotune-no-cudagraphs"}, False),
+    "fast-graphs": (
+        {"execution.cuda_graphs": "on"},
+        False,
+    ),  # the whole iteration as one CUDA graph
     "fast-eager-graphs": (
-        {"compile": "off", "cuda_graphs": "on"},
+        {"execution.compile": "off", "execution.cuda_graphs": "on"},
         False,
     ),  # no compile time, no launch cost
 }
@@ -438,14 +441,14 @@ def measure_variant(
     config = base.with_overrides(
         {
             **overrides,
-            "device": device_name,
+            "execution.device": device_name,
             "out_dir": str(workdir),
             "run_name": f"{preset}-{variant}",
-            "iterations": warmup + measured,
-            "log_every": window,
-            "sample_every": 10**9,
-            "checkpoint_every": 10**9,
-            "eval_every": 0,
+            "schedule.iterations": warmup + measured,
+            "schedule.log_every": window,
+            "schedule.sample_every": 10**9,
+            "schedule.checkpoint_every": 10**9,
+            "schedule.eval_every": 0,
         }
     ).validate()
     device = resolve_device(config.execution.device)
@@ -604,7 +607,7 @@ def run_full(
     config = base.with_overrides(
         {
             **overrides,
-            "device": args.device,
+            "execution.device": args.device,
             "out_dir": str(workdir),
             "seed": seed,
             "run_name": f"{preset}-{variant}-full-s{seed}",

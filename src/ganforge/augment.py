@@ -195,7 +195,8 @@ class DiffAugment:
 
 
 def from_config(config: Any, device: torch.device | str) -> DiffAugment | None:
-    """The augmentation the config asks for (the ``augment`` group: ``names``, ``p``, ``ada_*``), or None."""
+    """The augmentation the config asks for (the ``augment`` group: ``names``, ``p``,
+    ``ada_*``), or None."""
     names = parse_names(config.augment.names) if config.augment.names else []
     if not names:
         return None

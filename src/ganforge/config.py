@@ -610,7 +610,7 @@ def _set_dotted(values: dict[str, Any], key: str, raw: Any, cls: type) -> None:
 
 
 def _did_you_mean(key: Any) -> str:
-    """" (did you mean schedule.batch_size?)" for a near miss of a setting's name, else ""."""
+    """ " (did you mean schedule.batch_size?)" for a near miss of a setting's name, else ""."""
     import difflib
 
     if not isinstance(key, str):

@@ -1,7 +1,7 @@
 """Latent vectors by seed: one file per seed, walks between seeds, and truncation.
 
 Each seed owns its latent vector. It is drawn from its own ``torch.Generator`` on the CPU
-(``manual_seed(seed)``), in the training noise law (normal with ``noise_std``, or uniform
+(``manual_seed(seed)``), in the training noise law (normal with ``latent.std``, or uniform
 in [-1, 1]). So the image for seed 7 is the same whether it is made alone or among seeds
 0-35, and the same on every machine (up to the device's arithmetic). :func:`images_for_seeds`
 runs the generator one latent at a time for the same reason: a batch of one gives the

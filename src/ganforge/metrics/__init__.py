@@ -14,7 +14,7 @@ as the main metric; :data:`METRICS` maps names to those records.
     fid-inception                                   needs local Inception-v3 weights (optional)
 
 :func:`evaluate` runs a list of them (:func:`evaluate_with_intervals` adds bootstrap
-intervals); :func:`training_evaluator` is the hook the trainer calls every ``eval_every``
+intervals); :func:`training_evaluator` is the hook the trainer calls every ``schedule.eval_every``
 epochs or iterations.
 """
 

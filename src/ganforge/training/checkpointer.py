@@ -3,7 +3,7 @@
 Contents: the :class:`TrainingState` (models, optimisers, EMA, sampler, random streams,
 step), ADA's probability, and in a run of several processes each process's random streams
 and a digest of its weights. Writes are atomic (checkpoint.save_checkpoint) and made by
-rank 0 alone, after every process handed over its part; the newest ``keep_checkpoints``
+rank 0 alone, after every process handed over its part; the newest ``schedule.keep_checkpoints``
 are kept. A resume reads the newest checkpoint that loads (rank 0 reads it and hands it to
 the others) and restores all of the above.
 """
@@ -51,7 +51,7 @@ class Checkpointer:
 
     # ---- writing ---------------------------------------------------------------------------
     def save(self, best: bool = False) -> Path:
-        """ckpt-<step>.pt (and best.pt), keeping the newest ``keep_checkpoints``. Every
+        """ckpt-<step>.pt (and best.pt), keeping the newest ``schedule.keep_checkpoints``. Every
         process checks its weights and hands over its streams; rank 0 writes, and an error
         there reaches every process."""
         self.check_finite_weights()

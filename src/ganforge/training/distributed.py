@@ -8,7 +8,7 @@ MASTER_ADDR and MASTER_PORT. ``ganforge.train`` sees WORLD_SIZE > 1 and opens th
 CUDA) and returns a :class:`Distributed`, which the one set-up (setup.py) and the one loop
 (loop.py) ask what several processes must do differently:
 
-* The batch. ``batch_size`` is the global batch. The sampler's order (one seed) is the same
+* The batch. ``schedule.batch_size`` is the global batch. The sampler's order (one seed) is the same
   in every process and process r takes the r-th slice of every batch; the noise of the whole
   batch is drawn from the one shared stream and sliced the same way. Together the processes
   see exactly the images and noise one process would see, so a run does not depend on how
@@ -18,13 +18,13 @@ CUDA) and returns a :class:`Distributed`, which the one set-up (setup.py) and th
   all-reduce is ever left waiting. The simultaneous step takes its gradients with
   ``torch.autograd.grad``, which DDP cannot see: there each optimiser averages its gradients
   with one ``all_reduce`` just before it steps.
-* BatchNorm. Per process unless ``sync_bn``: then ``nn.SyncBatchNorm`` on CUDA, and on the
-  CPU (where PyTorch's SyncBatchNorm refuses to run) :class:`CPUSyncBatchNorm`, which takes
-  the same global statistics through a differentiable all_reduce.
+* BatchNorm. Per process unless ``distributed.sync_bn``: then ``nn.SyncBatchNorm`` on CUDA,
+  and on the CPU (where PyTorch's SyncBatchNorm refuses to run) :class:`CPUSyncBatchNorm`,
+  which takes the same global statistics through a differentiable all_reduce.
 * Artefacts. Only rank 0 writes (grids, logs, plots, GIF, checkpoints, the generator) and
   evaluates; the statistics shown are averaged over processes when they are read (log
   time), never inside an iteration.
-* Faults. Joining and every collective wait at most ``dist_timeout_s``; a lost process turns
+* Faults. Joining and every collective wait at most ``distributed.timeout_s``; a lost process turns
   into one line on the others, and torchrun's agent stops the rest. Rank 0 writes
   checkpoints atomically, so the last one stays intact and resumable.
 """

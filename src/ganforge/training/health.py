@@ -51,8 +51,8 @@ class HealthMonitor:
                 "warning: the discriminator has won outright since iteration "
                 f"{self.dominant_since} (accuracy {stats['d_acc']:.3f}, "
                 f"D(G(z)) {stats['d_fake']:.3f}); the generator gets little gradient. "
-                "Consider a lower --lr-d, label smoothing (--set regularise.label_smoothing=0.1) or R1 "
-                "(--set regularise.r1_gamma=1)"
+                "Consider a lower --lr-d, label smoothing "
+                "(--set regularise.label_smoothing=0.1) or R1 (--set regularise.r1_gamma=1)"
             )
         return None
 

@@ -77,8 +77,8 @@ class TrainerHook:
 
 class SampleGrids(TrainerHook):
     """reals.png, and a grid of the generator's images from fixed noise when the schedule
-    says (``sample_every`` units, shifted by ``sample_offset``, and the last), written by a
-    background thread so the loop does not wait for PNG encoding."""
+    says (``schedule.sample_every`` units, shifted by ``schedule.sample_offset``, and the
+    last), written by a background thread so the loop does not wait for PNG encoding."""
 
     def __init__(self, async_writes: bool):
         self.writer = BackgroundWriter(async_writes)

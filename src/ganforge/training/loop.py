@@ -6,7 +6,7 @@
 The Trainer is built by the one set-up (setup.py) for any world (world.py): one process, or
 one of several under torchrun. It knows nothing of command-line flags or of how quality is
 measured: the caller passes an ``evaluator`` (a function of the generator and the step) and
-``hooks``. It keeps statistics on the device and reads them only every ``log_every``
+``hooks``. It keeps statistics on the device and reads them only every ``schedule.log_every``
 iterations (one all_reduce there with several processes), so a GPU never waits for Python
 inside an iteration.
 """
@@ -122,8 +122,8 @@ class Trainer:
             if runtime.compile_required:
                 raise GanforgeError(
                     f"torch.compile failed at the first iteration ({type(exc).__name__}: "
-                    f"{first}); use --set compile=off (eager) or compile=auto (falls back "
-                    "by itself)"
+                    f"{first}); use --set execution.compile=off (eager) or "
+                    "execution.compile=auto (falls back by itself)"
                 ) from exc
             runtime.compile = False
             self.step_fn.g_forward, self.step_fn.d_forward = make_forwards(

@@ -73,7 +73,7 @@ def prepare(
 ) -> Trainer:
     """A checked `config`'s run, set up in `world` and ready to ``fit()`` (see the module's
     docstring). Rank 0 alone logs, shows progress, calls the hooks, evaluates and writes;
-    `default_evaluator` makes the evaluator when none is given and ``eval_every`` asks;
+    `default_evaluator` makes the evaluator when none is given and ``schedule.eval_every`` asks;
     `real_batches` and ``warm_up=False`` (the caller compiles, and times it) are for the
     benchmark."""
     main = world.is_main
