@@ -248,7 +248,7 @@ def test_the_names_of_before_the_groups_still_work_as_overrides():
 
 def test_every_setting_documents_itself_and_the_cli_reads_that_text():
     from ganforge.cli.train import FLAGS, flag_help
-    from ganforge.config import setting_help
+    from ganforge.settings import setting_help
 
     def leaves(cls, prefix=""):
         for item in dataclasses.fields(cls):

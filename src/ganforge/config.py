@@ -25,9 +25,7 @@ import yaml
 
 from ganforge.config_migration import migrate_config, migrate_key
 from ganforge.errors import ConfigError
-from ganforge.settings import LatentConfig, group, setting, setting_help
-
-__all__ = ["LatentConfig", "setting", "setting_help"]
+from ganforge.settings import LatentConfig, group, setting
 
 SCHEDULE_UNITS = ("epoch", "iteration")
 

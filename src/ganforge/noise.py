@@ -2,7 +2,7 @@
 
 Training, the sample grids and ``ganforge sample`` must draw z the same way (a generator
 trained on N(0, 0.5) makes poor images from N(0, 1)), so every caller uses this function
-with the one description of the law, a :class:`ganforge.config.LatentConfig`: the run's
+with the one description of the law, a :class:`ganforge.settings.LatentConfig`: the run's
 ``config.latent``, or ``GeneratorInfo.latent`` (the exported generator's metadata).
 """
 

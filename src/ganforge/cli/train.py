@@ -73,7 +73,8 @@ def flag_help(flag: str) -> str:
 
     Read when the help is shown, so building the parser (for any command) never loads the
     config schema."""
-    from ganforge.config import TrainConfig, setting_help
+    from ganforge.config import TrainConfig
+    from ganforge.settings import setting_help
 
     key = FLAGS[flag]
     parts = [setting_help(TrainConfig, key)] if key else []

@@ -45,7 +45,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from ganforge.config import DataConfig, setting
+from ganforge.config import DataConfig
 from ganforge.data import cache
 from ganforge.data.base import ImageData
 from ganforge.data.decode import check_unreadable, join_parts, require_one_size, stack_fitted
@@ -63,6 +63,7 @@ from ganforge.data.discovery import (
 from ganforge.data.registry import register_source, source_options
 from ganforge.data.transforms import square_pixel_size, to_channels
 from ganforge.errors import ConfigError, DataError, first_line
+from ganforge.settings import setting
 
 PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume (data.options.percentiles)
 NORMALISERS = ("percentile", "zscore", "minmax")

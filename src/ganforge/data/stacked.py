@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ganforge.config import DataConfig, setting
+from ganforge.config import DataConfig
 from ganforge.data.base import ImageData
 from ganforge.data.idx import IDX_SHAPE, idx_problems, load_idx_dataset
 from ganforge.data.registry import register_source, source_options
 from ganforge.errors import DataError
+from ganforge.settings import setting
 
 MODES = 1_000
 # The mode index of a stack: its red digit is the hundreds, green the tens, blue the units.
