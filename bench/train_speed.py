@@ -78,33 +78,36 @@ from ganforge.training.threads import configure_threads, usable_cpus
 from ganforge.training.world import SingleProcess
 
 PLAIN = {
-    "precision": "fp32",
-    "compile": "off",
-    "channels_last": "off",
-    "fused_optim": "off",
-    "async_artefacts": "off",
-    "cuda_graphs": "off",
+    "execution.precision": "fp32",
+    "execution.compile": "off",
+    "execution.channels_last": "off",
+    "execution.fused_optim": "off",
+    "execution.async_artefacts": "off",
+    "execution.cuda_graphs": "off",
 }
 # name -> (config overrides, plain DataLoader input?)
 VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
     "fast": ({}, False),
     "plain": (PLAIN, True),
-    "fast-fp32": ({"precision": "fp32"}, False),  # no bf16 autocast
+    "fast-fp32": ({"execution.precision": "fp32"}, False),  # no bf16 autocast
     # bf16 autocast asked for: the faithful presets pin fp32, so this is their fast path
-    "fast-bf16": ({"precision": "bf16"}, False),
-    "fast-eager": ({"compile": "off"}, False),  # no torch.compile
-    "fast-contiguous": ({"channels_last": "off"}, False),
-    "fast-unfused": ({"fused_optim": "off"}, False),
-    "fast-sync-io": ({"async_artefacts": "off"}, False),
+    "fast-bf16": ({"execution.precision": "bf16"}, False),
+    "fast-eager": ({"execution.compile": "off"}, False),  # no torch.compile
+    "fast-contiguous": ({"execution.channels_last": "off"}, False),
+    "fast-unfused": ({"execution.fused_optim": "off"}, False),
+    "fast-sync-io": ({"execution.async_artefacts": "off"}, False),
     "fast-dataloader": ({}, True),  # the plain input pipeline, everything else fast
     "fast-reduce-overhead": (
-        {"compile_mode": "reduce-overhead"},
+        {"execution.compile_mode": "reduce-overhead"},
         False,
     ),  # CUDA graphs per model (compile)
-    "fast-autotune": ({"compile_mode": "max-autotune-no-cudagraphs"}, False),
-    "fast-graphs": ({"cuda_graphs": "on"}, False),  # the whole iteration as one CUDA graph
+    "fast-autotune": ({"execution.compile_mode": "max-autotune-no-cudagraphs"}, False),
+    "fast-graphs": (
+        {"execution.cuda_graphs": "on"},
+        False,
+    ),  # the whole iteration as one CUDA graph
     "fast-eager-graphs": (
-        {"compile": "off", "cuda_graphs": "on"},
+        {"execution.compile": "off", "execution.cuda_graphs": "on"},
         False,
     ),  # no compile time, no launch cost
 }
@@ -168,7 +171,7 @@ class LoaderBatches:
         dataset = TensorDataset(images)
         real_batch = config.batch_sizes().real
         generator = torch.Generator().manual_seed(config.seed + 1)
-        if config.batch_order == "random":
+        if config.schedule.batch_order == "random":
             sampler = RandomSampler(
                 dataset, replacement=True, num_samples=10**9, generator=generator
             )
@@ -179,7 +182,7 @@ class LoaderBatches:
             self.loader = DataLoader(
                 dataset,
                 batch_size=real_batch,
-                shuffle=config.batch_order == "shuffle",
+                shuffle=config.schedule.batch_order == "shuffle",
                 drop_last=True,
                 generator=generator,
             )
@@ -360,17 +363,17 @@ def count_flops(config: TrainConfig, data: ImageData, device: torch.device) -> t
     real_batch = c.batch_sizes().real
     rng = torch.Generator(device=device).manual_seed(0)
     real = to_unit_range(data.images[:real_batch].to(device))
-    z_d = draw_noise(real_batch, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+    z_d = draw_noise(real_batch, c.model.latent_dim, c.latent, rng, device)
     z_g = (
         z_d
-        if c.shared_noise
-        else draw_noise(c.batch_size, c.model.latent_dim, c.noise, c.noise_std, rng, device)
+        if c.step.shared_noise
+        else draw_noise(c.schedule.batch_size, c.model.latent_dim, c.latent, rng, device)
     )
     counter = FlopCounterMode(display=False)
     counter.mod_tracker = _GlobalCountOnly()
     with counter:
         step(Batch(real, z_d, z_g))
-    return int(counter.get_total_flops()), 2 * real_batch + c.batch_size
+    return int(counter.get_total_flops()), 2 * real_batch + c.schedule.batch_size
 
 
 class _GlobalCountOnly:
@@ -433,23 +436,23 @@ def measure_variant(
         # at half the fp32 probe), so a 128x128 preset and the demo both take tens of seconds
         expected_step_s = flops_per_step / (0.5 * args.probe_fp32_gflops * 1e9)
         steps = max(2, min(steps, round(args.seconds / expected_step_s)))
-    window = args.window or max(1, min(base.log_every, steps // 5))
+    window = args.window or max(1, min(base.schedule.log_every, steps // 5))
     warmup = math.ceil(args.warmup / window) * window
     measured = math.ceil(steps / window) * window
     config = base.with_overrides(
         {
             **overrides,
-            "device": device_name,
+            "execution.device": device_name,
             "out_dir": str(workdir),
             "run_name": f"{preset}-{variant}",
-            "iterations": warmup + measured,
-            "log_every": window,
-            "sample_every": 10**9,
-            "checkpoint_every": 10**9,
-            "eval_every": 0,
+            "schedule.iterations": warmup + measured,
+            "schedule.log_every": window,
+            "schedule.sample_every": 10**9,
+            "schedule.checkpoint_every": 10**9,
+            "schedule.eval_every": 0,
         }
     ).validate()
-    device = resolve_device(config.device)
+    device = resolve_device(config.execution.device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     sync(device)
@@ -581,9 +584,11 @@ def recipe_shape(config: TrainConfig, trainer: Trainer) -> dict[str, int]:
     steps = length * trainer.state.steps_per_epoch if config.schedule_unit == "epoch" else length
     return {
         "steps": steps,
-        "grids": 1 + units_hit(length, config.sample_every),
-        "checkpoints": units_hit(length, config.checkpoint_every),
-        "evaluations_not_timed": units_hit(length, config.eval_every) if config.eval_every else 0,
+        "grids": 1 + units_hit(length, config.schedule.sample_every),
+        "checkpoints": units_hit(length, config.schedule.checkpoint_every),
+        "evaluations_not_timed": units_hit(length, config.schedule.eval_every)
+        if config.schedule.eval_every
+        else 0,
     }
 
 
@@ -603,13 +608,13 @@ def run_full(
     config = base.with_overrides(
         {
             **overrides,
-            "device": args.device,
+            "execution.device": args.device,
             "out_dir": str(workdir),
             "seed": seed,
             "run_name": f"{preset}-{variant}-full-s{seed}",
         }
     ).validate()
-    device = resolve_device(config.device)
+    device = resolve_device(config.execution.device)
     sync(device)
     start = time.perf_counter()
     trainer, marks = make_trainer(config, data, plain_input)
@@ -867,7 +872,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "dataset": data.name,
                 "images": len(data),
                 "image_shape": list(data.image_shape),
-                "batch_size": base.batch_size,
+                "batch_size": base.schedule.batch_size,
                 "schedule": f"{base.schedule_length} {base.schedule_unit}s",
                 "data_note": data_note,
                 "data_load_s": load_s,
@@ -878,7 +883,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
             report["presets"][name] = entry
             preset_variants = list(variants)
-            if base.precision == "fp32" and "fast" in variants and "fast-bf16" not in variants:
+            if (
+                base.execution.precision == "fp32"
+                and "fast" in variants
+                and "fast-bf16" not in variants
+            ):
                 # the faithful presets pin fp32: their fast path is asked for with --precision
                 preset_variants.append("fast-bf16")
             rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in preset_variants}

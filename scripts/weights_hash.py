@@ -32,6 +32,9 @@ def state_hash(state: dict[str, torch.Tensor]) -> str:
 
 
 def run(preset: str, iterations: int, out_dir: str) -> str:
+    # the flat names of before the settings' groups (schedule.iterations, execution.device,
+    # ...): the version now moves them to their groups, and older versions read them as they
+    # are, so one script gives the "before" and "after" hashes
     config = ganforge.load_preset(preset).with_overrides(
         {
             "iterations": iterations,

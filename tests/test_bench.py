@@ -88,7 +88,11 @@ def fast_bf16(preset: str) -> bool:
 
     config = load_preset(preset)
     side = config.data.resolution or 28
-    return config.precision == "auto" and cpu_bf16_unit() is not None and side >= CPU_BF16_MIN_SIDE
+    return (
+        config.execution.precision == "auto"
+        and cpu_bf16_unit() is not None
+        and side >= CPU_BF16_MIN_SIDE
+    )
 
 
 def test_every_preset_has_fast_and_plain_with_every_field(report):
@@ -103,7 +107,7 @@ def test_every_preset_has_fast_and_plain_with_every_field(report):
         assert entry["images_per_step"] > 0
         assert entry["data_note"].startswith("synthetic")
         # a preset that pins exact fp32 is also timed as its user may run it: --precision bf16
-        pinned = load_preset(name).precision == "fp32"
+        pinned = load_preset(name).execution.precision == "fp32"
         assert set(entry["variants"]) == {"fast", "plain"} | ({"fast-bf16"} if pinned else set())
         for variant, r in entry["variants"].items():
             for field in bench.FIELDS:

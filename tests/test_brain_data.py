@@ -10,6 +10,7 @@ into tmp_path. Facts of the real sets (their counts and classes) are the data ti
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import pickle
 import warnings
@@ -25,7 +26,7 @@ from ganforge.config import DataConfig
 from ganforge.data import cache as data_cache
 from ganforge.data import load_images, locations
 from ganforge.data.discovery import is_image_file, is_mask_folder, list_files, select_split
-from ganforge.data.nifti import normalise_volume, read_volume
+from ganforge.data.nifti import NiftiOptions, normalise_volume, read_volume
 from ganforge.errors import ConfigError, DataError
 
 # The first four and last two rows of each folder of the OASIS manifest (see the README there).
@@ -64,7 +65,14 @@ def flat_folder(root: Path, count: int = 20, size: int = 12) -> list[Path]:
 
 
 def folder_config(path: Path, **kw) -> DataConfig:
-    return DataConfig(dataset="folder", path=str(path), **kw)
+    return DataConfig(dataset="folder", path=str(path), **with_options(kw))
+
+
+def with_options(kw: dict) -> dict:
+    """DataConfig keywords, with the NIfTI settings moved into data.options (their place)."""
+    names = {f.name for f in dataclasses.fields(NiftiOptions)}
+    options = {key: kw.pop(key) for key in list(kw) if key in names}
+    return {**kw, "options": options}
 
 
 def manifest_rows(manifest: Path = MANIFEST_SAMPLE) -> dict[str, list[str]]:
@@ -271,7 +279,7 @@ def test_stretch_squashes_and_crop_enlarges(tall_slices, tmp_path):
 
 # ---- NIfTI: a phantom head, 64 x 76 x 60 voxels of 3 mm (conftest.py, head_volume) -------------
 def nifti_config(path: Path, **kw) -> DataConfig:
-    return DataConfig(dataset="nifti", path=str(path), **kw)
+    return DataConfig(dataset="nifti", path=str(path), **with_options(kw))
 
 
 def test_axial_slices_are_oriented_normalised_and_not_empty(head_volume):
@@ -636,11 +644,12 @@ def test_bad_normalisation_settings_are_source_problems():
     from ganforge.data import source_problems
 
     problems = source_problems(
-        DataConfig(dataset="brain-mri", percentiles=(99.0, 1.0), subject_split=1.5)
+        DataConfig(dataset="brain-mri", options={"percentiles": (99.0, 1.0), "subject_split": 1.5})
     )
     assert problems == [
-        "data.percentiles must be two percentiles 0 <= low < high <= 100 (got (99.0, 1.0))",
-        "data.subject_split must be a share of subjects between 0 and 1, e.g. 0.2 (got 1.5)",
+        "data.options.percentiles must be two percentiles 0 <= low < high <= 100 (got (99.0, 1.0))",
+        "data.options.subject_split must be a share of subjects between 0 and 1, "
+        "e.g. 0.2 (got 1.5)",
     ]
 
 
@@ -872,3 +881,20 @@ def test_oasis_preset_trains_on_named_slices_and_says_so_first(tmp_path, monkeyp
     assert first.startswith(f"note: {slices} is not the OASIS data") and "--data" in first
     saved = json.loads((tmp_path / "runs" / "kaggle" / "config.json").read_text())
     assert saved["data"]["substitute"] == first
+
+
+def test_the_nifti_cache_key_is_the_one_of_before_data_options(head_volume):
+    """Moving the NIfTI settings into data.options keeps the decoded-image cache's key: the
+    file is where the flat settings (data.nifti_range, ...) put it, so old caches are reused."""
+    load_images(nifti_config(head_volume, resolution=32, nifti_range=(0.5, 0.53)))
+    settings = {
+        **data_cache.cache_settings(DataConfig(resolution=32), "nifti", "all"),
+        "axis": 2,
+        "range": [0.5, 0.53],
+        "min_foreground": 0.1,
+        "normalise": "percentile",
+        "percentiles": [0.5, 99.5],
+        "subject_split": None,
+        "pixels": "square",
+    }
+    assert cache_files() == [data_cache.cache_file(head_volume, settings)]

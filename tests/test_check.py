@@ -22,22 +22,32 @@ from ganforge.errors import ConfigError
         (["--set", "model.options.widht=0.5"], "has no option 'widht'"),
         (
             ["--dataset", "nifti", "--set", "data.nifti_axis=3"],
-            "data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial)",
+            "data.options.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial)",
+        ),
+        (
+            ["--dataset", "stacked-mnist", "--set", "data.options.stack=3"],
+            "dataset 'stacked-mnist' has no option 'stack'; its options: stacks (int | None), "
+            "stack_seed (int)",
+        ),
+        (
+            ["--dataset", "stacked-mnist", "--set", "data.options.stacks=many"],
+            "data.options.stacks expects int, got 'many'; the options of dataset 'stacked-mnist'",
         ),
         (["--set", "precision=fp8"], "precision must be one of auto, fp32, bf16"),
         (["--set", "update=sometimes"], "update must be one of alternating, simultaneous"),
         (["--epochs", "2", "--iterations", "5"], "give only one of --epochs and --iterations"),
         (
             ["--preset", "mnist-dcgan", "--set", "update=simultaneous"],
-            "set d_separate_updates=false",
+            "set step.d_separate_updates=false",
         ),
         (
             ["--preset", "mnist-best", "--set", "spectral_norm=d"],
-            "model 'resnet' already normalises its discriminator spectrally; drop spectral_norm",
+            "model 'resnet' already normalises its discriminator spectrally; "
+            "drop regularise.spectral_norm",
         ),
         (
             ["--preset", "brain-best", "--set", "cuda_graphs=on"],
-            "ada_target > 0) changes between iterations and needs cuda_graphs=off",
+            "ada_target > 0) changes between iterations and needs execution.cuda_graphs=off",
         ),
     ],
 )
@@ -51,7 +61,7 @@ def test_dry_run_prints_a_config_that_passes_the_same_check(cli):
     code, out, _ = cli("train", "--preset", "oasis-dcgan", "--dry-run")
     assert code == 0
     printed = json.loads(out)
-    assert printed["update"] == "simultaneous" and printed["epochs"] == 100
+    assert printed["step"]["update"] == "simultaneous" and printed["schedule"]["epochs"] == 100
 
 
 def test_a_group_set_merges_instead_of_resetting_the_other_settings():
@@ -90,5 +100,5 @@ def test_a_resumed_run_records_what_changed(train_tiny):
     change = json.loads(lines[-1])
     assert change["step"] == 4
     assert change["changed"]["optim.lr_d"] == [2e-4, 1e-4]
-    assert change["changed"]["iterations"] == [4, 6]
+    assert change["changed"]["schedule.iterations"] == [4, 6]
     assert json.loads((first.run_dir / "config.json").read_text())["optim"]["lr_d"] == 1e-4

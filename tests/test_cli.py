@@ -156,7 +156,7 @@ def test_dry_run_prints_the_resolved_config(cli, tmp_path):
     )
     assert result.code == 0, result.err
     config = json.loads(result.out)
-    assert config["epochs"] == 3 and config["optim"]["lr_g"] == 0.001
+    assert config["schedule"]["epochs"] == 3 and config["optim"]["lr_g"] == 0.001
     assert config["model"]["arch"] == "dcgan-mnist"  # the preset's other settings are kept
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 

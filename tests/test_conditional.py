@@ -51,8 +51,8 @@ def test_training_batches_carry_real_and_fake_labels(tiny_config, tmp_path):
     batch = BatchSource(config, state, runtime, SingleProcess(), real, classes).next()
     pixel = ((batch.real[:, 0, 0, 0] + 1) * 127.5).round()
     assert torch.equal(pixel, (batch.labels * 20).float())  # each real image with its own label
-    assert batch.fake_labels.shape == (config.batch_size,)
-    assert batch.fake_labels_g.shape == (config.batch_size,)
+    assert batch.fake_labels.shape == (config.schedule.batch_size,)
+    assert batch.fake_labels_g.shape == (config.schedule.batch_size,)
     assert int(batch.fake_labels.max()) < 10
 
 

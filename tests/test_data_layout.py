@@ -151,10 +151,22 @@ def test_unknown_dataset_lists_the_valid_names(nothing_is_read):
 def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(
     head_volume, nothing_is_read, tmp_path
 ):
-    problems = source_problems(DataConfig(dataset="nifti", path=str(head_volume), nifti_axis=3))
-    assert problems == ["data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) (got 3)"]
-    assert source_problems(DataConfig(dataset="nifti", path=str(head_volume), nifti_axis=1)) == []
-    assert "nifti_axis" in source_problems(DataConfig(dataset="brain-mri", nifti_axis=-1))[0]
+    problems = source_problems(
+        DataConfig(dataset="nifti", path=str(head_volume), options={"nifti_axis": 3})
+    )
+    assert problems == [
+        "data.options.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) (got 3)"
+    ]
+    assert (
+        source_problems(
+            DataConfig(dataset="nifti", path=str(head_volume), options={"nifti_axis": 1})
+        )
+        == []
+    )
+    assert (
+        "nifti_axis"
+        in source_problems(DataConfig(dataset="brain-mri", options={"nifti_axis": -1}))[0]
+    )
     assert "needs a path" in source_problems(DataConfig(dataset="folder"))[0]
     missing = str(tmp_path / "nowhere")
     assert source_problems(DataConfig(dataset="folder", path=missing)) == [
@@ -164,7 +176,7 @@ def test_bad_nifti_axis_and_missing_paths_are_found_without_reading(
         f"--data {missing} does not exist"
     ]
     ranged = source_problems(
-        DataConfig(dataset="folder", path=str(tmp_path), nifti_range=(0.8, 0.2))
+        DataConfig(dataset="folder", path=str(tmp_path), options={"nifti_range": (0.8, 0.2)})
     )
     assert len(ranged) == 1 and "nifti_range" in ranged[0]
 
@@ -197,6 +209,6 @@ def test_expected_shape_matches_what_loading_gives(mnist_dir, head_volume, tmp_p
     assert expected_shape(DataConfig(dataset="folder", path=str(tmp_path), resolution=64)) is None
     assert expected_shape(DataConfig(dataset="brain-mri", resolution=64, channels=1)) == (1, 64, 64)
     volume = DataConfig(
-        dataset="nifti", path=str(head_volume), resolution=16, nifti_range=(0.5, 0.55)
+        dataset="nifti", path=str(head_volume), resolution=16, options={"nifti_range": (0.5, 0.55)}
     )
     assert expected_shape(volume) == load_images(volume).image_shape == (1, 16, 16)

@@ -135,16 +135,20 @@ def test_training_at_a_non_power_of_two_resolution_stops_with_a_config_error(tmp
 
 def test_oasis_preset_is_the_documented_recipe():
     config = load_preset("oasis-dcgan").validate()
-    assert config.model.arch == "dcgan-oasis" and config.loss == "bce" and config.batch_size == 128
+    assert (
+        config.model.arch == "dcgan-oasis"
+        and config.loss == "bce"
+        and config.schedule.batch_size == 128
+    )
     assert (config.optim.lr_g, config.optim.lr_d) == (1e-3, 1e-3)
     assert (config.data.resolution, config.data.channels, config.data.fit) == (128, 1, "pad")
-    assert config.schedule_unit == "epoch" and config.sample_every == 1
-    assert config.epochs == 100  # "generated images at 100th epoch"
+    assert config.schedule_unit == "epoch" and config.schedule.sample_every == 1
+    assert config.schedule.epochs == 100  # "generated images at 100th epoch"
     # BN in both networks, with tf.keras 2's moving statistics
     assert config.model.options == {"d_norm": "batch", "dropout": 0.0, "batchnorm": "tf2"}
     stable = load_preset("oasis-dcgan-stable").validate()
     assert (stable.optim.lr_g, stable.optim.lr_d, stable.optim.beta1) == (2e-4, 2e-4, 0.5)
-    assert (stable.model, stable.data, stable.loss, stable.batch_size) == (
+    assert (stable.model, stable.data, stable.loss, stable.schedule.batch_size) == (
         config.model,
         config.data,
         config.loss,

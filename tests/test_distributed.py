@@ -468,14 +468,18 @@ def test_evaluation_runs_once_on_rank_zero_and_every_process_saves_the_best(tmp_
             3,
             "must split evenly over the 3 processes; use a multiple of 3, e.g. 33",
         ),
-        ({"batch_size": 4, "d_half_batch": True}, 4, "use a batch_size that is a multiple of 8"),
+        (
+            {"batch_size": 4, "d_half_batch": True},
+            4,
+            "use a schedule.batch_size that is a multiple of 8",
+        ),
         ({"cuda_graphs": "on"}, 2, "cuda_graphs=on cannot capture DDP"),
         ({"device": "cuda:1"}, 2, "each one uses the GPU of its LOCAL_RANK"),
-        ({"dist_timeout_s": 0}, 1, "dist_timeout_s must be a positive number"),
+        ({"dist_timeout_s": 0}, 1, "distributed.timeout_s must be a positive number"),
     ],
 )
 def test_settings_a_world_size_cannot_run_are_refused(settings, world, fragment):
-    config = TrainConfig(iterations=1).with_overrides(settings)
+    config = TrainConfig().with_overrides({"iterations": 1, **settings})
     found = problems(config, world)
     assert len(found) == 1 and fragment in found[0], found
 
@@ -485,8 +489,8 @@ def test_nccl_without_gpus_is_refused_by_the_dry_run(cli, monkeypatch, user_erro
     monkeypatch.setenv("WORLD_SIZE", "2")
     user_error(
         cli("train", "--set", "dist_backend=nccl", "--dry-run"),
-        "dist_backend=nccl needs CUDA GPUs",
-        "dist_backend=gloo",
+        "distributed.backend=nccl needs CUDA GPUs",
+        "distributed.backend=gloo",
     )
     user_error(cli("train", "--batch-size", "33", "--dry-run"), "multiple of 2")
 
@@ -497,7 +501,7 @@ def test_without_a_rendezvous_address_a_process_says_how_to_launch(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(ConfigError, match="MASTER_ADDR and MASTER_PORT are not set.*torchrun"):
-        join(TrainConfig(iterations=1, device="cpu"))
+        join(TrainConfig().with_overrides({"iterations": 1, "device": "cpu"}))
 
 
 def test_a_wrong_rendezvous_address_fails_within_the_timeout(monkeypatch):
@@ -505,7 +509,7 @@ def test_a_wrong_rendezvous_address_fails_within_the_timeout(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(free_port()))  # nobody listens there
-    config = TrainConfig(iterations=1, device="cpu", dist_timeout_s=1)
+    config = TrainConfig().with_overrides({"iterations": 1, "device": "cpu", "dist_timeout_s": 1})
     start = time.monotonic()
     with pytest.raises(
         ConfigError,

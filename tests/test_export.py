@@ -176,7 +176,7 @@ def test_model_folder_has_the_hugging_face_layout_and_a_model_card(run_dir, tmp_
         "licence / terms",
         "## Recipe",
         "ganforge train --preset demo",
-        "--set iterations=2",
+        "--set schedule.iterations=2",
         "## Evaluation",
         "## Intended use",
     ):

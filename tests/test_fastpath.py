@@ -107,7 +107,11 @@ def test_fast_path_settings_are_validated_and_yaml_booleans_read_as_on_off(tmp_p
     from ganforge.presets import load_config_file
 
     config = load_config_file(path)
-    assert (config.compile, config.channels_last, config.async_artefacts) == ("off", "on", "off")
+    assert (
+        config.execution.compile,
+        config.execution.channels_last,
+        config.execution.async_artefacts,
+    ) == ("off", "on", "off")
 
 
 # ---- threads -------------------------------------------------------------------------------------

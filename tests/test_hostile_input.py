@@ -40,8 +40,9 @@ from ganforge.checkpoint import (
 )
 from ganforge.cli.train import FLAGS
 from ganforge.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from ganforge.data import load_images
+from ganforge.data import load_images, source_options, source_problems
 from ganforge.data.idx import IMAGE_MAGIC, LABEL_MAGIC, read_idx
+from ganforge.data.nifti import NiftiOptions
 from ganforge.errors import CheckpointError, ConfigError, DataError, GanforgeError
 from ganforge.generate import load_generator
 from ganforge.models import build_models
@@ -90,6 +91,8 @@ PATHS = field_paths(TrainConfig) + [
     "model.options.width",
     "model.options.dropout",
     "model.options.g_hidden",
+    "data.options.nifti_min_foreground",
+    "data.options.nifti_range",
 ]
 TRICKY_TEXT = [
     "",
@@ -174,25 +177,41 @@ def float_settings(config: TrainConfig) -> list[float]:
         config.optim.lr_d,
         config.optim.beta1,
         config.optim.beta2,
-        config.noise_std,
-        config.label_smoothing,
-        config.r1_gamma,
-        config.ema_decay,
-        config.data.nifti_min_foreground,
-        *config.data.nifti_range,
+        config.latent.std,
+        config.regularise.label_smoothing,
+        config.regularise.r1_gamma,
+        config.regularise.ema_decay,
+        *nifti_floats(config),
     ]
+
+
+def nifti_floats(config: TrainConfig) -> list[float]:
+    """The NIfTI slicing numbers, as the data source reads them from data.options."""
+    options = source_options(config.data)
+    if not isinstance(options, NiftiOptions):
+        return []
+    return [options.nifti_min_foreground, *options.nifti_range]
+
+
+def validated(config: TrainConfig) -> TrainConfig:
+    """TrainConfig's own checks, then the data source's checks of its options (data.options)."""
+    config.validate()
+    problems = source_problems(config.data)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config
 
 
 def check_config_outcome(make) -> None:
     """A valid config (finite numbers, JSON that reads back as itself) or a one-line ConfigError."""
     try:
-        config = make().validate()
+        config = validated(make())
     except ConfigError as exc:
         one_line(exc)
         return
     assert all(math.isfinite(v) for v in float_settings(config)), config
     text = config.to_json()  # what --dry-run prints and config.json stores
-    again = TrainConfig.from_dict(json.loads(text)).validate()
+    again = validated(TrainConfig.from_dict(json.loads(text)))
     assert again.to_json() == text
 
 
@@ -629,7 +648,11 @@ def test_damaged_nifti_is_a_data_error_or_a_valid_volume(content, compress):
         path = folder / ("volume.nii.gz" if compress else "volume.nii")
         path.write_bytes(gzip.compress(content) if compress else content)
         config = DataConfig(
-            dataset="nifti", path=str(path), resolution=16, cache=False, nifti_min_foreground=0.0
+            dataset="nifti",
+            path=str(path),
+            resolution=16,
+            cache=False,
+            options={"nifti_min_foreground": 0.0},
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -76,7 +76,9 @@ def test_recommended_presets_pass_the_checks(preset):
     from ganforge.check import check
 
     config = check(load_preset(preset))
-    spectral_d = config.model.arch == "resnet" or config.spectral_norm == "d"  # resnet's D has it
-    assert spectral_d and config.loss == "hinge" and config.ema_decay > 0
+    spectral_d = (
+        config.model.arch == "resnet" or config.regularise.spectral_norm == "d"
+    )  # resnet's D has it
+    assert spectral_d and config.loss == "hinge" and config.regularise.ema_decay > 0
     if preset == "brain-best":  # the small-data recipe: augmentation, adapted to D's overfitting
-        assert config.augment and config.ada_target > 0
+        assert config.augment.names and config.augment.ada_target > 0

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from ganforge import RunOptions, load_preset, train
 from ganforge.artefacts.files import write_with
-from ganforge.checkpoint import load_checkpoint
+from ganforge.checkpoint import load_checkpoint, save_checkpoint
 from ganforge.errors import TrainingDiverged
 
 ITERATIONS = 400
@@ -242,3 +242,34 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_do(train_tiny):
     again = train_tiny("done", iterations=4, resume=True)
     assert again.nothing_to_do and again.steps == 4 and again.images_per_second == 0.0
     assert (finished.run_dir / "summary.json").read_text() == summary  # nothing was rewritten
+
+
+# config.json of a run made just before the settings' groups (tests/test_config.py says how)
+CONFIG_BEFORE_GROUPS = Path(__file__).parent / "fixtures" / "config-before-groups.json"
+
+
+def test_a_run_and_its_checkpoints_from_before_the_groups_sample_and_resume(cli, tmp_path):
+    """A run folder as the flat version wrote it (its config.json, and the config inside each
+    checkpoint) is sampled and resumed; the resumed run records only what the command changed."""
+    flat = {
+        **json.loads(CONFIG_BEFORE_GROUPS.read_text(encoding="utf-8")),
+        "out_dir": str(tmp_path),
+        "run_name": "old",
+    }
+    (tmp_path / "old.json").write_text(json.dumps(flat))
+    assert cli("train", "--config", tmp_path / "old.json", "--quiet").code == 0
+    run = tmp_path / "old"
+    text = json.dumps(flat, indent=2)
+    (run / "config.json").write_text(text)
+    for path in (run / "checkpoints").glob("ckpt-*.pt"):
+        save_checkpoint(path, {**load_checkpoint(path), "config": text})
+    for source in (run, run / "checkpoints" / "ckpt-00000002.pt"):
+        code, out, err = cli("sample", source, "--count", "4", "--out", tmp_path / "s.png")
+        assert code == 0, err
+    code, out, err = cli("train", "--resume", run, "--iterations", "3", "--quiet")
+    assert code == 0, err
+    changes = (run / "config-changes.jsonl").read_text().splitlines()
+    assert json.loads(changes[-1]) == {"step": 2, "changed": {"schedule.iterations": [2, 3]}}
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["schedule"]["iterations"] == 3 and resumed["regularise"]["r1_gamma"] == 0.5
+    assert resumed["data"]["options"] == {"stacks": 100, "stack_seed": 3}

@@ -22,7 +22,7 @@ from ganforge.metrics.modes import mode_intervals, mode_scores, predict_modes
 
 # ---- the data source -----------------------------------------------------------------------------
 def test_stacks_are_three_real_digits_labelled_by_their_mode(mnist_dir):
-    data = load_images(DataConfig(dataset="stacked-mnist", split="test", stacks=200))
+    data = load_images(DataConfig(dataset="stacked-mnist", split="test", options={"stacks": 200}))
     digits = load_images(DataConfig(dataset="mnist", split="test"))
     assert data.name == "stacked-mnist/test" and data.images.shape == (200, 3, 28, 28)
     assert data.num_classes == 1000 and int(data.labels.max()) < 1000
@@ -36,28 +36,37 @@ def test_stacks_are_three_real_digits_labelled_by_their_mode(mnist_dir):
 
 
 def test_stacks_follow_the_seed_and_the_split_size(mnist_dir):
-    once = load_images(DataConfig(dataset="stacked-mnist", stacks=64, stack_seed=3))
-    again = load_images(DataConfig(dataset="stacked-mnist", stacks=64, stack_seed=3))
-    other = load_images(DataConfig(dataset="stacked-mnist", stacks=64, stack_seed=4))
+    once = load_images(DataConfig(dataset="stacked-mnist", options={"stacks": 64, "stack_seed": 3}))
+    again = load_images(
+        DataConfig(dataset="stacked-mnist", options={"stacks": 64, "stack_seed": 3})
+    )
+    other = load_images(
+        DataConfig(dataset="stacked-mnist", options={"stacks": 64, "stack_seed": 4})
+    )
     assert torch.equal(once.images, again.images) and torch.equal(once.labels, again.labels)
     assert not torch.equal(once.images, other.images)
     # by default as many stacks as the split has digits (2,500 in the test stand-in)
     assert len(load_images(DataConfig(dataset="stacked-mnist"))) == 2_500
     # the same stacks through an explicit --data folder; 32 x 32 through the resolution
-    explicit = DataConfig(dataset="stacked-mnist", path=str(mnist_dir), stacks=64, stack_seed=3)
+    explicit = DataConfig(
+        dataset="stacked-mnist", path=str(mnist_dir), options={"stacks": 64, "stack_seed": 3}
+    )
     assert torch.equal(load_images(explicit).images, once.images)
-    resized = load_images(DataConfig(dataset="stacked-mnist", stacks=8, resolution=32))
+    resized = load_images(DataConfig(dataset="stacked-mnist", resolution=32, options={"stacks": 8}))
     assert resized.images.shape == (8, 3, 32, 32)
 
 
 def test_bad_stack_options_are_one_line(cli, user_error):
     result = cli("train", "--preset", "stacked-best", "--set", "data.stacks=0", "--dry-run")
-    user_error(result, "data.stacks must be a whole number > 0")
+    user_error(result, "data.options.stacks must be a whole number > 0")
     # the MNIST source's own checks apply to the digits underneath
-    missing = DataConfig(dataset="stacked-mnist", path="/no/such/folder", stack_seed=1.5)
+    missing = DataConfig(
+        dataset="stacked-mnist", path="/no/such/folder", options={"stack_seed": 1.5}
+    )
     assert source_problems(missing) == [
         "--data /no/such/folder does not exist",
-        "data.stack_seed must be a whole number (got 1.5)",
+        "data.options.stack_seed expects int, got 1.5; the options of dataset "
+        "'stacked-mnist': stacks (int | None), stack_seed (int)",
     ]
 
 
@@ -148,7 +157,9 @@ def test_stacked_best_trains_and_is_scored_with_modes(tmp_path, tiny_config, cli
         out_dir=str(tmp_path / "runs"),
         run_name="stacked",
     )
-    assert config.loss == "rpgan" and config.r1_gamma > 0 and config.r2_gamma > 0
+    assert (
+        config.loss == "rpgan" and config.regularise.r1_gamma > 0 and config.regularise.r2_gamma > 0
+    )
     result = train(config, run=RunOptions(show_progress=False))
     assert result.steps == 4 and math.isfinite(result.final_stats["d_loss"])
     code, out, err = cli("eval", result.run_dir, "--metrics", "stacked-mnist", "--count", "1000")

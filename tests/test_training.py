@@ -50,7 +50,7 @@ def demo_run(digits32, tmp_path_factory):
 def test_run_folder_holds_every_artefact(demo_run):
     run = demo_run.run_dir
     config = json.loads((run / "config.json").read_text())
-    assert config["iterations"] == 150 and config["model"]["arch"] == "dcgan"
+    assert config["schedule"]["iterations"] == 150 and config["model"]["arch"] == "dcgan"
     grids = sorted(p.name for p in (run / "samples").glob("*.png"))
     assert grids == [
         "iteration_000000.png",

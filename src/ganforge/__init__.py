@@ -3,7 +3,7 @@
 The Python API mirrors the command line::
 
     import ganforge
-    config = ganforge.load_preset("mnist-dcgan").with_overrides({"epochs": 1})
+    config = ganforge.load_preset("mnist-dcgan").with_overrides({"schedule.epochs": 1})
     result = ganforge.train(config)                      # writes a run folder
     images = ganforge.sample(result.run_dir, count=16)   # uint8 [16, 28, 28, 1]
 """

@@ -4,7 +4,7 @@
         -> Trainer.fit (training/loop.py) -> leave the world
 
 The defaults a user expects are added here, so no public path skips them: the default
-evaluator (classifier FID on MNIST-like data, else SWD) when ``eval_every`` asks for a
+evaluator (classifier FID on MNIST-like data, else SWD) when ``schedule.eval_every`` asks for a
 quality curve, and the run's loggers (``config.loggers``, plus the CSV twin of
 metrics.jsonl). The command line (``ganforge train``) calls this same function.
 """
@@ -35,7 +35,7 @@ def train(
     """Train a GAN as `config` says and write every artefact to its run folder.
 
     `run` says how (a given dataset, resume, overwrite, progress, a log function: see
-    :class:`RunOptions`); `evaluator` scores the generator every ``eval_every`` units (the
+    :class:`RunOptions`); `evaluator` scores the generator every ``schedule.eval_every`` units (the
     default one when None); `hooks` are told about the start, logs, grids, evaluations and
     the finish (:class:`ganforge.training.TrainerHook`). Everything is checked, the data
     read and the models built before the run folder is made.

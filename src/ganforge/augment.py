@@ -195,10 +195,13 @@ class DiffAugment:
 
 
 def from_config(config: Any, device: torch.device | str) -> DiffAugment | None:
-    """The augmentation the config asks for (``augment``, ``augment_p``, ``ada_*``), or None."""
-    names = parse_names(config.augment) if config.augment else []
+    """The augmentation the config asks for (the ``augment`` group: ``names``, ``p``,
+    ``ada_*``), or None."""
+    names = parse_names(config.augment.names) if config.augment.names else []
     if not names:
         return None
-    target = config.ada_target if config.ada_target > 0 else None
-    start = config.augment_p if target is None else 0.0
-    return DiffAugment(names, start, target, config.ada_interval, config.ada_speed, device)
+    target = config.augment.ada_target if config.augment.ada_target > 0 else None
+    start = config.augment.p if target is None else 0.0
+    return DiffAugment(
+        names, start, target, config.augment.ada_interval, config.augment.ada_speed, device
+    )

@@ -37,7 +37,7 @@ def check(config: TrainConfig) -> TrainConfig:
         problems += paired_loss_problems(config)
     problems += source_problems(config.data)
     augment_problem = names_problem(
-        [n.strip() for n in str(config.augment).split(",") if n.strip()]
+        [n.strip() for n in str(config.augment.names).split(",") if n.strip()]
     )
     if augment_problem:
         problems.append(augment_problem)
@@ -55,20 +55,24 @@ def paired_loss_problems(config: TrainConfig) -> list[str]:
     """A paired loss (rpgan) scores the i-th real image against the i-th fake: D must see both
     in one update, as many fakes as reals, and no real targets to smooth."""
     name, found = config.loss, []
-    if config.d_separate_updates:
+    if config.step.d_separate_updates:
         found.append(
             f"loss {name!r} compares each real image with its fake in one D update; set "
-            "d_separate_updates=false"
+            "step.d_separate_updates=false"
         )
-    if config.d_half_batch:
-        found.append(f"loss {name!r} pairs every real image with a fake; set d_half_batch=false")
-    if config.label_smoothing:
-        found.append(f"loss {name!r} has no real targets to smooth; set label_smoothing=0")
-    if config.augment and config.ada_target > 0:
+    if config.step.d_half_batch:
+        found.append(
+            f"loss {name!r} pairs every real image with a fake; set step.d_half_batch=false"
+        )
+    if config.regularise.label_smoothing:
+        found.append(
+            f"loss {name!r} has no real targets to smooth; set regularise.label_smoothing=0"
+        )
+    if config.augment.names and config.augment.ada_target > 0:
         # ADA steers p by E[sign D(real)], which a relativistic D's logits do not measure
         found.append(
             f"loss {name!r} scores reals only against fakes, so D's sign on reals cannot steer "
-            "adaptive augmentation; set ada_target=0 and a fixed augment_p"
+            "adaptive augmentation; set augment.ada_target=0 and a fixed augment.p"
         )
     return found
 
@@ -84,43 +88,48 @@ def world_size_from_env() -> int:
 def distributed_problems(config: TrainConfig, world_size: int | None = None) -> list[str]:
     """What keeps `config` from running on `world_size` processes (WORLD_SIZE by default)."""
     found: list[str] = []
-    timeout = config.dist_timeout_s
+    timeout = config.distributed.timeout_s
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        found.append(f"dist_timeout_s must be a positive number of seconds (got {timeout!r})")
+        found.append(
+            f"distributed.timeout_s must be a positive number of seconds (got {timeout!r})"
+        )
     raw = os.environ.get("WORLD_SIZE", "1")
     if world_size is None and not raw.strip().isdigit():
         found.append(f"WORLD_SIZE={raw[:20]!r} is not a number of processes; let torchrun set it")
     world = world_size_from_env() if world_size is None else world_size
     if world <= 1:
         return found
-    batch = config.batch_size
+    batch = config.schedule.batch_size
     if isinstance(batch, int) and batch > 0 and batch % world:
         lower, higher = batch // world * world, (batch // world + 1) * world
         found.append(
-            f"batch_size {batch} is the global batch and must split evenly over the "
+            f"schedule.batch_size {batch} is the global batch and must split evenly over the "
             f"{world} processes; use a multiple of {world}, e.g. {higher}"
             + (f" or {lower}" if lower else "")
         )
-    elif isinstance(batch, int) and config.d_half_batch and (batch // 2) % world:
+    elif isinstance(batch, int) and config.step.d_half_batch and (batch // 2) % world:
         found.append(
-            f"with d_half_batch D takes {batch // 2} real images per iteration, which "
-            f"must split evenly over the {world} processes; use a batch_size that is a "
+            f"with step.d_half_batch D takes {batch // 2} real images per iteration, which "
+            f"must split evenly over the {world} processes; use a schedule.batch_size that is a "
             f"multiple of {2 * world}"
         )
-    if config.cuda_graphs == "on":
+    if config.execution.cuda_graphs == "on":
         found.append(
-            "cuda_graphs=on cannot capture DDP's communication; use --set "
-            "cuda_graphs=off with several processes"
+            "execution.cuda_graphs=on cannot capture DDP's communication; use --set "
+            "execution.cuda_graphs=off with several processes"
         )
-    if config.device == "mps" or str(config.device).startswith("cuda:"):
+    device = config.execution.device
+    if device == "mps" or str(device).startswith("cuda:"):
         found.append(
-            f"device {config.device} cannot be shared by {world} processes: each one uses "
+            f"device {device} cannot be shared by {world} processes: each one uses "
             "the GPU of its LOCAL_RANK (--device cuda or auto) or the CPU (--device cpu)"
         )
-    if config.dist_backend == "nccl" and (config.device == "cpu" or not torch.cuda.is_available()):
+    if config.distributed.backend == "nccl" and (
+        config.execution.device == "cpu" or not torch.cuda.is_available()
+    ):
         found.append(
-            "dist_backend=nccl needs CUDA GPUs, and this process has none (or --device "
-            "cpu); use --set dist_backend=gloo (or auto: nccl on GPUs, gloo on the CPU)"
+            "distributed.backend=nccl needs CUDA GPUs, and this process has none (or --device "
+            "cpu); use --set distributed.backend=gloo (or auto: nccl on GPUs, gloo on the CPU)"
         )
     return found
 
@@ -171,7 +180,7 @@ def _build_problems(config: TrainConfig, shape: tuple[int, int, int]) -> list[st
             )
     except ConfigError as exc:
         return [str(exc)]
-    if config.spectral_norm == "d":
+    if config.regularise.spectral_norm == "d":
         problem = spectral_norm_problem(discriminator, config.model.arch)
         return [problem] if problem else []
     return []
@@ -179,36 +188,41 @@ def _build_problems(config: TrainConfig, shape: tuple[int, int, int]) -> list[st
 
 def _execution_problems(config: TrainConfig) -> list[str]:
     problems = []
-    if config.cuda_graphs == "on" and config.optim.shared_counter:
+    if config.execution.cuda_graphs == "on" and config.optim.shared_counter:
         problems.append(
-            "cuda_graphs=on replays fixed Adam counts; it cannot be combined with "
+            "execution.cuda_graphs=on replays fixed Adam counts; it cannot be combined with "
             "optim.shared_counter=true"
         )
-    if config.cuda_graphs == "on" and config.optim.keras_epsilon:
+    if config.execution.cuda_graphs == "on" and config.optim.keras_epsilon:
         problems.append(
-            "cuda_graphs=on replays a fixed Adam epsilon; it cannot be combined with "
+            "execution.cuda_graphs=on replays a fixed Adam epsilon; it cannot be combined with "
             "optim.keras_epsilon=true"
         )
-    if config.cuda_graphs == "on" and config.r1_interval > 1:
+    if config.execution.cuda_graphs == "on" and config.regularise.r1_interval > 1:
         problems.append(
-            "cuda_graphs=on replays the same step every iteration; lazy R1 "
-            "(r1_interval > 1) needs cuda_graphs=off"
+            "execution.cuda_graphs=on replays the same step every iteration; lazy R1 "
+            "(regularise.r1_interval > 1) needs execution.cuda_graphs=off"
         )
-    if config.cuda_graphs == "on" and config.gamma_ramp > 0:
+    if config.execution.cuda_graphs == "on" and config.regularise.gamma_ramp > 0:
         problems.append(
-            "cuda_graphs=on replays the same step every iteration; the gamma ramp "
-            "(gamma_ramp > 0) changes the penalty weight between iterations and needs "
-            "cuda_graphs=off"
+            "execution.cuda_graphs=on replays the same step every iteration; the gamma ramp "
+            "(regularise.gamma_ramp > 0) changes the penalty weight between iterations and needs "
+            "execution.cuda_graphs=off"
         )
-    if config.cuda_graphs == "on" and config.optim.ramp > 0:
+    if config.execution.cuda_graphs == "on" and config.optim.ramp > 0:
         problems.append(
-            "cuda_graphs=on replays the same step every iteration; the optimiser ramp "
+            "execution.cuda_graphs=on replays the same step every iteration; the optimiser ramp "
             "(optim.ramp > 0) changes the learning rates between iterations and needs "
-            "cuda_graphs=off"
+            "execution.cuda_graphs=off"
         )
-    if config.cuda_graphs == "on" and config.augment and config.ada_target > 0:
+    if (
+        config.execution.cuda_graphs == "on"
+        and config.augment.names
+        and config.augment.ada_target > 0
+    ):
         problems.append(
-            "cuda_graphs=on replays the same step every iteration; the adaptive augmentation "
-            "probability (ada_target > 0) changes between iterations and needs cuda_graphs=off"
+            "execution.cuda_graphs=on replays the same step every iteration; the adaptive "
+            "augmentation probability (augment.ada_target > 0) changes between iterations and "
+            "needs execution.cuda_graphs=off"
         )
     return problems

@@ -28,7 +28,9 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from ganforge.artefacts.files import atomic_open, write_bytes
+from ganforge.config_migration import migrate_config
 from ganforge.errors import CheckpointError, first_line
+from ganforge.settings import LatentConfig
 
 FORMAT = "ganforge-checkpoint-v1"
 GENERATOR_FORMAT = "ganforge-generator-v1"
@@ -51,6 +53,12 @@ class GeneratorInfo:
     step: int = 0
     class_names: tuple[str, ...] = ()  # label i is class_names[i], when the data names them
 
+    @property
+    def latent(self) -> LatentConfig:
+        """The noise law this generator was trained on, in the form ganforge.noise draws from
+        (the run's ``config.latent``; ``noise`` and ``noise_std`` are its stored form)."""
+        return LatentConfig(self.noise, self.noise_std)
+
     @classmethod
     def from_config(
         cls,
@@ -65,8 +73,8 @@ class GeneratorInfo:
             config.model.latent_dim,
             tuple(image_shape),
             dict(config.model.options),
-            config.noise,
-            config.noise_std,
+            config.latent.law,
+            config.latent.std,
             dataset,
             step,
             tuple(class_names or ()),
@@ -105,15 +113,15 @@ def generator_from_checkpoint(
 ) -> tuple[GeneratorInfo, dict[str, torch.Tensor]]:
     """The generator's description and weights in a training checkpoint (the EMA copy when kept)."""
     try:
-        config = json.loads(state["config"])
+        config = migrate_config(json.loads(state["config"]))
         model = config["model"]
         values = {
             "arch": model["arch"],
             "latent_dim": model["latent_dim"],
             "image_shape": state["image_shape"],
             "options": model["options"],
-            "noise": config["noise"],
-            "noise_std": config["noise_std"],
+            "noise": config["latent"]["law"],
+            "noise_std": config["latent"]["std"],
             "dataset": state["dataset"],
             "step": state["step"],
             "class_names": state.get("class_names", []),  # checkpoints before names have none

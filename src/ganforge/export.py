@@ -40,6 +40,7 @@ from torch import nn
 from ganforge.artefacts.files import _UMASK, write_text
 from ganforge.checkpoint import GeneratorInfo, export_generator
 from ganforge.conditional import num_classes_of
+from ganforge.config_migration import migrate_config
 from ganforge.errors import ConfigError, GanforgeError, first_line
 
 # Largest |ONNX - PyTorch| accepted on the [-1, 1] image scale. One uint8 grey level is
@@ -327,7 +328,8 @@ MNI152_TERMS = (
     "University; keep this notice with any copy. Cite V. S. Fonov et al., "
     "NeuroImage 47 Suppl. 1 (2009) S102."
 )
-CARD_EXCLUDED = ("out_dir", "run_name", "device")  # where and on what it ran, not the recipe
+# where and on what it ran, not the recipe
+CARD_EXCLUDED = ("out_dir", "run_name", "execution.device")
 
 
 def export_folder(
@@ -391,11 +393,11 @@ def _run_record(source: str | Path) -> dict[str, Any]:
             continue
         config = _read_json(folder / "config.json")
         if isinstance(config, dict) and config.get("library_name") == "ganforge":  # a model folder
-            return {"config": config.get("training_config"), "folder": folder}
+            return {"config": migrate_config(config.get("training_config")), "folder": folder}
         if isinstance(config, dict) and "model" in config:
             evals = sorted(folder.glob("eval-*.json"), key=lambda p: p.stat().st_mtime)
             return {
-                "config": config,
+                "config": migrate_config(config),
                 "summary": _read_json(folder / "summary.json"),
                 "eval": _read_json(evals[-1]) if evals else None,
                 "folder": folder,
@@ -437,7 +439,7 @@ def reproduce_command(config: dict[str, Any] | None) -> str | None:
         return None
     words = ["ganforge", "train", "--preset", str(config["preset"])]
     for key, value in _flatten(config).items():
-        if key.split(".")[0] in CARD_EXCLUDED or key == "description":
+        if key in CARD_EXCLUDED or key == "description":
             continue
         if _flatten(base).get(key, object()) != value:
             shown = value if isinstance(value, str) else json.dumps(value)
@@ -552,18 +554,18 @@ def _recipe_section(config: dict[str, Any]) -> list[str]:
             "Not recorded: exported from a generator file without its run folder.",
             "",
         ]
-    optim = config.get("optim", {})
+    optim, steps = config.get("optim", {}), config.get("schedule", {})
     schedule = (
-        f"{config['epochs']} epochs"
-        if config.get("epochs") is not None
-        else f"{config.get('iterations')} iterations"
+        f"{steps['epochs']} epochs"
+        if steps.get("epochs") is not None
+        else f"{steps.get('iterations')} iterations"
     )
     lines = ["## Recipe", ""]
     if config.get("preset"):
         lines.append(f"Preset `{config['preset']}`: {config.get('description', '').strip()}")
         lines.append("")
     lines += [
-        f"- loss `{config.get('loss')}`, batch {config.get('batch_size')}, {schedule}, "
+        f"- loss `{config.get('loss')}`, batch {steps.get('batch_size')}, {schedule}, "
         f"seed {config.get('seed')}",
         f"- Adam: lr G {optim.get('lr_g')}, lr D {optim.get('lr_d')}, betas "
         f"({optim.get('beta1')}, {optim.get('beta2')})",

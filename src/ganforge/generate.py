@@ -107,7 +107,7 @@ def generate(
     out = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        z = draw_noise(n, info.latent_dim, info.noise, info.noise_std, rng, "cpu").to(device)
+        z = draw_noise(n, info.latent_dim, info.latent, rng, "cpu").to(device)
         if labels is None:
             images = generator(z)
         else:

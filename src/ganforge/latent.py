@@ -1,7 +1,7 @@
 """Latent vectors by seed: one file per seed, walks between seeds, and truncation.
 
 Each seed owns its latent vector. It is drawn from its own ``torch.Generator`` on the CPU
-(``manual_seed(seed)``), in the training noise law (normal with ``noise_std``, or uniform
+(``manual_seed(seed)``), in the training noise law (normal with ``latent.std``, or uniform
 in [-1, 1]). So the image for seed 7 is the same whether it is made alone or among seeds
 0-35, and the same on every machine (up to the device's arithmetic). :func:`images_for_seeds`
 runs the generator one latent at a time for the same reason: a batch of one gives the
@@ -101,8 +101,7 @@ def seed_latent(info: GeneratorInfo, seed: int, truncation: float | None = None)
     """The latent vector [latent_dim] of one seed, in the training noise law (noise.py)."""
     check_truncation(info, truncation)
     rng = torch.Generator(device="cpu").manual_seed(seed)
-    law, std = info.noise, info.noise_std
-    return draw_noise(1, info.latent_dim, law, std, rng, "cpu", truncation)[0]
+    return draw_noise(1, info.latent_dim, info.latent, rng, "cpu", truncation)[0]
 
 
 def seed_latents(

@@ -210,7 +210,9 @@ class LoggingHook:
 
     def on_grid(self, trainer: Any, images: torch.Tensor, path: Path) -> None:
         for logger in self.loggers:
-            logger.log_image(trainer.state.step, "samples", images.cpu(), trainer.config.grid_size)
+            logger.log_image(
+                trainer.state.step, "samples", images.cpu(), trainer.config.schedule.grid_size
+            )
 
     def on_eval(self, trainer: Any, record: dict[str, Any]) -> None:
         scores = {f"eval/{key}": value for key, value in record.items() if key != "step"}

@@ -128,8 +128,8 @@ LOSSES: dict[str, GANLoss] = {
             _unpaired("rpgan"),
             _unpaired("rpgan"),
             _unpaired("rpgan"),
-            "relativistic pairing loss (RpGAN; R3GAN with r1_gamma and r2_gamma): each real "
-            "image scored against its fake",
+            "relativistic pairing loss (RpGAN; R3GAN with regularise.r1_gamma and r2_gamma): "
+            "each real image scored against its fake",
             Pairing(_rp_d, _rp_g),
         ),
     )

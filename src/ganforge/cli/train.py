@@ -19,7 +19,7 @@ EXAMPLES = """examples:
   ganforge train                                         the offline MNIST demo (a few CPU minutes)
   ganforge train --preset mnist-dcgan --epochs 1         the notebook's DCGAN, one epoch
   ganforge train --preset oasis-dcgan --data DIR         the brain-MRI DCGAN on a folder of slices
-  ganforge train --preset mnist-gan --set ema_decay=0.999 --set optim.lr_d=1e-4
+  ganforge train --preset mnist-gan --set regularise.ema_decay=0.999 --set optim.lr_d=1e-4
   ganforge train --preset mnist-dcgan --dry-run          check and print the resolved config
   ganforge train --resume runs/mnist-dcgan-001           continue a stopped run exactly
 
@@ -28,51 +28,103 @@ is kept); 130 or 143 stopped by Ctrl-C or SIGTERM after saving a checkpoint (--r
 """
 
 
-# flag -> dotted config key; every flag is optional and overrides the preset.
+# flag -> the dotted setting it overrides; the help text is that setting's own documentation
+# (TrainConfig's fields, read by setting_help when the parser is built). Every flag is optional
+# and overrides the preset.
 FLAGS = {
-    "epochs": ("epochs", int, "train for this many passes over the data"),
-    "iterations": ("iterations", int, "train for this many iterations (instead of epochs)"),
-    "batch_size": ("batch_size", int, "images per batch"),
-    "lr_g": ("optim.lr_g", float, "generator learning rate"),
-    "lr_d": ("optim.lr_d", float, "discriminator learning rate"),
-    "lr": (None, float, "set both learning rates"),
-    "beta1": ("optim.beta1", float, "Adam beta1 for both networks"),
-    "beta2": ("optim.beta2", float, "Adam beta2 for both networks"),
-    "latent_dim": ("model.latent_dim", int, "size of the noise vector z"),
-    "model": ("model.arch", str, "architecture: {model} (details: ganforge presets)"),
-    "loss": ("loss", str, "adversarial loss: {loss}"),
-    "seed": ("seed", int, "random seed"),
-    "device": ("device", str, "auto, cpu, cuda, cuda:N"),
-    "precision": (
-        "precision",
-        str,
-        "auto (bf16 where the GPU or CPU has it natively and it pays, else fp32), fp32 (exact, "
-        "TF32 off; the faithful presets' default), bf16, or fp16 (GPUs)",
-    ),
-    "sample_every": ("sample_every", int, "save a sample grid every N epochs/iterations"),
-    "checkpoint_every": ("checkpoint_every", int, "save a checkpoint every N epochs/iterations"),
-    "eval_every": ("eval_every", int, "evaluate quality every N epochs/iterations (0: off)"),
-    "dataset": ("data.dataset", str, "data source: {dataset}"),
-    "data": ("data.path", str, "a local copy of the data (folder or file); searched first"),
-    "resolution": ("data.resolution", int, "square image size to train at"),
-    "channels": ("data.channels", int, "1 (grayscale) or 3 (RGB)"),
-    "limit": ("data.limit", int, "use only the first N images"),
-    "out": ("out_dir", str, "folder that holds run folders (default: runs)"),
-    "logger": (
-        "loggers",
-        str,
-        "experiment loggers besides metrics.jsonl/.csv, comma-separated: tensorboard",
-    ),
-    "name": ("run_name", str, "name of this run's folder (default: <preset>-NNN)"),
+    "epochs": "schedule.epochs",
+    "iterations": "schedule.iterations",
+    "batch_size": "schedule.batch_size",
+    "lr_g": "optim.lr_g",
+    "lr_d": "optim.lr_d",
+    "lr": None,
+    "beta1": "optim.beta1",
+    "beta2": "optim.beta2",
+    "latent_dim": "model.latent_dim",
+    "model": "model.arch",
+    "loss": "loss",
+    "seed": "seed",
+    "device": "execution.device",
+    "precision": "execution.precision",
+    "sample_every": "schedule.sample_every",
+    "checkpoint_every": "schedule.checkpoint_every",
+    "eval_every": "schedule.eval_every",
+    "dataset": "data.dataset",
+    "data": "data.path",
+    "resolution": "data.resolution",
+    "channels": "data.channels",
+    "limit": "data.limit",
+    "out": "out_dir",
+    "logger": "loggers",
+    "name": "run_name",
+}
+# the flags that are not one setting, or whose registry names are listed when help is shown
+EXTRA_HELP = {
+    "lr": "set both learning rates (optim.lr_g and optim.lr_d)",
+    "model": "{model} (details: ganforge presets)",
+    "loss": "{loss}",
+    "dataset": "{dataset}",
+    "logger": "comma-separated: tensorboard",
 }
 
 
+def flag_help(flag: str) -> str:
+    """A flag's help: its setting's documentation, the setting's name, and any names to pick.
+
+    Read when the help is shown, so building the parser (for any command) never loads the
+    config schema."""
+    from ganforge.config import TrainConfig
+    from ganforge.settings import setting_help
+
+    key = FLAGS[flag]
+    parts = [setting_help(TrainConfig, key)] if key else []
+    parts += [EXTRA_HELP[flag]] if flag in EXTRA_HELP else []
+    text = "; ".join(parts)
+    return f"{text} ({key})" if key else text
+
+
+def flag_value(flag: str):
+    """argparse's converter for a flag: the number type of its setting (the config converts
+    and checks the value again), looked up only when the flag is given."""
+
+    def convert(text: str) -> object:
+        kind = _number_type(FLAGS[flag])
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"wants {kind.__name__} ({FLAGS[flag] or 'optim.lr_g and optim.lr_d'}), "
+                f"got {text!r}"
+            ) from None
+
+    return convert
+
+
+def _number_type(key: str | None) -> type:
+    import typing
+
+    from ganforge.config import TrainConfig
+
+    if key is None:
+        return float
+    hint: object = TrainConfig
+    for part in key.split("."):
+        hint = typing.get_type_hints(hint)[part]
+    for kind in (int, float):
+        if hint is kind or kind in typing.get_args(hint):
+            return kind
+    return str
+
+
 class _HelpWithNames(argparse.RawDescriptionHelpFormatter):
-    """Fills the registries' names ({model}, {loss}, {dataset}) into the help texts when the help
-    is shown, so building the parser (for `ganforge --help`, or to run a command) never looks
-    them up."""
+    """Fills in the flags' help from their settings' documentation, and the registries' names
+    ({model}, {loss}, {dataset}), when the help is shown, so building the parser (for
+    `ganforge --help`, or to run a command) never loads the config schema or the registries."""
 
     def _expand_help(self, action: argparse.Action) -> str:
+        flag = getattr(action, "setting_flag", None)
+        if flag is not None:
+            action.help = flag_help(flag)
         text = super()._expand_help(action)
         for kind in ("model", "loss", "dataset"):
             if "{" + kind + "}" in text:
@@ -94,21 +146,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"named recipe (default: {DEFAULT_PRESET}): {', '.join(preset_names())}",
     )
     p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
-    for flag, (_, kind, text) in FLAGS.items():
-        p.add_argument(
-            "--" + flag.replace("_", "-"),
-            dest=flag,
-            type=kind,
-            default=None,
-            help=text,
+    for flag in FLAGS:
+        action = p.add_argument(
+            "--" + flag.replace("_", "-"), dest=flag, type=flag_value(flag), default=None, help=flag
         )
+        # the help text is the setting's documentation, filled in by _HelpWithNames
+        action.setting_flag = flag  # type: ignore[attr-defined]
     p.add_argument(
         "--set",
         dest="settings",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other setting, e.g. --set ema_decay=0.999 --set data.fit=crop (repeatable)",
+        help="any other setting, e.g. --set regularise.ema_decay=0.999 --set data.fit=crop "
+        "(repeatable; the names of before the groups, such as ema_decay, still work)",
     )
     p.add_argument(
         "--resume",
@@ -143,7 +194,7 @@ def resolve_config(args: argparse.Namespace):
             else load_preset(args.preset or DEFAULT_PRESET)
         )
     overrides: dict[str, object] = {}
-    for flag, (key, _, _) in FLAGS.items():
+    for flag, key in FLAGS.items():
         value = getattr(args, flag)
         if value is None:
             continue

@@ -8,12 +8,14 @@ Layout (imports point down only; no module imports this package's ``__init__``):
 - ``transforms``: channels and square resolution, the one place that resizes;
 - ``decode``: image files -> arrays -> one stacked tensor, the unreadable-file policy;
 - ``cache``: the decoded-image cache and its keys;
-- ``registry``: SOURCES, register_source, load_images, source_problems, expected_shape;
+- ``registry``: SOURCES, register_source, load_images, source_problems, source_options,
+  expected_shape;
 - the sources: ``idx`` (mnist, fashion-mnist), ``stacked`` (stacked-mnist, built on idx),
   ``nifti`` (nifti), ``folder`` (folder, brain-mri), each registered where it is defined.
 
 Add a source with :func:`register_source` in a new module and name it in BUILTIN_SOURCES;
-the trainer only ever sees ImageData.
+the trainer only ever sees ImageData. A source with settings of its own declares them as a
+dataclass (``options=``); users set them under ``data.options`` and the registry checks them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _EXPORTS = {
     "load_images": "ganforge.data.registry",
     "register_source": "ganforge.data.registry",
     "save_nifti_stack": "ganforge.data.nifti",
+    "source_options": "ganforge.data.registry",
     "source_problems": "ganforge.data.registry",
     "to_uint8": "ganforge.data.base",
     "to_unit_range": "ganforge.data.base",

@@ -208,7 +208,7 @@ def split_by_subject(
     subjects = sorted({subject_of(f, root) for f in files})
     if len(subjects) < 2:
         raise DataError(
-            f"{root}: data.subject_split needs at least two subjects, found "
+            f"{root}: data.options.subject_split needs at least two subjects, found "
             f"{len(subjects)} ({', '.join(subjects) or 'none'})"
         )
     order = sorted(subjects, key=lambda s: hashlib.sha256(s.encode()).hexdigest())

@@ -66,7 +66,7 @@ from ganforge.data.discovery import (
     select_split,
 )
 from ganforge.data.locations import search_places
-from ganforge.data.nifti import load_nifti, volume_problems
+from ganforge.data.nifti import NiftiOptions, load_nifti, nifti_options, volume_problems
 from ganforge.data.registry import register_source
 from ganforge.errors import ConfigError, DataError
 
@@ -161,7 +161,7 @@ def brain_mri_problems(config: DataConfig) -> list[str]:
     return volume_problems(config)
 
 
-@register_source("folder", fits=True, problems=folder_problems)
+@register_source("folder", fits=True, problems=folder_problems, options=NiftiOptions)
 def load_folder(config: DataConfig) -> ImageData:
     """The `folder` source: a folder of images, a folder of NIfTI volumes, or one NIfTI file."""
     if not config.path:
@@ -182,7 +182,7 @@ def load_folder(config: DataConfig) -> ImageData:
                 f"{root} is a single image; pass the folder that holds the images with --data"
             )
         raise DataError(f"{root} is neither a folder of images nor a NIfTI volume (.nii, .nii.gz)")
-    if config.subject_split is not None:  # only volumes are split by subject
+    if nifti_options(config).subject_split is not None:  # only volumes are split by subject
         return load_nifti(config)
     folders, label = select_split(root, config.split)
     files = list_files(folders, is_image_file)
@@ -226,7 +226,7 @@ def brain_mri_candidates() -> list[Path]:
     return search_places(BRAIN_DATASETS)
 
 
-@register_source("brain-mri", fits=True, problems=brain_mri_problems)
+@register_source("brain-mri", fits=True, problems=brain_mri_problems, options=NiftiOptions)
 def load_brain_mri(config: DataConfig) -> ImageData:
     """The `brain-mri` source: --data when given, else the first known copy of brain slices."""
     if config.path:

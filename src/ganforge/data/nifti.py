@@ -4,19 +4,19 @@ Each 3-D volume is
 1. reoriented to RAS+ (nibabel.as_closest_canonical), so that the same anatomy gives the
    same slices whatever voxel order the file was stored in; its voxel sizes are read from
    the affine (the header's pixdims as nibabel applies them);
-2. normalised on its own by ``data.normalise``:
-   ``percentile`` (default): the ``data.percentiles[0]`` percentile of all voxels becomes 0
-   (black background) and the ``data.percentiles[1]`` percentile of the voxels above it
+2. normalised on its own by ``data.options.normalise``:
+   ``percentile`` (default): the ``data.options.percentiles[0]`` percentile of all voxels becomes 0
+   (black background) and the ``data.options.percentiles[1]`` percentile of the voxels above it
    becomes 255 (0.5 and 99.5 by default). One hot voxel or a bright vessel cannot darken the
    whole volume, and scans with different scanner scales come out alike;
    ``zscore``: the foreground voxels (above the low percentile) are standardised by their
    mean and standard deviation and mean - 3 std .. mean + 3 std is shown as 0..255;
    ``minmax``: the volume's minimum .. maximum becomes 0..255 (for data already scaled,
    e.g. volumes written by :func:`save_nifti_stack`);
-3. cut along ``data.nifti_axis`` (0 sagittal, 1 coronal, 2 axial in RAS+) over the part
-   ``data.nifti_range`` of that axis (fractions, e.g. (0.3, 0.7) for the middle 40%);
+3. cut along ``data.options.nifti_axis`` (0 sagittal, 1 coronal, 2 axial in RAS+) over the part
+   ``data.options.nifti_range`` of that axis (fractions, e.g. (0.3, 0.7) for the middle 40%);
 4. thinned: slices whose foreground (pixels above 5% of the range) covers less than
-   ``data.nifti_min_foreground`` of the slice are skipped, which drops the empty slices
+   ``data.options.nifti_min_foreground`` of the slice are skipped, which drops the empty slices
    above and below the head;
 5. laid out in one convention: the second in-plane axis points up (anterior for axial
    slices, superior for coronal and sagittal ones) and the first points right (patient's
@@ -30,7 +30,7 @@ DWI) is refused with a DataError that says what to do; a 4-D file with a single 
 is read as 3-D.
 
 Splits: a folder with split folders splits as image folders do. A flat folder of volumes
-can be split by subject with ``data.subject_split`` (the share of subjects held out as the
+can be split by subject with ``data.options.subject_split`` (the share of subjects held out as the
 test split; see discovery.split_by_subject): no subject has slices on both sides.
 """
 
@@ -40,7 +40,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -60,11 +60,12 @@ from ganforge.data.discovery import (
     split_by_subject,
     volume_name,
 )
-from ganforge.data.registry import register_source
+from ganforge.data.registry import register_source, source_options
 from ganforge.data.transforms import square_pixel_size, to_channels
 from ganforge.errors import ConfigError, DataError, first_line
+from ganforge.settings import setting
 
-PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume (data.percentiles)
+PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume (data.options.percentiles)
 NORMALISERS = ("percentile", "zscore", "minmax")
 ZSCORE_WINDOW = 3.0  # zscore shows mean +- this many standard deviations
 FOREGROUND_LEVEL = 0.05  # a pixel above this fraction of the normalised range is foreground
@@ -81,6 +82,39 @@ class Volume:
 
     data: np.ndarray  # float32 [X, Y, Z]
     spacing: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class NiftiOptions:
+    """The options (``data.options``) of sources that read NIfTI volumes: nifti, folder and
+    brain-mri (a folder may hold volumes). Ranges are checked by :func:`volume_problems`."""
+
+    nifti_axis: int = setting(
+        2, help="slicing axis of the volumes: 0 sagittal, 1 coronal, 2 axial (RAS+)"
+    )
+    nifti_range: tuple[float, float] = setting(
+        (0.0, 1.0), help="part of the axis to slice, as fractions, e.g. (0.3, 0.7)"
+    )
+    nifti_min_foreground: float = setting(
+        0.1, help="skip slices with less non-background than this share"
+    )
+    normalise: Literal["percentile", "zscore", "minmax"] = setting(
+        "percentile",
+        help="intensity scaling per volume: percentile (percentiles -> 0..255), zscore "
+        "(foreground mean +- 3 std -> 0..255) or minmax (volume min..max -> 0..255)",
+    )
+    percentiles: tuple[float, float] = setting(
+        PERCENTILES, help="low -> black, high (of the voxels above low) -> white"
+    )
+    subject_split: float | None = setting(
+        None,
+        help="a flat folder of volumes: hold out this share of subjects as the test split",
+    )
+
+
+def nifti_options(config: DataConfig) -> NiftiOptions:
+    """The NIfTI options of this data config, defaults filled in (checked by the registry)."""
+    return source_options(config)
 
 
 def read_volume(path: Path) -> np.ndarray:
@@ -198,7 +232,8 @@ def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cac
     skipped: list[str] = []
     sizes: dict[tuple[int, int], str] = {}
     attempted = 0
-    percentiles = (float(config.percentiles[0]), float(config.percentiles[1]))
+    opts = nifti_options(config)
+    percentiles = (float(opts.percentiles[0]), float(opts.percentiles[1]))
     for path in files:
         if config.limit is not None and len(arrays) >= config.limit:
             break
@@ -208,10 +243,10 @@ def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cac
         except UnreadableVolume as exc:
             skipped.append(f"{path.name} ({exc})")
             continue
-        scaled = normalise_volume(volume.data, path, config.normalise, percentiles)
-        spacing = slice_spacing(volume.spacing, config.nifti_axis)
+        scaled = normalise_volume(volume.data, path, opts.normalise, percentiles)
+        spacing = slice_spacing(volume.spacing, opts.nifti_axis)
         for image in volume_slices(
-            scaled, config.nifti_axis, config.nifti_range, config.nifti_min_foreground
+            scaled, opts.nifti_axis, opts.nifti_range, opts.nifti_min_foreground
         ):
             sizes.setdefault(square_pixel_size(*image.shape, spacing), path.name)
             arrays.append(image)
@@ -237,30 +272,38 @@ def decode_volumes(files: Sequence[Path], root: Path, config: DataConfig) -> cac
 
 def volume_problems(config: DataConfig) -> list[str]:
     """The NIfTI settings that cannot work, whatever the files hold."""
+    opts = nifti_options(config)
     found = []
-    if config.nifti_axis not in AXIS_NAMES:
+    if opts.nifti_axis not in AXIS_NAMES:
         found.append(
-            f"data.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) "
-            f"(got {config.nifti_axis!r})"
+            f"data.options.nifti_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) "
+            f"(got {opts.nifti_axis!r})"
         )
-    if not _ordered(config.nifti_range, 1.0):
+    if not _ordered(opts.nifti_range, 1.0):
         found.append(
-            f"data.nifti_range must be two fractions 0 <= low < high <= 1 "
-            f"(got {config.nifti_range!r})"
+            f"data.options.nifti_range must be two fractions 0 <= low < high <= 1 "
+            f"(got {opts.nifti_range!r})"
         )
-    share = config.nifti_min_foreground
+    share = opts.nifti_min_foreground
     if not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
-        found.append(f"data.nifti_min_foreground must be a fraction in [0, 1] (got {share!r})")
-    if not _ordered(config.percentiles, 100.0):
         found.append(
-            f"data.percentiles must be two percentiles 0 <= low < high <= 100 "
-            f"(got {config.percentiles!r})"
+            f"data.options.nifti_min_foreground must be a fraction in [0, 1] (got {share!r})"
         )
-    held = config.subject_split
+    if not _ordered(opts.percentiles, 100.0):
+        found.append(
+            f"data.options.percentiles must be two percentiles 0 <= low < high <= 100 "
+            f"(got {opts.percentiles!r})"
+        )
+    held = opts.subject_split
     if held is not None and not (isinstance(held, (int, float)) and 0.0 < held < 1.0):
         found.append(
-            f"data.subject_split must be a share of subjects between 0 and 1, "
+            f"data.options.subject_split must be a share of subjects between 0 and 1, "
             f"e.g. 0.2 (got {held!r})"
+        )
+    if opts.normalise not in NORMALISERS:
+        found.append(
+            f"data.options.normalise must be one of {', '.join(NORMALISERS)} "
+            f"(got {opts.normalise!r})"
         )
     return found
 
@@ -287,7 +330,8 @@ def nifti_shape(config: DataConfig) -> tuple[int, int, int] | None:
 
 def select_volumes(root: Path, config: DataConfig) -> tuple[list[Path], str]:
     """The volumes of the configured split under folder `root`, and the split's label."""
-    if config.subject_split is None:
+    held = nifti_options(config).subject_split
+    if held is None:
         folders, label = select_split(root, config.split)
         layout = find_layout(root)
         leaked = shared_subjects(layout, is_nifti_file) if layout and label != "all" else []
@@ -296,7 +340,7 @@ def select_volumes(root: Path, config: DataConfig) -> tuple[list[Path], str]:
             warnings.warn(
                 f"{root}: {len(leaked)} subject(s) have volumes in both the train and the test "
                 f"folder ({shown}): a test score would see training subjects; keep each subject "
-                "in one folder, or use one flat folder with --set data.subject_split=0.2",
+                "in one folder, or use one flat folder with --set data.options.subject_split=0.2",
                 stacklevel=4,
             )
         return list_files(folders, is_nifti_file), label
@@ -304,19 +348,21 @@ def select_volumes(root: Path, config: DataConfig) -> tuple[list[Path], str]:
     if layout is not None:
         raise DataError(
             f"{root} already has split folders ({', '.join(p.name for p in layout.values())}): "
-            "data.subject_split splits a flat folder of volumes; drop it, or point --data "
+            "data.options.subject_split splits a flat folder of volumes; drop it, or point --data "
             "at one split folder"
         )
     files = list_files([root], is_nifti_file)
     if not files and list_files([root], is_image_file):
         raise DataError(
-            f"{root} holds image files, not NIfTI volumes: data.subject_split splits "
+            f"{root} holds image files, not NIfTI volumes: data.options.subject_split splits "
             "folders of volumes by subject; drop it and use split folders"
         )
-    return split_by_subject(files, root, float(config.subject_split), config.split), config.split
+    return split_by_subject(files, root, float(held), config.split), config.split
 
 
-@register_source("nifti", fits=True, problems=nifti_problems, shape=nifti_shape)
+@register_source(
+    "nifti", fits=True, problems=nifti_problems, shape=nifti_shape, options=NiftiOptions
+)
 def load_nifti(config: DataConfig) -> ImageData:
     """The `nifti` source: one .nii/.nii.gz file, or a folder of them (splits: module doc)."""
     if not config.path:
@@ -324,10 +370,6 @@ def load_nifti(config: DataConfig) -> ImageData:
             "dataset 'nifti' needs a path: --data FILE.nii.gz or --data FOLDER of NIfTI volumes"
         )
     problems = volume_problems(config)
-    if config.normalise not in NORMALISERS:  # a Literal: TrainConfig.validate reports it first
-        problems.append(
-            f"data.normalise must be one of {', '.join(NORMALISERS)} (got {config.normalise!r})"
-        )
     if problems:
         raise ConfigError(problems[0])
     root = Path(config.path).expanduser()
@@ -347,14 +389,15 @@ def load_nifti(config: DataConfig) -> ImageData:
                 f"no NIfTI volumes (.nii, .nii.gz) in {root} (searched recursively, "
                 "mask folders skipped)"
             )
+    opts = nifti_options(config)
     settings = {
         **cache.cache_settings(config, "nifti", label),
-        "axis": config.nifti_axis,
-        "range": list(config.nifti_range),
-        "min_foreground": config.nifti_min_foreground,
-        "normalise": config.normalise,
-        "percentiles": list(config.percentiles),
-        "subject_split": config.subject_split,
+        "axis": opts.nifti_axis,
+        "range": list(opts.nifti_range),
+        "min_foreground": opts.nifti_min_foreground,
+        "normalise": opts.normalise,
+        "percentiles": list(opts.percentiles),
+        "subject_split": opts.subject_split,
         "pixels": "square",
     }
     decoded = cache.cached(
@@ -362,13 +405,13 @@ def load_nifti(config: DataConfig) -> ImageData:
     )
     if decoded.from_cache:
         check_unreadable(decoded.skipped, decoded.attempted, root, noun="volume")
-    axis = AXIS_NAMES[config.nifti_axis]
+    axis = AXIS_NAMES[opts.nifti_axis]
     if len(decoded.images) == 0:
         raise DataError(
-            f"{root}: no slices left: every {axis} slice in data.nifti_range "
-            f"{tuple(config.nifti_range)} has less than "
-            f"{config.nifti_min_foreground:.0%} foreground; lower "
-            "data.nifti_min_foreground or widen data.nifti_range"
+            f"{root}: no slices left: every {axis} slice in data.options.nifti_range "
+            f"{tuple(opts.nifti_range)} has less than "
+            f"{opts.nifti_min_foreground:.0%} foreground; lower "
+            "data.options.nifti_min_foreground or widen data.options.nifti_range"
         )
     note = ", from the decoded-image cache" if decoded.from_cache else ""
     source = f"{root} ({len(files)} volume(s), {len(decoded.images)} {axis} slices{note})"
@@ -382,7 +425,7 @@ def save_nifti_stack(
 
     Slice k becomes axial plane k of a RAS+ volume [W, H, N] laid out as the nifti source
     reads slices (rows up = anterior, columns right), so ``--dataset nifti --set
-    data.normalise=minmax --set data.nifti_min_foreground=0`` gives the images back.
+    data.normalise=minmax --set data.options.nifti_min_foreground=0`` gives the images back.
     `spacing` is the (column, row, slice) size in mm; the volume is centred on the origin.
     RGB slices are stored as their luma. Returns the path written (.nii or .nii.gz).
     """

@@ -15,12 +15,12 @@ resized again.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
-from ganforge.config import DataConfig
+from ganforge.config import DataConfig, build_options
 from ganforge.data.base import ImageData
 from ganforge.data.transforms import shape_to
-from ganforge.errors import unknown_name
+from ganforge.errors import ConfigError, unknown_name
 
 SourceLoader = Callable[[DataConfig], ImageData]
 ProblemCheck = Callable[[DataConfig], list[str]]
@@ -45,7 +45,10 @@ class Source:
     problems: ProblemCheck = _no_problems
     shape: ShapeRule = _unknown_shape
     splits: tuple[str, ...] = ALL_SPLITS
-    fits: bool = False  # the loader applies channels/resolution itself while stacking
+    # the loader applies channels/resolution itself while stacking
+    fits: bool = False
+    # the dataclass of the source's own options (data.options), None for a source without any
+    options: type | None = None
 
     def __call__(self, config: DataConfig) -> ImageData:
         return self.load(config)
@@ -61,12 +64,23 @@ def register_source(
     shape: ShapeRule | None = None,
     splits: tuple[str, ...] = ALL_SPLITS,
     fits: bool = False,
+    options: type | None = None,
 ) -> Callable[[SourceLoader], SourceLoader]:
-    """Register a loader under `name`, with the checks it declares (see the module doc)."""
+    """Register a loader under `name`, with the checks and options it declares (module doc).
+
+    ``options`` is a dataclass of :func:`ganforge.config.setting` fields: the names, types,
+    defaults and documentation of what ``data.options`` may hold for this source.
+    """
 
     def decorator(loader: SourceLoader) -> SourceLoader:
         SOURCES[name] = Source(
-            name, loader, problems or _no_problems, shape or _unknown_shape, tuple(splits), fits
+            name,
+            loader,
+            problems or _no_problems,
+            shape or _unknown_shape,
+            tuple(splits),
+            fits,
+            options,
         )
         return loader
 
@@ -78,6 +92,12 @@ def source_problems(config: DataConfig) -> list[str]:
     source = SOURCES.get(config.dataset)
     if source is None:
         return [str(unknown_name("dataset", config.dataset, list(SOURCES)))]
+    try:
+        source_options(config)
+        bad_options = []
+    except ConfigError as exc:
+        # the source's other checks still run, on its default options
+        bad_options, config = [str(exc)], replace(config, options={})
     found = []
     # An unknown split name is TrainConfig's to report (data.split is a Literal); here only a
     # valid split this source does not have.
@@ -86,7 +106,16 @@ def source_problems(config: DataConfig) -> list[str]:
             f"dataset {config.dataset!r} has no split {config.split!r}; choose one of: "
             f"{', '.join(source.splits)}"
         )
-    return found + list(source.problems(config))
+    return found + list(source.problems(config)) + bad_options
+
+
+def source_options(config: DataConfig) -> Any:
+    """The configured source's options: ``data.options`` checked against what the source
+    declares and filled with its defaults (ConfigError for an unknown or mistyped one)."""
+    source = SOURCES.get(config.dataset)
+    if source is None:
+        raise unknown_name("dataset", config.dataset, list(SOURCES))
+    return build_options(source.options, config.options, f"dataset {config.dataset!r}")
 
 
 def expected_shape(config: DataConfig) -> tuple[int, int, int] | None:

@@ -6,8 +6,8 @@ data can be counted mode by mode (``ganforge.metrics.modes``). The stacks are bu
 the MNIST IDX source, so they are found wherever MNIST is (``--data``, ``GANFORGE_DATA``,
 the cache, the bundled 5,000-digit slice).
 
-Invariant: the same MNIST split, ``data.stacks`` and ``data.stack_seed`` give the same
-stacks, bit for bit; the seed alone decides which digits go into which stack.
+Invariant: the same MNIST split, ``data.options.stacks`` and ``data.options.stack_seed`` give
+the same stacks, bit for bit; the seed alone decides which digits go into which stack.
 
 Labels are the mode index 100 * red + 10 * green + blue (1,000 classes). Unconditional
 training ignores them; they are kept because they are the ground truth the mode metric
@@ -16,15 +16,16 @@ is checked against, and they make a conditional StackedMNIST run possible.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
 from ganforge.config import DataConfig
 from ganforge.data.base import ImageData
 from ganforge.data.idx import IDX_SHAPE, idx_problems, load_idx_dataset
-from ganforge.data.registry import register_source
+from ganforge.data.registry import register_source, source_options
 from ganforge.errors import DataError
+from ganforge.settings import setting
 
 MODES = 1_000
 # The mode index of a stack: its red digit is the hundreds, green the tens, blue the units.
@@ -53,31 +54,46 @@ def _stacked_shape(config: DataConfig) -> tuple[int, int, int]:
 
 def _stacked_problems(config: DataConfig) -> list[str]:
     """The MNIST source's own problems (missing files, a bad --data), and the stack options."""
-    found = idx_problems(replace(config, dataset="mnist"))
-    if config.stacks is not None and (
-        isinstance(config.stacks, bool) or not isinstance(config.stacks, int) or config.stacks <= 0
-    ):
-        found.append(f"data.stacks must be a whole number > 0 or null (got {config.stacks!r})")
-    if isinstance(config.stack_seed, bool) or not isinstance(config.stack_seed, int):
-        found.append(f"data.stack_seed must be a whole number (got {config.stack_seed!r})")
+    found = idx_problems(replace(config, dataset="mnist", options={}))
+    opts = source_options(config)
+    if opts.stacks is not None and opts.stacks <= 0:
+        found.append(
+            f"data.options.stacks must be a whole number > 0 or null (got {opts.stacks!r})"
+        )
     return found
 
 
-@register_source("stacked-mnist", shape=_stacked_shape, problems=_stacked_problems)
+@dataclass(frozen=True)
+class StackOptions:
+    """The options (``data.options``) of stacked-mnist."""
+
+    stacks: int | None = setting(
+        None,
+        help="how many three-digit stacks to draw (None: as many as the split has images)",
+    )
+    stack_seed: int = setting(
+        0, help="the seed that picks the three digits of each stack, so a stack set repeats"
+    )
+
+
+@register_source(
+    "stacked-mnist", shape=_stacked_shape, problems=_stacked_problems, options=StackOptions
+)
 def load_stacked_mnist(config: DataConfig) -> ImageData:
     """StackedMNIST built from the configured MNIST split: as many stacks as the split has
-    digits unless data.stacks says otherwise (the literature uses 60,000 to 128,000)."""
+    digits unless data.options.stacks says otherwise (the literature uses 60,000 to 128,000)."""
     digits = load_idx_dataset("mnist", config.split, config.path, config.allow_bundled_slice)
     labels = digits.labels
     if labels is None:
         raise DataError(f"{digits.source}: MNIST without labels cannot name the stacks' modes")
-    count = config.stacks if config.stacks is not None else len(digits)
-    stacks, modes = stack_digits(digits.images, labels, count, config.stack_seed)
+    opts = source_options(config)
+    count = opts.stacks if opts.stacks is not None else len(digits)
+    stacks, modes = stack_digits(digits.images, labels, count, opts.stack_seed)
     split = digits.name.split("/", 1)[1]
     return ImageData(
         stacks,
         f"stacked-mnist/{split}",
-        f"{count:,} stacks (seed {config.stack_seed}) of {digits.source}",
+        f"{count:,} stacks (seed {opts.stack_seed}) of {digits.source}",
         modes,
         MODES,
     )

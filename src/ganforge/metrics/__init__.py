@@ -14,7 +14,7 @@ as the main metric; :data:`METRICS` maps names to those records.
     fid-inception                                   needs local Inception-v3 weights (optional)
 
 :func:`evaluate` runs a list of them (:func:`evaluate_with_intervals` adds bootstrap
-intervals); :func:`training_evaluator` is the hook the trainer calls every ``eval_every``
+intervals); :func:`training_evaluator` is the hook the trainer calls every ``schedule.eval_every``
 epochs or iterations.
 """
 
@@ -246,7 +246,8 @@ def _cuda_devices(device: torch.device) -> list[int]:
 def training_evaluator(
     config: TrainConfig, data: ImageData, device: torch.device | str
 ) -> Callable[[torch.nn.Module, int], dict[str, float]]:
-    """The default Evaluator for ``train()``: a cheap evaluation on ``config.eval_samples`` images.
+    """The default Evaluator for ``train()``: a cheap evaluation on
+    ``config.schedule.eval_samples`` images.
 
     Main metric: FID on the classifier embedding for MNIST and Fashion-MNIST, SWD for
     data without a classifier (the registry's main rank). Only the classifier's space is
@@ -268,9 +269,9 @@ def training_evaluator(
         image_shape=data.image_shape,
     )
     names = list(TRAINING_SET[context.extractor != "none"])
-    count = min(config.eval_samples, len(data))
+    count = min(config.schedule.eval_samples, len(data))
     check_available(names, context)
-    check_samples(names, count, config.eval_samples)
+    check_samples(names, count, config.schedule.eval_samples)
     real = reference_subset(data.images, count)
     info = GeneratorInfo.from_config(config, data.image_shape, data.name, 0)
     main = main_metric(names)
@@ -279,7 +280,7 @@ def training_evaluator(
         with torch.random.fork_rng(
             devices=_cuda_devices(context.device)
         ):  # training's RNG streams stay untouched
-            fake = generate(generator, info, config.eval_samples, seed=config.seed + 7)
+            fake = generate(generator, info, config.schedule.eval_samples, seed=config.seed + 7)
             scores = evaluate(real, fake, names, context)
         return {"main": scores[main], **{k: round(v, 6) for k, v in scores.items()}}
 

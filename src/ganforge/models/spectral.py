@@ -18,17 +18,17 @@ NORMALISED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
 def spectral_norm_problem(discriminator: nn.Module, arch: str) -> str | None:
-    """Why spectral_norm=d cannot be applied to `discriminator`, or None."""
+    """Why regularise.spectral_norm=d cannot be applied to `discriminator`, or None."""
     layers = [m for m in discriminator.modules() if isinstance(m, NORMALISED)]
     if any(parametrize.is_parametrized(m) for m in discriminator.modules()):
         return (
             f"model {arch!r} already normalises its discriminator spectrally; "
-            "drop spectral_norm (valid: off, d)"
+            "drop regularise.spectral_norm (valid: off, d)"
         )
     if not layers:
         return (
             f"model {arch!r} has no convolution or linear layer in its discriminator to "
-            "normalise; set spectral_norm=off"
+            "normalise; set regularise.spectral_norm=off"
         )
     return None
 

@@ -194,10 +194,10 @@ def assemble(runs: list[RunRecord], allow_mixed: bool, title: str | None, comman
 
 
 def describe_schedule(run: RunRecord) -> str:
-    c = run.config
-    if c.epochs is not None:
-        return f"{c.epochs} epoch{'s' if c.epochs != 1 else ''} ({run.total_steps} iterations)"
-    return f"{c.iterations} iterations (≈{c.iterations / run.steps_per_epoch:.2f} epochs)"
+    s = run.config.schedule
+    if s.epochs is not None:
+        return f"{s.epochs} epoch{'s' if s.epochs != 1 else ''} ({run.total_steps} iterations)"
+    return f"{s.iterations} iterations (≈{s.iterations / run.steps_per_epoch:.2f} epochs)"
 
 
 def run_facts(run: RunRecord) -> list[tuple[str, str]]:
@@ -211,7 +211,7 @@ def run_facts(run: RunRecord) -> list[tuple[str, str]]:
         ("data", f"{run.dataset} ({s.get('images', '?')} images)"),
         ("image", "x".join(map(str, run.image_shape))),
         ("schedule", describe_schedule(run)),
-        ("batch", str(c.batch_size)),
+        ("batch", str(c.schedule.batch_size)),
         (
             "iterations done",
             f"{s.get('steps')}" + (" (stopped early)" if s.get("stopped_early") else ""),

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ganforge.artefacts.rundir import RunDirectory
+from ganforge.config_migration import migrate_config
 from ganforge.errors import ConfigError, GanforgeError
 
 # a run without summary.json whose newest log line is older than this is taken as stopped
@@ -284,7 +285,7 @@ class Library:
         """One row of the runs list: name, preset, status, iterations and main metric."""
         from ganforge.report.figures import main_key
 
-        config = _read_json(run.config_file)
+        config = migrate_config(_read_json(run.config_file))
         summary = _read_json(run.summary_file)
         records = _records(run.metrics_file)
         evals = _records(run.eval_file)
@@ -296,7 +297,7 @@ class Library:
             "preset": config.get("preset") or "",
             "status": run_status(run),
             "step": step,
-            "total": summary.get("total_steps") or config.get("iterations"),
+            "total": summary.get("total_steps") or (config.get("schedule") or {}).get("iterations"),
             "metric": key if key in last_eval else None,
             "metric_value": _finite(last_eval.get(key)),
             "has_generator": _has_generator(run.path),
@@ -319,7 +320,7 @@ class Library:
         frames.sort(key=lambda frame: frame["step"])
         return {
             **self.run_summary(name, run),
-            "config": _read_json(run.config_file),
+            "config": migrate_config(_read_json(run.config_file)),
             "summary": _read_json(run.summary_file),
             "log": [_clean(record) for record in records],
             "evals": [_clean(record) for record in _records(run.eval_file)],

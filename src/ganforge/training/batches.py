@@ -73,21 +73,23 @@ class BatchSource:
 
     def noise(self, count: int, rng: torch.Generator) -> torch.Tensor:
         c = self.config
-        return draw_noise(count, c.model.latent_dim, c.noise, c.noise_std, rng, self.runtime.device)
+        return draw_noise(count, c.model.latent_dim, c.latent, rng, self.runtime.device)
 
     def next(self) -> Batch:
         """Real images and the iteration's noise (one batch for both updates with shared_noise)."""
         c, sizes, step, rng = self.config, self.sizes, self.state.step, self.state.noise_rng
         real, labels = self.real.next()
         z_d = self.noise(sizes.global_fake, rng)
-        z_g = z_d if c.shared_noise else self.noise(sizes.global_g, rng)
+        z_g = z_d if c.step.shared_noise else self.noise(sizes.global_g, rng)
         batch = Batch(real, z_d, z_g, index=step)
         if self.num_classes:
-            extra = 0 if c.shared_noise else sizes.global_g
+            extra = 0 if c.step.shared_noise else sizes.global_g
             fakes = fake_labels(
                 self.num_classes, sizes.global_fake + extra, c.seed, step, self.runtime.device
             )
-            fake_g = fakes[: sizes.global_fake] if c.shared_noise else fakes[sizes.global_fake :]
+            fake_g = (
+                fakes[: sizes.global_fake] if c.step.shared_noise else fakes[sizes.global_fake :]
+            )
             batch = Batch(real, z_d, z_g, labels, fakes[: sizes.global_fake], fake_g, index=step)
         return self.part(batch)
 
@@ -112,5 +114,5 @@ class BatchSource:
         if self.runtime.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         z_d = self.noise(self.sizes.fake, rng)
-        z_g = z_d if self.config.shared_noise else self.noise(self.sizes.g, rng)
+        z_g = z_d if self.config.step.shared_noise else self.noise(self.sizes.g, rng)
         return Batch(real, z_d, z_g)

@@ -3,7 +3,7 @@
 Contents: the :class:`TrainingState` (models, optimisers, EMA, sampler, random streams,
 step), ADA's probability, and in a run of several processes each process's random streams
 and a digest of its weights. Writes are atomic (checkpoint.save_checkpoint) and made by
-rank 0 alone, after every process handed over its part; the newest ``keep_checkpoints``
+rank 0 alone, after every process handed over its part; the newest ``schedule.keep_checkpoints``
 are kept. A resume reads the newest checkpoint that loads (rank 0 reads it and hands it to
 the others) and restores all of the above.
 """
@@ -51,7 +51,7 @@ class Checkpointer:
 
     # ---- writing ---------------------------------------------------------------------------
     def save(self, best: bool = False) -> Path:
-        """ckpt-<step>.pt (and best.pt), keeping the newest ``keep_checkpoints``. Every
+        """ckpt-<step>.pt (and best.pt), keeping the newest ``schedule.keep_checkpoints``. Every
         process checks its weights and hands over its streams; rank 0 writes, and an error
         there reaches every process."""
         self.check_finite_weights()
@@ -116,7 +116,7 @@ class Checkpointer:
                 f"({exc.strerror or exc}); {kept}; free space or fix the folder, then "
                 f"--resume {self.run.path}"
             ) from None
-        for stale in sorted(folder.glob("ckpt-*.pt"))[: -self.config.keep_checkpoints]:
+        for stale in sorted(folder.glob("ckpt-*.pt"))[: -self.config.schedule.keep_checkpoints]:
             stale.unlink(missing_ok=True)
         return path
 
@@ -144,7 +144,7 @@ class Checkpointer:
         return (
             f"the last good checkpoint, {latest.name}, is intact; continue from it with a lower "
             f"learning rate: ganforge train --resume {self.run.path} --lr 1e-4 (or a stabiliser: "
-            "--set r1_gamma=1)"
+            "--set regularise.r1_gamma=1)"
         )
 
     # ---- reading ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ MASTER_ADDR and MASTER_PORT. ``ganforge.train`` sees WORLD_SIZE > 1 and opens th
 CUDA) and returns a :class:`Distributed`, which the one set-up (setup.py) and the one loop
 (loop.py) ask what several processes must do differently:
 
-* The batch. ``batch_size`` is the global batch. The sampler's order (one seed) is the same
+* The batch. ``schedule.batch_size`` is the global batch. The sampler's order (one seed) is the same
   in every process and process r takes the r-th slice of every batch; the noise of the whole
   batch is drawn from the one shared stream and sliced the same way. Together the processes
   see exactly the images and noise one process would see, so a run does not depend on how
@@ -18,13 +18,13 @@ CUDA) and returns a :class:`Distributed`, which the one set-up (setup.py) and th
   all-reduce is ever left waiting. The simultaneous step takes its gradients with
   ``torch.autograd.grad``, which DDP cannot see: there each optimiser averages its gradients
   with one ``all_reduce`` just before it steps.
-* BatchNorm. Per process unless ``sync_bn``: then ``nn.SyncBatchNorm`` on CUDA, and on the
-  CPU (where PyTorch's SyncBatchNorm refuses to run) :class:`CPUSyncBatchNorm`, which takes
-  the same global statistics through a differentiable all_reduce.
+* BatchNorm. Per process unless ``distributed.sync_bn``: then ``nn.SyncBatchNorm`` on CUDA,
+  and on the CPU (where PyTorch's SyncBatchNorm refuses to run) :class:`CPUSyncBatchNorm`,
+  which takes the same global statistics through a differentiable all_reduce.
 * Artefacts. Only rank 0 writes (grids, logs, plots, GIF, checkpoints, the generator) and
   evaluates; the statistics shown are averaged over processes when they are read (log
   time), never inside an iteration.
-* Faults. Joining and every collective wait at most ``dist_timeout_s``; a lost process turns
+* Faults. Joining and every collective wait at most ``distributed.timeout_s``; a lost process turns
   into one line on the others, and torchrun's agent stops the rest. Rank 0 writes
   checkpoints atomically, so the last one stays intact and resumable.
 """
@@ -149,7 +149,7 @@ class Distributed:
         """This process's shard of every batch, synchronised BatchNorm when asked, and its
         own random stream (dropout masks; rank 0 keeps the one-process stream)."""
         state.sampler.shard(self.rank, self.world_size)
-        if config.sync_bn:
+        if config.distributed.sync_bn:
             state.generator, in_g = synchronise_batchnorm(state.generator, runtime.device)
             state.discriminator, in_d = synchronise_batchnorm(state.discriminator, runtime.device)
             kind = "SyncBatchNorm" if runtime.device.type == "cuda" else "CPUSyncBatchNorm (gloo)"
@@ -159,10 +159,10 @@ class Distributed:
             )
         if self.rank:
             torch.manual_seed(rank_seed(config.seed, self.rank))
+        batch = config.schedule.batch_size
         runtime.notes.append(
             f"distributed: {self.world_size} processes ({self.backend}), batch "
-            f"{config.batch_size} in all = {config.batch_size // self.world_size} per "
-            "process; rank 0 writes the run folder"
+            f"{batch} in all = {batch // self.world_size} per process; rank 0 writes the run folder"
         )
 
     def wrap(self, state: TrainingState, update: str) -> tuple[nn.Module, nn.Module] | None:
@@ -180,7 +180,7 @@ class Distributed:
     def prepare_step(self, step: AdversarialStep, config: TrainConfig) -> None:
         """The simultaneous step takes its gradients with torch.autograd.grad, which DDP
         cannot see: each optimiser averages them just before it steps."""
-        if config.update != "simultaneous":
+        if config.step.update != "simultaneous":
             return
         for name, optimiser in (("g", step.opt_g), ("d", step.opt_d)):
             average_gradients_before_step(optimiser, self.world_size, step.scalers.get(name))
@@ -217,8 +217,12 @@ def join(config: TrainConfig) -> Distributed:
             f"WORLD_SIZE={world} but RANK is not set; start the processes with "
             "torchrun (docs/distributed.md) rather than by setting WORLD_SIZE"
         ) from None
-    cuda = config.device != "cpu" and torch.cuda.is_available()
-    backend = config.dist_backend if config.dist_backend != "auto" else ("nccl" if cuda else "gloo")
+    cuda = config.execution.device != "cpu" and torch.cuda.is_available()
+    backend = (
+        config.distributed.backend
+        if config.distributed.backend != "auto"
+        else ("nccl" if cuda else "gloo")
+    )
     device = torch.device("cpu")
     if cuda:
         count = torch.cuda.device_count()
@@ -244,13 +248,13 @@ def join(config: TrainConfig) -> Distributed:
             init_method="env://",
             world_size=world,
             rank=rank,
-            timeout=datetime.timedelta(seconds=config.dist_timeout_s),
+            timeout=datetime.timedelta(seconds=config.distributed.timeout_s),
             **options,
         )
     except (RuntimeError, ValueError, OSError) as exc:  # store unreachable, a process missing
         raise ConfigError(
             f"process {rank} of {world} could not join the run at {address}:{port} "
-            f"within dist_timeout_s={config.dist_timeout_s:g} s "
+            f"within dist_timeout_s={config.distributed.timeout_s:g} s "
             f"({type(exc).__name__}: "
             f"{first_line(exc, 120)}); check the address and port and that every "
             "machine started its torchrun"

@@ -51,8 +51,8 @@ class HealthMonitor:
                 "warning: the discriminator has won outright since iteration "
                 f"{self.dominant_since} (accuracy {stats['d_acc']:.3f}, "
                 f"D(G(z)) {stats['d_fake']:.3f}); the generator gets little gradient. "
-                "Consider a lower --lr-d, label smoothing (--set label_smoothing=0.1) or R1 "
-                "(--set r1_gamma=1)"
+                "Consider a lower --lr-d, label smoothing "
+                "(--set regularise.label_smoothing=0.1) or R1 (--set regularise.r1_gamma=1)"
             )
         return None
 
@@ -74,5 +74,5 @@ class HealthMonitor:
         return (
             f"warning: possible mode collapse at iteration {step}: generated samples differ "
             f"from each other {ratio:.0%} as much as real images do; look at the latest grid, "
-            "and consider --set ema_decay=0.999 or a lower learning rate"
+            "and consider --set regularise.ema_decay=0.999 or a lower learning rate"
         )

@@ -103,8 +103,8 @@ class TrainerHook:
 
 class SampleGrids(TrainerHook):
     """reals.png, and a grid of the generator's images from fixed noise when the schedule
-    says (``sample_every`` units, shifted by ``sample_offset``, and the last), written by a
-    background thread so the loop does not wait for PNG encoding."""
+    says (``schedule.sample_every`` units, shifted by ``schedule.sample_offset``, and the
+    last), written by a background thread so the loop does not wait for PNG encoding."""
 
     def __init__(self, async_writes: bool):
         self.writer = BackgroundWriter(async_writes)
@@ -116,7 +116,7 @@ class SampleGrids(TrainerHook):
 
     def after_iteration(self, trainer: TrainerView, tick: Tick) -> None:
         c = trainer.config
-        due = (tick.unit_index - c.sample_offset) % c.sample_every == 0
+        due = (tick.unit_index - c.schedule.sample_offset) % c.schedule.sample_every == 0
         if tick.end_of_unit and (due or tick.is_last):
             self.save(trainer)
 
@@ -134,7 +134,7 @@ class SampleGrids(TrainerHook):
         if trainer.batches.num_classes:
             # one class per row
             labels = grid_labels(
-                len(noise), config.grid_size, trainer.batches.num_classes, noise.device
+                len(noise), config.schedule.grid_size, trainer.batches.num_classes, noise.device
             )
             generated = generator(noise, labels)
         else:
@@ -149,7 +149,7 @@ class SampleGrids(TrainerHook):
         )
         # the PNG is written by the writer thread once the copy lands
         host, ready = to_host_async(images)
-        self.writer.submit(save_grid, host, path, config.grid_size, ready=ready)
+        self.writer.submit(save_grid, host, path, config.schedule.grid_size, ready=ready)
         for hook in trainer.hooks:
             hook.on_grid(trainer, images, path)
         return path
@@ -158,9 +158,9 @@ class SampleGrids(TrainerHook):
         """reals.png: the preprocessed real images as training sees them, so a flipped or
         badly windowed dataset shows at once."""
         config, data = trainer.config, trainer.data
-        count = min(config.grid_size**2, len(data))
+        count = min(config.schedule.grid_size**2, len(data))
         path = trainer.run.path / "reals.png"
-        self.writer.submit(save_grid, data.images[:count], path, config.grid_size)
+        self.writer.submit(save_grid, data.images[:count], path, config.schedule.grid_size)
         return path
 
 

@@ -6,7 +6,7 @@
 The Trainer is built by the one set-up (setup.py) for any world (world.py): one process, or
 one of several under torchrun. It knows nothing of command-line flags or of how quality is
 measured: the caller passes an ``evaluator`` (a function of the generator and the step) and
-``hooks``. It keeps statistics on the device and reads them only every ``log_every``
+``hooks``. It keeps statistics on the device and reads them only every ``schedule.log_every``
 iterations (one all_reduce there with several processes), so a GPU never waits for Python
 inside an iteration.
 """
@@ -88,7 +88,7 @@ class Trainer:
         self.run_step = GraphedStep(step, runtime) if runtime.cuda_graphs else step
         self.health = HealthMonitor(
             spread(to_unit_range(data.images[:64])),
-            dominance_steps=max(20 * config.log_every, 500),
+            dominance_steps=max(20 * config.schedule.log_every, 500),
         )
         self.unit_steps = state.steps_per_epoch if config.schedule_unit == "epoch" else 1
         checkpointer.warn = self.warn
@@ -122,12 +122,12 @@ class Trainer:
             if runtime.compile_required:
                 raise GanforgeError(
                     f"torch.compile failed at the first iteration ({type(exc).__name__}: "
-                    f"{first}); use --set compile=off (eager) or compile=auto (falls back "
-                    "by itself)"
+                    f"{first}); use --set execution.compile=off (eager) or "
+                    "execution.compile=auto (falls back by itself)"
                 ) from exc
             runtime.compile = False
             self.step_fn.g_forward, self.step_fn.d_forward = make_forwards(
-                self.state, runtime, self.world, self.config.update
+                self.state, runtime, self.world, self.config.step.update
             )
             runtime.notes.append(
                 f"compile: failed at the first iteration ({type(exc).__name__}: "
@@ -164,7 +164,7 @@ class Trainer:
                 stats_sum += stats
                 stats_count += 1
                 # a copy: a CUDA graph overwrites its output next iteration
-                if c.raw_losses:
+                if c.schedule.raw_losses:
                     raw.append(stats.detach().clone())
                 state.step += 1
                 progress.advance()
@@ -174,7 +174,7 @@ class Trainer:
                     state.step % self.unit_steps == 0,
                     state.step == total,
                 )
-                log_due = state.step % c.log_every == 0 or tick.is_last
+                log_due = state.step % c.schedule.log_every == 0 or tick.is_last
                 # several processes agree on a signal at log time, never in between
                 requested = world.should_stop(stop.requested, log_due)
                 if log_due or requested:
@@ -187,10 +187,10 @@ class Trainer:
                     stats_count, window_start, window_step = 0, now, state.step
                 for hook in self.hooks:
                     hook.after_iteration(self, tick)
-                eval_due = tick.unit_index % max(c.eval_every, 1) == 0 or tick.is_last
-                if tick.end_of_unit and c.eval_every and self.evaluator and eval_due:
+                eval_due = tick.unit_index % max(c.schedule.eval_every, 1) == 0 or tick.is_last
+                if tick.end_of_unit and c.schedule.eval_every and self.evaluator and eval_due:
                     self.evaluate(time.perf_counter() - start)
-                checkpoint_due = tick.unit_index % c.checkpoint_every == 0
+                checkpoint_due = tick.unit_index % c.schedule.checkpoint_every == 0
                 if (tick.end_of_unit and checkpoint_due) or tick.is_last or requested:
                     state.elapsed = self._elapsed_total(start)
                     self.checkpointer.save()

@@ -33,7 +33,7 @@ def out_of_memory_message(
         hints.append("use --precision bf16 (about half the activation memory)")
     if runtime.cuda_graphs or runtime.compile_mode in CUDA_GRAPH_COMPILE_MODES:
         hints.append(
-            "--set cuda_graphs=off --set compile_mode=default "
+            "--set execution.cuda_graphs=off --set execution.compile_mode=default "
             "(CUDA graphs keep their own memory pool)"
         )
     hints.append("use a smaller --resolution or model width (--set model.options.width=0.5)")

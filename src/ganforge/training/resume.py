@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ganforge.artefacts.rundir import RunDirectory
 from ganforge.config import TrainConfig
+from ganforge.config_migration import migrate_config
 from ganforge.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def _record_config_changes(run: RunDirectory, saved: dict[str, Any], config: Tra
     """A resumed run with other settings: config.json becomes the new settings, and
     config-changes.jsonl says what changed at which iteration."""
     try:
-        before = _flatten(json.loads(saved["config"]))
+        before = _flatten(migrate_config(json.loads(saved["config"])))
     except (KeyError, TypeError, ValueError):
         return
     after = _flatten(config.to_dict())

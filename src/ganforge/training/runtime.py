@@ -193,7 +193,7 @@ def _autocast_dtype(
 ) -> torch.dtype | None:
     """bf16 where the device has it natively (GPU or CPU), fp16 (with gradient scaling) on other
     GPUs, else fp32. An explicit fp32 (the faithful presets pin it) is exact fp32: TF32 off."""
-    cuda, cpu, precision = device.type == "cuda", device.type == "cpu", config.precision
+    cuda, cpu, precision = device.type == "cuda", device.type == "cpu", config.execution.precision
     if precision == "fp16" and not cuda:
         raise ConfigError(
             f"precision fp16 needs a CUDA GPU (this run is on {device.type}); use "
@@ -222,7 +222,7 @@ def _autocast_dtype(
     if precision == "bf16" or (precision == "auto" and native_bf16(device)):
         return torch.bfloat16
     if precision == "fp16" or (precision == "auto" and cuda):
-        penalised = config.r1_gamma > 0 or config.r2_gamma > 0
+        penalised = config.regularise.r1_gamma > 0 or config.regularise.r2_gamma > 0
         if penalised and precision == "auto":
             notes.append(
                 "precision: fp32 (R1's and R2's gradient penalties are not scaled for fp16 on "
@@ -231,7 +231,8 @@ def _autocast_dtype(
             return None
         if penalised:
             raise ConfigError(
-                "precision fp16 cannot be combined with R1 or R2 (r1_gamma, r2_gamma > 0); use fp32"
+                "precision fp16 cannot be combined with R1 or R2 (regularise.r1_gamma, "
+                "r2_gamma > 0); use fp32"
             )
         if precision == "auto":
             notes.append("precision: fp16 with gradient scaling (this GPU has no native bf16)")
@@ -244,7 +245,7 @@ def _cpu_autocast_dtype(config: TrainConfig, notes: list[str]) -> torch.dtype | 
     """bf16 autocast on a CPU: asked for (said to be slow without native bf16), or chosen by
     auto where the CPU has native bf16 and the images are large enough for it to pay."""
     unit = cpu_bf16_unit()
-    if config.precision == "bf16":
+    if config.execution.precision == "bf16":
         notes.append(
             f"precision: bf16 autocast on the CPU's {unit} units"
             if unit
@@ -293,73 +294,80 @@ def _preset_pins_fp32(config: TrainConfig) -> bool:
 
 def resolve_runtime(config: TrainConfig) -> Runtime:
     """Decide every execution setting; ConfigError where an explicit request cannot be met."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.execution.device)
     notes: list[str] = []
     cuda = device.type == "cuda"
 
     dtype = _autocast_dtype(config, device, notes)
-    use_compile = config.compile == "on" or (config.compile == "auto" and cuda)
-    if config.deterministic:
-        if config.compile == "on":
+    use_compile = config.execution.compile == "on" or (config.execution.compile == "auto" and cuda)
+    if config.execution.deterministic:
+        if config.execution.compile == "on":
             raise ConfigError(
-                "compile=on cannot be combined with deterministic=true; drop one of them"
+                "execution.compile=on cannot be combined with execution.deterministic=true; "
+                "drop one of them"
             )
         use_compile = False
     if use_compile:
         reason = compile_unavailable(device)
-        if reason and config.compile == "on":
+        if reason and config.execution.compile == "on":
             raise ConfigError(
-                f"compile=on asked for, but {reason}; use --set compile=off (eager) or auto"
+                f"execution.compile=on asked for, but {reason}; use --set execution.compile=off "
+                "(eager) or auto"
             )
         if reason:
             notes.append(f"compile: off ({reason}); running eager")
             use_compile = False
-    if use_compile and config.compile_mode in CUDA_GRAPH_COMPILE_MODES and not cuda:
+    if use_compile and config.execution.compile_mode in CUDA_GRAPH_COMPILE_MODES and not cuda:
         notes.append(
-            f"compile_mode {config.compile_mode}: CUDA graphs apply on a CUDA GPU only; "
-            f"on {device.type} it compiles without them"
+            f"execution.compile_mode {config.execution.compile_mode}: CUDA graphs apply on a "
+            f"CUDA GPU only; on {device.type} it compiles without them"
         )
 
     # On a CPU, channels-last pays for every convolution, in fp32 (1.3-1.5x measured) and
     # above all in bf16 (oneDNN's bf16 kernels want it: contiguous bf16 ran 3-6x slower). An
     # fp32 that was asked for (the faithful presets) stays the plain path.
-    cpu_fast = device.type == "cpu" and config.precision != "fp32"
-    channels_last = config.channels_last == "on" or (
-        config.channels_last == "auto" and (cuda or cpu_fast)
+    cpu_fast = device.type == "cpu" and config.execution.precision != "fp32"
+    channels_last = config.execution.channels_last == "on" or (
+        config.execution.channels_last == "auto" and (cuda or cpu_fast)
     )
-    fused = config.fused_optim == "on" or (config.fused_optim == "auto" and cuda)
-    if config.fused_optim == "on" and not cuda:
+    fused = config.execution.fused_optim == "on" or (
+        config.execution.fused_optim == "auto" and cuda
+    )
+    if config.execution.fused_optim == "on" and not cuda:
         raise ConfigError(
-            f"fused_optim=on needs a CUDA GPU (this run is on {device.type}); use auto or off "
-            "(the CPU uses the multi-tensor 'foreach' Adam)"
+            f"execution.fused_optim=on needs a CUDA GPU (this run is on {device.type}); use auto "
+            "or off (the CPU uses the multi-tensor 'foreach' Adam)"
         )
 
-    if config.cuda_graphs == "on":
+    if config.execution.cuda_graphs == "on":
         if not cuda:
             raise ConfigError(
-                f"cuda_graphs=on needs a CUDA GPU (this run is on {device.type}); "
-                "use --set cuda_graphs=off"
+                f"execution.cuda_graphs=on needs a CUDA GPU (this run is on {device.type}); "
+                "use --set execution.cuda_graphs=off"
             )
-        if config.deterministic:
+        if config.execution.deterministic:
             raise ConfigError(
-                "cuda_graphs=on cannot be combined with deterministic=true; drop one of them"
+                "execution.cuda_graphs=on cannot be combined with execution.deterministic=true; "
+                "drop one of them"
             )
-        if use_compile and config.compile_mode in CUDA_GRAPH_COMPILE_MODES:
+        if use_compile and config.execution.compile_mode in CUDA_GRAPH_COMPILE_MODES:
             raise ConfigError(
-                "cuda_graphs=on captures the whole step itself; use it with "
-                "compile_mode=default or max-autotune-no-cudagraphs, "
-                f"not {config.compile_mode} (which graphs each model)"
+                "execution.cuda_graphs=on captures the whole step itself; use it with "
+                "execution.compile_mode=default or max-autotune-no-cudagraphs, "
+                f"not {config.execution.compile_mode} (which graphs each model)"
             )
-    async_artefacts = config.async_artefacts == "on" or (config.async_artefacts == "auto" and cuda)
-    if dtype == torch.float16 and config.cuda_graphs == "on":
+    async_artefacts = config.execution.async_artefacts == "on" or (
+        config.execution.async_artefacts == "auto" and cuda
+    )
+    if dtype == torch.float16 and config.execution.cuda_graphs == "on":
         raise ConfigError(
             "fp16 training scales its gradients with a host-side check each step, which "
-            "CUDA graphs cannot replay; use --precision bf16/fp32 or cuda_graphs=off"
+            "CUDA graphs cannot replay; use --precision bf16/fp32 or execution.cuda_graphs=off"
         )
-    if device.type == "cpu" and config.compile == "auto" and cpu_fast:
+    if device.type == "cpu" and config.execution.compile == "auto" and cpu_fast:
         notes.append(
             "compile: off on the CPU (inductor took over 3 minutes to compile a training step "
-            "on 2 busy cores; --set compile=on to try it)"
+            "on 2 busy cores; --set execution.compile=on to try it)"
         )
     return Runtime(
         device,
@@ -367,12 +375,12 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
         use_compile,
         channels_last,
         notes,
-        tf32=config.precision != "fp32",
+        tf32=config.execution.precision != "fp32",
         cpu_bf16=cpu_bf16_unit() if device.type == "cpu" else None,
-        compile_mode=config.compile_mode,
-        compile_required=config.compile == "on",
+        compile_mode=config.execution.compile_mode,
+        compile_required=config.execution.compile == "on",
         fused_optim=fused,
-        cuda_graphs=config.cuda_graphs == "on",
+        cuda_graphs=config.execution.cuda_graphs == "on",
         async_artefacts=async_artefacts,
     )
 

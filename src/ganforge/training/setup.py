@@ -73,7 +73,7 @@ def prepare(
 ) -> Trainer:
     """A checked `config`'s run, set up in `world` and ready to ``fit()`` (see the module's
     docstring). Rank 0 alone logs, shows progress, calls the hooks, evaluates and writes;
-    `default_evaluator` makes the evaluator when none is given and ``eval_every`` asks;
+    `default_evaluator` makes the evaluator when none is given and ``schedule.eval_every`` asks;
     `real_batches` and ``warm_up=False`` (the caller compiles, and times it) are for the
     benchmark."""
     main = world.is_main
@@ -81,11 +81,16 @@ def prepare(
     runtime = resolve_runtime(config)
     world.place(runtime)
     configure_threads(idle_cores_only=runtime.cpu_mixed_precision)
-    seed_everything(config.seed, config.deterministic)
+    seed_everything(config.seed, config.execution.deterministic)
     data = run.data if run.data is not None else _load(config, world)
     check_against_data(config, data)
     config = declare_substitute(config, runtime)
-    if evaluator is None and default_evaluator is not None and config.eval_every > 0 and main:
+    if (
+        evaluator is None
+        and default_evaluator is not None
+        and config.schedule.eval_every > 0
+        and main
+    ):
         evaluator = default_evaluator(config, data, runtime.device)
     # every process reaches the same evaluation points (a new best is saved by all): the
     # others follow rank 0's evaluator, whatever theirs
@@ -105,7 +110,7 @@ def prepare(
         # process-wide switches (TF32) are set by the run that needs them, before any kernel
         runtime.apply()
         step = build_step(
-            config, state, runtime, *make_forwards(state, runtime, world, config.update)
+            config, state, runtime, *make_forwards(state, runtime, world, config.step.update)
         )
         world.prepare_step(step, config)
         num_classes = num_classes_of(state.generator)

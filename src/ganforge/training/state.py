@@ -69,7 +69,7 @@ class TrainingState:
         generator, discriminator = build_models(
             c.model.arch, c.model.latent_dim, image_shape, c.model.options
         )
-        if c.spectral_norm == "d":  # before the optimisers and any checkpoint load see D
+        if c.regularise.spectral_norm == "d":  # before the optimisers and any checkpoint load see D
             apply_spectral_norm(discriminator)
         memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
         generator.to(device, memory_format=memory_format)
@@ -78,13 +78,16 @@ class TrainingState:
             batch_norm_channels_last(generator)
             batch_norm_channels_last(discriminator)
         opt_g, opt_d, counter = build_optimisers(generator, discriminator, c.optim, runtime)
-        ema = GeneratorEMA(generator, c.ema_decay) if c.ema_decay > 0 else None
-        sampler = BatchSampler(dataset_size, c.batch_sizes().real, c.batch_order, seed=c.seed + 1)
+        ema = (
+            GeneratorEMA(generator, c.regularise.ema_decay) if c.regularise.ema_decay > 0 else None
+        )
+        sampler = BatchSampler(
+            dataset_size, c.batch_sizes().real, c.schedule.batch_order, seed=c.seed + 1
+        )
         noise_rng = torch.Generator(device=device).manual_seed(c.seed + 2)
         grid_rng = torch.Generator(device="cpu").manual_seed(c.seed + 3)
-        grid_law = c.noise if c.grid_noise == "train" else c.grid_noise
         grid_noise = draw_noise(
-            c.grid_size**2, c.model.latent_dim, grid_law, c.noise_std, grid_rng, "cpu"
+            c.schedule.grid_size**2, c.model.latent_dim, c.latent.for_grids(), grid_rng, "cpu"
         ).to(device)
         return cls(
             c,
@@ -119,7 +122,11 @@ class TrainingState:
     @property
     def total_steps(self) -> int:
         c = self.config
-        return c.epochs * self.steps_per_epoch if c.epochs is not None else int(c.iterations)
+        return (
+            c.schedule.epochs * self.steps_per_epoch
+            if c.schedule.epochs is not None
+            else int(c.schedule.iterations)
+        )
 
     def reset_counters(self) -> None:
         """Forget cached optimiser counts (after optimiser states were restored)."""

@@ -431,14 +431,14 @@ def build_step(
     """The iteration the config describes: loss, update mode, regularisers, augmentation."""
     c = config
     options = StepOptions(
-        update=c.update,
-        separate_d_updates=c.d_separate_updates,
-        fakes_from_eval_g=c.d_fakes_from_eval_g,
+        update=c.step.update,
+        separate_d_updates=c.step.d_separate_updates,
+        fakes_from_eval_g=c.step.d_fakes_from_eval_g,
     )
-    ramp = {"ramp": c.gamma_ramp}
+    ramp = {"ramp": c.regularise.gamma_ramp}
     regularisers = tuple(
-        kind(gamma, c.r1_interval, final=gamma * c.gamma_end, **ramp)
-        for kind, gamma in ((R1, c.r1_gamma), (R2, c.r2_gamma))
+        kind(gamma, c.regularise.r1_interval, final=gamma * c.regularise.gamma_end, **ramp)
+        for kind, gamma in ((R1, c.regularise.r1_gamma), (R2, c.regularise.r2_gamma))
         if gamma > 0
     )
     return AdversarialStep(
@@ -446,7 +446,7 @@ def build_step(
         state.discriminator,
         state.opt_g,
         state.opt_d,
-        get_loss(c.loss, label_smoothing=c.label_smoothing),
+        get_loss(c.loss, label_smoothing=c.regularise.label_smoothing),
         runtime,
         options,
         regularisers=regularisers,
