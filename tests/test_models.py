@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganforge.errors import ConfigError
@@ -203,3 +204,28 @@ def test_keras_moving_averages_are_the_same_from_channels_last_input(rule):
 def test_batchnorm_option_is_checked():
     with pytest.raises(ConfigError, match="batchnorm must be one of torch, keras2, tf2"):
         build_models("dcgan-mnist", 100, (1, 28, 28), {"batchnorm": "keras3"})
+
+
+@pytest.mark.parametrize("rule", ["keras2", "tf2"])
+def test_keras_moving_averages_from_bf16_channels_last_use_the_kernels_statistics(rule):
+    """The CPU fast path (bf16, channels-last) takes the moving statistics from batch norm's
+    own batch statistics instead of reducing the input again: the output and gradient are
+    batch norm's, bit for bit, and the moving averages those of the separate fp32
+    reductions over a contiguous copy, to fp32 rounding."""
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(8, 3, 6, 6, generator=generator) * 2 + 1).to(torch.bfloat16)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    plain, fast = keras_bn(nn.BatchNorm2d, 3, 0.2, rule), keras_bn(nn.BatchNorm2d, 3, 0.2, rule)
+    for _ in range(2):
+        plain(x.detach().contiguous())
+        out = fast(x)
+    assert out.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    reference = F.batch_norm(x, None, None, fast.weight, fast.bias, True, 0.0, fast.eps)
+    assert torch.equal(out, reference)
+    grad = torch.randn(out.shape, generator=generator).to(torch.bfloat16)
+    assert torch.equal(
+        torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(reference, x, grad)[0]
+    )
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[name], value, rtol=1e-5, atol=1e-6)
