@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ganforge.artefacts.rundir import RunDirectory
 from ganforge.config import TrainConfig
 from ganforge.config_migration import migrate_config
-from ganforge.errors import CheckpointError
+from ganforge.errors import CheckpointError, GanforgeError
 
 if TYPE_CHECKING:
     from ganforge.training.loop import Trainer
@@ -76,9 +76,16 @@ def _record_config_changes(run: RunDirectory, saved: dict[str, Any], config: Tra
     """A resumed run with other settings: config.json becomes the new settings, and
     config-changes.jsonl says what changed at which iteration."""
     try:
-        before = _flatten(migrate_config(json.loads(saved["config"])))
+        saved_values = migrate_config(json.loads(saved["config"]))
     except (KeyError, TypeError, ValueError):
         return
+    try:
+        # a setting added since the run was made reads as its default, which is what the run
+        # trained with, so it is no change
+        saved_values = TrainConfig.from_dict(saved_values).to_dict()
+    except GanforgeError:
+        pass
+    before = _flatten(saved_values)
     after = _flatten(config.to_dict())
     changed = {
         key: [before.get(key), value] for key, value in after.items() if before.get(key) != value
