@@ -47,9 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault(
-    "OMP_WAIT_POLICY", "PASSIVE"
-)  # as `import ganforge` does; before torch loads OpenMP
+# as `import ganforge` does; before torch loads OpenMP
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
@@ -57,7 +56,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 try:
     import ganforge
-except ImportError:  # running from a checkout without `pip install -e .`
+# running from a checkout without `pip install -e .`
+except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
     import ganforge
 
@@ -86,32 +86,39 @@ PLAIN = {
     "execution.cuda_graphs": "off",
 }
 # name -> (config overrides, plain DataLoader input?)
+# CUDA graphs per model (compile)
+# the whole iteration as one CUDA graph
+# no compile time, no launch cost
 VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
     "fast": ({}, False),
     "plain": (PLAIN, True),
-    "fast-fp32": ({"execution.precision": "fp32"}, False),  # no bf16 autocast
+    # no bf16 autocast
+    "fast-fp32": ({"execution.precision": "fp32"}, False),
     # bf16 autocast asked for: the faithful presets pin fp32, so this is their fast path
     "fast-bf16": ({"execution.precision": "bf16"}, False),
-    "fast-eager": ({"execution.compile": "off"}, False),  # no torch.compile
+    # no torch.compile
+    "fast-eager": ({"execution.compile": "off"}, False),
     "fast-contiguous": ({"execution.channels_last": "off"}, False),
     "fast-unfused": ({"execution.fused_optim": "off"}, False),
     "fast-sync-io": ({"execution.async_artefacts": "off"}, False),
-    "fast-dataloader": ({}, True),  # the plain input pipeline, everything else fast
+    # the plain input pipeline, everything else fast
+    "fast-dataloader": ({}, True),
     "fast-reduce-overhead": (
         {"execution.compile_mode": "reduce-overhead"},
         False,
-    ),  # CUDA graphs per model (compile)
+    ),
     "fast-autotune": ({"execution.compile_mode": "max-autotune-no-cudagraphs"}, False),
     "fast-graphs": (
         {"execution.cuda_graphs": "on"},
         False,
-    ),  # the whole iteration as one CUDA graph
+    ),
     "fast-eager-graphs": (
         {"execution.compile": "off", "execution.cuda_graphs": "on"},
         False,
-    ),  # no compile time, no launch cost
+    ),
 }
 DEFAULT_VARIANTS = ("fast", "plain")
+# identical to "fast" (or impossible) off a CUDA GPU
 CUDA_ONLY = {
     "fast-reduce-overhead",
     "fast-graphs",
@@ -120,7 +127,7 @@ CUDA_ONLY = {
     "fast-unfused",
     "fast-sync-io",
     "fast-eager",
-}  # identical to "fast" (or impossible) off a CUDA GPU
+}
 FIELDS = (
     "ms_per_step",
     "best_ms_per_step",
@@ -145,7 +152,8 @@ class Marks(TrainerHook):
     """Notes the wall and CPU time after each log's device sync, and the final artefacts' time."""
 
     def __init__(self) -> None:
-        self.marks: list[tuple[int, float, float]] = []  # (step, wall, process CPU time)
+        # (step, wall, process CPU time)
+        self.marks: list[tuple[int, float, float]] = []
         self.finish_s: float | None = None
         self._finish_start = 0.0
 
@@ -165,9 +173,8 @@ class LoaderBatches:
     device every iteration (what most training scripts do)."""
 
     def __init__(self, config: TrainConfig, data: ImageData, runtime: Runtime):
-        images = (
-            data.images.float().div_(127.5).sub_(1.0)
-        )  # float32 [N, C, H, W] in [-1, 1], host memory
+        # float32 [N, C, H, W] in [-1, 1], host memory
+        images = data.images.float().div_(127.5).sub_(1.0)
         dataset = TensorDataset(images)
         real_batch = config.batch_sizes().real
         generator = torch.Generator().manual_seed(config.seed + 1)
@@ -461,7 +468,8 @@ def measure_variant(
     runtime, device = trainer.runtime, trainer.runtime.device
     sync(device)
     setup_s = time.perf_counter() - start
-    compile_s = timed(trainer.warm_up, device)  # 0 without compile
+    # 0 without compile
+    compile_s = timed(trainer.warm_up, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fit_start = time.perf_counter()
@@ -474,7 +482,8 @@ def measure_variant(
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
     pairs = [(a, b) for a, b in zip(marks.marks, marks.marks[1:]) if a[0] >= warmup]
-    if not pairs:  # a budget too small for warm-up windows: use what there is
+    # a budget too small for warm-up windows: use what there is
+    if not pairs:
         pairs = list(zip(marks.marks, marks.marks[1:]))
     per_step = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in pairs]
     cpu_per_step = [(b[2] - a[2]) / (b[0] - a[0]) for a, b in pairs]
@@ -521,8 +530,10 @@ def measure_variant(
         "ms_per_step_windows": [round(1e3 * s, 4) for s in per_step],
         "images_per_s": images_per_step / step_s,
         "steps_measured": len(per_step) * window,
-        "cpu_ms_per_step": 1e3 * statistics.median(cpu_per_step),  # process CPU time (all threads)
-        "best_ms_per_step": 1e3 * min(per_step),  # the least disturbed window (shared machines)
+        # process CPU time (all threads)
+        "cpu_ms_per_step": 1e3 * statistics.median(cpu_per_step),
+        # the least disturbed window (shared machines)
+        "best_ms_per_step": 1e3 * min(per_step),
         "window": window,
         "warmup_steps": warmup,
         "fit_s": fit_s,
@@ -541,7 +552,8 @@ def measure_variant(
         "host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "achieved_tflops": flops_per_step / step_s / 1e12,
     }
-    trainer = None  # free the models before the next variant
+    # free the models before the next variant
+    trainer = None
     _release(device)
     return result
 
@@ -635,7 +647,8 @@ def run_full(
     }
     if args.quality:
         out["quality"] = evaluate_generator(config, data, trainer, device)
-    trainer = None  # free the models before the next variant
+    # free the models before the next variant
+    trainer = None
     _release(device)
     return out
 
@@ -689,7 +702,8 @@ def _spread(values: list[float]) -> float:
 def _release(device: torch.device) -> None:
     gc.collect()
     try:
-        torch._dynamo.reset()  # compiled graphs of the last variant go with its models
+        # compiled graphs of the last variant go with its models
+        torch._dynamo.reset()
     except Exception:
         pass
     if device.type == "cuda":
@@ -891,9 +905,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 # the faithful presets pin fp32: their fast path is asked for with --precision
                 preset_variants.append("fast-bf16")
             rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in preset_variants}
-            for round_index in range(
-                args.rounds
-            ):  # variants interleaved, so drifting load hits them alike
+            # variants interleaved, so drifting load hits them alike
+            for round_index in range(args.rounds):
                 for variant in preset_variants:
                     print(
                         f"[bench] {name}: {variant} (round {round_index + 1}/{args.rounds})",

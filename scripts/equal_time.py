@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 METRICS = "fid,precision-recall,memorisation,class-balance"
-UNTIL_STOPPED = 10**7  # iterations: more than any budget allows, so the clock decides
+# iterations: more than any budget allows, so the clock decides
+UNTIL_STOPPED = 10**7
 COLUMNS = ("fid", "recall", "fid_enc", "memorised", "memorised_pixels")
 
 
@@ -41,7 +42,8 @@ def train(preset: str, out: Path, minutes: float, extra: list[str]) -> dict:
     try:
         process.wait(timeout=minutes * 60)
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)  # stops at the end of the iteration, with a checkpoint
+        # stops at the end of the iteration, with a checkpoint
+        process.send_signal(signal.SIGINT)
         process.wait()
     seconds = time.perf_counter() - start
     summary = json.loads((out / name / "summary.json").read_text(encoding="utf-8"))

@@ -56,7 +56,8 @@ from ganforge.metrics.runs import TRAINING_SUBSET
 
 LADDER_FILE = FLOORS_FILE.with_name("ladder.json")
 LADDER_COUNT = 1000
-DEFAULT_COUNT = 2000  # floors at other counts or sizes are stored as "<dataset>@<count>@<size>px"
+# floors at other counts or sizes are stored as "<dataset>@<count>@<size>px"
+DEFAULT_COUNT = 2000
 
 DATASETS = {
     "mnist": DataConfig(dataset="mnist", split="train"),
@@ -115,7 +116,8 @@ def measure(name: str, count: int, split: str = "train", resolution: int | None 
     if split == "test":
         train_images = load_images(base).images
         training = reference_subset(train_images, TRAINING_SUBSET)
-        if len(data) < 2 * count:  # the whole test split is set A: B is unseen training images
+        # the whole test split is set A: B is unseen training images
+        if len(data) < 2 * count:
             b, set_b = other_images(train_images, count), "training images outside the subset"
     if len(data) < 2 * count and set_b == "other":
         raise SystemExit(f"{name}: {len(data)} images, fewer than two disjoint sets of {count}")
@@ -238,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         key = record["dataset"] if args.split == "test" else dataset_family(record["dataset"])
         if args.count != DEFAULT_COUNT or args.resolution is not None:
             size = record["image_shape"][-1]
-            key = f"{record['dataset']}@{args.count}@{size}px"  # beside the default records
-        floors[key] = record  # keyed as floor_for looks them up
+            # beside the default records
+            key = f"{record['dataset']}@{args.count}@{size}px"
+        # keyed as floor_for looks them up
+        floors[key] = record
         write_text(FLOORS_FILE, json.dumps(floors, indent=2) + "\n")
     return 0
 

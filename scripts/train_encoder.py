@@ -63,14 +63,16 @@ DEFAULTS = {
     "seed": 0,
     "threads": 1,
 }
-KNN_IMAGES = 2000  # test images for the recorded k-NN agreement (at most)
+# test images for the recorded k-NN agreement (at most)
+KNN_IMAGES = 2000
 # settings that differ per dataset: steps, and the brain views' flips and larger shifts (pixels)
 DATASET_SETTINGS = {
     "mnist": {},
     "fashion-mnist": {},
     "brain-mri": {"steps": 900, "flip": True, "max_shift": 4},
 }
-CHECK_IMAGES = 64  # test images whose features' checksum is recorded
+# test images whose features' checksum is recorded
+CHECK_IMAGES = 64
 
 # what the card (the JSON next to the weights) says beyond the figures, per dataset
 CARDS = {
@@ -110,8 +112,10 @@ def augment(
         return low + (high - low) * torch.rand(n, generator=generator)
 
     angle = uniform(-12, 12) * math.pi / 180
-    scale = uniform(0.85, 1.15)  # > 1 zooms out, < 1 crops in
-    half = x.shape[-1] / 2  # pixels, in affine_grid's [-1, 1] units
+    # > 1 zooms out, < 1 crops in
+    scale = uniform(0.85, 1.15)
+    # pixels, in affine_grid's [-1, 1] units
+    half = x.shape[-1] / 2
     shift = uniform(-max_shift, max_shift) / half, uniform(-max_shift, max_shift) / half
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.stack(
@@ -120,7 +124,8 @@ def augment(
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # background stays -1
     view = F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1
-    view = (view + 1) * uniform(0.6, 1.0).view(n, 1, 1, 1) - 1  # contrast
+    # contrast
+    view = (view + 1) * uniform(0.6, 1.0).view(n, 1, 1, 1) - 1
     noisy = (torch.rand(n, generator=generator) < 0.5).float().view(n, 1, 1, 1)
     view = view + noisy * 0.15 * torch.randn(x.shape, generator=generator)
     if flip:

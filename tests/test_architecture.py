@@ -250,3 +250,21 @@ def test_a_loss_term_is_at_most_six_frames_below_the_train_command(cli, tmp_path
         sys.setprofile(None)
     assert result.code == 0, result.err
     assert depths and max(depths) == LOSS_FRAMES, sorted(set(depths))
+
+
+def test_comments_stand_above_their_lines():
+    """No end-of-line comments in the package: a comment above its line leaves the line to the
+    code, so the formatter never wraps a one-liner to fit a remark (tool markers such as noqa
+    and type: ignore excepted, which must stay on their line)."""
+    import io
+    import tokenize
+
+    trailing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type != tokenize.COMMENT or not token.line[: token.start[1]].strip():
+                continue
+            if not any(marker in token.string for marker in ("noqa", "type:", "pragma", "fmt:")):
+                trailing.append(f"{path.relative_to(PACKAGE)}:{token.start[0]}")
+    assert trailing == []

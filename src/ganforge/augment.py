@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from ganforge.errors import ConfigError
 
-Transform = Callable[[torch.Tensor], torch.Tensor]  # [N, C, H, W] in [-1, 1] -> same shape
+# [N, C, H, W] in [-1, 1] -> same shape
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def brightness(x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,8 @@ def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     )
     rows = torch.clamp(rows + dy + 1, 0, h + 1)
     cols = torch.clamp(cols + dx + 1, 0, w + 1)
-    padded = F.pad(x, (1, 1, 1, 1), value=-1.0).permute(0, 2, 3, 1)  # [N, H+2, W+2, C]
+    # [N, H+2, W+2, C]
+    padded = F.pad(x, (1, 1, 1, 1), value=-1.0).permute(0, 2, 3, 1)
     return (
         padded[batch, rows, cols]
         .permute(0, 3, 1, 2)
@@ -82,8 +84,10 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     left = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    row0, col0 = top - ch // 2, left - cw // 2  # the square's top-left corner (may lie outside)
-    inside = (rows >= row0) & (rows < row0 + ch) & (cols >= col0) & (cols < col0 + cw)  # [N, H, W]
+    # the square's top-left corner (may lie outside)
+    row0, col0 = top - ch // 2, left - cw // 2
+    # [N, H, W]
+    inside = (rows >= row0) & (rows < row0 + ch) & (cols >= col0) & (cols < col0 + cw)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
@@ -140,7 +144,8 @@ class DiffAugment:
         self.p = torch.tensor(float(p), device=device)
         self.sign_sum = torch.zeros((), device=device)
         self.seen = torch.zeros((), device=device)
-        self.observed = 0  # D steps since the last adjustment (host int: no sync)
+        # D steps since the last adjustment (host int: no sync)
+        self.observed = 0
 
     @property
     def adaptive(self) -> bool:
@@ -171,7 +176,8 @@ class DiffAugment:
             dist.all_reduce(pooled)
             self.sign_sum.copy_(pooled[0])
             self.seen.copy_(pooled[1])
-        overfit = self.sign_sum / self.seen  # r_t in [-1, 1]
+        # r_t in [-1, 1]
+        overfit = self.sign_sum / self.seen
         step = torch.sign(overfit - self.target) * self.seen / self.speed
         self.p.copy_((self.p + step).clamp(0.0, 1.0))
         self.sign_sum.zero_()

@@ -34,7 +34,8 @@ from ganforge.settings import LatentConfig
 
 FORMAT = "ganforge-checkpoint-v1"
 GENERATOR_FORMAT = "ganforge-generator-v1"
-MAX_LATENT_DIM = 1 << 16  # sanity bounds for stored metadata; real models are far below them
+# sanity bounds for stored metadata; real models are far below them
+MAX_LATENT_DIM = 1 << 16
 MAX_IMAGE_SIDE = 1 << 14
 MAX_CLASSES, MAX_NAME = 1 << 16, 200
 
@@ -51,7 +52,8 @@ class GeneratorInfo:
     noise_std: float = 1.0
     dataset: str = ""
     step: int = 0
-    class_names: tuple[str, ...] = ()  # label i is class_names[i], when the data names them
+    # label i is class_names[i], when the data names them
+    class_names: tuple[str, ...] = ()
 
     @property
     def latent(self) -> LatentConfig:
@@ -124,10 +126,12 @@ def generator_from_checkpoint(
             "noise_std": config["latent"]["std"],
             "dataset": state["dataset"],
             "step": state["step"],
-            "class_names": state.get("class_names", []),  # checkpoints before names have none
+            # checkpoints before names have none
+            "class_names": state.get("class_names", []),
         }
         ema = state["ema"]
-        if not (ema is None or isinstance(ema, dict)):  # forged or damaged: never skipped silently
+        # forged or damaged: never skipped silently
+        if not (ema is None or isinstance(ema, dict)):
             raise TypeError("ema")
         tensors = ema if (use_ema and isinstance(ema, dict) and ema) else state["generator"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -159,12 +163,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # torch's own text is long and about torch, not this file
+    # torch's own text is long and about torch, not this file
+    except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects besides tensors and plain "
             "data, which could run code; only open ganforge checkpoints you trust"
         ) from None
-    except Exception as exc:  # torch.load raises many types on foreign or damaged files
+    # torch.load raises many types on foreign or damaged files
+    except Exception as exc:
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({first_line(exc)}); "
             "it may be truncated or from another program"
@@ -260,7 +266,8 @@ def _whole(value: Any) -> bool:
 def _shown(value: Any) -> str:
     try:
         return repr(value)[:60]
-    except ValueError:  # an int with thousands of digits has no repr
+    # an int with thousands of digits has no repr
+    except ValueError:
         return type(value).__name__
 
 
@@ -271,7 +278,8 @@ def _finite(value: Any) -> bool:
             and not isinstance(value, bool)
             and math.isfinite(float(value))
         )
-    except OverflowError:  # an int beyond float range
+    # an int beyond float range
+    except OverflowError:
         return False
 
 

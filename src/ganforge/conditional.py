@@ -17,7 +17,8 @@ from torch import nn
 
 from ganforge.errors import ConfigError
 
-LABEL_STREAM = 5  # the fake-label stream is seeded with seed + 5 + iteration (others use +1..+4)
+# the fake-label stream is seeded with seed + 5 + iteration (others use +1..+4)
+LABEL_STREAM = 5
 
 
 def num_classes_of(generator: nn.Module) -> int:

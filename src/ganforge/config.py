@@ -666,7 +666,8 @@ def _parse_scalar(raw: Any) -> Any:
         return (
             float(raw) if any(ch in raw for ch in ".eE") and _is_float(raw) else yaml.safe_load(raw)
         )
-    except (yaml.YAMLError, ValueError):  # ValueError: an integer too long for Python to convert
+    # ValueError: an integer too long for Python to convert
+    except (yaml.YAMLError, ValueError):
         return raw
 
 
@@ -682,7 +683,8 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
     """Convert a YAML or command-line value to the annotated type, or raise ConfigError."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is Literal:  # a choice: read as text; the checks name the valid values
+    # a choice: read as text; the checks name the valid values
+    if origin is Literal:
         return _coerce(raw, type(args[0]), key)
     if origin in (typing.Union, types.UnionType):
         if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
@@ -714,7 +716,8 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
                 raise ValueError(raw)
             return float(raw)
         if hint is str:
-            if isinstance(raw, bool):  # YAML 1.1 reads a bare on/off/yes/no as a boolean
+            # YAML 1.1 reads a bare on/off/yes/no as a boolean
+            if isinstance(raw, bool):
                 return "on" if raw else "off"
             if not isinstance(raw, (str, int, float)):
                 raise ValueError(raw)
@@ -727,7 +730,8 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
             if len(items) != len(args):
                 raise ValueError(raw)
             return tuple(_coerce(item, a, key) for item, a in zip(items, args))
-        if origin is list:  # a list of names: "a,b" on the command line, a YAML list in a file
+        # a list of names: "a,b" on the command line, a YAML list in a file
+        if origin is list:
             if isinstance(raw, str):
                 parsed = yaml.safe_load(raw) if raw.strip().startswith("[") else raw.split(",")
                 raw = [item.strip() for item in parsed] if isinstance(parsed, list) else parsed
@@ -739,7 +743,8 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
                 raw = yaml.safe_load(raw) or {}
             if not isinstance(raw, dict):
                 raise ValueError(raw)
-            try:  # stored as JSON (config.json, checkpoints): no YAML dates, no self-references
+            # stored as JSON (config.json, checkpoints): no YAML dates, no self-references
+            try:
                 json.dumps(raw)
             except (TypeError, ValueError, RecursionError):
                 raise ConfigError(
@@ -758,7 +763,8 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {_show(values)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names, key=str)  # keys from YAML need not be strings
+    # keys from YAML need not be strings
+    unknown = sorted(set(values) - names, key=str)
     if unknown:
         raise ConfigError(
             f"unknown setting {prefix}{_show(unknown[0])}{_did_you_mean(unknown[0])}; "

@@ -47,7 +47,8 @@ from ganforge.errors import ConfigError, GanforgeError, first_line
 # 2/255 = 7.8e-3, so at 1e-4 the two give the same 8-bit image except where a value sits
 # within 1e-4 of a rounding boundary. Measured on CPU: below 1e-6 for every architecture.
 TOLERANCE = 1e-4
-CHECK_SEEDS = tuple(range(8))  # latents compared between runtimes: seeds 0-7, batch of 8
+# latents compared between runtimes: seeds 0-7, batch of 8
+CHECK_SEEDS = tuple(range(8))
 FORMATS = ("onnx", "torchscript", "folder")
 EXTRA_HINT = "pip install 'ganforge[export]'"
 
@@ -62,7 +63,8 @@ class ExportResult:
     tolerance: float = TOLERANCE
 
 
-INPUT_NAMES = ("z", "labels")  # a conditional generator's ONNX file takes both
+# a conditional generator's ONNX file takes both
+INPUT_NAMES = ("z", "labels")
 
 
 def infer_format(out: str | Path, given: str = "auto") -> str:
@@ -119,8 +121,10 @@ def onnx_metadata(info: GeneratorInfo) -> dict[str, str]:
     """What a program needs to use the ONNX file without ganforge: how to draw z, what comes out."""
     description = {
         "latent_dim": info.latent_dim,
-        "num_classes": int(info.options.get("num_classes", 0) or 0),  # >0: a "labels" input too
-        "class_names": list(info.class_names),  # label i is class_names[i] (may be empty)
+        # >0: a "labels" input too
+        "num_classes": int(info.options.get("num_classes", 0) or 0),
+        # label i is class_names[i] (may be empty)
+        "class_names": list(info.class_names),
         "noise": info.noise,
         "noise_std": info.noise_std,
         "image_shape": list(info.image_shape),
@@ -155,7 +159,8 @@ def export_onnx(
                 dynamo=True,
                 verbose=False,
             )
-        except Exception as exc:  # the exporter raises many types; its first line says which op
+        # the exporter raises many types; its first line says which op
+        except Exception as exc:
             raise GanforgeError(
                 f"ONNX export of {info.arch} failed ({first_line(exc)}); try --format torchscript"
             ) from None
@@ -236,7 +241,8 @@ def _compare(
             f"PyTorch {want.shape}; the export is wrong and was not written"
         )
     diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
-    if not diff <= TOLERANCE:  # also catches NaN
+    # also catches NaN
+    if not diff <= TOLERANCE:
         raise GanforgeError(
             f"the {what} file differs from PyTorch by {diff:.2e} (more than "
             f"{TOLERANCE:.0e}) on the same latents; it was not written"
@@ -256,7 +262,8 @@ def _temporary(out: Path) -> Iterator[Path]:
         ) from None
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an export gets ordinary permissions
+    # mkstemp makes 0600; an export gets ordinary permissions
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
     finally:
@@ -392,7 +399,8 @@ def _run_record(source: str | Path) -> dict[str, Any]:
         if not folder.is_dir():
             continue
         config = _read_json(folder / "config.json")
-        if isinstance(config, dict) and config.get("library_name") == "ganforge":  # a model folder
+        # a model folder
+        if isinstance(config, dict) and config.get("library_name") == "ganforge":
             return {"config": migrate_config(config.get("training_config")), "folder": folder}
         if isinstance(config, dict) and "model" in config:
             evals = sorted(folder.glob("eval-*.json"), key=lambda p: p.stat().st_mtime)

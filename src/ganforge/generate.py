@@ -38,7 +38,8 @@ def resolve_source(source: str | Path) -> Path:
     """The generator file a run folder or path stands for."""
     path = Path(source)
     if path.is_dir():
-        for name in ("generator.safetensors", "model.safetensors"):  # run folder, model folder
+        # run folder, model folder
+        for name in ("generator.safetensors", "model.safetensors"):
             if (path / name).is_file():
                 return path / name
         latest = find_latest(path / "checkpoints")

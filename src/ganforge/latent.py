@@ -36,7 +36,8 @@ from ganforge.data.base import to_uint8
 from ganforge.errors import ConfigError
 from ganforge.noise import draw_noise
 
-MAX_SEEDS = 100_000  # a typo such as 0-9999999 should not start a day of generation
+# a typo such as 0-9999999 should not start a day of generation
+MAX_SEEDS = 100_000
 NOISE_LAWS = ("normal", "uniform")
 
 

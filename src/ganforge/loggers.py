@@ -64,7 +64,8 @@ class TensorBoardLogger:
     def log_image(self, step: int, name: str, images_uint8_nchw: torch.Tensor, rows: int) -> None:
         from ganforge.artefacts.images import make_grid
 
-        grid = make_grid(images_uint8_nchw, rows)  # [H, W, C] uint8
+        # [H, W, C] uint8
+        grid = make_grid(images_uint8_nchw, rows)
         self.writer.add_image(name, grid, global_step=step, dataformats="HWC")
 
     def close(self) -> None:
@@ -104,7 +105,8 @@ class CsvLogger:
         self.columns += new_columns
         rewrite = bool(new_columns) or not self.rows
         last = int(self.rows[-1]["step"]) if self.rows else None
-        if last is not None and step < last:  # a rewind: what came after is replaced
+        # a rewind: what came after is replaced
+        if last is not None and step < last:
             self.rows = [row for row in self.rows if int(row["step"]) < step]
             last = int(self.rows[-1]["step"]) if self.rows else None
             rewrite = True

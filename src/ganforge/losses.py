@@ -56,7 +56,8 @@ class GANLoss:
         return self.pair is not None
 
 
-KERAS_EPSILON = 1e-7  # keras.backend.epsilon()
+# keras.backend.epsilon()
+KERAS_EPSILON = 1e-7
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:

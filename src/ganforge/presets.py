@@ -39,7 +39,8 @@ def load_config_file(path: str | Path) -> TrainConfig:
     from ganforge.config import TrainConfig
 
     path = Path(path)
-    shown = str(path) if str(path).isprintable() else repr(str(path))  # the error stays on one line
+    # the error stays on one line
+    shown = str(path) if str(path).isprintable() else repr(str(path))
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -48,7 +49,8 @@ def load_config_file(path: str | Path) -> TrainConfig:
         raise ConfigError(
             f"{shown} is not a text file; --config wants a YAML or JSON file of settings"
         ) from None
-    except ValueError as exc:  # a path with a NUL byte, or a number too long for Python in the YAML
+    # a path with a NUL byte, or a number too long for Python in the YAML
+    except ValueError as exc:
         raise ConfigError(f"cannot read config {shown}: {first_line(exc)}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{shown} is not valid YAML: {first_line(exc)}") from None

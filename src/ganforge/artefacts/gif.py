@@ -34,7 +34,8 @@ def save_gif(
             if max(image.size) > max_side:
                 image.thumbnail((max_side, max_side), Image.LANCZOS)
             images.append(image.copy())
-    durations = [duration_ms] * (len(images) - 1) + [duration_ms * 8]  # pause on the final frame
+    # pause on the final frame
+    durations = [duration_ms] * (len(images) - 1) + [duration_ms * 8]
     buffer = io.BytesIO()
     images[0].save(
         buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0

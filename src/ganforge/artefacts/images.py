@@ -33,7 +33,8 @@ def grid_tensor(
         pad_value,
         dtype=torch.uint8,
     )
-    cells = images.permute(0, 2, 3, 1)  # [N, H, W, C]
+    # [N, H, W, C]
+    cells = images.permute(0, 2, 3, 1)
     for i in range(n):
         r, col = divmod(i, cols)
         top, left = padding + r * (h + padding), padding + col * (w + padding)
@@ -82,7 +83,8 @@ def enlarge(pixels: torch.Tensor, factor: int) -> torch.Tensor:
 def save_grid(images: torch.Tensor, path: str | Path, rows: int | None = None) -> Path:
     """Write uint8 images [N, C, H, W] as one PNG grid; small images are enlarged to be legible."""
     h = images.shape[-2]
-    upscale = max(1, 64 // h)  # 28x28 digits become 56x56 cells
+    # 28x28 digits become 56x56 cells
+    upscale = max(1, 64 // h)
     write_bytes(path, png_bytes(enlarge(grid_tensor(images, rows), upscale)))
     return Path(path)
 

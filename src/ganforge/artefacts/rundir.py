@@ -128,7 +128,8 @@ class RunDirectory:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                continue  # a line cut short by a crash
+                # a line cut short by a crash
+                continue
         return records
 
     def truncate_logs_after(self, step: int) -> None:

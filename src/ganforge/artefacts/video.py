@@ -74,7 +74,8 @@ def save_animation(
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".mp4")
     os.close(fd)
     tmp = Path(name)
-    try:  # imageio-ffmpeg encodes to a path: beside the target, then copied in atomically
+    # imageio-ffmpeg encodes to a path: beside the target, then copied in atomically
+    try:
         with imageio.get_writer(
             tmp,
             format="FFMPEG",

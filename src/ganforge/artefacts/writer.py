@@ -65,7 +65,8 @@ class BackgroundWriter:
                     if ready is not None:
                         ready.synchronize()
                     fn(*args)
-            except BaseException as exc:  # handed to the training thread
+            # handed to the training thread
+            except BaseException as exc:
                 self._error = exc
             finally:
                 self._queue.task_done()

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         return int(args.run(args) or 0)
-    except TrainingDiverged as exc:  # not a usage error: its own status, so scripts can tell
+    # not a usage error: its own status, so scripts can tell
+    except TrainingDiverged as exc:
         print(f"ganforge: error: {exc}", file=sys.stderr)
         return 3
     except GanforgeError as exc:

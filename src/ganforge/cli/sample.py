@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             _save_per_seed(images, seeds, out)
         else:
             save_individual(images, out)
-    except OSError as exc:  # a file where a folder should be, a read-only place, a full disk
+    # a file where a folder should be, a read-only place, a full disk
+    except OSError as exc:
         where = exc.filename or out
         raise ConfigError(
             f"cannot write {out}: {exc.strerror or exc} ({where}); choose another --out"

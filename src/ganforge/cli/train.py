@@ -246,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
         log=say,
     )
     result = train(config, run=options)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports for all processes
+    # under torchrun rank 0 reports for all processes
+    if os.environ.get("RANK", "0") != "0":
         return 128 + (result.stop_signal or signal.SIGINT) if result.stopped_early else 0
     if result.nothing_to_do:
         say(
@@ -273,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         f"run folder: {result.run_dir}  (samples/, losses.png, training.gif, generator.safetensors)"
     )
     say(f"next: ganforge sample {result.run_dir} --count 64 --out samples.png")
-    if result.stopped_early:  # the shell convention for a stop by signal: 128 + its number
+    # the shell convention for a stop by signal: 128 + its number
+    if result.stopped_early:
         return 128 + (result.stop_signal or signal.SIGINT)
     return 0

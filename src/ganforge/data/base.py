@@ -17,12 +17,17 @@ import torch
 class ImageData:
     """Decoded images, uint8 in [0, 255], shape [N, C, H, W], with optional labels."""
 
-    images: torch.Tensor  # [N, C, H, W] uint8
-    name: str  # e.g. "mnist/train"; runs and metrics compare on it
-    source: str  # where the images were read from, for the log
-    labels: torch.Tensor | None = None  # [N] int64
+    # [N, C, H, W] uint8
+    images: torch.Tensor
+    # e.g. "mnist/train"; runs and metrics compare on it
+    name: str
+    # where the images were read from, for the log
+    source: str
+    # [N] int64
+    labels: torch.Tensor | None = None
     num_classes: int | None = None
-    class_names: tuple[str, ...] | None = None  # label i is class_names[i] (folder sources)
+    # label i is class_names[i] (folder sources)
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:

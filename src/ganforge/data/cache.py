@@ -33,18 +33,23 @@ from ganforge.config import DataConfig
 from ganforge.data.locations import cache_root
 
 FORMAT = "ganforge-decoded-v1"
-DECODER_VERSION = 2  # bump when decoding changes, so old caches are not reused (2: class labels)
+# bump when decoding changes, so old caches are not reused (2: class labels)
+DECODER_VERSION = 2
 
 
 @dataclass
 class Decoded:
     """Preprocessed images and what the loader needs to know about how they were made."""
 
-    images: torch.Tensor  # uint8 [N, C, H, W]
-    skipped: list[str] = field(default_factory=list)  # unreadable sources, "name (reason)"
-    attempted: int = 0  # source files tried (so the unreadable fraction can be restated)
+    # uint8 [N, C, H, W]
+    images: torch.Tensor
+    # unreadable sources, "name (reason)"
+    skipped: list[str] = field(default_factory=list)
+    # source files tried (so the unreadable fraction can be restated)
+    attempted: int = 0
     from_cache: bool = False
-    labels: torch.Tensor | None = None  # int64 [N]: class folder indices, for labelled folders
+    # int64 [N]: class folder indices, for labelled folders
+    labels: torch.Tensor | None = None
 
 
 def cache_dir() -> Path:
@@ -88,7 +93,8 @@ def fingerprint(root: Path, files: Sequence[Path]) -> str:
         try:
             info = path.stat()
             size, mtime = info.st_size, info.st_mtime_ns
-        except OSError:  # vanished since it was listed: the build reports it as unreadable
+        # vanished since it was listed: the build reports it as unreadable
+        except OSError:
             size, mtime = -1, -1
         try:
             name = str(path.relative_to(root))
@@ -115,7 +121,8 @@ def read(path: Path, expected_fingerprint: str) -> Decoded | None:
         OSError,
         ValueError,
     ):
-        return None  # damaged or not ours: rebuild it
+        # damaged or not ours: rebuild it
+        return None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return None
     if state.get("fingerprint") != expected_fingerprint:

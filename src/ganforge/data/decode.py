@@ -27,8 +27,10 @@ from PIL import Image
 from ganforge.data.transforms import shape_to, to_channels
 from ganforge.errors import DataError, first_line
 
-MAX_UNREADABLE_FRACTION = 0.10  # more unreadable files than this: the copy is damaged, stop
-Spacing = tuple[float, float]  # (row, column) size of one pixel
+# more unreadable files than this: the copy is damaged, stop
+MAX_UNREADABLE_FRACTION = 0.10
+# (row, column) size of one pixel
+Spacing = tuple[float, float]
 
 
 def stretch(values: np.ndarray) -> np.ndarray:
@@ -51,7 +53,8 @@ def _pixels(image: Image.Image) -> np.ndarray:
         return stretch(np.asarray(image))
     rgb = np.asarray(image.convert("RGB"))
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        return np.ascontiguousarray(rgb[..., 0])  # grayscale stored as RGB (common for MRI PNGs)
+        # grayscale stored as RGB (common for MRI PNGs)
+        return np.ascontiguousarray(rgb[..., 0])
     return rgb
 
 
@@ -59,7 +62,8 @@ def decode_image(path: Path) -> tuple[np.ndarray | None, str]:
     """(pixels, "") or (None, why it cannot be read). Never raises for a bad file."""
     try:
         with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not later
+            # decode now: a truncated file fails here, not later
+            image.load()
             return _pixels(image), ""
     except (
         OSError,
@@ -97,7 +101,8 @@ def stack_fitted(
         batch = shape_to(batch, target, resolution, fit, spacing)
         if len(groups) == 1:
             return batch.contiguous()
-        if out is None:  # several groups: all were brought to the same size
+        # several groups: all were brought to the same size
+        if out is None:
             out = torch.empty((len(arrays), *batch.shape[1:]), dtype=torch.uint8)
         out[torch.tensor(indices)] = batch
     assert out is not None

@@ -23,13 +23,15 @@ from ganforge.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-SPLIT_FOLDERS = {  # folder names (lower case) that mark a split, per split
+# folder names (lower case) that mark a split, per split
+SPLIT_FOLDERS = {
     "train": ("keras_png_slices_train", "train", "training"),
     "validate": ("keras_png_slices_validate", "validate", "validation", "valid", "val"),
     "test": ("keras_png_slices_test", "test", "testing"),
 }
 SPLIT_PARTS = {"train": ("train",), "test": ("test",), "all": ("train", "validate", "test")}
-LAYOUT_DEPTH = 2  # how far below the given folder split folders are looked for
+# how far below the given folder split folders are looked for
+LAYOUT_DEPTH = 2
 # Subject identifiers in file or folder names: BIDS "sub-<label>", OASIS "OAS1_0001",
 # ADNI "002_S_0295". A name without one is its own subject.
 SUBJECT_PATTERNS = (
@@ -106,7 +108,8 @@ def select_split(root: Path, split: str) -> tuple[list[Path], str]:
                 "a flat folder is one dataset; point --data at the test images and use "
                 "--set data.split=all"
             )
-        return [root], "test" if split == "test" else "all"  # the whole folder
+        # the whole folder
+        return [root], "test" if split == "test" else "all"
     wanted = [layout[part] for part in SPLIT_PARTS[split] if part in layout]
     if not wanted:
         found = ", ".join(p.name for p in layout.values())

@@ -70,7 +70,8 @@ from ganforge.data.nifti import NiftiOptions, load_nifti, nifti_options, volume_
 from ganforge.data.registry import register_source
 from ganforge.errors import ConfigError, DataError
 
-CHUNK = 512  # files decoded per batch: bounds the memory of full-size copies
+# files decoded per batch: bounds the memory of full-size copies
+CHUNK = 512
 # The folder names the brain-mri source looks for without --data (see ganforge.data.locations).
 BRAIN_DATASETS = ("keras_png_slices_data", "brain-mri-slices")
 
@@ -131,7 +132,8 @@ def load_image_files(
         enabled=config.cache,
     )
     if decoded.from_cache:
-        check_unreadable(decoded.skipped, decoded.attempted, root)  # never silent, cached or not
+        # never silent, cached or not
+        check_unreadable(decoded.skipped, decoded.attempted, root)
     if len(decoded.images) == 0:
         raise DataError(f"{root}: none of the {len(files)} image files could be read")
     note = ", from the decoded-image cache" if decoded.from_cache else ""
@@ -182,7 +184,8 @@ def load_folder(config: DataConfig) -> ImageData:
                 f"{root} is a single image; pass the folder that holds the images with --data"
             )
         raise DataError(f"{root} is neither a folder of images nor a NIfTI volume (.nii, .nii.gz)")
-    if nifti_options(config).subject_split is not None:  # only volumes are split by subject
+    # only volumes are split by subject
+    if nifti_options(config).subject_split is not None:
         return load_nifti(config)
     folders, label = select_split(root, config.split)
     files = list_files(folders, is_image_file)

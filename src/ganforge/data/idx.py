@@ -47,7 +47,8 @@ SPLIT_FILES = {
 }
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 ASSETS = Path(__file__).parent / "assets"
-MAX_IDX_BYTES = 1 << 31  # far above any real IDX set (EMNIST ByClass images: 0.6 GB)
+# far above any real IDX set (EMNIST ByClass images: 0.6 GB)
+MAX_IDX_BYTES = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class IdxDataset:
     md5: dict[str, str]
     local_copies: tuple[str, ...]
     how_to_get: str
-    class_names: tuple[str, ...] = ()  # label i is class_names[i]
+    # label i is class_names[i]
+    class_names: tuple[str, ...] = ()
 
 
 MNIST = IdxDataset(
@@ -137,7 +139,8 @@ def read_idx(path: Path, expect_magic: int) -> np.ndarray:
                     "can hold; the file is corrupt, fetch it again"
                 )
             body = _read_at_most(handle, expected + 1)
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+    # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
             f"{path}: cannot read ({exc}); the file is corrupt or truncated, fetch it again"
         ) from None
@@ -340,7 +343,8 @@ def idx_problems(config: DataConfig) -> list[str]:
         return [] if folder.exists() else [f"--data {config.path} does not exist"]
     allow = config.allow_bundled_slice and config.dataset == "mnist"
     if allow or not offline():
-        return []  # the slice covers it, or a download may: only loading can tell
+        # the slice covers it, or a download may: only loading can tell
+        return []
     dataset = IDX_DATASETS[config.dataset]
     splits = ("train", "test") if config.split == "all" else (config.split,)
     missing = [

@@ -65,10 +65,13 @@ from ganforge.data.transforms import square_pixel_size, to_channels
 from ganforge.errors import ConfigError, DataError, first_line
 from ganforge.settings import setting
 
-PERCENTILES = (0.5, 99.5)  # robust low / high intensity, per volume (data.options.percentiles)
+# robust low / high intensity, per volume (data.options.percentiles)
+PERCENTILES = (0.5, 99.5)
 NORMALISERS = ("percentile", "zscore", "minmax")
-ZSCORE_WINDOW = 3.0  # zscore shows mean +- this many standard deviations
-FOREGROUND_LEVEL = 0.05  # a pixel above this fraction of the normalised range is foreground
+# zscore shows mean +- this many standard deviations
+ZSCORE_WINDOW = 3.0
+# a pixel above this fraction of the normalised range is foreground
+FOREGROUND_LEVEL = 0.05
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 
@@ -80,7 +83,8 @@ class UnreadableVolume(Exception):
 class Volume:
     """A volume's voxels in RAS+ order and the size of one voxel along each axis, in mm."""
 
-    data: np.ndarray  # float32 [X, Y, Z]
+    # float32 [X, Y, Z]
+    data: np.ndarray
     spacing: tuple[float, float, float]
 
 
@@ -133,7 +137,8 @@ def load_volume(path: Path) -> Volume:
     try:
         image = nib.load(str(path))
         shape = tuple(int(s) for s in image.shape)
-    except Exception as exc:  # a damaged header raises ImageFileError, HeaderDataError, ...
+    # a damaged header raises ImageFileError, HeaderDataError, ...
+    except Exception as exc:
         raise UnreadableVolume(first_line(exc, 80)) from None
     if len(shape) < 3:
         raise DataError(
@@ -153,7 +158,8 @@ def load_volume(path: Path) -> Volume:
         canonical = nib.as_closest_canonical(image)
         data = np.asarray(canonical.get_fdata(dtype=np.float32)).reshape(canonical.shape[:3])
         sizes = nib.affines.voxel_sizes(canonical.affine)[:3]
-    except Exception as exc:  # damaged data raises HeaderDataError, TypeError, ...
+    # damaged data raises HeaderDataError, TypeError, ...
+    except Exception as exc:
         raise UnreadableVolume(first_line(exc, 80)) from None
     spacing = tuple(float(s) if math.isfinite(s) and s > 0 else 1.0 for s in sizes)
     return Volume(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), spacing)  # type: ignore[arg-type]
@@ -179,7 +185,8 @@ def normalise_volume(
         mean, std = float(above.mean()), float(above.std())
         std = std if std > 0 else 1.0
         scaled = ((volume - mean) / std + ZSCORE_WINDOW) / (2 * ZSCORE_WINDOW)
-        scaled[volume <= low] = 0.0  # the background stays black
+        # the background stays black
+        scaled[volume <= low] = 0.0
     else:
         high = float(np.percentile(above, percentiles[1]))
         if high <= low:
@@ -211,7 +218,8 @@ def volume_slices(
 ) -> list[np.ndarray]:
     """uint8 slices of a normalised volume along `axis`, oriented, near-empty ones skipped."""
     slices = []
-    planes = np.moveaxis(volume, axis, 0)  # a view: planes[k] is slice k (np.take would copy)
+    # a view: planes[k] is slice k (np.take would copy)
+    planes = np.moveaxis(volume, axis, 0)
     for index in axis_indices(volume.shape[axis], fraction_range):
         image = orient_slice(planes[index])
         if foreground_fraction(image) >= min_foreground:
@@ -443,8 +451,10 @@ def save_nifti_stack(
     sizes = [float(s) for s in spacing]
     if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
         raise DataError(f"NIfTI spacing must be three positive sizes in mm (got {tuple(spacing)})")
-    gray = to_channels(stack.cpu(), 1)[:, 0].numpy()  # [N, H, W]
-    planes = np.flip(gray, axis=1).transpose(2, 1, 0)  # undo orient_slice: [W, H, N]
+    # [N, H, W]
+    gray = to_channels(stack.cpu(), 1)[:, 0].numpy()
+    # undo orient_slice: [W, H, N]
+    planes = np.flip(gray, axis=1).transpose(2, 1, 0)
     affine = np.diag([*sizes, 1.0])
     affine[:3, 3] = -(np.array(planes.shape) - 1) / 2 * np.array(sizes)
     volume = nib.Nifti1Image(np.ascontiguousarray(planes), affine)

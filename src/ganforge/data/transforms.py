@@ -78,7 +78,8 @@ def fit_square(
         return images
     if mode == "stretch":
         return _resize(images, resolution, resolution)
-    tall, wide = h * row, w * col  # physical extent
+    # physical extent
+    tall, wide = h * row, w * col
     scale = resolution / (max(tall, wide) if mode == "pad" else min(tall, wide))
     new_h, new_w = max(1, round(tall * scale)), max(1, round(wide * scale))
     resized = _resize(images, new_h, new_w)
@@ -94,7 +95,8 @@ def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if images.shape[-2:] == (height, width):
         return images
     out = []
-    for chunk in images.split(1024):  # bound the float copy's memory
+    # bound the float copy's memory
+    for chunk in images.split(1024):
         resized = F.interpolate(
             chunk.float(),
             size=(height, width),

@@ -277,9 +277,8 @@ def training_evaluator(
     main = main_metric(names)
 
     def evaluator(generator: torch.nn.Module, step: int) -> dict[str, float]:
-        with torch.random.fork_rng(
-            devices=_cuda_devices(context.device)
-        ):  # training's RNG streams stay untouched
+        # training's RNG streams stay untouched
+        with torch.random.fork_rng(devices=_cuda_devices(context.device)):
             fake = generate(generator, info, config.schedule.eval_samples, seed=config.seed + 7)
             scores = evaluate(real, fake, names, context)
         return {"main": scores[main], **{k: round(v, 6) for k, v in scores.items()}}

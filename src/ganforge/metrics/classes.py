@@ -18,7 +18,8 @@ from ganforge.metrics.context import MetricContext
 from ganforge.metrics.frechet import PrecomputedFeatures
 from ganforge.metrics.registry import HIGHER, INFO, LOWER, register
 
-COVERAGE_SHARE = 0.5  # a class counts as covered at half or more of its reference share
+# a class counts as covered at half or more of its reference share
+COVERAGE_SHARE = 0.5
 
 
 @register(
@@ -33,15 +34,13 @@ def inception_score(
 ) -> dict[str, float]:
     """exp(E KL(p(y|x) || p(y))) over 10 splits (higher is better; real MNIST scores about 9.9)."""
     _, logits = context.embedding(fake, "is")
-    with (
-        warnings.catch_warnings()
-    ):  # its "features are kept in memory" note is moot for 2,000 x 10 logits
+    # its "features are kept in memory" note is moot for 2,000 x 10 logits
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         metric = InceptionScore(feature=PrecomputedFeatures(logits.shape[1]), splits=10)
     metric.update(logits)
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # it shuffles with the global RNG: seed it, then restore
+    # it shuffles with the global RNG: seed it, then restore
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(context.seed)
         mean, std = metric.compute()
     return {"is": float(mean), "is_std": float(std)}

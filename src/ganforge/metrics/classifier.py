@@ -48,15 +48,23 @@ class FeatureData:
     told which metrics still apply rather than scored in a space that never saw such images.
     """
 
-    name: str  # the weights' file prefix and the --features choice
-    families: tuple[str, ...]  # data-name families measured in this space
-    input_size: int  # images are resized to input_size x input_size
+    # the weights' file prefix and the --features choice
+    name: str
+    # data-name families measured in this space
+    families: tuple[str, ...]
+    # images are resized to input_size x input_size
+    input_size: int
     num_classes: int
-    channels: tuple[int, ...]  # image channel counts it accepts (3: RGB read as luma)
-    sizes: tuple[int, ...] | None  # image sizes it accepts (None: any, resized)
-    what: str  # the data in a few words, for one-line messages
-    sources: tuple[str, ...] = ()  # data sources (DataConfig.dataset) whose runs it is meant for
-    during_training: bool = True  # the training evaluator uses it (else SWD stays the main metric)
+    # image channel counts it accepts (3: RGB read as luma)
+    channels: tuple[int, ...]
+    # image sizes it accepts (None: any, resized)
+    sizes: tuple[int, ...] | None
+    # the data in a few words, for one-line messages
+    what: str
+    # data sources (DataConfig.dataset) whose runs it is meant for
+    sources: tuple[str, ...] = ()
+    # the training evaluator uses it (else SWD stays the main metric)
+    during_training: bool = True
 
     def unfit(self, image_shape: tuple[int, ...] | None) -> str | None:
         """Why images of `image_shape` ([C, H, W]) are not this space's kind, or None."""
@@ -217,7 +225,8 @@ def load_committed_network(
         raise CheckpointError(
             f"{path}: unreadable {kind} weights ({str(exc)[:120]}); recreate them with {recreate}"
         ) from None
-    with torch.random.fork_rng(devices=[]):  # the throw-away init must not shift training's RNG
+    # the throw-away init must not shift training's RNG
+    with torch.random.fork_rng(devices=[]):
         model = build(record | {"input_size": FEATURE_DATA[dataset].input_size})
     model.load_state_dict(state)
     return model, record

@@ -76,22 +76,26 @@ def unfit_reason(
 class MetricContext:
     """Shared state of one evaluation (or of all evaluations of one training run)."""
 
-    dataset: str  # the reference data's name, e.g. "mnist/train"
+    # the reference data's name, e.g. "mnist/train"
+    dataset: str
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    features: str = "auto"  # a classifier name, "none", or "auto" (by dataset)
-    spaces: tuple[str, ...] = tuple(
-        SPACES
-    )  # feature spaces for feature metrics, where the data has them
+    # a classifier name, "none", or "auto" (by dataset)
+    features: str = "auto"
+    # feature spaces for feature metrics, where the data has them
+    spaces: tuple[str, ...] = tuple(SPACES)
     training: torch.Tensor | None = (
-        None  # the generator's training images, when the reference is unseen data
+        # the generator's training images, when the reference is unseen data
+        None
     )
-    fake_labels: torch.Tensor | None = None  # [N] classes a conditional generator was asked for
+    # [N] classes a conditional generator was asked for
+    fake_labels: torch.Tensor | None = None
     # the generator's class names (label i is class_names[i]), to match the classifier's by name
     class_names: tuple[str, ...] = ()
     # [C, H, W] of the images, so that a feature space judges only the kind it was trained on
     image_shape: tuple[int, ...] | None = None
-    source: str | None = None  # the data source the run trained on (DataConfig.dataset)
+    # the data source the run trained on (DataConfig.dataset)
+    source: str | None = None
     _classifier: SmallClassifier | None = field(default=None, repr=False)
     _classifier_classes: tuple[str, ...] = field(default=(), repr=False)
     _encoder: ContrastiveEncoder | None = field(default=None, repr=False)
@@ -165,7 +169,8 @@ class MetricContext:
 
     def encoder(self, metric: str) -> ContrastiveEncoder:
         """The contrastive encoder of the same dataset as the classifier, loaded once."""
-        self.classifier(metric)  # same availability rules and messages
+        # same availability rules and messages
+        self.classifier(metric)
         if self._encoder is None:
             self._encoder, _ = load_encoder(self.extractor, self.device)
         return self._encoder
@@ -188,7 +193,8 @@ class MetricContext:
         if hit is not None and hit[0] is images:
             return hit[1]
         result = embed(self.classifier(metric), images)
-        self._cache[id(images)] = (images, result)  # holding the tensor keeps its id unique
+        # holding the tensor keeps its id unique
+        self._cache[id(images)] = (images, result)
         return result
 
     def memo(self, name: str, images: torch.Tensor, compute: Callable[[], Any]) -> Any:

@@ -63,18 +63,16 @@ def kernel_distance(
     comparing evaluations of different sizes.
     """
     size = min(1000, len(f_real), len(f_fake))
-    with (
-        warnings.catch_warnings()
-    ):  # its "features are kept in memory" note is moot for 2,000 x 128 floats
+    # its "features are kept in memory" note is moot for 2,000 x 128 floats
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(
             feature=PrecomputedFeatures(f_real.shape[1]), subsets=20, subset_size=size
         )
     metric.update(f_real.float(), real=True)
     metric.update(f_fake.float(), real=False)
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # its subsets come from the global RNG: seed it, then restore
+    # its subsets come from the global RNG: seed it, then restore
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(context.seed)
         mean, std = metric.compute()
     return {"kid": float(mean), "kid_std": float(std)}

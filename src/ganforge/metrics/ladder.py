@@ -25,8 +25,10 @@ import torch.nn.functional as F
 
 Damage = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
-DROP_ONE = (0,)  # the class taken away on the first rung
-DROP_HALF = (0, 1, 2, 3, 4)  # ... and on the second: nested, so the damage only grows
+# the class taken away on the first rung
+DROP_ONE = (0,)
+# ... and on the second: nested, so the damage only grows
+DROP_HALF = (0, 1, 2, 3, 4)
 
 
 def _uint8(x: torch.Tensor) -> torch.Tensor:
@@ -101,20 +103,25 @@ LADDER_NAMES = (*LADDERS, *LABELLED_LADDERS)
 
 # (output without space suffix, ladder): damage the metric does not penalise, measured on MNIST
 # and Fashion-MNIST at 1,000 images (the docs table). The test requires no worsening here.
+# rewards mild blur; on MNIST the classifier's is barely lower even at sigma 1.6
+# ditto; a repeated image scores by how typical that one image is
 BLIND = {
     ("precision", "classes dropped"),
-    ("precision", "repeated image"),  # judges each image alone
+    # judges each image alone
+    ("precision", "repeated image"),
     (
         "precision",
         "blur",
-    ),  # rewards mild blur; on MNIST the classifier's is barely lower even at sigma 1.6
+    ),
     (
         "density",
         "classes dropped",
-    ),  # ditto; a repeated image scores by how typical that one image is
+    ),
     ("class_coverage", "translation"),
-    ("class_kl", "translation"),  # classes survive a shift
-    ("msssim", "classes dropped"),  # pair similarity barely depends on which classes are present
+    # classes survive a shift
+    ("class_kl", "translation"),
+    # pair similarity barely depends on which classes are present
+    ("msssim", "classes dropped"),
 }
 # Metrics that *improve* under the mildest damage and only get worse further up the ladder:
 # blur and faint noise pull images towards the dense middle of the real data, which is what
@@ -192,7 +199,8 @@ def badness(key: str, scores: dict[str, float], direction: str) -> float:
         return value
     if direction == "higher":
         return -value
-    return abs(value - scores["msssim_real"])  # match
+    # match
+    return abs(value - scores["msssim_real"])
 
 
 def ladder_verdict(output: str, ladder: str, badness_values: list[float]) -> str | None:

@@ -21,7 +21,8 @@ from ganforge.metrics.context import MetricContext
 from ganforge.metrics.precision_recall import nearest_distance
 from ganforge.metrics.registry import LOWER, register
 
-QUANTILE = 0.05  # share of unseen real images below the threshold, by construction
+# share of unseen real images below the threshold, by construction
+QUANTILE = 0.05
 
 
 def memorised_share(real: torch.Tensor, fake: torch.Tensor, training: torch.Tensor) -> float:
@@ -50,7 +51,8 @@ def memorisation(
     """`memorised` in the classifier's feature space (where the data has one), `memorised_pixels`
     in pixel space; `real` must be images the generator did not train on."""
     training = context.training
-    if training is None:  # check_available refuses this before any work; here for direct calls
+    # check_available refuses this before any work; here for direct calls
+    if training is None:
         raise ConfigError(
             "metric 'memorisation' needs the generator's training images (context.training)"
         )

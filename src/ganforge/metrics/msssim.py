@@ -17,9 +17,8 @@ from ganforge.metrics.context import MetricContext
 from ganforge.metrics.registry import INFO, MATCH, register
 
 MAX_PAIRS, MIN_PAIRS = 1000, 250
-PIXEL_BUDGET = (
-    1000 * 32 * 32
-)  # pixels per image x pairs: 1,000 pairs of digits, 250 pairs of 128x128 slices
+# pixels per image x pairs: 1,000 pairs of digits, 250 pairs of 128x128 slices
+PIXEL_BUDGET = 1000 * 32 * 32
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -62,7 +61,8 @@ def mean_pair_msssim(images: torch.Tensor, rng: torch.Generator) -> float:
     kernel, sigma, betas = msssim_settings(min(images.shape[-2:]))
     first, second = random_pairs(len(images), pair_count(*images.shape[-2:]), rng)
     scores = []
-    with warnings.catch_warnings():  # toggling oneDNN warns about Intel-GPU TF32, irrelevant here
+    # toggling oneDNN warns about Intel-GPU TF32, irrelevant here
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         # oneDNN's grouped 7x7/11x11 convolution is about twice as slow as PyTorch's own here
         with torch.backends.mkldnn.flags(enabled=False):

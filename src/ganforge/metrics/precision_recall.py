@@ -23,9 +23,12 @@ import torch
 from ganforge.metrics.context import MetricContext
 from ganforge.metrics.registry import HIGHER, register
 
-NEIGHBOURS = 3  # k in Kynkäänniemi et al.
-DC_NEIGHBOURS = 5  # k in Naeem et al.
-CHUNK = 2048  # rows of the distance matrix held at once
+# k in Kynkäänniemi et al.
+NEIGHBOURS = 3
+# k in Naeem et al.
+DC_NEIGHBOURS = 5
+# rows of the distance matrix held at once
+CHUNK = 2048
 
 
 def knn_radii(points: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
@@ -33,9 +36,8 @@ def knn_radii(points: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
     radii = []
     for chunk in points.split(CHUNK):
         distances = torch.cdist(chunk, points)
-        radii.append(
-            distances.kthvalue(k + 1, dim=1).values
-        )  # +1: the point itself is at distance 0
+        # +1: the point itself is at distance 0
+        radii.append(distances.kthvalue(k + 1, dim=1).values)
     return torch.cat(radii)
 
 

@@ -19,12 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-LOWER, HIGHER, MATCH, INFO = (
-    "lower",
-    "higher",
-    "match",
-    "info",
-)  # MATCH: closest to the real-pairs value
+# MATCH: closest to the real-pairs value
+LOWER, HIGHER, MATCH, INFO = ("lower", "higher", "match", "info")
 # labels: the classes a conditional generator was asked for (context.fake_labels);
 # stacked: StackedMNIST stacks (3 channels), read digit by digit by the MNIST classifier
 Needs = Literal["features", "classifier", "training", "labels", "stacked", "nothing"]
@@ -35,8 +31,10 @@ class Space:
     """A feature network: how its outputs are keyed and how every report names it."""
 
     name: str
-    suffix: str  # appended to a feature metric's output keys
-    label: str  # what reports call it
+    # appended to a feature metric's output keys
+    suffix: str
+    # what reports call it
+    label: str
 
 
 SPACES: dict[str, Space] = {
@@ -52,13 +50,17 @@ class Metric:
 
     name: str
     compute: Callable[..., Any]
-    outputs: dict[str, str]  # output key -> LOWER | HIGHER | MATCH | INFO
-    min_samples: int  # below this many images per set the number is noise
+    # output key -> LOWER | HIGHER | MATCH | INFO
+    outputs: dict[str, str]
+    # below this many images per set the number is noise
+    min_samples: int
     needs: Needs
-    main_rank: int | None  # the main metric is the available one with the lowest rank
+    # the main metric is the available one with the lowest rank
+    main_rank: int | None
     summary: str
     prerequisite: Callable[[], object] | None = (
-        None  # raises when an optional dependency is missing
+        # raises when an optional dependency is missing
+        None
     )
     # (real, fake, context, scores, generator, resamples) -> {output: [low, high]}: bootstrap
     # intervals of a metric that is not a feature metric (those get theirs from uncertainty.py)

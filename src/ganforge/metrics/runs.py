@@ -51,9 +51,11 @@ SPLITS = ("train", "test", "all")
 # sources with a held-out test split to measure against
 TEST_SPLIT_DATASETS = ("mnist", "fashion-mnist", "stacked-mnist")
 SPLIT_CHOICES = ("auto", "test", "train")
-TRAINING_SUBSET = 10_000  # training images searched for the memorisation figure
+# training images searched for the memorisation figure
+TRAINING_SUBSET = 10_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-EVAL_FORMAT = 2  # 2: two feature spaces, intervals, density/coverage, class_coverage (was coverage)
+# 2: two feature spaces, intervals, density/coverage, class_coverage (was coverage)
+EVAL_FORMAT = 2
 
 
 def describe_spaces(context: MetricContext, keys: list[str]) -> dict[str, str]:
@@ -146,7 +148,8 @@ def reference_config(
             if split == "auto"
             else split
         )
-        if wanted != base.split:  # another split: all of it, not the training run's --limit
+        # another split: all of it, not the training run's --limit
+        if wanted != base.split:
             base = dataclasses.replace(base, split=wanted, limit=None)
     elif _name_split(data)[0] in SOURCES and not Path(data).exists():
         name, split = _name_split(data)

@@ -24,8 +24,10 @@ from ganforge.metrics.context import MetricContext
 from ganforge.metrics.registry import LOWER, register
 
 PATCH = 7
-MIN_RESOLUTION = 8  # the pyramid stops before a level smaller than this
-DESCRIPTORS_PER_LEVEL = 32_768  # patches compared per level (random subset of all images)
+# the pyramid stops before a level smaller than this
+MIN_RESOLUTION = 8
+# patches compared per level (random subset of all images)
+DESCRIPTORS_PER_LEVEL = 32_768
 DIRECTIONS = 128
 REPEATS = 4
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
@@ -81,7 +83,8 @@ def random_patches(level: torch.Tensor, count: int, rng: torch.Generator) -> tor
     offsets = torch.arange(size)
     rows = (top[:, None] + offsets)[:, :, None].expand(count, size, size)
     cols = (left[:, None] + offsets)[:, None, :].expand(count, size, size)
-    patches = level.permute(0, 2, 3, 1)[image[:, None, None], rows, cols]  # [count, size, size, C]
+    # [count, size, size, C]
+    patches = level.permute(0, 2, 3, 1)[image[:, None, None], rows, cols]
     return patches.permute(0, 3, 1, 2).reshape(count, -1)
 
 
@@ -91,9 +94,8 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: torch.Generator) -
     for _ in range(REPEATS):
         directions = torch.randn(a.shape[1], DIRECTIONS, generator=rng)
         directions /= directions.norm(dim=0, keepdim=True)
-        pa = np.sort(
-            (directions.T @ a.T).numpy(), axis=1
-        )  # numpy sorts rows ~10x faster than torch on CPU
+        # numpy sorts rows ~10x faster than torch on CPU
+        pa = np.sort((directions.T @ a.T).numpy(), axis=1)
         pb = np.sort((directions.T @ b.T).numpy(), axis=1)
         total += float(np.abs(pa - pb).mean())
     return total / REPEATS

@@ -64,7 +64,8 @@ def fid_spread(
     return float(torch.tensor(values).std())
 
 
-KERNEL_ROWS = 1024  # kernel-matrix rows held at once: 10,000 images never need a 10,000² matrix
+# kernel-matrix rows held at once: 10,000 images never need a 10,000² matrix
+KERNEL_ROWS = 1024
 
 
 def _kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -137,7 +138,8 @@ def feature_intervals(
     for key, spread in spreads.items():
         low, high = scores[key + suffix] - Z95 * spread, scores[key + suffix] + Z95 * spread
         floor, ceiling = bounds.get(key, (None, None))
-        low = max(low, floor) if floor is not None else low  # a share cannot leave [0, 1]
+        # a share cannot leave [0, 1]
+        low = max(low, floor) if floor is not None else low
         high = min(high, ceiling) if ceiling is not None else high
         out[key + suffix] = [round(low, 6), round(high, 6)]
     return out

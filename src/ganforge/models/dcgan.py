@@ -38,23 +38,27 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, image_shape: ImageShape, width: float = 1.0):
         super().__init__()
         channels, resolution = image_shape[0], image_shape[1]
-        stages = int(math.log2(resolution)) - 2  # 4x4 -> R takes this many doublings
+        # 4x4 -> R takes this many doublings
+        stages = int(math.log2(resolution)) - 2
         self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
         ch = _channels(width, 2 ** (stages - 1))
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),  # [ch, 4, 4]
+            # [ch, 4, 4]
+            nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),
             nn.BatchNorm2d(ch),
             nn.ReLU(True),
         ]
         for stage in range(stages - 1):
             out = _channels(width, 2 ** (stages - 2 - stage))
             layers += [
-                nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False),  # doubles the size
+                # doubles the size
+                nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False),
                 nn.BatchNorm2d(out),
                 nn.ReLU(True),
             ]
             ch = out
-        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]  # [C, R, R]
+        # [C, R, R]
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
 
@@ -66,7 +70,8 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, image_shape: ImageShape, width: float = 1.0):
         super().__init__()
         channels, resolution = image_shape[0], image_shape[1]
-        stages = int(math.log2(resolution)) - 2  # R -> 4x4 takes this many halvings
+        # R -> 4x4 takes this many halvings
+        stages = int(math.log2(resolution)) - 2
         ch = _channels(width, 1)
         layers: list[nn.Module] = [
             nn.Conv2d(channels, ch, 4, 2, 1, bias=False),
@@ -75,17 +80,20 @@ class DCGANDiscriminator(nn.Module):
         for stage in range(1, stages):
             out = _channels(width, 2**stage)
             layers += [
-                nn.Conv2d(ch, out, 4, 2, 1, bias=False),  # halves the size
+                # halves the size
+                nn.Conv2d(ch, out, 4, 2, 1, bias=False),
                 nn.BatchNorm2d(out),
                 nn.LeakyReLU(0.2, True),
             ]
             ch = out
-        layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False)]  # [1, 1, 1]
+        # [1, 1, 1]
+        layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten()  # [N] logits
+        # [N] logits
+        return self.net(images).flatten()
 
 
 register(

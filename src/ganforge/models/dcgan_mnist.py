@@ -64,19 +64,23 @@ class DCGANMnistGenerator(nn.Module):
             nn.ReLU(),
         )
         self.conv = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),  # [c1, 14, 14]
+            # [c1, 14, 14]
+            nn.Upsample(scale_factor=2, mode="nearest"),
             KerasConv2d(c1, c2, 5),
             keras_bn(nn.BatchNorm2d, c2, bn_momentum, batchnorm),
             nn.ReLU(),
-            nn.Upsample(scale_factor=2, mode="nearest"),  # [c2, 28, 28]
+            # [c2, 28, 28]
+            nn.Upsample(scale_factor=2, mode="nearest"),
             KerasConv2d(c2, channels, 5),
             nn.Tanh(),
         )
         keras_init(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.dense(z).view(-1, self.c1, 7, 7)  # [N, c1, 7, 7]
-        return self.conv(x)  # [N, C, 28, 28]
+        # [N, c1, 7, 7]
+        x = self.dense(z).view(-1, self.c1, 7, 7)
+        # [N, C, 28, 28]
+        return self.conv(x)
 
 
 class DCGANMnistDiscriminator(nn.Module):
@@ -92,13 +96,16 @@ class DCGANMnistDiscriminator(nn.Module):
         channels = image_shape[0]
         c1, c2, dense = scaled(64, width), scaled(128, width), scaled(256, width)
         self.net = nn.Sequential(
-            KerasConv2d(channels, c1, 5, stride=2, padding="same"),  # [c1, 14, 14]
+            # [c1, 14, 14]
+            KerasConv2d(channels, c1, 5, stride=2, padding="same"),
             keras_bn(nn.BatchNorm2d, c1, bn_momentum, batchnorm),
             nn.ELU(),
-            KerasConv2d(c1, c2, 5, stride=2, padding="valid"),  # [c2, 5, 5]
+            # [c2, 5, 5]
+            KerasConv2d(c1, c2, 5, stride=2, padding="valid"),
             keras_bn(nn.BatchNorm2d, c2, bn_momentum, batchnorm),
             nn.ELU(),
-            nn.MaxPool2d(2),  # [c2, 2, 2]
+            # [c2, 2, 2]
+            nn.MaxPool2d(2),
             nn.Flatten(),
             nn.Linear(c2 * 2 * 2, dense),
             keras_bn(nn.BatchNorm1d, dense, bn_momentum, batchnorm),
@@ -109,7 +116,8 @@ class DCGANMnistDiscriminator(nn.Module):
         keras_init(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).squeeze(1)  # [N] logits
+        # [N] logits
+        return self.net(images).squeeze(1)
 
 
 def _supports(shape: ImageShape) -> str | None:

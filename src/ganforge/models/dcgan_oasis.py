@@ -70,13 +70,16 @@ class OasisGenerator(nn.Module):
             nn.LeakyReLU(0.2),
         )
         self.conv = nn.Sequential(
-            KerasConvTranspose2d(c0, c1, 5, 2, bias=False),  # [c1, R/4, R/4]
+            # [c1, R/4, R/4]
+            KerasConvTranspose2d(c0, c1, 5, 2, bias=False),
             keras_bn(nn.BatchNorm2d, c1, bn_momentum, batchnorm),
             nn.LeakyReLU(0.2),
-            KerasConvTranspose2d(c1, c2, 5, 2, bias=False),  # [c2, R/2, R/2]
+            # [c2, R/2, R/2]
+            KerasConvTranspose2d(c1, c2, 5, 2, bias=False),
             keras_bn(nn.BatchNorm2d, c2, bn_momentum, batchnorm),
             nn.LeakyReLU(0.2),
-            KerasConvTranspose2d(c2, channels, 5, 2, bias=False),  # [C, R, R]
+            # [C, R, R]
+            KerasConvTranspose2d(c2, channels, 5, 2, bias=False),
             nn.Tanh(),
         )
         keras_init(self)
@@ -101,7 +104,8 @@ class OasisDiscriminator(nn.Module):
         channels, resolution = image_shape[0], image_shape[1]
         c1, c2 = scaled(64, width), scaled(128, width)
         layers: list[nn.Module] = []
-        for n_in, n_out in ((channels, c1), (c1, c2)):  # [c1, R/2, R/2], then [c2, R/4, R/4]
+        # [c1, R/2, R/2], then [c2, R/4, R/4]
+        for n_in, n_out in ((channels, c1), (c1, c2)):
             layers.append(KerasConv2d(n_in, n_out, 5, stride=2))
             if d_norm == "batch":
                 layers.append(keras_bn(nn.BatchNorm2d, n_out, bn_momentum, batchnorm))
@@ -113,7 +117,8 @@ class OasisDiscriminator(nn.Module):
         keras_init(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).squeeze(1)  # [N] logits
+        # [N] logits
+        return self.net(images).squeeze(1)
 
 
 register(

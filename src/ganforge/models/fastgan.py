@@ -44,7 +44,8 @@ ImageShape = tuple[int, int, int]
 MIN_SIDE, MAX_SIDE = 64, 256
 G_MULTIPLIER = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 1}
 D_MULTIPLIER = {4: 16, 8: 16, 16: 8, 32: 4, 64: 2, 128: 1, 256: 1}
-EXCITES = {64: 4, 128: 8, 256: 16}  # the size gated -> the size whose features gate it
+# the size gated -> the size whose features gate it
+EXCITES = {64: 4, 128: 8, 256: 16}
 
 
 def supports(shape: ImageShape) -> str | None:
@@ -73,7 +74,8 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         h = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        return F.glu(self.bn(h, labels), dim=1)  # [N, cout, 2H, 2W]
+        # [N, cout, 2H, 2W]
+        return F.glu(self.bn(h, labels), dim=1)
 
 
 class SkipExcitation(nn.Module):
@@ -83,7 +85,8 @@ class SkipExcitation(nn.Module):
         super().__init__()
         self.gate = nn.Sequential(
             nn.AdaptiveAvgPool2d(4),
-            nn.Conv2d(small, large, 4, 1, 0, bias=False),  # [N, large, 1, 1]
+            # [N, large, 1, 1]
+            nn.Conv2d(small, large, 4, 1, 0, bias=False),
             nn.LeakyReLU(0.1),
             nn.Conv2d(large, large, 1, 1, 0, bias=False),
             nn.Sigmoid(),
@@ -102,7 +105,8 @@ class FastGANGenerator(nn.Module):
         self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
         self.num_classes = num_classes
         resolution = image_shape[1]
-        self.sides = [4 * 2**k for k in range(int(math.log2(resolution)) - 1)]  # 4 .. R
+        # 4 .. R
+        self.sides = [4 * 2**k for k in range(int(math.log2(resolution)) - 1)]
         width = {side: channels * G_MULTIPLIER[side] for side in self.sides}
         self.initial = nn.ConvTranspose2d(latent_dim, 2 * width[4], 4, 1, 0, bias=False)
         self.initial_bn = ConditionalBatchNorm(2 * width[4], num_classes)
@@ -123,13 +127,15 @@ class FastGANGenerator(nn.Module):
             labels = balanced_labels(z.shape[0], self.num_classes, z.device)
         labels = labels if self.num_classes else None
         h = self.initial(z.view(z.shape[0], self.latent_dim, 1, 1))
-        features = {4: F.glu(self.initial_bn(h, labels), dim=1)}  # [N, width[4], 4, 4]
+        # [N, width[4], 4, 4]
+        features = {4: F.glu(self.initial_bn(h, labels), dim=1)}
         for side, up in zip(self.sides[1:], self.ups, strict=True):
             h = up(features[side // 2], labels)
             if str(side) in self.excite:
                 h = self.excite[str(side)](features[EXCITES[side]], h)
             features[side] = h
-        return torch.tanh(self.to_image(h))  # [N, C, R, R]
+        # [N, C, R, R]
+        return torch.tanh(self.to_image(h))
 
 
 class DownBlock(nn.Module):
@@ -157,7 +163,8 @@ class FastGANDiscriminator(nn.Module):
         _check(channels, num_classes)
         self.num_classes = num_classes
         resolution = image_shape[1]
-        sides = [resolution // 2**k for k in range(1, int(math.log2(resolution)) - 2)]  # R/2..8
+        # R/2..8
+        sides = [resolution // 2**k for k in range(1, int(math.log2(resolution)) - 2)]
         width = {side: channels * D_MULTIPLIER[side] for side in sides}
         self.from_image = nn.Sequential(
             spectral_norm(nn.Conv2d(image_shape[0], width[sides[0]], 4, 2, 1, bias=False)),
@@ -171,8 +178,10 @@ class FastGANDiscriminator(nn.Module):
         self.embed = spectral_norm(nn.Embedding(num_classes, features)) if num_classes else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.downs(self.from_image(images))  # [N, width[8], 8, 8]
-        h = F.leaky_relu(h, 0.2).sum(dim=(2, 3))  # global sum pooling
+        # [N, width[8], 8, 8]
+        h = self.downs(self.from_image(images))
+        # global sum pooling
+        h = F.leaky_relu(h, 0.2).sum(dim=(2, 3))
         return projection_logits(h, self.linear, self.embed, labels, self.num_classes)
 
 

@@ -35,10 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ImageShape = tuple[int, int, int]  # (channels, height, width)
+# (channels, height, width)
+ImageShape = tuple[int, int, int]
 
-KERAS_BN_MOMENTUM = 0.01  # Keras BatchNormalization() momentum 0.99, in PyTorch's convention
-KERAS_BN_EPS = 1e-3  # Keras BatchNormalization() epsilon
+# Keras BatchNormalization() momentum 0.99, in PyTorch's convention
+KERAS_BN_MOMENTUM = 0.01
+# Keras BatchNormalization() epsilon
+KERAS_BN_EPS = 1e-3
 
 
 BatchNormKind = Literal["torch", "keras2", "tf2"]
@@ -207,7 +210,8 @@ def scaled(units: int, width: float) -> int:
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """Keras/TensorFlow 'same' padding (before, after) along one axis of length `size`."""
-    out = -(-size // stride)  # ceil(size / stride)
+    # ceil(size / stride)
+    out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 

@@ -22,7 +22,8 @@ from torch import nn
 from ganforge.models.layers import BatchNormKind, ImageShape, keras_bn, keras_init
 from ganforge.models.registry import Architecture, register
 
-NOTEBOOK_BN_MOMENTUM = 0.2  # Keras BatchNormalization(momentum=0.8), in PyTorch's convention
+# Keras BatchNormalization(momentum=0.8), in PyTorch's convention
+NOTEBOOK_BN_MOMENTUM = 0.2
 
 
 class MLPGenerator(nn.Module):
@@ -49,7 +50,8 @@ class MLPGenerator(nn.Module):
         keras_init(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, *self.image_shape)  # [N, C, H, W]
+        # [N, C, H, W]
+        return self.net(z).view(-1, *self.image_shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -65,7 +67,8 @@ class MLPDiscriminator(nn.Module):
         keras_init(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).squeeze(1)  # [N] logits
+        # [N] logits
+        return self.net(images).squeeze(1)
 
 
 register(

@@ -40,7 +40,8 @@ __all__ = [
 
 def _keyword_options(cls: type, positional: tuple[str, ...]) -> dict[str, Any]:
     """The constructor's parameters after `positional`, each with its default."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+    # drop self
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     names = tuple(p.name for p in params[: len(positional)])
     if names != positional:
         raise TypeError(f"{cls.__name__}.__init__ must start with {positional}, got {names}")
@@ -58,9 +59,12 @@ def _keyword_options(cls: type, positional: tuple[str, ...]) -> dict[str, Any]:
 class Architecture:
     name: str
     summary: str
-    generator: type[nn.Module]  # Generator(latent_dim, image_shape, **its options)
-    discriminator: type[nn.Module]  # Discriminator(image_shape, **its options)
-    supports: Callable[[ImageShape], str | None] = lambda shape: None  # None, or the reason
+    # Generator(latent_dim, image_shape, **its options)
+    generator: type[nn.Module]
+    # Discriminator(image_shape, **its options)
+    discriminator: type[nn.Module]
+    # None, or the reason
+    supports: Callable[[ImageShape], str | None] = lambda shape: None
     default_resolution: int | None = None
     g_options: dict[str, Any] = field(init=False, repr=False)
     d_options: dict[str, Any] = field(init=False, repr=False)
@@ -202,7 +206,8 @@ def _built(
         raise ConfigError(found[0])
     try:
         return build(arch)
-    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # width=nan, too big, ...
+    # width=nan, too big, ...
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
         text = first_line(exc, 200)
         raise ConfigError(f"bad option for model {name!r} ({options!r:.80}): {text}") from None
 

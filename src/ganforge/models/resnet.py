@@ -105,7 +105,8 @@ class GBlock(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         h = F.interpolate(F.relu(self.bn1(x, labels)), scale_factor=2.0)
         h = self.conv2(F.relu(self.bn2(self.conv1(h), labels)))
-        return h + self.skip(F.interpolate(x, scale_factor=2.0))  # [N, cout, 2H, 2W]
+        # [N, cout, 2H, 2W]
+        return h + self.skip(F.interpolate(x, scale_factor=2.0))
 
 
 class ResNetGenerator(nn.Module):
@@ -140,10 +141,12 @@ class ResNetGenerator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes and labels is None:
             labels = balanced_labels(z.shape[0], self.num_classes, z.device)
-        h = self.linear(z).view(z.shape[0], self.start, self.base, self.base)  # [N, ch*m, b, b]
+        # [N, ch*m, b, b]
+        h = self.linear(z).view(z.shape[0], self.start, self.base, self.base)
         for block in self.blocks:
             h = block(h, labels if self.num_classes else None)
-        return torch.tanh(self.out(F.relu(self.bn(h))))  # [N, C, R, R]
+        # [N, C, R, R]
+        return torch.tanh(self.out(F.relu(self.bn(h))))
 
 
 class DBlock(nn.Module):
@@ -155,12 +158,14 @@ class DBlock(nn.Module):
         self.skip = spectral_norm(nn.Conv2d(cin, cout, 1)) if (cin != cout or downsample) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x if self.first else F.relu(x)  # the first block sees pixels: no activation before it
+        # the first block sees pixels: no activation before it
+        h = x if self.first else F.relu(x)
         h = self.conv2(F.relu(self.conv1(h)))
         if self.downsample:
             h = F.avg_pool2d(h, 2)
         skip = x
-        if self.first:  # pool before the 1x1 conv: cheaper, the SNGAN "optimized block"
+        # pool before the 1x1 conv: cheaper, the SNGAN "optimized block"
+        if self.first:
             skip = self.skip(F.avg_pool2d(x, 2) if self.downsample else x)
         elif self.skip is not None:
             skip = self.skip(x)
@@ -195,7 +200,8 @@ class ResNetDiscriminator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.relu(self.blocks(images)).sum(dim=(2, 3))  # [N, ch*m] global sum pooling
+        # [N, ch*m] global sum pooling
+        h = F.relu(self.blocks(images)).sum(dim=(2, 3))
         return projection_logits(h, self.linear, self.embed, labels, self.num_classes)
 
 

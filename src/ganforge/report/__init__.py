@@ -41,7 +41,8 @@ def build_report(
     runs = [read_run(path) for path in run_paths]
     if len({run.path.resolve() for run in runs}) != len(runs):
         raise ConfigError("the same run folder is listed twice")
-    mixing_banner(runs, allow_mixed)  # refuse mixed data before spending time on evaluations
+    # refuse mixed data before spending time on evaluations
+    mixing_banner(runs, allow_mixed)
     if metrics is not None:
         for run in runs:
             attach_evaluation(run, count, seed, metrics, device, log, split)

@@ -70,8 +70,10 @@ class BrowserCheck:
     loaded: int
     tables: int
     metric_rows: int
-    height: int  # rendered page height in CSS pixels
-    broken: list[str]  # alt texts of images that did not decode
+    # rendered page height in CSS pixels
+    height: int
+    # alt texts of images that did not decode
+    broken: list[str]
 
 
 def find_chromium() -> str | None:

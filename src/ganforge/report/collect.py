@@ -27,8 +27,10 @@ class Frame:
     """One sample grid and where in training it was taken."""
 
     path: Path
-    step: int  # iterations done
-    fraction: float  # of the run's planned length
+    # iterations done
+    step: int
+    # of the run's planned length
+    fraction: float
 
 
 @dataclass
@@ -37,11 +39,14 @@ class RunRecord:
     name: str
     config: TrainConfig
     summary: dict[str, Any]
-    log: list[dict[str, Any]]  # metrics.jsonl
-    evals: list[dict[str, Any]]  # eval.jsonl (quality during training)
+    # metrics.jsonl
+    log: list[dict[str, Any]]
+    # eval.jsonl (quality during training)
+    evals: list[dict[str, Any]]
     frames: list[Frame]
     gif: Path | None
-    evaluation: dict[str, Any] | None = None  # the metrics-table record
+    # the metrics-table record
+    evaluation: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property

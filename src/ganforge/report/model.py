@@ -25,13 +25,18 @@ FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 @dataclass
 class MetricRow:
     key: str
-    better: str  # lower | higher | match | info
-    values: list[float | None]  # one per run
-    best: set[int]  # indices of the runs with the best value
-    floor: float | None  # real-vs-real value at the same count, where documented
+    # lower | higher | match | info
+    better: str
+    # one per run
+    values: list[float | None]
+    # indices of the runs with the best value
+    best: set[int]
+    # real-vs-real value at the same count, where documented
+    floor: float | None
     # 95 % bootstrap interval per run
     intervals: list[list[float] | None] = field(default_factory=list)
-    space: str | None = None  # the feature space that produced it (None: needs no features)
+    # the feature space that produced it (None: needs no features)
+    space: str | None = None
 
 
 @dataclass
@@ -45,8 +50,10 @@ class Report:
     metric_rows: list[MetricRow]
     floor_note: str | None
     command: str
-    spaces: dict[str, str] = field(default_factory=dict)  # feature space -> how reports name it
-    flags: list[str] = field(default_factory=list)  # within-noise and disagreement findings
+    # feature space -> how reports name it
+    spaces: dict[str, str] = field(default_factory=dict)
+    # within-noise and disagreement findings
+    flags: list[str] = field(default_factory=list)
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     )

@@ -59,8 +59,10 @@ MEDIA = {
     "nii": "application/gzip",
     "gif": "image/gif",
 }
-CACHED_RESULTS = 64  # recent images kept, so stepping back through seeds costs nothing
-CACHED_BYTES = 64 * 2**20  # and at most this much of them (a long GIF walk is megabytes)
+# recent images kept, so stepping back through seeds costs nothing
+CACHED_RESULTS = 64
+# and at most this much of them (a long GIF walk is megabytes)
+CACHED_BYTES = 64 * 2**20
 MAX_COMPARE = 8
 
 
@@ -251,7 +253,8 @@ def create_app(
             try:
                 draw(names[0], view, views.grid_images, views.encode_grid)
             except GanforgeError:
-                pass  # the page shows the same error when the model is chosen
+                # the page shows the same error when the model is chosen
+                pass
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

@@ -54,8 +54,10 @@ class ModelEntry:
     # what `ganforge sample` takes to reproduce a view: a path as the user wrote it, or
     # "--pretrained NAME"
     cli_source: list[str]
-    path: Path  # run folder, model folder or generator file (resolved by load_generator)
-    run: str | None = None  # the run it belongs to, when it is a run's generator
+    # run folder, model folder or generator file (resolved by load_generator)
+    path: Path
+    # the run it belongs to, when it is a run's generator
+    run: str | None = None
 
 
 def contained_file(root: Path, relative: str) -> Path:
@@ -77,7 +79,8 @@ def contained_file(root: Path, relative: str) -> Path:
         real = (real_root / pure).resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError):
         raise NotFound(f"no file {text[:80]} in this run") from None
-    except (OSError, RuntimeError):  # a symlink loop, a name too long
+    # a symlink loop, a name too long
+    except (OSError, RuntimeError):
         raise Forbidden(f"refused: {text[:80]} cannot be resolved") from None
     if not real.is_relative_to(real_root):
         raise Forbidden("refused: the path leads outside the served folder")

@@ -24,10 +24,13 @@ import torch
 from ganforge.errors import ConfigError
 from ganforge.latent import check_truncation, parse_seeds, seed_images, walk_images, with_noise
 
-MAX_GRID = 256  # images in one grid: 16 x 16
-MAX_FRAMES = 240  # frames in one walk: 12 s at 20 frames/s
+# images in one grid: 16 x 16
+MAX_GRID = 256
+# frames in one walk: 12 s at 20 frames/s
+MAX_FRAMES = 240
 MAX_WALK_SEEDS = 16
-MAX_QUERY = 2000  # characters in a query string
+# characters in a query string
+MAX_QUERY = 2000
 # one forward pass for the whole grid: several times faster on a CPU than one image at a
 # time; a pixel may differ from `ganforge sample` (batches of one) by a grey level
 BATCH = 256

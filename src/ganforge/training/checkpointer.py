@@ -104,7 +104,8 @@ class Checkpointer:
             save_checkpoint(path, contents)
             if best:
                 save_checkpoint(folder / "best.pt", contents)
-        except OSError as exc:  # a full disk, a vanished or read-only folder
+        # a full disk, a vanished or read-only folder
+        except OSError as exc:
             previous = find_latest(folder)
             kept = (
                 f"the last good checkpoint, {previous}, is intact"

@@ -251,7 +251,8 @@ def join(config: TrainConfig) -> Distributed:
             timeout=datetime.timedelta(seconds=config.distributed.timeout_s),
             **options,
         )
-    except (RuntimeError, ValueError, OSError) as exc:  # store unreachable, a process missing
+    # store unreachable, a process missing
+    except (RuntimeError, ValueError, OSError) as exc:
         raise ConfigError(
             f"process {rank} of {world} could not join the run at {address}:{port} "
             f"within dist_timeout_s={config.distributed.timeout_s:g} s "
@@ -433,7 +434,8 @@ def lost_contact_error(
     """
     try:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except ValueError:  # not the main thread: signals are not this thread's to set
+    # not the main thread: signals are not this thread's to set
+    except ValueError:
         pass
     return GanforgeError(
         f"process {rank} of {world} lost contact with the others at iteration {step} "

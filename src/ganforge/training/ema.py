@@ -32,4 +32,5 @@ class GeneratorEMA:
         for ema_param, param in zip(self.model.parameters(), generator.parameters()):
             ema_param.lerp_(param.detach(), weight)
         for ema_buffer, buffer in zip(self.model.buffers(), generator.buffers()):
-            ema_buffer.copy_(buffer)  # BatchNorm statistics follow the live generator
+            # BatchNorm statistics follow the live generator
+            ema_buffer.copy_(buffer)

@@ -22,7 +22,8 @@ def compiled(module: nn.Module, runtime: Runtime) -> nn.Module | Callable:
         return module
     try:
         return compile_module(module, runtime)
-    except Exception as exc:  # compile unavailable on this platform: say so, run eager
+    # compile unavailable on this platform: say so, run eager
+    except Exception as exc:
         runtime.notes.append(f"torch.compile unavailable ({type(exc).__name__}); running eager")
         return module
 

@@ -86,8 +86,10 @@ class GraphedStep:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = self.step(static_batch)
         except torch.OutOfMemoryError:
-            raise  # the trainer turns it into a message with the memory figures
-        except Exception as exc:  # e.g. an op that syncs, or a library that cannot be captured
+            # the trainer turns it into a message with the memory figures
+            raise
+        # e.g. an op that syncs, or a library that cannot be captured
+        except Exception as exc:
             self.failed, self.static = True, ()
             torch.cuda.synchronize(self.runtime.device)
             first = first_line(exc, 200)
@@ -97,5 +99,6 @@ class GraphedStep:
             )
             return self.step(batch)
         self.graph, self.static_out = graph, out
-        graph.replay()  # the captured iteration is this one: capture itself executes nothing
+        # the captured iteration is this one: capture itself executes nothing
+        graph.replay()
         return out

@@ -14,7 +14,8 @@ import torch
 
 DOMINANCE_ACCURACY = 0.99
 DOMINANCE_FAKE_PROBABILITY = 0.02
-COLLAPSE_RATIO = 0.25  # sample spread below this fraction of the real spread
+# sample spread below this fraction of the real spread
+COLLAPSE_RATIO = 0.25
 
 
 def spread(images: torch.Tensor) -> float:

@@ -117,7 +117,8 @@ class Trainer:
             self.step_fn.probe(self.batches.probe(self.data))
         except torch.OutOfMemoryError:
             raise
-        except Exception as exc:  # a compiler error, missing toolchain, unsupported op
+        # a compiler error, missing toolchain, unsupported op
+        except Exception as exc:
             first = first_line(exc, 200)
             if runtime.compile_required:
                 raise GanforgeError(
@@ -332,7 +333,8 @@ class _StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
+            # not the main thread: leave signals alone
+            except ValueError:
                 pass
         return self
 

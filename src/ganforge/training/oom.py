@@ -26,7 +26,8 @@ def out_of_memory_message(
                 f"{free / 2**30:.2f} GiB free, peak allocated by ganforge {peak / 2**30:.2f} GiB, "
                 f"reserved {reserved / 2**30:.2f} GiB"
             )
-        except Exception:  # the allocator may be in no state to answer
+        # the allocator may be in no state to answer
+        except Exception:
             figures = ""
     hints = [f"lower --batch-size (now {batch_size})"]
     if runtime.dtype is None and device.type == "cuda":

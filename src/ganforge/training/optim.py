@@ -34,7 +34,8 @@ def build_optimisers(
     opt_g = torch.optim.Adam(generator.parameters(), lr=optim.lr_g, **settings)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d, **settings)
     counter = SharedIterationCounter(opt_d, opt_g) if optim.shared_counter else None
-    if optim.keras_epsilon:  # registered after the counter: it reads the step the counter set
+    # registered after the counter: it reads the step the counter set
+    if optim.keras_epsilon:
         for optimiser in (opt_d, opt_g):
             KerasEpsilon(optimiser, optim.eps)
     return opt_g, opt_d, counter
@@ -107,7 +108,8 @@ class SharedIterationCounter:
         for group in optimiser.param_groups:
             for param in group["params"]:
                 state = optimiser.state[param]
-                if not state:  # first update of this network: start from the shared count
+                # first update of this network: start from the shared count
+                if not state:
                     device = param.device if on_device else torch.device("cpu")
                     state["step"] = torch.zeros((), dtype=torch.float32, device=device)
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)

@@ -36,24 +36,29 @@ if TYPE_CHECKING:
 # does not ask for exact fp32
 _TF32_DEFAULTS = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
-CUDA_GRAPH_COMPILE_MODES = (
-    "reduce-overhead",
-    "max-autotune",
-)  # torch.compile modes that use CUDA graphs
+# torch.compile modes that use CUDA graphs
+CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
 @dataclass
 class Runtime:
     device: torch.device
-    dtype: torch.dtype | None  # autocast dtype, None for plain fp32
+    # autocast dtype, None for plain fp32
+    dtype: torch.dtype | None
     compile: bool
     channels_last: bool
-    notes: list[str] = field(default_factory=list)  # fallbacks to tell the user about
-    compile_mode: str = "default"  # torch.compile mode, when compile is on
-    compile_required: bool = False  # compile=on: a compile failure is an error, not a fallback
-    fused_optim: bool = False  # fused Adam kernels (CUDA)
-    cuda_graphs: bool = False  # whole-step CUDA graph capture (training/step.py GraphedStep)
-    async_artefacts: bool = False  # sample grids written by a background thread
+    # fallbacks to tell the user about
+    notes: list[str] = field(default_factory=list)
+    # torch.compile mode, when compile is on
+    compile_mode: str = "default"
+    # compile=on: a compile failure is an error, not a fallback
+    compile_required: bool = False
+    # fused Adam kernels (CUDA)
+    fused_optim: bool = False
+    # whole-step CUDA graph capture (training/step.py GraphedStep)
+    cuda_graphs: bool = False
+    # sample grids written by a background thread
+    async_artefacts: bool = False
     # TF32 matrix products and convolutions on an Ampere+ GPU (PyTorch's cuDNN default); off
     # where fp32 was asked for, so an fp32 run is exactly fp32
     tf32: bool = True
@@ -177,7 +182,8 @@ def native_bf16(device: torch.device, flags: frozenset[str] | None = None) -> bo
         return False
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # PyTorch before 2.4 has no including_emulation
+    # PyTorch before 2.4 has no including_emulation
+    except TypeError:
         return torch.cuda.get_device_capability(device)[0] >= 8
 
 

@@ -20,10 +20,12 @@ class BatchSampler:
         self.size, self.batch_size, self.order = size, batch_size, order
         self.generator = torch.Generator().manual_seed(seed)
         self.batches_per_pass = size // batch_size
-        self.position = 0  # batch index within the current pass
+        # batch index within the current pass
+        self.position = 0
         self.passes = 0
         self._permutation: torch.Tensor | None = None
-        self._part = slice(None)  # this process's part of every batch (see shard)
+        # this process's part of every batch (see shard)
+        self._part = slice(None)
 
     def shard(self, rank: int, world_size: int) -> None:
         """Return only process `rank`'s slice of every batch, of `world_size` equal slices.

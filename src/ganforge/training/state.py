@@ -44,14 +44,17 @@ class TrainingState:
     ema: GeneratorEMA | None
     sampler: BatchSampler
     noise_rng: torch.Generator
-    grid_noise: torch.Tensor  # [grid_size^2, latent_dim] on the device, fixed for the run
+    # [grid_size^2, latent_dim] on the device, fixed for the run
+    grid_noise: torch.Tensor
     device: torch.device
     step: int = 0
-    elapsed: float = 0.0  # training seconds of earlier sessions of a resumed run
+    # training seconds of earlier sessions of a resumed run
+    elapsed: float = 0.0
     best_metric: float | None = None
     # one Adam count for D and G (optim.shared_counter)
     counter: SharedIterationCounter | None = None
-    scalers: dict[str, torch.amp.GradScaler] | None = None  # fp16 loss scales of D and G
+    # fp16 loss scales of D and G
+    scalers: dict[str, torch.amp.GradScaler] | None = None
 
     @classmethod
     def create(
@@ -69,7 +72,8 @@ class TrainingState:
         generator, discriminator = build_models(
             c.model.arch, c.model.latent_dim, image_shape, c.model.options
         )
-        if c.regularise.spectral_norm == "d":  # before the optimisers and any checkpoint load see D
+        # before the optimisers and any checkpoint load see D
+        if c.regularise.spectral_norm == "d":
             apply_spectral_norm(discriminator)
         memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
         generator.to(device, memory_format=memory_format)

@@ -41,13 +41,20 @@ class Batch:
     (shared_noise). ``labels`` / ``fake_labels`` are class labels for conditional models.
     """
 
-    real: torch.Tensor  # [B, C, H, W] in [-1, 1]
-    z_d: torch.Tensor  # [B_fake, latent_dim]: noise for D's fakes
-    z_g: torch.Tensor  # [B, latent_dim]: noise for the G step
-    labels: torch.Tensor | None = None  # [B] classes of the real images
-    fake_labels: torch.Tensor | None = None  # [B_fake] classes asked of G for D's fakes
-    fake_labels_g: torch.Tensor | None = None  # [B] classes asked of G in the G step
-    index: int = 0  # the iteration number (lazy regularisers)
+    # [B, C, H, W] in [-1, 1]
+    real: torch.Tensor
+    # [B_fake, latent_dim]: noise for D's fakes
+    z_d: torch.Tensor
+    # [B, latent_dim]: noise for the G step
+    z_g: torch.Tensor
+    # [B] classes of the real images
+    labels: torch.Tensor | None = None
+    # [B_fake] classes asked of G for D's fakes
+    fake_labels: torch.Tensor | None = None
+    # [B] classes asked of G in the G step
+    fake_labels_g: torch.Tensor | None = None
+    # the iteration number (lazy regularisers)
+    index: int = 0
 
     def tensors(self) -> tuple[torch.Tensor | None, ...]:
         return (self.real, self.z_d, self.z_g, self.labels, self.fake_labels, self.fake_labels_g)
@@ -71,17 +78,20 @@ class Regulariser(Protocol):
         """The term to add, or None when it skips this iteration."""
 
 
-Augment = Callable[[torch.Tensor], torch.Tensor]  # applied to every image D sees, real and fake
+# applied to every image D sees, real and fake
+Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class StepOptions:
     """How the iteration is played (each one a config field)."""
 
-    update: str = "alternating"  # alternating | simultaneous
+    # alternating | simultaneous
+    update: str = "alternating"
     # two D steps (real, then fake) as two Keras train_on_batch calls
     separate_d_updates: bool = True
-    fakes_from_eval_g: bool = False  # D's fakes from G in inference mode (Keras predict)
+    # D's fakes from G in inference mode (Keras predict)
+    fakes_from_eval_g: bool = False
 
 
 class AdversarialStep:
@@ -189,7 +199,8 @@ class AdversarialStep:
     def _fakes_for_d(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         was_training = self.G.training
         if self.options.fakes_from_eval_g:
-            self.G.eval()  # Keras generator.predict(): BatchNorm uses its running statistics
+            # Keras generator.predict(): BatchNorm uses its running statistics
+            self.G.eval()
         with torch.no_grad(), self.runtime.autocast():
             fake = self._generate(z, labels)
         self.G.train(was_training)
@@ -265,13 +276,15 @@ class AdversarialStep:
             optimiser.step()
             return
         scaler.scale(loss).backward()
-        scaler.step(optimiser)  # skipped when the scaled gradients overflowed
+        # skipped when the scaled gradients overflowed
+        scaler.step(optimiser)
         scaler.update()
 
     def _update_g(
         self, z: torch.Tensor, labels: torch.Tensor | None, batch: Batch | None = None
     ) -> torch.Tensor:
-        self.D.requires_grad_(False)  # D is frozen in the G step; no weight gradients for it
+        # D is frozen in the G step; no weight gradients for it
+        self.D.requires_grad_(False)
         with self.runtime.autocast():
             logits = self._discriminate(self._generate(z, labels), labels)
         if self.loss.pair is not None and batch is not None:
@@ -405,7 +418,8 @@ class _Snapshot:
     def restore(self) -> None:
         for module, state in self.models:
             for key, value in module.state_dict().items():
-                value.copy_(state[key])  # in place: parameter addresses stay what compiled code saw
+                # in place: parameter addresses stay what compiled code saw
+                value.copy_(state[key])
         for opt, state in self.optimizers:
             opt.load_state_dict(state)
             opt.zero_grad(set_to_none=True)

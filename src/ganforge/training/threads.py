@@ -16,7 +16,8 @@ def usable_cpus() -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    try:  # cgroup v2 quota, e.g. "200000 100000" = 2 CPUs (containers, CI runners)
+    # cgroup v2 quota, e.g. "200000 100000" = 2 CPUs (containers, CI runners)
+    try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
         if quota != "max":
             cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
@@ -110,4 +111,5 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
+        # fixed shapes: pick the fastest convolution once
+        torch.backends.cudnn.benchmark = True
